@@ -1,0 +1,47 @@
+// The control socket's command table: every method is one row with its parameters and whether
+// it may run while workers run (BESS's habit). Methods that may not are run between a
+// Pauser::pause() and Pauser::resume(), never under an ad-hoc lock.
+#pragma once
+
+#include <functional>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/result.h"
+
+namespace ferry {
+
+enum class ParamType { kString, kInteger, kUnsigned, kBoolean, kObject, kArray, kAny };
+
+struct ParamSpec {
+    std::string_view name;
+    ParamType type;
+    bool required;
+    std::string_view help;
+};
+
+/// Handler of one method. Context: control thread. Params have already been checked against the
+/// row's ParamSpec list (types, required fields, no unknown fields).
+using CommandHandler = std::function<Result<nlohmann::json>(const nlohmann::json& params)>;
+
+struct CommandSpec {
+    std::string_view name;
+    std::string_view help;
+    bool safe_while_running;
+    std::vector<ParamSpec> params;
+    CommandHandler handler;
+};
+
+/// Stops and restarts the workers around an unsafe command. Context: control thread.
+class Pauser {
+public:
+    virtual ~Pauser() = default;
+    /// Pauses every worker at a safe point; returns an error (kBusy) if they do not stop in time,
+    /// in which case no worker is left paused.
+    virtual Status pause() = 0;
+    virtual void resume() = 0;
+};
+
+}  // namespace ferry

@@ -1,0 +1,86 @@
+#include "control/commands.h"
+
+#include <rte_version.h>
+
+#include "control/config.h"
+#include "control/switch.h"
+#include "ferry_version.h"
+
+namespace ferry {
+namespace {
+
+constexpr int kApiVersion = 1;
+
+std::string opt_string(const nlohmann::json& p, const char* key) {
+    return p.contains(key) ? p[key].get<std::string>() : std::string();
+}
+
+}  // namespace
+
+std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json()> describe) {
+    using json = nlohmann::json;
+    std::vector<CommandSpec> t;
+    t.push_back({"version", "ferryd, DPDK and control API versions", true, {},
+                 [](const json&) -> Result<json> {
+                     return json{{"ferryd", FERRY_VERSION}, {"dpdk", rte_version()},
+                                 {"api", kApiVersion}};
+                 }});
+    t.push_back({"help", "the methods, their parameters and whether they pause the workers", true,
+                 {}, [describe](const json&) -> Result<json> { return describe(); }});
+    t.push_back({"port.list", "ports with their state, device and VLAN settings", true, {},
+                 [&sw](const json&) -> Result<json> { return sw.port_list(); }});
+    // port.add takes the same object as an element of the config's "ports" array.
+    t.push_back({"port.add", "attach and start a port (same keys as a config port)", true,
+                 {{"name", ParamType::kString, true, "port name"},
+                  {"type", ParamType::kString, true, "vhost-user or dpdk"},
+                  {"path", ParamType::kString, false, "vhost-user socket path"},
+                  {"mode", ParamType::kString, false, "server or client"},
+                  {"devargs", ParamType::kString, false, "DPDK device arguments"},
+                  {"queues", ParamType::kUnsigned, false, "rx queues"},
+                  {"rx_pin", ParamType::kArray, false, "worker lcore per rx queue"},
+                  {"vlan_mode", ParamType::kString, false, "trunk or access"},
+                  {"tag", ParamType::kUnsigned, false, "access VLAN or trunk native VLAN"},
+                  {"trunks", ParamType::kArray, false, "VLANs a trunk carries"}},
+                 [&sw](const json& p) -> Result<json> {
+                     auto cfg = parse_port_config(p, "params");
+                     if (!cfg) return cfg.error();
+                     return sw.add_port(cfg.value());
+                 }});
+    t.push_back({"port.del", "stop and detach a port; its MAC entries are forgotten", true,
+                 {{"name", ParamType::kString, true, "port name"}},
+                 [&sw](const json& p) -> Result<json> {
+                     Status st = sw.del_port(p["name"].get<std::string>());
+                     if (!st) return st.error();
+                     return json{{"deleted", p["name"]}};
+                 }});
+    t.push_back({"port.stats", "packet, byte and drop counters of one port or all", true,
+                 {{"name", ParamType::kString, false, "port name (default: all)"}},
+                 [&sw](const json& p) { return sw.port_stats(opt_string(p, "name")); }});
+    t.push_back({"mac.list", "learned MAC addresses", true,
+                 {{"port", ParamType::kString, false, "only this port"},
+                  {"vlan", ParamType::kUnsigned, false, "only this VLAN"}},
+                 [&sw](const json& p) -> Result<json> {
+                     std::optional<uint16_t> vlan;
+                     if (p.contains("vlan")) {
+                         uint64_t v = p["vlan"].get<uint64_t>();
+                         if (v > 4095)
+                             return make_error(ErrorCode::kInvalidParams,
+                                               "vlan: must be in 0..4095");
+                         vlan = static_cast<uint16_t>(v);
+                     }
+                     return sw.mac_list(opt_string(p, "port"), vlan);
+                 }});
+    t.push_back({"mac.flush", "forget learned MAC addresses of one port or all", true,
+                 {{"port", ParamType::kString, false, "only this port"}},
+                 [&sw](const json& p) { return sw.mac_flush(opt_string(p, "port")); }});
+    t.push_back({"stats", "switch-wide counters: workers, ports, tables", true, {},
+                 [&sw](const json&) -> Result<json> { return sw.stats(); }});
+    t.push_back({"shutdown", "stop ferryd cleanly after answering", true, {},
+                 [&sw](const json&) -> Result<json> {
+                     sw.request_shutdown();
+                     return json{{"shutting_down", true}};
+                 }});
+    return t;
+}
+
+}  // namespace ferry

@@ -1,0 +1,71 @@
+// ferryd's configuration: the JSON contract of `ferryd --config FILE` and of `port.add`, parsed
+// and validated completely before anything starts. Errors name the offending key by its path.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/result.h"
+
+namespace ferry {
+
+inline constexpr uint16_t kMaxPorts = 64;
+inline constexpr uint16_t kMaxWorkers = 16;
+inline constexpr uint16_t kMaxQueuesPerPort = 16;
+
+enum class PortType { kVhostUser, kDpdk };
+enum class VhostMode { kServer, kClient };
+enum class VlanMode { kTrunk, kAccess };
+
+struct PortConfig {
+    std::string name;  // [A-Za-z0-9_.-]{1,31}, unique
+    PortType type = PortType::kVhostUser;
+    std::string path;     // vhost-user socket path (vhost-user only)
+    VhostMode mode = VhostMode::kServer;
+    std::string devargs;  // DPDK device arguments (dpdk only), e.g. "net_pcap0,rx_pcap=a.pcap"
+    uint16_t queues = 1;  // rx queues (1..kMaxQueuesPerPort)
+    std::vector<unsigned> rx_pin;  // optional: worker lcore per rx queue (size == queues)
+    VlanMode vlan_mode = VlanMode::kTrunk;
+    uint16_t tag = 0;              // access: the port's VLAN (1..4094); trunk: native VLAN (0 = none)
+    std::vector<uint16_t> trunks;  // trunk: allowed VLANs (empty = all)
+};
+
+struct IdleBackoff {
+    bool enabled = true;
+    uint32_t min_us = 1;    // first sleep after the idle threshold
+    uint32_t max_us = 200;  // sleeps double up to this bound
+    uint32_t idle_polls = 256;  // empty polls of every queue before the first sleep
+};
+
+struct Config {
+    std::vector<std::string> eal;  // EAL arguments as given
+    std::string control_socket = "/run/ferry/ferryd.sock";
+    std::vector<unsigned> workers;  // worker lcore ids (at least one)
+    std::vector<PortConfig> ports;
+    IdleBackoff idle;
+    uint32_t mac_table_size = 65536;  // entries
+    uint32_t mac_aging_s = 300;       // seconds an unrefreshed MAC stays
+    uint32_t mbufs = 16384;           // packet buffers in the pool
+};
+
+/// Parses and validates a whole configuration document. Context: control.
+/// @return the configuration, or kInvalidParams with a message that starts with the JSON path of
+///         the offending key (e.g. "ports[1].queues: must be an integer in 1..16").
+Result<Config> parse_config(const nlohmann::json& doc);
+
+/// Parses one port object (the shape of an element of "ports", also the params of `port.add`).
+/// @param path prefix used in error messages, e.g. "ports[2]" or "params"
+Result<PortConfig> parse_port_config(const nlohmann::json& obj, const std::string& path);
+
+/// Reads and parses a configuration file; I/O and JSON syntax errors name the file.
+Result<Config> load_config_file(const std::string& file);
+
+/// The JSON Schema (draft 2020-12) of the configuration, generated from the same rules the
+/// parser applies; config/schema.json is this document.
+nlohmann::json config_schema();
+
+}  // namespace ferry

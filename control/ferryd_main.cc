@@ -1,0 +1,200 @@
+// ferryd: load and validate the configuration, start DPDK, build the switch, serve the control
+// socket until asked to stop, then tear everything down and remove DPDK's runtime files.
+#include <rte_eal.h>
+#include <rte_lcore.h>
+#include <rte_pdump.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "control/commands.h"
+#include "control/config.h"
+#include "control/control_server.h"
+#include "control/eal_setup.h"
+#include "control/jsonrpc.h"
+#include "control/log.h"
+#include "control/switch.h"
+#include "control/telemetry.h"
+#include "ferry_version.h"
+
+namespace {
+
+constexpr int kExitUsage = 64;
+constexpr int kExitConfig = 2;
+constexpr int kExitRuntime = 1;
+
+struct Options {
+    std::string config;
+    bool check_only = false;
+    bool print_schema = false;
+    ferry::LogLevel log_level = ferry::LogLevel::kInfo;
+    std::vector<std::string> eal_passthrough;
+};
+
+void usage(FILE* out) {
+    fprintf(out,
+            "usage: ferryd --config FILE [--check] [--log-level LEVEL] [-- EAL-ARGS...]\n"
+            "       ferryd --print-schema | --version\n"
+            "  --config FILE      JSON configuration (see config/schema.json)\n"
+            "  --check            validate the configuration and exit\n"
+            "  --log-level LEVEL  debug, info (default), warn or error\n"
+            "  -- EAL-ARGS        appended to the configuration's \"eal\" arguments\n");
+}
+
+/// Parses the command line. @return exit code to stop with, or -1 to go on.
+int parse_args(int argc, char** argv, Options* o) {
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--") {
+            for (++i; i < argc; ++i) o->eal_passthrough.emplace_back(argv[i]);
+            break;
+        }
+        if (a == "--config" && i + 1 < argc) {
+            o->config = argv[++i];
+        } else if (a == "--check") {
+            o->check_only = true;
+        } else if (a == "--print-schema") {
+            o->print_schema = true;
+        } else if (a == "--version") {
+            printf("ferryd %s\n", FERRY_VERSION);
+            return 0;
+        } else if (a == "--log-level" && i + 1 < argc) {
+            std::string l = argv[++i];
+            if (l == "debug") o->log_level = ferry::LogLevel::kDebug;
+            else if (l == "info") o->log_level = ferry::LogLevel::kInfo;
+            else if (l == "warn") o->log_level = ferry::LogLevel::kWarn;
+            else if (l == "error") o->log_level = ferry::LogLevel::kError;
+            else {
+                fprintf(stderr, "ferryd: --log-level: unknown level '%s'\n", l.c_str());
+                return kExitUsage;
+            }
+        } else if (a == "-h" || a == "--help") {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ferryd: unknown or incomplete argument '%s'\n", a.c_str());
+            usage(stderr);
+            return kExitUsage;
+        }
+    }
+    if (o->config.empty() && !o->print_schema) {
+        usage(stderr);
+        return kExitUsage;
+    }
+    return -1;
+}
+
+/// Runs the switch until shutdown. Context: control thread (main lcore).
+int serve(const ferry::Config& cfg) {
+    auto sw = ferry::Switch::create(cfg);
+    if (!sw) {
+        FERRY_LOG_ERROR("%s", sw.error().message.c_str());
+        return kExitConfig;
+    }
+    ferry::Switch& s = *sw.value();
+    std::unique_ptr<ferry::JsonRpcDispatcher> dispatcher;
+    dispatcher = std::make_unique<ferry::JsonRpcDispatcher>(
+        ferry::make_commands(s, [&dispatcher] { return ferry::describe_methods(dispatcher->table()); }),
+        &s);
+    auto server = ferry::ControlServer::listen(cfg.control_socket, dispatcher.get());
+    if (!server) {
+        FERRY_LOG_ERROR("control socket %s: %s", cfg.control_socket.c_str(),
+                        server.error().message.c_str());
+        return kExitRuntime;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    server.value()->add_watch(sfd, [&s, sfd] {
+        signalfd_siginfo si{};
+        while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+            FERRY_LOG_INFO("signal %s: stopping", strsignal(static_cast<int>(si.ssi_signo)));
+            s.request_shutdown();
+        }
+    });
+    server.value()->add_watch(s.event_fd(), [&s] { s.handle_port_events(); });
+    ferry::telemetry_attach(&s);
+    auto st = s.start_workers();
+    if (!st) {
+        FERRY_LOG_ERROR("%s", st.error().message.c_str());
+        ferry::telemetry_detach();
+        close(sfd);
+        return kExitRuntime;
+    }
+    FERRY_LOG_INFO("ready: %zu ports, %u workers, control socket %s", cfg.ports.size(),
+                   s.worker_count(), cfg.control_socket.c_str());
+    while (!s.shutdown_requested()) {
+        server.value()->run_once(50);
+        s.housekeeping();
+    }
+    // Answer the shutdown request before the socket goes away.
+    server.value()->run_once(0);
+    ferry::telemetry_detach();
+    s.stop_workers();
+    server.value().reset();
+    close(sfd);
+    sw.value().reset();
+    FERRY_LOG_INFO("stopped");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options opt;
+    int rc = parse_args(argc, argv, &opt);
+    if (rc >= 0) return rc;
+    if (opt.print_schema) {
+        printf("%s\n", ferry::config_schema().dump(2).c_str());
+        return 0;
+    }
+    ferry::log_set_level(opt.log_level);
+    auto cfg = ferry::load_config_file(opt.config);
+    if (!cfg) {
+        fprintf(stderr, "ferryd: %s\n", cfg.error().message.c_str());
+        return kExitConfig;
+    }
+    if (opt.check_only) {
+        printf("ferryd: %s is valid\n", opt.config.c_str());
+        return 0;
+    }
+    ferry::EalPlan plan = ferry::plan_eal(cfg.value(), opt.eal_passthrough, ferry::host_free_hugepages());
+    if (plan.no_huge)
+        FERRY_LOG_WARN("no free hugepages on this host: running with --no-huge (memfd-backed memory)");
+
+    // Signals are taken through a signalfd by the control thread; block them before the EAL
+    // starts its threads so they inherit the mask.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    std::vector<char*> eal_argv;
+    for (auto& a : plan.args) eal_argv.push_back(a.data());
+    eal_argv.push_back(nullptr);
+    if (rte_eal_init(static_cast<int>(plan.args.size()), eal_argv.data()) < 0) {
+        FERRY_LOG_ERROR("EAL initialisation failed (arguments:%s)", [&] {
+            std::string s;
+            for (auto& a : plan.args) s += " " + a;
+            return s;
+        }().c_str());
+        return kExitRuntime;
+    }
+    std::string runtime_dir = rte_eal_get_runtime_dir();
+    if (rte_pdump_init() != 0) FERRY_LOG_WARN("packet capture (rte_pdump) unavailable");
+    rc = serve(cfg.value());
+    rte_pdump_uninit();
+    rte_eal_cleanup();
+    ferry::remove_runtime_dir(runtime_dir);
+    return rc;
+}

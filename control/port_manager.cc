@@ -1,0 +1,139 @@
+#include "control/port_manager.h"
+
+#include <rte_bus.h>
+#include <rte_dev.h>
+#include <rte_ethdev.h>
+#include <rte_errno.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "control/log.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint16_t kRxDescriptors = 1024;
+constexpr uint16_t kTxDescriptors = 1024;
+
+struct LinkCallback {
+    void (*fn)(void*);
+    void* arg;
+};
+
+int on_eth_event(uint16_t, rte_eth_event_type, void* cb_arg, void*) {
+    auto* cb = static_cast<LinkCallback*>(cb_arg);
+    cb->fn(cb->arg);
+    return 0;
+}
+
+std::string device_name(const std::string& devargs) { return devargs.substr(0, devargs.find(',')); }
+
+/// Closes an ethdev and detaches its device from its bus. Context: control.
+void close_and_detach(uint16_t pid) {
+    rte_eth_dev_info info{};
+    rte_device* dev = rte_eth_dev_info_get(pid, &info) == 0 ? info.device : nullptr;
+    rte_eth_dev_close(pid);
+    if (dev != nullptr) rte_dev_remove(dev);
+}
+
+Error dpdk_error(const std::string& what, int rc) {
+    return make_error(ErrorCode::kFailed, what + ": " + rte_strerror(rc < 0 ? -rc : rc));
+}
+
+}  // namespace
+
+std::string port_devargs(const PortConfig& cfg, uint16_t n_workers) {
+    if (cfg.type == PortType::kDpdk) return cfg.devargs;
+    uint16_t pairs = std::max<uint16_t>(cfg.queues, n_workers);
+    return "net_vhost_" + cfg.name + ",iface=" + cfg.path + ",queues=" + std::to_string(pairs) +
+           ",client=" + (cfg.mode == VhostMode::kClient ? "1" : "0");
+}
+
+Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, rte_mempool* pool,
+                                    void (*on_link_event)(void*), void* arg) {
+    PortDevice dev;
+    dev.devargs = port_devargs(cfg, n_workers);
+    dev.dev_name = device_name(dev.devargs);
+    uint16_t pid = 0;
+    if (rte_eth_dev_get_port_by_name(dev.dev_name.c_str(), &pid) == 0)
+        return make_error(ErrorCode::kConflict, "device " + dev.dev_name + " is already attached");
+    int rc = rte_dev_probe(dev.devargs.c_str());
+    if (rc < 0) return dpdk_error("cannot attach device '" + dev.devargs + "'", rc);
+    if (rte_eth_dev_get_port_by_name(dev.dev_name.c_str(), &pid) != 0)
+        return make_error(ErrorCode::kFailed, "device " + dev.dev_name + " is not an ethdev");
+    dev.dpdk_port = pid;
+    dev.tx_queues = n_workers;
+    auto fail = [&](Error e) -> Result<PortDevice> {
+        close_and_detach(pid);
+        return e;
+    };
+
+    rte_eth_dev_info info{};
+    rc = rte_eth_dev_info_get(pid, &info);
+    if (rc != 0) return fail(dpdk_error("cannot query " + dev.dev_name, rc));
+    if (cfg.queues > info.max_rx_queues)
+        return fail(make_error(ErrorCode::kInvalidParams,
+                               "port " + cfg.name + ": device has " +
+                                   std::to_string(info.max_rx_queues) + " rx queues, " +
+                                   std::to_string(cfg.queues) + " configured"));
+    if (n_workers > info.max_tx_queues)
+        return fail(make_error(ErrorCode::kInvalidParams,
+                               "port " + cfg.name + ": device has " +
+                                   std::to_string(info.max_tx_queues) +
+                                   " tx queues, ferryd needs one per worker (" +
+                                   std::to_string(n_workers) + ")"));
+    rte_eth_conf conf{};
+    if (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) conf.intr_conf.lsc = 1;
+    rc = rte_eth_dev_configure(pid, cfg.queues, n_workers, &conf);
+    if (rc != 0) return fail(dpdk_error("cannot configure " + dev.dev_name, rc));
+    int socket = rte_eth_dev_socket_id(pid);
+    if (socket < 0) socket = 0;
+    for (uint16_t q = 0; q < cfg.queues; ++q) {
+        rc = rte_eth_rx_queue_setup(pid, q, kRxDescriptors, socket, nullptr, pool);
+        if (rc != 0) return fail(dpdk_error("rx queue setup on " + dev.dev_name, rc));
+    }
+    for (uint16_t q = 0; q < n_workers; ++q) {
+        rc = rte_eth_tx_queue_setup(pid, q, kTxDescriptors, socket, nullptr);
+        if (rc != 0) return fail(dpdk_error("tx queue setup on " + dev.dev_name, rc));
+    }
+    // The callback object lives as long as the process: DPDK may call it until unregistered,
+    // and a port can be re-added under the same device name.
+    auto* cb = new LinkCallback{on_link_event, arg};
+    rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_INTR_LSC, on_eth_event, cb);
+    rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event, cb);
+    rc = rte_eth_dev_start(pid);
+    if (rc != 0) {
+        rte_eth_dev_callback_unregister(pid, RTE_ETH_EVENT_INTR_LSC, on_eth_event, cb);
+        rte_eth_dev_callback_unregister(pid, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event, cb);
+        return fail(dpdk_error("cannot start " + dev.dev_name, rc));
+    }
+    rte_eth_promiscuous_enable(pid);  // a bridge port sees every address; not all devices can
+    return dev;
+}
+
+void port_device_close(const PortDevice& dev) {
+    rte_eth_dev_callback_unregister(dev.dpdk_port, RTE_ETH_EVENT_INTR_LSC, on_eth_event,
+                                    reinterpret_cast<void*>(-1));
+    rte_eth_dev_callback_unregister(dev.dpdk_port, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event,
+                                    reinterpret_cast<void*>(-1));
+    int rc = rte_eth_dev_stop(dev.dpdk_port);
+    if (rc != 0) FERRY_LOG_WARN("stopping %s: %s", dev.dev_name.c_str(), rte_strerror(-rc));
+    close_and_detach(dev.dpdk_port);
+}
+
+bool port_link_up(uint16_t dpdk_port) {
+    rte_eth_link link{};
+    if (rte_eth_link_get_nowait(dpdk_port, &link) != 0) return false;
+    return link.link_status == RTE_ETH_LINK_UP;
+}
+
+std::string port_mac(uint16_t dpdk_port) {
+    rte_ether_addr a{};
+    if (rte_eth_macaddr_get(dpdk_port, &a) != 0) return "";
+    char buf[RTE_ETHER_ADDR_FMT_SIZE];
+    rte_ether_format_addr(buf, sizeof(buf), &a);
+    return buf;
+}
+
+}  // namespace ferry

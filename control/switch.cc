@@ -1,0 +1,501 @@
+#include "control/switch.h"
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "control/log.h"
+#include "dataplane/mac_table.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint32_t kLearnRingSize = 4096;
+constexpr auto kPauseTimeout = std::chrono::milliseconds(200);
+
+std::string format_mac(uint64_t addr) {
+    char buf[18];
+    snprintf(buf, sizeof(buf), "%02x:%02x:%02x:%02x:%02x:%02x", unsigned(addr >> 40) & 0xff,
+             unsigned(addr >> 32) & 0xff, unsigned(addr >> 24) & 0xff, unsigned(addr >> 16) & 0xff,
+             unsigned(addr >> 8) & 0xff, unsigned(addr) & 0xff);
+    return buf;
+}
+
+void add_counters(PortCounters& into, const PortCounters& c) {
+    into.rx_packets += counter_read(c.rx_packets);
+    into.rx_bytes += counter_read(c.rx_bytes);
+    into.tx_packets += counter_read(c.tx_packets);
+    into.tx_bytes += counter_read(c.tx_bytes);
+    for (size_t i = 0; i < kDropReasonCount; ++i) into.drops[i] += counter_read(c.drops[i]);
+}
+
+}  // namespace
+
+Switch::Switch(const Config& cfg) : cfg_(cfg) {}
+
+Result<std::unique_ptr<Switch>> Switch::create(const Config& cfg) {
+    std::unique_ptr<Switch> sw(new Switch(cfg));
+    Status st = sw->init();
+    if (!st) return st.error();
+    for (const PortConfig& p : cfg.ports) {
+        auto added = sw->add_port(p);
+        if (!added) return added.error();
+    }
+    return sw;
+}
+
+Status Switch::init() {
+    start_tsc_ = rte_get_tsc_cycles();
+    event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (event_fd_ < 0) return make_error(ErrorCode::kFailed, "eventfd failed");
+    if (cfg_.workers.size() > kWorkerSlots)
+        return make_error(ErrorCode::kInvalidParams, "workers: at most 16");
+    for (unsigned lcore : cfg_.workers) {
+        if (lcore >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lcore))
+            return make_error(ErrorCode::kInvalidParams,
+                              "workers: lcore " + std::to_string(lcore) +
+                                  " is not enabled in the EAL arguments (--lcores)");
+        if (lcore == rte_get_main_lcore())
+            return make_error(ErrorCode::kInvalidParams,
+                              "workers: lcore " + std::to_string(lcore) +
+                                  " is the main lcore, which runs the control thread");
+    }
+    pool_ = rte_pktmbuf_pool_create("ferry_mbufs", cfg_.mbufs, 256, 0,
+                                    RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+    if (pool_ == nullptr)
+        return make_error(ErrorCode::kFailed, std::string("cannot create the mbuf pool (") +
+                                                  std::to_string(cfg_.mbufs) +
+                                                  " mbufs): " + rte_strerror(rte_errno));
+    size_t qsz = rte_rcu_qsbr_get_memsize(kWorkerSlots);
+    qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc("ferry_qsbr", qsz, RTE_CACHE_LINE_SIZE));
+    if (qsbr_ == nullptr || rte_rcu_qsbr_init(qsbr_, kWorkerSlots) != 0)
+        return make_error(ErrorCode::kFailed, "cannot create the RCU state");
+    macs_ = MacTable::create("ferry_macs", cfg_.mac_table_size, qsbr_);
+    if (macs_ == nullptr)
+        return make_error(ErrorCode::kFailed,
+                          std::string("cannot create the MAC table: ") + rte_strerror(rte_errno));
+    for (size_t i = 0; i < cfg_.workers.size(); ++i) {
+        auto* w = new WorkerState();
+        w->index = static_cast<uint16_t>(i);
+        w->lcore = cfg_.workers[i];
+        std::string ring = "ferry_learn_" + std::to_string(i);
+        w->learn_ring = rte_ring_create_elem(ring.c_str(), sizeof(LearnEvent), kLearnRingSize,
+                                             SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+        if (w->learn_ring == nullptr) {
+            delete w;
+            return make_error(ErrorCode::kFailed, "cannot create learn ring " + ring);
+        }
+        w->pool = pool_;
+        w->qsbr = qsbr_;
+        w->macs = macs_;
+        w->table = &table_;
+        w->clock_s = &clock_s_;
+        w->mac_refresh_s = std::max<uint32_t>(1, cfg_.mac_aging_s / 2);
+        w->backoff = WorkerBackoff{cfg_.idle.enabled, cfg_.idle.min_us, cfg_.idle.max_us,
+                                   cfg_.idle.idle_polls};
+        workers_.push_back(w);
+    }
+    publish();
+    return Ok{};
+}
+
+Switch::~Switch() {
+    stop_workers();
+    {
+        std::lock_guard lock(registry_mutex_);
+        for (auto& [name, rec] : ports_) port_device_close(rec.dev);
+        ports_.clear();
+    }
+    delete table_.load();
+    for (WorkerState* w : workers_) {
+        rte_ring_free(w->learn_ring);
+        delete w;
+    }
+    delete macs_;
+    rte_free(qsbr_);
+    rte_mempool_free(pool_);
+    if (event_fd_ >= 0) close(event_fd_);
+}
+
+Status Switch::start_workers() {
+    for (WorkerState* w : workers_) {
+        w->stop.store(false);
+        int rc = rte_eal_remote_launch(worker_main, w, w->lcore);
+        if (rc != 0) {
+            stop_workers();
+            return make_error(ErrorCode::kFailed,
+                              "cannot launch worker on lcore " + std::to_string(w->lcore));
+        }
+    }
+    workers_started_ = true;
+    for (WorkerState* w : workers_) FERRY_LOG_INFO("worker %u started on lcore %u", w->index, w->lcore);
+    return Ok{};
+}
+
+void Switch::stop_workers() {
+    if (!workers_started_) return;
+    for (WorkerState* w : workers_) w->stop.store(true, std::memory_order_release);
+    for (WorkerState* w : workers_) rte_eal_wait_lcore(w->lcore);
+    workers_started_ = false;
+}
+
+Status Switch::pause() {
+    if (!workers_started_) return Ok{};
+    // Release: the worker's acquire of pause_request sees everything written before it.
+    for (WorkerState* w : workers_) w->pause_request.store(1, std::memory_order_release);
+    auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
+    for (WorkerState* w : workers_) {
+        while (w->paused.load(std::memory_order_acquire) == 0) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                resume();
+                return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
+                                                        " did not pause within 200 ms");
+            }
+            std::this_thread::yield();
+        }
+    }
+    return Ok{};
+}
+
+void Switch::resume() {
+    for (WorkerState* w : workers_) w->pause_request.store(0, std::memory_order_release);
+}
+
+void Switch::publish() {
+    auto* t = new PortTable();
+    t->generation = ++generation_;
+    for (const auto& [name, r] : ports_) {
+        PortSlot& s = t->ports[r.slot];
+        s.active = true;
+        s.link_up = r.link_up;
+        s.dpdk_port = r.dev.dpdk_port;
+        s.vlan_mode = r.cfg.vlan_mode == VlanMode::kAccess ? PortVlanMode::kAccess
+                                                            : PortVlanMode::kTrunk;
+        s.tag = r.cfg.tag;
+        if (s.vlan_mode == PortVlanMode::kTrunk) {
+            if (r.cfg.trunks.empty()) {
+                s.trunks.set();
+                s.trunks.reset(0);
+                s.trunks.reset(kVlanIds - 1);
+            }
+            for (uint16_t v : r.cfg.trunks) s.trunks.set(v);
+        }
+        t->port_limit = std::max<uint16_t>(t->port_limit, r.slot + 1);
+        for (uint16_t q = 0; q < r.rx_worker.size(); ++q) {
+            uint16_t wi = r.rx_worker[q];
+            t->rx[wi][t->rx_count[wi]++] = RxAssignment{r.slot, q};
+        }
+    }
+    // Release: pairs with the workers' acquire load, so the table is complete when seen.
+    const PortTable* old = table_.exchange(t, std::memory_order_acq_rel);
+    if (old != nullptr) {
+        // Every worker passes a quiescent state after its last use of the old table.
+        rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
+        delete old;
+    }
+}
+
+PortCounters Switch::sum_port_counters(uint16_t slot) const {
+    PortCounters sum{};
+    for (const WorkerState* w : workers_) add_counters(sum, w->port_counters[slot]);
+    return sum;
+}
+
+const Switch::PortRecord* Switch::find(const std::string& name) const {
+    auto it = ports_.find(name);
+    return it == ports_.end() ? nullptr : &it->second;
+}
+
+Result<nlohmann::json> Switch::add_port(const PortConfig& cfg) {
+    if (find(cfg.name) != nullptr)
+        return make_error(ErrorCode::kConflict, "port " + cfg.name + " already exists");
+    std::vector<bool> used(kPortSlots, false);
+    for (const auto& [n, r] : ports_) {
+        used[r.slot] = true;
+        if (cfg.type == PortType::kVhostUser && r.cfg.type == PortType::kVhostUser &&
+            r.cfg.path == cfg.path)
+            return make_error(ErrorCode::kConflict,
+                              "port " + n + " already uses socket " + cfg.path);
+    }
+    auto free_slot = std::find(used.begin(), used.end(), false);
+    if (free_slot == used.end())
+        return make_error(ErrorCode::kConflict, "all 64 port slots are in use");
+    PortRecord rec;
+    rec.cfg = cfg;
+    rec.slot = static_cast<uint16_t>(free_slot - used.begin());
+    // Queue placement is decided once: moving a queue between running workers could let two
+    // lcores poll it at the same time.
+    std::vector<unsigned> load(workers_.size(), 0);
+    for (const auto& [n, r] : ports_)
+        for (uint16_t wi : r.rx_worker) ++load[wi];
+    for (uint16_t q = 0; q < cfg.queues; ++q) {
+        uint16_t wi = 0;
+        if (!cfg.rx_pin.empty()) {
+            auto it = std::find(cfg_.workers.begin(), cfg_.workers.end(), cfg.rx_pin[q]);
+            if (it == cfg_.workers.end())
+                return make_error(ErrorCode::kInvalidParams,
+                                  "rx_pin[" + std::to_string(q) + "]: lcore " +
+                                      std::to_string(cfg.rx_pin[q]) + " is not a worker");
+            wi = static_cast<uint16_t>(it - cfg_.workers.begin());
+        } else {
+            wi = static_cast<uint16_t>(std::min_element(load.begin(), load.end()) - load.begin());
+        }
+        if (load[wi] >= kRxPerWorker)
+            return make_error(ErrorCode::kConflict, "worker " + std::to_string(cfg_.workers[wi]) +
+                                                        " already polls 64 queues");
+        ++load[wi];
+        rec.rx_worker.push_back(wi);
+    }
+    auto dev = port_device_open(cfg, worker_count(), pool_, &Switch::on_port_event, this);
+    if (!dev) return dev.error();
+    rec.dev = dev.value();
+    rec.link_up = port_link_up(rec.dev.dpdk_port);
+    rec.baseline = sum_port_counters(rec.slot);
+    nlohmann::json desc;
+    {
+        std::lock_guard lock(registry_mutex_);
+        auto [it, ok] = ports_.emplace(cfg.name, std::move(rec));
+        desc = describe(it->second);
+    }
+    publish();
+    FERRY_LOG_INFO("port %s added (%s, slot %s, link %s)", cfg.name.c_str(),
+                   desc["device"].get<std::string>().c_str(), desc["slot"].dump().c_str(),
+                   desc["link"].get<std::string>().c_str());
+    return desc;
+}
+
+Status Switch::del_port(const std::string& name) {
+    const PortRecord* r = find(name);
+    if (r == nullptr) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    PortRecord rec;
+    {
+        std::lock_guard lock(registry_mutex_);
+        auto it = ports_.find(name);
+        rec = std::move(it->second);
+        ports_.erase(it);
+    }
+    publish();  // returns after every worker has stopped using the port
+    port_device_close(rec.dev);
+    uint32_t n = macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == rec.slot; });
+    FERRY_LOG_INFO("port %s removed (%u MAC entries forgotten)", name.c_str(), n);
+    return Ok{};
+}
+
+nlohmann::json Switch::describe(const PortRecord& r) const {
+    nlohmann::json j;
+    j["name"] = r.cfg.name;
+    j["type"] = r.cfg.type == PortType::kVhostUser ? "vhost-user" : "dpdk";
+    j["state"] = r.link_up ? "up" : "down";
+    j["link"] = r.link_up ? "up" : "down";
+    j["slot"] = r.slot;
+    j["dpdk_port"] = r.dev.dpdk_port;
+    j["device"] = r.dev.dev_name;
+    j["queues"] = r.cfg.queues;
+    if (r.cfg.type == PortType::kVhostUser) {
+        j["path"] = r.cfg.path;
+        j["mode"] = r.cfg.mode == VhostMode::kServer ? "server" : "client";
+    } else {
+        j["devargs"] = r.cfg.devargs;
+    }
+    j["mac"] = port_mac(r.dev.dpdk_port);
+    j["vlan_mode"] = r.cfg.vlan_mode == VlanMode::kAccess ? "access" : "trunk";
+    j["tag"] = r.cfg.tag;
+    if (!r.cfg.trunks.empty()) j["trunks"] = r.cfg.trunks;
+    nlohmann::json rx = nlohmann::json::array();
+    for (uint16_t wi : r.rx_worker) rx.push_back(cfg_.workers[wi]);
+    j["rx_lcores"] = rx;
+    return j;
+}
+
+nlohmann::json Switch::port_list() const {
+    std::lock_guard lock(registry_mutex_);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [n, r] : ports_) out.push_back(describe(r));
+    return out;
+}
+
+Result<nlohmann::json> Switch::port_stats(const std::string& name) const {
+    std::lock_guard lock(registry_mutex_);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [n, r] : ports_) {
+        if (!name.empty() && n != name) continue;
+        PortCounters c = sum_port_counters(r.slot);
+        nlohmann::json j;
+        j["name"] = n;
+        j["rx_packets"] = c.rx_packets - r.baseline.rx_packets;
+        j["rx_bytes"] = c.rx_bytes - r.baseline.rx_bytes;
+        j["tx_packets"] = c.tx_packets - r.baseline.tx_packets;
+        j["tx_bytes"] = c.tx_bytes - r.baseline.tx_bytes;
+        nlohmann::json drops = nlohmann::json::object();
+        for (size_t i = 0; i < kDropReasonCount; ++i)
+            drops[std::string(kDropReasonNames[i])] = c.drops[i] - r.baseline.drops[i];
+        j["drops"] = drops;
+        rte_eth_stats es{};
+        if (rte_eth_stats_get(r.dev.dpdk_port, &es) == 0)
+            j["device"] = {{"ipackets", es.ipackets}, {"opackets", es.opackets},
+                           {"imissed", es.imissed},   {"ierrors", es.ierrors},
+                           {"oerrors", es.oerrors},   {"rx_nombuf", es.rx_nombuf}};
+        out.push_back(j);
+    }
+    if (!name.empty() && out.empty()) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    return out;
+}
+
+Result<nlohmann::json> Switch::mac_list(const std::string& port, std::optional<uint16_t> vlan) const {
+    std::map<uint16_t, std::string> slot_names;
+    for (const auto& [n, r] : ports_) slot_names[r.slot] = n;
+    std::optional<uint16_t> slot;
+    if (!port.empty()) {
+        const PortRecord* r = find(port);
+        if (r == nullptr) return make_error(ErrorCode::kNotFound, "no port named " + port);
+        slot = r->slot;
+    }
+    uint32_t now = clock_s_.load();
+    nlohmann::json out = nlohmann::json::array();
+    macs_->for_each([&](uint64_t key, MacEntry e) {
+        if (slot && e.port != *slot) return;
+        if (vlan && mac_key_vlan(key) != *vlan) return;
+        auto it = slot_names.find(e.port);
+        out.push_back({{"mac", format_mac(mac_key_addr(key))},
+                       {"vlan", mac_key_vlan(key)},
+                       {"port", it == slot_names.end() ? std::string("?") : it->second},
+                       {"age_s", now - e.stamp_s}});
+    });
+    std::sort(out.begin(), out.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+        return std::tie(a["vlan"], a["mac"]) < std::tie(b["vlan"], b["mac"]);
+    });
+    return out;
+}
+
+Result<nlohmann::json> Switch::mac_flush(const std::string& port) {
+    std::optional<uint16_t> slot;
+    if (!port.empty()) {
+        const PortRecord* r = find(port);
+        if (r == nullptr) return make_error(ErrorCode::kNotFound, "no port named " + port);
+        slot = r->slot;
+    }
+    uint32_t n = macs_->remove_if([&](uint64_t, MacEntry e) { return !slot || e.port == *slot; });
+    return nlohmann::json{{"flushed", n}};
+}
+
+nlohmann::json Switch::stats() const {
+    nlohmann::json workers = nlohmann::json::array();
+    for (const WorkerState* w : workers_) {
+        uint64_t pk = counter_read(w->counters.packets);
+        uint64_t busy = counter_read(w->counters.busy_cycles);
+        workers.push_back({{"lcore", w->lcore},
+                           {"packets", pk},
+                           {"busy_cycles", busy},
+                           {"idle_cycles", counter_read(w->counters.idle_cycles)},
+                           {"cycles_per_packet", pk == 0 ? 0 : busy / pk},
+                           {"sleeps", counter_read(w->counters.sleeps)},
+                           {"learn_events", counter_read(w->counters.learn_events)},
+                           {"learn_ring_full", counter_read(w->counters.learn_ring_full)}});
+    }
+    std::lock_guard lock(registry_mutex_);
+    return {{"uptime_s", (rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz()},
+            {"workers", workers},
+            {"ports", ports_.size()},
+            {"macs", macs_->size()},
+            {"mac_capacity", macs_->capacity()},
+            {"mac_table_full", mac_table_full_},
+            {"mbufs_in_use", rte_mempool_in_use_count(pool_)},
+            {"table_generation", generation_}};
+}
+
+void Switch::housekeeping() {
+    uint32_t now = static_cast<uint32_t>((rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz());
+    clock_s_.store(now, std::memory_order_relaxed);
+    drain_learn_events();
+    if (now != last_age_s_) {
+        last_age_s_ = now;
+        age_macs();
+    }
+    if (events_pending_.load() || now != last_link_poll_s_) {
+        last_link_poll_s_ = now;
+        handle_port_events();
+    }
+}
+
+void Switch::drain_learn_events() {
+    uint32_t now = clock_s_.load(std::memory_order_relaxed);
+    const PortTable* t = table_.load(std::memory_order_acquire);
+    LearnEvent evs[64];
+    for (WorkerState* w : workers_) {
+        unsigned n;
+        while ((n = rte_ring_sc_dequeue_burst_elem(w->learn_ring, evs, sizeof(LearnEvent), 64,
+                                                   nullptr)) != 0) {
+            for (unsigned i = 0; i < n; ++i) {
+                if (evs[i].port >= kPortSlots || !t->ports[evs[i].port].active) continue;
+                MacEntry old{};
+                bool known = macs_->get(evs[i].key, &old);
+                if (known && old.port != evs[i].port)
+                    FERRY_LOG_DEBUG("mac %s vlan %u moved from slot %u to slot %u",
+                                    format_mac(mac_key_addr(evs[i].key)).c_str(),
+                                    mac_key_vlan(evs[i].key), old.port, evs[i].port);
+                if (!macs_->upsert(evs[i].key, MacEntry{evs[i].port, now})) ++mac_table_full_;
+            }
+        }
+    }
+}
+
+void Switch::age_macs() {
+    uint32_t now = clock_s_.load(std::memory_order_relaxed);
+    uint32_t limit = cfg_.mac_aging_s;
+    macs_->remove_if([&](uint64_t, MacEntry e) { return now - e.stamp_s > limit; });
+}
+
+void Switch::on_port_event(void* self) {
+    // DPDK's interrupt thread: only flag and wake the control thread.
+    auto* sw = static_cast<Switch*>(self);
+    sw->events_pending_.store(true);
+    uint64_t one = 1;
+    ssize_t ignored = write(sw->event_fd_, &one, sizeof(one));
+    (void)ignored;
+}
+
+void Switch::handle_port_events() {
+    uint64_t drained;
+    while (read(event_fd_, &drained, sizeof(drained)) > 0) {
+    }
+    events_pending_.store(false);
+    poll_links();
+}
+
+void Switch::poll_links() {
+    bool changed = false;
+    std::vector<uint16_t> went_down;
+    {
+        std::lock_guard lock(registry_mutex_);
+        for (auto& [n, r] : ports_) {
+            bool up = port_link_up(r.dev.dpdk_port);
+            if (up == r.link_up) continue;
+            r.link_up = up;
+            changed = true;
+            const char* what = r.cfg.type == PortType::kVhostUser
+                                   ? (up ? "vhost-user peer connected" : "vhost-user peer disconnected")
+                                   : "link";
+            FERRY_LOG_INFO("port %s: link %s (%s)", n.c_str(), up ? "up" : "down", what);
+            if (!up) went_down.push_back(r.slot);
+        }
+    }
+    if (!changed) return;
+    publish();
+    for (uint16_t slot : went_down)
+        macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == slot; });
+}
+
+}  // namespace ferry

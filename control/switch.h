@@ -1,0 +1,123 @@
+// The switch: the one context object of ferryd's control thread. It owns the ports, the worker
+// states, the MAC table and the RCU that protects the published port table, and it is the only
+// writer of every structure the workers read.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/command_table.h"
+#include "control/config.h"
+#include "control/port_manager.h"
+#include "control/result.h"
+#include "dataplane/counters.h"
+#include "dataplane/port_table.h"
+#include "dataplane/worker.h"
+
+struct rte_mempool;
+struct rte_rcu_qsbr;
+
+namespace ferry {
+
+class MacTable;
+
+class Switch : public Pauser {
+public:
+    /// Builds the switch after rte_eal_init: mbuf pool, RCU, MAC table, worker states, then the
+    /// configured ports. Workers are not started. Context: control (main lcore).
+    static Result<std::unique_ptr<Switch>> create(const Config& cfg);
+    ~Switch() override;
+    Switch(const Switch&) = delete;
+    Switch& operator=(const Switch&) = delete;
+
+    /// Launches the worker lcores. Context: control.
+    Status start_workers();
+    /// Stops and joins the worker lcores. Context: control. Idempotent.
+    void stop_workers();
+
+    // Pauser: parks every running worker at the top of its loop (bounded wait).
+    Status pause() override;
+    void resume() override;
+
+    /// Adds and starts a port, then publishes it to the workers. Context: control.
+    /// @return the port's description (as in port_list), or kConflict / kInvalidParams / kFailed
+    Result<nlohmann::json> add_port(const PortConfig& cfg);
+    /// Unpublishes a port, waits until no worker can touch it, closes it and forgets its MACs.
+    Status del_port(const std::string& name);
+
+    nlohmann::json port_list() const;
+    /// Counters of one port (name given) or of all ports. @return kNotFound for an unknown name.
+    Result<nlohmann::json> port_stats(const std::string& name) const;
+    /// MAC entries, optionally only of one port and/or one VLAN.
+    Result<nlohmann::json> mac_list(const std::string& port, std::optional<uint16_t> vlan) const;
+    /// Removes MAC entries of one port, or all. @return {"flushed": N}
+    Result<nlohmann::json> mac_flush(const std::string& port);
+    /// Switch-wide counters: uptime, per-worker packets and cycles, table sizes.
+    nlohmann::json stats() const;
+
+    /// Periodic work of the control thread: clock, learn events, aging, link state. Call it at
+    /// least every 100 ms. Context: control.
+    void housekeeping();
+    /// An eventfd that becomes readable when DPDK reports a port event; drain with
+    /// handle_port_events(). Context: control.
+    int event_fd() const { return event_fd_; }
+    void handle_port_events();
+
+    void request_shutdown() { shutdown_.store(true); }
+    bool shutdown_requested() const { return shutdown_.load(); }
+    uint16_t worker_count() const { return static_cast<uint16_t>(workers_.size()); }
+
+private:
+    struct PortRecord {
+        PortConfig cfg;
+        PortDevice dev;
+        uint16_t slot = 0;
+        bool link_up = false;
+        std::vector<uint16_t> rx_worker;  // worker index polling each rx queue
+        PortCounters baseline{};          // counters the slot held before this port took it
+    };
+
+    explicit Switch(const Config& cfg);
+    Status init();
+    /// Builds a new PortTable from the records, publishes it and frees the old one after a
+    /// grace period. Context: control.
+    void publish();
+    PortCounters sum_port_counters(uint16_t slot) const;
+    nlohmann::json describe(const PortRecord& r) const;
+    const PortRecord* find(const std::string& name) const;
+    void drain_learn_events();
+    void age_macs();
+    void poll_links();
+    static void on_port_event(void* self);
+
+    Config cfg_;
+    rte_mempool* pool_ = nullptr;
+    rte_rcu_qsbr* qsbr_ = nullptr;
+    MacTable* macs_ = nullptr;
+    std::vector<WorkerState*> workers_;
+    std::atomic<const PortTable*> table_{nullptr};
+    std::atomic<uint32_t> clock_s_{0};
+    uint64_t generation_ = 0;
+    uint64_t start_tsc_ = 0;
+    uint32_t last_age_s_ = 0;
+    uint32_t last_link_poll_s_ = 0;
+    uint64_t mac_table_full_ = 0;
+    bool workers_started_ = false;
+    int event_fd_ = -1;
+    std::atomic<bool> events_pending_{false};
+    std::atomic<bool> shutdown_{false};
+    // Guards ports_ against DPDK's telemetry thread, which reads it; the control thread is
+    // the only writer. Never taken by a worker.
+    mutable std::mutex registry_mutex_;
+    std::map<std::string, PortRecord> ports_;
+};
+
+}  // namespace ferry

@@ -1,0 +1,39 @@
+// The compact flow key every packet is parsed into: the input of the MAC table today and of the
+// classifier and flow cache later. Fixed layout, zero-filled, so it can be hashed and compared
+// as bytes.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace ferry {
+
+inline constexpr uint16_t kNoVlan = 0xffff;
+
+struct FlowKey {
+    uint16_t in_port;    // ferry port index (not the DPDK port id)
+    uint16_t vlan;       // 802.1Q VID of the outer tag, kNoVlan when untagged
+    uint16_t ethertype;  // after VLAN tags, host order
+    uint8_t ip_proto;    // 0 when not IP
+    uint8_t tcp_flags;   // 0 when not TCP
+    uint8_t eth_dst[6];
+    uint8_t eth_src[6];
+    uint16_t l4_src;  // host order; ICMP: type
+    uint16_t l4_dst;  // host order; ICMP: code
+    uint8_t ip_version;  // 0, 4 or 6
+    uint8_t pad[7];
+    uint8_t ip_src[16];  // IPv4 in the first 4 bytes, network order
+    uint8_t ip_dst[16];
+};
+static_assert(sizeof(FlowKey) == 64, "FlowKey must stay one cache line");
+
+/// Where the parser found the layers, for actions that rewrite the packet. Offsets from the start
+/// of the frame; 0 means absent.
+struct PacketLayout {
+    uint16_t l3_offset;
+    uint16_t l4_offset;
+    uint8_t vlan_tags;  // number of 802.1Q/802.1ad tags seen (outer one is in FlowKey::vlan)
+    uint8_t pad;
+};
+
+}  // namespace ferry

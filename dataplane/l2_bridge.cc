@@ -1,0 +1,161 @@
+#include "dataplane/l2_bridge.h"
+
+#include <rte_mbuf.h>
+#include <rte_prefetch.h>
+#include <rte_ring.h>
+
+#include "dataplane/flow_key.h"
+#include "dataplane/mac_table.h"
+#include "dataplane/packet_parse.h"
+#include "dataplane/vlan_edit.h"
+#include "dataplane/worker.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint16_t kPrefetchAhead = 4;
+
+inline void count_drop(WorkerState& w, uint16_t port, DropReason r) {
+    counter_add(w.port_counters[port].drops[static_cast<size_t>(r)], 1);
+}
+
+/// Queues a packet on a port's tx buffer after fitting its VLAN tag to the egress port; flushes
+/// the buffer when it fills. Takes ownership of m. Context: fast path.
+inline void emit(WorkerState& w, const PortTable& t, uint16_t out, rte_mbuf* m, uint16_t vlan,
+                 uint16_t frame_vlan) {
+    const PortSlot& p = t.ports[out];
+    bool tagged = frame_vlan != kNoVlan;
+    bool want_tag = !egress_untagged(p, vlan);
+    bool ok = true;
+    if (tagged && !want_tag) {
+        ok = vlan_pop(m);
+    } else if (!tagged && want_tag) {
+        ok = vlan_push(m, vlan);
+    } else if (tagged && frame_vlan != vlan) {
+        vlan_set_vid(m, vlan);  // a priority tag (VID 0) entering a trunk's native VLAN
+    }
+    if (!ok) {
+        count_drop(w, out, DropReason::kNoMbuf);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    TxBuffer& b = w.tx[out];
+    if (b.count == 0) w.tx_dirty[w.tx_dirty_count++] = out;
+    b.pkts[b.count++] = m;
+    if (b.count == kTxBurst) worker_flush_tx(w, t);
+}
+
+/// Sends a packet to every other port of its VLAN whose link is up. Context: fast path.
+inline void flood(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf* m,
+                  uint16_t vlan, uint16_t frame_vlan) {
+    uint16_t targets[kPortSlots];
+    uint16_t n = 0;
+    for (uint16_t q = 0; q < t.port_limit; ++q) {
+        const PortSlot& p = t.ports[q];
+        if (q != in_port && p.active && p.link_up && port_carries(p, vlan)) targets[n++] = q;
+    }
+    if (n == 0) {
+        count_drop(w, in_port, DropReason::kNoDestination);
+        rte_pktmbuf_free(m);
+        return;
+    }
+    for (uint16_t i = 0; i + 1 < n; ++i) {
+        rte_mbuf* c = rte_pktmbuf_copy(m, w.pool, 0, UINT32_MAX);
+        if (c == nullptr) {
+            count_drop(w, targets[i], DropReason::kNoMbuf);
+            continue;
+        }
+        emit(w, t, targets[i], c, vlan, frame_vlan);
+    }
+    emit(w, t, targets[n - 1], m, vlan, frame_vlan);
+}
+
+/// Tells the control thread about a source address unless this worker told it within the last
+/// second (a tiny direct-mapped filter keeps one burst of a new flow from flooding the ring).
+inline void send_learn(WorkerState& w, uint64_t key, uint16_t port, uint32_t now) {
+    uint32_t slot = static_cast<uint32_t>((key * 0x9e3779b97f4a7c15ULL) >> 56);
+    if (w.learn_recent_key[slot] == (key | (uint64_t{port} << 60)) && w.learn_recent_s[slot] == now)
+        return;
+    w.learn_recent_key[slot] = key | (uint64_t{port} << 60);
+    w.learn_recent_s[slot] = now;
+    LearnEvent ev{key, port, {0, 0, 0}};
+    if (rte_ring_sp_enqueue_elem(w.learn_ring, &ev, sizeof(ev)) == 0)
+        counter_add(w.counters.learn_events, 1);
+    else
+        counter_add(w.counters.learn_ring_full, 1);
+}
+
+}  // namespace
+
+void l2_switch_burst(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf** pkts,
+                     uint16_t n) {
+    FlowKey keys[kRxBurst];
+    PacketLayout layout;
+    rte_mbuf* live[kRxBurst];
+    uint16_t vlans[kRxBurst];
+    uint64_t lookup[2 * kRxBurst];
+    uint64_t values[2 * kRxBurst];
+    const PortSlot& in = t.ports[in_port];
+
+    // Stage 1: parse and classify the ingress VLAN; drop what cannot be switched.
+    uint16_t m = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        rte_mbuf* pkt = pkts[i];
+        auto bad = parse_frame(rte_pktmbuf_mtod(pkt, const uint8_t*), rte_pktmbuf_data_len(pkt),
+                               in_port, &keys[m], &layout);
+        if (bad) {
+            count_drop(w, in_port, *bad);
+            rte_pktmbuf_free(pkt);
+            continue;
+        }
+        int vlan = ingress_vlan(in, keys[m].vlan);
+        if (vlan < 0) {
+            count_drop(w, in_port, DropReason::kVlanNotAllowed);
+            rte_pktmbuf_free(pkt);
+            continue;
+        }
+        vlans[m] = static_cast<uint16_t>(vlan);
+        live[m] = pkt;
+        lookup[m] = mac_key(keys[m].eth_src, vlans[m]);
+        lookup[kRxBurst + m] = mac_key(keys[m].eth_dst, vlans[m]);
+        ++m;
+    }
+    if (m == 0) return;
+
+    // Stage 2: one bulk lookup for sources and destinations together.
+    for (uint16_t i = 0; i < m; ++i) lookup[m + i] = lookup[kRxBurst + i];
+    uint64_t hits = w.macs->lookup_bulk(lookup, 2u * m, values);
+
+    // Stage 3: learn sources, then forward.
+    uint32_t now = w.clock_s->load(std::memory_order_relaxed);
+    for (uint16_t i = 0; i < m; ++i) {
+        if (keys[i].eth_src[0] & 1) continue;  // a group address is never a source to learn
+        bool known = hits & (1ULL << i);
+        MacEntry e = known ? mac_value_unpack(values[i]) : MacEntry{};
+        if (!known || e.port != in_port || now - e.stamp_s >= w.mac_refresh_s)
+            send_learn(w, lookup[i], in_port, now);
+    }
+    for (uint16_t i = 0; i < m; ++i) {
+        rte_mbuf* pkt = live[i];
+        bool group = keys[i].eth_dst[0] & 1;
+        bool known = hits & (1ULL << (m + i));
+        if (group || !known) {
+            flood(w, t, in_port, pkt, vlans[i], keys[i].vlan);
+            continue;
+        }
+        uint16_t out = mac_value_unpack(values[m + i]).port;
+        if (out == in_port) {
+            count_drop(w, in_port, DropReason::kHairpin);
+            rte_pktmbuf_free(pkt);
+        } else if (out >= kPortSlots || !t.ports[out].active || !t.ports[out].link_up ||
+                   !port_carries(t.ports[out], vlans[i])) {
+            count_drop(w, in_port, DropReason::kPortDown);
+            rte_pktmbuf_free(pkt);
+        } else {
+            emit(w, t, out, pkt, vlans[i], keys[i].vlan);
+        }
+    }
+}
+
+}  // namespace ferry

@@ -1,0 +1,125 @@
+#include "dataplane/worker.h"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_pause.h>
+#include <rte_rcu_qsbr.h>
+
+#include "dataplane/l2_bridge.h"
+
+namespace ferry {
+namespace {
+
+/// Parks the worker until the control thread clears pause_request. Buffered packets are sent
+/// first and the lcore goes RCU-offline, so neither a pause nor a grace period waits on the
+/// other. Context: worker lcore.
+void park(WorkerState& w) {
+    const PortTable* t = w.table->load(std::memory_order_acquire);
+    worker_flush_tx(w, *t);
+    rte_rcu_qsbr_thread_offline(w.qsbr, w.index);
+    // Release: everything this worker wrote (counters, tables it owns) is visible to the control
+    // thread once it sees paused == 1.
+    w.paused.store(1, std::memory_order_release);
+    uint64_t spins = 0;
+    // Acquire: pairs with the control thread's release of pause_request = 0, so whatever it
+    // changed while we were parked is visible when we resume.
+    while (w.pause_request.load(std::memory_order_acquire) != 0 &&
+           !w.stop.load(std::memory_order_acquire)) {
+        if (++spins < 4096)
+            rte_pause();  // short pauses resume fastest by spinning
+        else
+            rte_delay_us_sleep(20);  // long ones must not burn a core the VMs need
+    }
+    rte_rcu_qsbr_thread_online(w.qsbr, w.index);
+    w.paused.store(0, std::memory_order_release);
+}
+
+}  // namespace
+
+void worker_flush_tx(WorkerState& w, const PortTable& t) {
+    for (uint16_t d = 0; d < w.tx_dirty_count; ++d) {
+        uint16_t port = w.tx_dirty[d];
+        TxBuffer& b = w.tx[port];
+        if (b.count == 0) continue;
+        uint64_t bytes = 0;
+        for (uint16_t i = 0; i < b.count; ++i) bytes += rte_pktmbuf_pkt_len(b.pkts[i]);
+        uint16_t sent = 0;
+        if (t.ports[port].active) sent = rte_eth_tx_burst(t.ports[port].dpdk_port, w.index, b.pkts, b.count);
+        PortCounters& c = w.port_counters[port];
+        if (sent < b.count) {
+            for (uint16_t i = sent; i < b.count; ++i) {
+                bytes -= rte_pktmbuf_pkt_len(b.pkts[i]);
+                rte_pktmbuf_free(b.pkts[i]);
+            }
+            counter_add(c.drops[static_cast<size_t>(t.ports[port].active ? DropReason::kTxFull
+                                                                         : DropReason::kPortDown)],
+                        b.count - sent);
+        }
+        counter_add(c.tx_packets, sent);
+        counter_add(c.tx_bytes, bytes);
+        b.count = 0;
+    }
+    w.tx_dirty_count = 0;
+}
+
+int worker_main(void* arg) {
+    WorkerState& w = *static_cast<WorkerState*>(arg);
+    rte_rcu_qsbr_thread_register(w.qsbr, w.index);
+    rte_rcu_qsbr_thread_online(w.qsbr, w.index);
+    w.running.store(true, std::memory_order_release);
+    uint32_t idle_polls = 0;
+    uint32_t sleep_us = w.backoff.min_us;
+    rte_mbuf* pkts[kRxBurst];
+
+    while (!w.stop.load(std::memory_order_acquire)) {
+        if (w.pause_request.load(std::memory_order_acquire) != 0) {
+            park(w);
+            continue;
+        }
+        uint64_t t0 = rte_rdtsc();
+        // Acquire: pairs with the control thread's release store when it publishes a table, so
+        // the table's contents are visible before its pointer.
+        const PortTable* t = w.table->load(std::memory_order_acquire);
+        uint32_t got = 0;
+        for (uint16_t r = 0; r < t->rx_count[w.index]; ++r) {
+            const RxAssignment& a = t->rx[w.index][r];
+            const PortSlot& p = t->ports[a.port];
+            uint16_t n = rte_eth_rx_burst(p.dpdk_port, a.queue, pkts, kRxBurst);
+            if (n == 0) continue;
+            uint64_t bytes = 0;
+            for (uint16_t i = 0; i < n; ++i) bytes += rte_pktmbuf_pkt_len(pkts[i]);
+            counter_add(w.port_counters[a.port].rx_packets, n);
+            counter_add(w.port_counters[a.port].rx_bytes, bytes);
+            l2_switch_burst(w, *t, a.port, pkts, n);
+            got += n;
+        }
+        worker_flush_tx(w, *t);
+        rte_rcu_qsbr_quiescent(w.qsbr, w.index);
+        counter_add(w.counters.iterations, 1);
+
+        uint64_t t1 = rte_rdtsc();
+        if (got != 0) {
+            counter_add(w.counters.packets, got);
+            counter_add(w.counters.busy_cycles, t1 - t0);
+            idle_polls = 0;
+            sleep_us = w.backoff.min_us;
+            continue;
+        }
+        if (w.backoff.enabled && ++idle_polls >= w.backoff.idle_polls) {
+            // Idle: give the core back for a bounded, growing while. Not the packet path.
+            rte_delay_us_sleep(sleep_us);
+            counter_add(w.counters.sleeps, 1);
+            sleep_us = sleep_us * 2 > w.backoff.max_us ? w.backoff.max_us : sleep_us * 2;
+        }
+        counter_add(w.counters.idle_cycles, rte_rdtsc() - t0);
+    }
+    const PortTable* t = w.table->load(std::memory_order_acquire);
+    worker_flush_tx(w, *t);
+    rte_rcu_qsbr_thread_offline(w.qsbr, w.index);
+    rte_rcu_qsbr_thread_unregister(w.qsbr, w.index);
+    w.running.store(false, std::memory_order_release);
+    return 0;
+}
+
+}  // namespace ferry

@@ -1,0 +1,84 @@
+// A worker lcore: its one cache-aligned state struct and its poll loop. Everything in
+// WorkerState below `owned by the worker` is written only by that lcore; the control thread
+// reads the counters, and touches the rest only while the worker is paused.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "dataplane/counters.h"
+#include "dataplane/port_table.h"
+
+struct rte_mbuf;
+struct rte_mempool;
+struct rte_ring;
+struct rte_rcu_qsbr;
+
+namespace ferry {
+
+class MacTable;
+
+inline constexpr uint16_t kRxBurst = 32;
+inline constexpr uint16_t kTxBurst = 32;
+inline constexpr uint16_t kLearnFilterSlots = 256;
+
+/// A MAC learn or refresh event, sent by a worker to the control thread.
+struct LearnEvent {
+    uint64_t key;   // mac_key(address, vlan)
+    uint16_t port;  // ferry port index the address was seen on
+    uint16_t pad[3];
+};
+static_assert(sizeof(LearnEvent) == 16);
+
+struct WorkerBackoff {
+    bool enabled = true;
+    uint32_t min_us = 1;
+    uint32_t max_us = 200;
+    uint32_t idle_polls = 256;
+};
+
+struct TxBuffer {
+    uint16_t count;
+    rte_mbuf* pkts[kTxBurst];
+};
+
+struct alignas(64) WorkerState {
+    // Set by the control thread before the lcore starts; read-only afterwards.
+    uint16_t index = 0;  // worker index: RCU thread id and tx queue id on every port
+    unsigned lcore = 0;
+    rte_ring* learn_ring = nullptr;  // single producer (this worker), single consumer (control)
+    rte_mempool* pool = nullptr;     // flood copies
+    rte_rcu_qsbr* qsbr = nullptr;
+    const MacTable* macs = nullptr;
+    const std::atomic<const PortTable*>* table = nullptr;
+    const std::atomic<uint32_t>* clock_s = nullptr;  // control thread's coarse clock
+    uint32_t mac_refresh_s = 150;  // re-announce a known MAC after this many seconds
+    WorkerBackoff backoff;
+
+    // Control -> worker. Release by the control thread, acquire by the worker.
+    alignas(64) std::atomic<uint32_t> pause_request{0};
+    std::atomic<bool> stop{false};
+    // Worker -> control: set (release) once the worker has flushed and parked, cleared on resume.
+    alignas(64) std::atomic<uint32_t> paused{0};
+    std::atomic<bool> running{false};
+
+    // Owned by the worker.
+    alignas(64) WorkerCounters counters{};
+    PortCounters port_counters[kPortSlots]{};
+    TxBuffer tx[kPortSlots]{};
+    uint16_t tx_dirty[kPortSlots]{};  // ports with buffered packets, in first-use order
+    uint16_t tx_dirty_count = 0;
+    uint64_t learn_recent_key[kLearnFilterSlots]{};
+    uint32_t learn_recent_s[kLearnFilterSlots]{};
+};
+
+/// The worker lcore's entry point (rte_eal_remote_launch). Context: worker lcore.
+/// @param arg the WorkerState of this lcore
+/// @return 0 when stopped through WorkerState::stop
+int worker_main(void* arg);
+
+/// Sends every buffered packet of the worker; what the queue refuses is freed and counted as
+/// kTxFull. Context: fast path, owner lcore.
+void worker_flush_tx(WorkerState& w, const PortTable& t);
+
+}  // namespace ferry

@@ -1,0 +1,22 @@
+// Entry point of unit tests that need DPDK's EAL: initialises it without hugepages, in memory,
+// with a file prefix of its own so parallel test processes do not collide.
+#include <gtest/gtest.h>
+#include <rte_eal.h>
+#include <unistd.h>
+
+#include <string>
+
+int main(int argc, char** argv) {
+    testing::InitGoogleTest(&argc, argv);
+    std::string prefix = "ferry-unit-" + std::to_string(getpid());
+    const char* eal_argv[] = {"test", "--no-huge", "-m", "256", "--in-memory", "--no-pci",
+                              "--no-telemetry", "--log-level", "error", "--lcores", "0@0",
+                              "--file-prefix", prefix.c_str()};
+    if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) {
+        fprintf(stderr, "EAL init failed\n");
+        return 2;
+    }
+    int rc = RUN_ALL_TESTS();
+    rte_eal_cleanup();
+    return rc;
+}
