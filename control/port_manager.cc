@@ -5,7 +5,13 @@
 #include <rte_ethdev.h>
 #include <rte_errno.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "control/log.h"
@@ -37,6 +43,25 @@ void close_and_detach(uint16_t pid) {
     if (dev != nullptr) rte_dev_remove(dev);
 }
 
+/// Prepares a vhost-user server socket path: a socket file nobody listens on (left by a process
+/// that died) is removed; a live one is refused. Context: control.
+Status prepare_server_socket(const std::string& path) {
+    struct stat st {};
+    if (lstat(path.c_str(), &st) != 0) return Ok{};
+    if (!S_ISSOCK(st.st_mode))
+        return make_error(ErrorCode::kConflict, path + " exists and is not a socket");
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path.c_str(), std::min(path.size(), sizeof(sa.sun_path) - 1));
+    bool live = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+    close(fd);
+    if (live) return make_error(ErrorCode::kConflict, path + " is in use by another process");
+    unlink(path.c_str());
+    FERRY_LOG_INFO("removed stale vhost-user socket %s", path.c_str());
+    return Ok{};
+}
+
 Error dpdk_error(const std::string& what, int rc) {
     return make_error(ErrorCode::kFailed, what + ": " + rte_strerror(rc < 0 ? -rc : rc));
 }
@@ -58,6 +83,10 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
     uint16_t pid = 0;
     if (rte_eth_dev_get_port_by_name(dev.dev_name.c_str(), &pid) == 0)
         return make_error(ErrorCode::kConflict, "device " + dev.dev_name + " is already attached");
+    if (cfg.type == PortType::kVhostUser && cfg.mode == VhostMode::kServer) {
+        Status st = prepare_server_socket(cfg.path);
+        if (!st) return st.error();
+    }
     int rc = rte_dev_probe(dev.devargs.c_str());
     if (rc < 0) return dpdk_error("cannot attach device '" + dev.devargs + "'", rc);
     if (rte_eth_dev_get_port_by_name(dev.dev_name.c_str(), &pid) != 0)
