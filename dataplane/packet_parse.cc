@@ -1,0 +1,241 @@
+// Frame parser of the fast path: Ethernet -> up to two VLAN tags -> IPv4/IPv6 -> transport ports.
+// One forward pass over the frame, every read bounds-checked against the bytes the layer below
+// says are there. No DPDK here: the same object is linked into unit tests, fuzzers and tools.
+//
+// Length policy, so that padding is never mistaken for headers:
+//  - L2 and the IP headers are checked against the frame length;
+//  - the transport header is checked against the end of the IP payload (IPv4 total length,
+//    IPv6 payload length), not the frame: Ethernet pads short frames to 60 bytes.
+// Hence a frame cut inside its IP packet is kBadL3 (the IP length claims more than is there), and
+// kBadL4 means the IP packet itself is too short for the transport header it announces.
+//
+// Layout offsets: l3_offset is the first byte after the L2 header (the last ethertype) for every
+// accepted frame, IP or not (ARP, LLC...), so VLAN push/pop has it without re-parsing; check
+// FlowKey::ip_version, not l3_offset, to know whether the frame is IP. l4_offset is the start of
+// the transport header of any unfragmented or first-fragment IP packet, whatever the protocol, and
+// 0 for non-IP frames and non-first fragments.
+#include "dataplane/packet_parse.h"
+
+#include <cstring>
+
+namespace ferry {
+namespace {
+
+constexpr uint32_t kEthHeaderLen = 14;
+constexpr uint32_t kVlanTagLen = 4;
+constexpr uint32_t kMaxVlanTags = 2;
+constexpr uint32_t kIpv4MinHeaderLen = 20;
+constexpr uint32_t kIpv6HeaderLen = 40;
+constexpr uint32_t kIpv6ExtMinLen = 8;
+// RFC 8200 allows each of the four walked headers once (destination options twice): five at most
+// in a well-formed packet. A longer chain is malformed or an attempt to make us walk.
+constexpr uint32_t kMaxIpv6ExtHeaders = 8;
+
+constexpr uint16_t kEtherTypeIpv4 = 0x0800;
+constexpr uint16_t kEtherTypeIpv6 = 0x86dd;
+constexpr uint16_t kTpid8021Q = 0x8100;
+constexpr uint16_t kTpid8021ad = 0x88a8;
+constexpr uint16_t kTpidQinQLegacy = 0x9100;
+
+constexpr uint8_t kProtoHopByHop = 0;
+constexpr uint8_t kProtoIcmp = 1;
+constexpr uint8_t kProtoTcp = 6;
+constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kProtoRouting = 43;
+constexpr uint8_t kProtoFragment = 44;
+constexpr uint8_t kProtoIcmpv6 = 58;
+constexpr uint8_t kProtoDestOpts = 60;
+constexpr uint8_t kProtoSctp = 132;
+
+constexpr uint32_t kTcpMinHeaderLen = 20;
+constexpr uint32_t kUdpHeaderLen = 8;
+constexpr uint32_t kIcmpMinLen = 4;
+constexpr uint32_t kSctpCommonHeaderLen = 12;
+
+/// Where the IP layer says the transport header lies. Filled by the L3 parsers, read by parse_l4.
+struct L4Span {
+    uint32_t begin;  // offset of the transport header in the frame
+    uint32_t end;    // one past the last byte of the IP payload (Ethernet padding excluded)
+    bool present;    // false for non-first fragments: this packet carries no transport header
+};
+
+/// Reads a big-endian 16-bit field at any alignment. Context: any. Contract: p[0..1] readable.
+inline uint16_t load_be16(const uint8_t* p) {
+    uint16_t v;
+    std::memcpy(&v, p, sizeof(v));
+    return __builtin_bswap16(v);
+}
+
+/// True for the TPIDs accepted as a VLAN tag (802.1Q, 802.1ad, the pre-standard QinQ 0x9100).
+/// Context: fast path.
+inline bool is_vlan_tpid(uint16_t ethertype) {
+    return ethertype == kTpid8021Q || ethertype == kTpid8021ad || ethertype == kTpidQinQLegacy;
+}
+
+/// True for the IPv6 extension headers walked to reach the transport protocol. AH and ESP are not
+/// walked: ESP hides what follows, and AH is rare enough to be reported as the protocol itself.
+/// Context: fast path.
+inline bool is_ipv6_ext_header(uint8_t next_header) {
+    return next_header == kProtoHopByHop || next_header == kProtoRouting ||
+           next_header == kProtoFragment || next_header == kProtoDestOpts;
+}
+
+/// Parses the IPv4 header at data[off]. Context: fast path.
+/// @param len frame length; off <= len
+/// @return nullopt with key->ip_* and *span filled, or kBadL3 if the header is truncated, not
+///         version 4, or its lengths disagree with each other or with the frame.
+inline std::optional<DropReason> parse_ipv4(const uint8_t* data, uint32_t off, uint32_t len,
+                                            FlowKey* key, L4Span* span) {
+    const uint32_t avail = len - off;
+    if (avail < kIpv4MinHeaderLen) return DropReason::kBadL3;
+    const uint8_t* ip = data + off;
+    const uint32_t header_len = (ip[0] & 0x0fu) * 4;
+    const uint32_t total_len = load_be16(ip + 2);
+    if ((ip[0] >> 4) != 4 || header_len < kIpv4MinHeaderLen || header_len > avail ||
+        total_len < header_len || total_len > avail) {
+        return DropReason::kBadL3;
+    }
+    key->ip_version = 4;
+    key->ip_proto = ip[9];
+    std::memcpy(key->ip_src, ip + 12, 4);
+    std::memcpy(key->ip_dst, ip + 16, 4);
+    const uint16_t fragment_offset = load_be16(ip + 6) & 0x1fffu;
+    span->begin = off + header_len;
+    span->end = off + total_len;
+    span->present = fragment_offset == 0;
+    return std::nullopt;
+}
+
+/// Parses the IPv6 header at data[off] and walks hop-by-hop, routing, destination options and
+/// fragment headers to the transport protocol. Context: fast path.
+/// @param len frame length; off <= len
+/// @return nullopt with key->ip_* (ip_proto = last next-header seen) and *span filled, or kBadL3
+///         if the fixed header is truncated or not version 6, the payload length exceeds the
+///         frame, an extension header runs past the payload, or the chain is longer than
+///         kMaxIpv6ExtHeaders.
+inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, uint32_t len,
+                                            FlowKey* key, L4Span* span) {
+    const uint32_t avail = len - off;
+    if (avail < kIpv6HeaderLen) return DropReason::kBadL3;
+    const uint8_t* ip = data + off;
+    const uint32_t payload_len = load_be16(ip + 4);
+    if ((ip[0] >> 4) != 6 || payload_len > avail - kIpv6HeaderLen) return DropReason::kBadL3;
+    key->ip_version = 6;
+    std::memcpy(key->ip_src, ip + 8, 16);
+    std::memcpy(key->ip_dst, ip + 24, 16);
+
+    const uint32_t end = off + kIpv6HeaderLen + payload_len;
+    uint32_t pos = off + kIpv6HeaderLen;
+    uint8_t next_header = ip[6];
+    bool present = true;
+    for (uint32_t walked = 0; is_ipv6_ext_header(next_header); ++walked) {
+        if (walked == kMaxIpv6ExtHeaders || end - pos < kIpv6ExtMinLen) return DropReason::kBadL3;
+        const uint8_t* ext = data + pos;
+        if (next_header == kProtoFragment) {
+            next_header = ext[0];
+            pos += kIpv6ExtMinLen;
+            // Fragment offset in the upper 13 bits: a non-first fragment has no transport header.
+            if ((load_be16(ext + 2) & 0xfff8u) != 0) {
+                present = false;
+                break;
+            }
+            continue;
+        }
+        // Hop-by-hop, routing and destination options share the layout {next, len in 8-octet
+        // units not counting the first}.
+        const uint32_t ext_len = (ext[1] + 1u) * 8;
+        if (end - pos < ext_len) return DropReason::kBadL3;
+        next_header = ext[0];
+        pos += ext_len;
+    }
+    key->ip_proto = next_header;
+    span->begin = pos;
+    span->end = end;
+    span->present = present;
+    return std::nullopt;
+}
+
+/// Reads the transport ports (ICMP: type and code) and TCP flags of key->ip_proto from the span
+/// the IP layer delimited. Context: fast path.
+/// @param span present, begin <= end <= frame length
+/// @return nullopt with key->l4_src/l4_dst/tcp_flags filled (left 0 for protocols without
+///         ports), or kBadL4 if the IP payload is too short for the transport header.
+inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& span, FlowKey* key) {
+    const uint8_t* l4 = data + span.begin;
+    const uint32_t avail = span.end - span.begin;
+    switch (key->ip_proto) {
+        case kProtoTcp: {
+            if (avail < kTcpMinHeaderLen) return DropReason::kBadL4;
+            const uint32_t header_len = (l4[12] >> 4) * 4u;
+            if (header_len < kTcpMinHeaderLen || header_len > avail) return DropReason::kBadL4;
+            key->l4_src = load_be16(l4);
+            key->l4_dst = load_be16(l4 + 2);
+            key->tcp_flags = l4[13];  // CWR ECE URG ACK PSH RST SYN FIN
+            return std::nullopt;
+        }
+        case kProtoUdp:
+            if (avail < kUdpHeaderLen) return DropReason::kBadL4;
+            key->l4_src = load_be16(l4);
+            key->l4_dst = load_be16(l4 + 2);
+            return std::nullopt;
+        case kProtoIcmp:
+        case kProtoIcmpv6:
+            if (avail < kIcmpMinLen) return DropReason::kBadL4;
+            key->l4_src = l4[0];  // type
+            key->l4_dst = l4[1];  // code
+            return std::nullopt;
+        case kProtoSctp:
+            if (avail < kSctpCommonHeaderLen) return DropReason::kBadL4;
+            key->l4_src = load_be16(l4);
+            key->l4_dst = load_be16(l4 + 2);
+            return std::nullopt;
+        default:
+            return std::nullopt;
+    }
+}
+
+}  // namespace
+
+std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t len, uint16_t in_port,
+                                      FlowKey* key, PacketLayout* layout) {
+    std::memset(key, 0, sizeof(*key));
+    std::memset(layout, 0, sizeof(*layout));
+    key->in_port = in_port;
+    key->vlan = kNoVlan;
+    if (len < kEthHeaderLen) return DropReason::kRunt;
+    std::memcpy(key->eth_dst, data, 6);
+    std::memcpy(key->eth_src, data + 6, 6);
+
+    // off: offset of the current ethertype field.
+    uint32_t off = 12;
+    uint16_t ethertype = load_be16(data + off);
+    uint32_t tags = 0;
+    while (tags < kMaxVlanTags && is_vlan_tpid(ethertype)) {
+        // The tag is TPID + TCI; the inner ethertype must follow it.
+        if (len - off < kVlanTagLen + 2) return DropReason::kBadVlan;
+        if (tags == 0) key->vlan = load_be16(data + off + 2) & 0x0fffu;
+        off += kVlanTagLen;
+        ethertype = load_be16(data + off);
+        ++tags;
+    }
+    const uint32_t l3 = off + 2;
+    key->ethertype = ethertype;
+    layout->vlan_tags = static_cast<uint8_t>(tags);
+    layout->l3_offset = static_cast<uint16_t>(l3);
+
+    L4Span span;
+    std::optional<DropReason> drop;
+    if (ethertype == kEtherTypeIpv4) {
+        drop = parse_ipv4(data, l3, len, key, &span);
+    } else if (ethertype == kEtherTypeIpv6) {
+        drop = parse_ipv6(data, l3, len, key, &span);
+    } else {
+        return std::nullopt;
+    }
+    if (drop || !span.present) return drop;
+    // Fits: IPv4 puts it below l3 + 60, IPv6 below l3 + 40 + 8 * 2048 (eight maximal ext headers).
+    layout->l4_offset = static_cast<uint16_t>(span.begin);
+    return parse_l4(data, span, key);
+}
+
+}  // namespace ferry
