@@ -47,11 +47,18 @@ uint64_t MacTable::lookup_bulk(const uint64_t* keys, unsigned n, uint64_t* value
 
 bool MacTable::upsert(uint64_t key, MacEntry entry) {
     void* data = reinterpret_cast<void*>(static_cast<uintptr_t>(mac_value_pack(entry)));
+    bool existed = rte_hash_lookup(hash_, &key) >= 0;
     // An existing key's data is replaced atomically, so readers see the old or the new port.
-    return rte_hash_add_key_data(hash_, &key, data) == 0;
+    if (rte_hash_add_key_data(hash_, &key, data) != 0) return false;
+    if (!existed) ++size_;
+    return true;
 }
 
-bool MacTable::remove(uint64_t key) { return rte_hash_del_key(hash_, &key) >= 0; }
+bool MacTable::remove(uint64_t key) {
+    if (rte_hash_del_key(hash_, &key) < 0) return false;
+    --size_;
+    return true;
+}
 
 bool MacTable::get(uint64_t key, MacEntry* out) const {
     void* data = nullptr;
@@ -78,6 +85,6 @@ uint32_t MacTable::remove_if(const std::function<bool(uint64_t, MacEntry)>& pred
     return n;
 }
 
-uint32_t MacTable::size() const { return static_cast<uint32_t>(rte_hash_count(hash_)); }
+uint32_t MacTable::size() const { return size_; }
 
 }  // namespace ferry

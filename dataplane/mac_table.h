@@ -70,6 +70,9 @@ private:
     MacTable(rte_hash* h, uint32_t capacity) : hash_(h), capacity_(capacity) {}
     rte_hash* hash_;
     uint32_t capacity_;
+    // Kept here because rte_hash_count() also counts deleted slots still waiting for their RCU
+    // grace period. Written by the control thread only.
+    uint32_t size_ = 0;
 };
 
 }  // namespace ferry

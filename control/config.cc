@@ -1,0 +1,732 @@
+// ferryd's configuration: one table of rules per JSON object drives both validation and the
+// JSON Schema, so the two cannot drift apart. Parsing is two steps: check_object() validates a
+// whole object tree against its table (types, ranges, enums, required and unknown keys), then
+// small extractors copy the already-valid values into the structs and run the cross-field checks
+// the schema cannot express (rx_pin length, rx_pin lcores, unique port names, max_us >= min_us).
+//
+// Adding a key: add a Field to the object's table (the schema follows), then read it in the
+// object's extractor with take()/take_enum().
+//
+// Context: control, everything in this file. Internal checks return Ok or a kInvalidParams Error
+// whose message starts with the JSON path; the first error found ends the parse.
+#include "control/config.h"
+
+#include <sys/un.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <regex>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace ferry {
+namespace {
+
+using nlohmann::json;
+
+constexpr unsigned kLcoreLimit = 128;  // lcore ids are below this (DPDK's default RTE_MAX_LCORE)
+constexpr uint16_t kMaxVlan = 4094;
+constexpr uint64_t kSunPathSize = sizeof(sockaddr_un{}.sun_path);  // includes the NUL
+constexpr uint64_t kUnbounded = std::numeric_limits<uint64_t>::max();
+
+// JSON spelling of each enum value, indexed by the enum.
+constexpr std::array<std::string_view, 2> kPortTypeNames{"vhost-user", "dpdk"};
+constexpr std::array<std::string_view, 2> kVhostModeNames{"server", "client"};
+constexpr std::array<std::string_view, 2> kVlanModeNames{"trunk", "access"};
+static_assert(kPortTypeNames.size() == static_cast<size_t>(PortType::kDpdk) + 1);
+static_assert(kVhostModeNames.size() == static_cast<size_t>(VhostMode::kClient) + 1);
+static_assert(kVlanModeNames.size() == static_cast<size_t>(VlanMode::kAccess) + 1);
+
+template <class E, size_t N>
+std::string name_of(const std::array<std::string_view, N>& names, E value) {
+    return std::string(names[static_cast<size_t>(value)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules: what a value may be. One Rule checks a value and describes it in the schema.
+
+enum class Kind { kBool, kUint, kString, kArray, kObject };
+
+struct ObjectSpec;
+
+struct Rule {
+    Kind kind = Kind::kBool;
+    uint64_t min = 0;           // kUint: value; kString: length in bytes; kArray: item count
+    uint64_t max = kUnbounded;  // likewise, inclusive
+    std::vector<std::string> one_of{};    // kString: the allowed values (empty = any)
+    std::string pattern{};                // kString: anchored ECMA-262 regex (empty = any)
+    std::string what{};                   // kString: message for a refused value ("must ...")
+    std::shared_ptr<const Rule> items{};  // kArray: rule of every item
+    bool unique = false;                  // kArray: items must differ
+    const ObjectSpec* object = nullptr;   // kObject: the object's table
+};
+
+// One key of an object.
+struct Field {
+    std::string key{};
+    Rule rule{};
+    bool required = false;
+    json default_value{};  // for the schema only; the parser leaves the struct's default in place
+    std::string description{};
+};
+
+// Keys that exist only for one value of a discriminating key (e.g. "path" when type is
+// "vhost-user"). The discriminator is a string field of the same object.
+struct Variant {
+    std::string value{};
+    std::vector<Field> fields{};
+};
+
+struct Switch {
+    std::string key{};
+    std::vector<Variant> variants{};
+};
+
+struct ObjectSpec {
+    std::string def_name{};  // non-empty: the schema holds it once under $defs and refers to it
+    std::string description{};
+    std::vector<Field> fields{};
+    std::vector<Switch> switches{};
+};
+
+Rule boolean() {
+    return Rule{.kind = Kind::kBool};
+}
+
+Rule integer(uint64_t min, uint64_t max) {
+    return Rule{.kind = Kind::kUint, .min = min, .max = max};
+}
+
+Rule text(uint64_t min_bytes, uint64_t max_bytes, std::string what = {}) {
+    return Rule{.kind = Kind::kString, .min = min_bytes, .max = max_bytes, .what = std::move(what)};
+}
+
+Rule matching(std::string pattern, std::string what) {
+    return Rule{.kind = Kind::kString, .pattern = std::move(pattern), .what = std::move(what)};
+}
+
+template <size_t N>
+Rule one_of(const std::array<std::string_view, N>& names) {
+    Rule r{.kind = Kind::kString};
+    for (std::string_view n : names) r.one_of.emplace_back(n);
+    return r;
+}
+
+Rule array_of(Rule items, uint64_t min_items, uint64_t max_items, bool unique) {
+    return Rule{.kind = Kind::kArray,
+                .min = min_items,
+                .max = max_items,
+                .items = std::make_shared<const Rule>(std::move(items)),
+                .unique = unique};
+}
+
+Rule object(const ObjectSpec& spec) {
+    return Rule{.kind = Kind::kObject, .object = &spec};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tables. Defaults shown in the schema come from default-constructed structs, so config.h
+// stays the one place that sets them.
+
+const ObjectSpec& port_spec() {
+    static const ObjectSpec spec = [] {
+        const PortConfig d{};
+        const Rule lcore = integer(0, kLcoreLimit - 1);
+        ObjectSpec s{
+            .def_name = "port",
+            .description = "A port: the elements of \"ports\" and the params of port.add.",
+            .fields =
+                {
+                    {.key = "name",
+                     .rule = matching("^[A-Za-z0-9_.-]{1,31}$",
+                                      "must be 1..31 characters from A-Z a-z 0-9 _ . -"),
+                     .required = true,
+                     .description = "Unique port name."},
+                    {.key = "type", .rule = one_of(kPortTypeNames), .required = true},
+                    {.key = "queues",
+                     .rule = integer(1, kMaxQueuesPerPort),
+                     .default_value = d.queues,
+                     .description = "Number of rx queues."},
+                    {.key = "rx_pin",
+                     .rule = array_of(lcore, 1, kMaxQueuesPerPort, false),
+                     .description = "Worker lcore polling each rx queue: one entry per queue, each "
+                                    "one of \"workers\"."},
+                    {.key = "vlan_mode",
+                     .rule = one_of(kVlanModeNames),
+                     .default_value = name_of(kVlanModeNames, d.vlan_mode)},
+                },
+            .switches =
+                {
+                    {.key = "type",
+                     .variants =
+                         {
+                             {.value = name_of(kPortTypeNames, PortType::kVhostUser),
+                              .fields =
+                                  {
+                                      {.key = "path",
+                                       .rule =
+                                           text(1, kSunPathSize - 1,
+                                                "must be a non-empty socket path shorter than " +
+                                                    std::to_string(kSunPathSize) + " bytes"),
+                                       .required = true,
+                                       .description =
+                                           "vhost-user socket path (a sun_path: bytes, not "
+                                           "characters, are limited)."},
+                                      {.key = "mode",
+                                       .rule = one_of(kVhostModeNames),
+                                       .default_value = name_of(kVhostModeNames, d.mode),
+                                       .description =
+                                           "server: ferryd creates the socket; client: it "
+                                           "connects to one."},
+                                  }},
+                             {.value = name_of(kPortTypeNames, PortType::kDpdk),
+                              .fields =
+                                  {
+                                      {.key = "devargs",
+                                       .rule = matching(
+                                           "^\\S+$",
+                                           "must be a non-empty string without whitespace"),
+                                       .required = true,
+                                       .description = "DPDK device arguments, e.g. "
+                                                      "\"net_pcap0,rx_pcap=in.pcap\"."},
+                                  }},
+                         }},
+                    {.key = "vlan_mode",
+                     .variants =
+                         {
+                             {.value = name_of(kVlanModeNames, VlanMode::kTrunk),
+                              .fields =
+                                  {
+                                      {.key = "tag",
+                                       .rule = integer(0, kMaxVlan),
+                                       .default_value = d.tag,
+                                       .description = "Native VLAN of untagged frames; 0 = none."},
+                                      {.key = "trunks",
+                                       .rule = array_of(integer(1, kMaxVlan), 0, kMaxVlan, true),
+                                       .description = "Allowed VLANs; absent or empty = all."},
+                                  }},
+                             {.value = name_of(kVlanModeNames, VlanMode::kAccess),
+                              .fields =
+                                  {
+                                      {.key = "tag",
+                                       .rule = integer(1, kMaxVlan),
+                                       .required = true,
+                                       .description = "The port's VLAN."},
+                                  }},
+                         }},
+                },
+        };
+        return s;
+    }();
+    return spec;
+}
+
+const ObjectSpec& control_spec() {
+    static const ObjectSpec spec{
+        .fields =
+            {
+                {.key = "socket",
+                 .rule = text(1, kSunPathSize - 1,
+                              "must be a non-empty socket path shorter than " +
+                                  std::to_string(kSunPathSize) + " bytes"),
+                 .default_value = Config{}.control_socket,
+                 .description = "Unix socket of the JSON-RPC control interface."},
+            },
+    };
+    return spec;
+}
+
+const ObjectSpec& idle_backoff_spec() {
+    static const ObjectSpec spec = [] {
+        const IdleBackoff d{};
+        return ObjectSpec{
+            .description = "Workers sleep when every queue they poll stays empty.",
+            .fields =
+                {
+                    {.key = "enabled", .rule = boolean(), .default_value = d.enabled},
+                    {.key = "min_us",
+                     .rule = integer(1, 1000000),
+                     .default_value = d.min_us,
+                     .description = "First sleep, in microseconds."},
+                    {.key = "max_us",
+                     .rule = integer(1, 1000000),
+                     .default_value = d.max_us,
+                     .description = "Longest sleep, in microseconds; at least min_us."},
+                    {.key = "idle_polls",
+                     .rule = integer(1, 1000000),
+                     .default_value = d.idle_polls,
+                     .description = "Empty polls of every queue before the first sleep."},
+                },
+        };
+    }();
+    return spec;
+}
+
+const ObjectSpec& mac_table_spec() {
+    static const ObjectSpec spec = [] {
+        const Config d{};
+        return ObjectSpec{
+            .fields =
+                {
+                    {.key = "size",
+                     .rule = integer(1024, 4194304),
+                     .default_value = d.mac_table_size,
+                     .description = "Entries."},
+                    {.key = "aging_s",
+                     .rule = integer(10, 86400),
+                     .default_value = d.mac_aging_s,
+                     .description = "Seconds an unrefreshed MAC stays."},
+                },
+        };
+    }();
+    return spec;
+}
+
+const ObjectSpec& root_spec() {
+    static const ObjectSpec spec = [] {
+        const Config d{};
+        return ObjectSpec{
+            .description = "ferryd configuration (ferryd --config FILE).",
+            .fields =
+                {
+                    {.key = "eal",
+                     .rule = array_of(text(0, kUnbounded), 0, kUnbounded, false),
+                     .default_value = json::array(),
+                     .description = "DPDK EAL arguments, passed as given."},
+                    {.key = "control", .rule = object(control_spec())},
+                    {.key = "workers",
+                     .rule = array_of(integer(0, kLcoreLimit - 1), 1, kMaxWorkers, true),
+                     .required = true,
+                     .description = "Worker lcore ids."},
+                    {.key = "ports",
+                     .rule = array_of(object(port_spec()), 0, kMaxPorts, false),
+                     .description = "Ports created at start; names are unique."},
+                    {.key = "idle_backoff", .rule = object(idle_backoff_spec())},
+                    {.key = "mac_table", .rule = object(mac_table_spec())},
+                    {.key = "mbufs",
+                     .rule = integer(2048, 1048576),
+                     .default_value = d.mbufs,
+                     .description = "Packet buffers in the pool."},
+                },
+        };
+    }();
+    return spec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation against the tables.
+
+std::string at(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+std::string at(const std::string& path, size_t index) {
+    return path + "[" + std::to_string(index) + "]";
+}
+
+Error invalid(const std::string& path, const std::string& what) {
+    return make_error(ErrorCode::kInvalidParams, (path.empty() ? "<root>" : path) + ": " + what);
+}
+
+std::string quoted_list(const std::vector<std::string>& values, std::string_view separator) {
+    std::string out;
+    for (const std::string& v : values) {
+        if (!out.empty()) out += separator;
+        out += "\"" + v + "\"";
+    }
+    return out;
+}
+
+// The message for a value the rule refuses.
+std::string describe(const Rule& r) {
+    switch (r.kind) {
+        case Kind::kBool:
+            return "must be a boolean";
+        case Kind::kUint:
+            return "must be an integer in " + std::to_string(r.min) + ".." + std::to_string(r.max);
+        case Kind::kString:
+            if (!r.what.empty()) return r.what;
+            if (!r.one_of.empty()) return "must be one of " + quoted_list(r.one_of, ", ");
+            if (r.min == 0 && r.max == kUnbounded) return "must be a string";
+            if (r.min == 1 && r.max == kUnbounded) return "must be a non-empty string";
+            return "must be a string of " + std::to_string(r.min) + ".." + std::to_string(r.max) +
+                   " bytes";
+        case Kind::kArray:
+            return "must be an array";
+        case Kind::kObject:
+            return "must be an object";
+    }
+    return "is invalid";
+}
+
+Status check_object(const json& v, const ObjectSpec& spec, const std::string& path);
+
+// Checks one value (and, for arrays and objects, everything inside it) against its rule.
+Status check_value(const json& v, const Rule& r, const std::string& path) {
+    switch (r.kind) {
+        case Kind::kBool:
+            if (!v.is_boolean()) return invalid(path, describe(r));
+            return Ok{};
+        case Kind::kUint:
+            // Built documents hold signed integers even when non-negative; parsed ones unsigned.
+            // Negative numbers fail the range like any other value.
+            if (!v.is_number_integer()) return invalid(path, describe(r));
+            if (!v.is_number_unsigned() && v.get<int64_t>() < 0) return invalid(path, describe(r));
+            if (v.get<uint64_t>() < r.min || v.get<uint64_t>() > r.max) {
+                return invalid(path, describe(r));
+            }
+            return Ok{};
+        case Kind::kString: {
+            if (!v.is_string())
+                return invalid(path, r.one_of.empty() ? "must be a string" : describe(r));
+            const std::string& s = v.get_ref<const std::string&>();
+            bool ok = s.size() >= r.min && s.size() <= r.max;
+            if (ok && !r.one_of.empty())
+                ok = std::find(r.one_of.begin(), r.one_of.end(), s) != r.one_of.end();
+            if (ok && !r.pattern.empty()) ok = std::regex_search(s, std::regex(r.pattern));
+            if (!ok) return invalid(path, describe(r));
+            return Ok{};
+        }
+        case Kind::kArray: {
+            if (!v.is_array()) return invalid(path, describe(r));
+            if (v.size() < r.min) {
+                return invalid(
+                    path, r.min == 1 ? "must not be empty"
+                                     : "must have at least " + std::to_string(r.min) + " items");
+            }
+            if (v.size() > r.max)
+                return invalid(path, "must have at most " + std::to_string(r.max) + " items");
+            for (size_t i = 0; i < v.size(); ++i) {
+                if (Status s = check_value(v[i], *r.items, at(path, i)); !s) return s;
+                for (size_t j = 0; r.unique && j < i; ++j) {
+                    if (v[i] == v[j]) return invalid(at(path, i), "duplicate of " + at(path, j));
+                }
+            }
+            return Ok{};
+        }
+        case Kind::kObject:
+            return check_object(v, *r.object, path);
+    }
+    return invalid(path, "is invalid");
+}
+
+// Checks obj's member f.key if present; refuses its absence when the field is required.
+Status check_field(const json& obj, const Field& f, const std::string& path) {
+    auto it = obj.find(f.key);
+    if (it == obj.end()) return f.required ? Status(invalid(at(path, f.key), "required")) : Ok{};
+    return check_value(*it, f.rule, at(path, f.key));
+}
+
+bool defines(const std::vector<Field>& fields, const std::string& key) {
+    return std::any_of(fields.begin(), fields.end(), [&](const Field& f) { return f.key == key; });
+}
+
+bool defines(const Switch& sw, const std::string& key) {
+    return std::any_of(sw.variants.begin(), sw.variants.end(),
+                       [&](const Variant& v) { return defines(v.fields, key); });
+}
+
+bool defines(const ObjectSpec& spec, const std::string& key) {
+    return defines(spec.fields, key) ||
+           std::any_of(spec.switches.begin(), spec.switches.end(),
+                       [&](const Switch& sw) { return defines(sw, key); });
+}
+
+const Field* base_field(const ObjectSpec& spec, const std::string& key) {
+    for (const Field& f : spec.fields) {
+        if (f.key == key) return &f;
+    }
+    return nullptr;
+}
+
+// Checks the keys that depend on a discriminator; its value was already checked as a base field.
+Status check_switch(const json& obj, const ObjectSpec& spec, const Switch& sw,
+                    const std::string& path) {
+    auto it = obj.find(sw.key);
+    const std::string chosen = it != obj.end()
+                                   ? it->get<std::string>()
+                                   : base_field(spec, sw.key)->default_value.get<std::string>();
+    const Variant* active = nullptr;
+    for (const Variant& v : sw.variants) {
+        if (v.value == chosen) active = &v;
+    }
+    for (const auto& [key, value] : obj.items()) {
+        if (!defines(sw, key) || defines(active->fields, key)) continue;
+        std::vector<std::string> owners;
+        for (const Variant& v : sw.variants) {
+            if (defines(v.fields, key)) owners.push_back(v.value);
+        }
+        return invalid(at(path, key),
+                       "only allowed when " + sw.key + " is " + quoted_list(owners, " or "));
+    }
+    for (const Field& f : active->fields) {
+        if (Status s = check_field(obj, f, path); !s) return s;
+    }
+    return Ok{};
+}
+
+// Validates a whole object tree. Errors come in a fixed order: the object's type, unknown keys,
+// base fields in table order (recursing), then the keys of each switch.
+Status check_object(const json& v, const ObjectSpec& spec, const std::string& path) {
+    if (!v.is_object()) return invalid(path, "must be an object");
+    for (const auto& [key, value] : v.items()) {
+        if (!defines(spec, key)) return invalid(at(path, key), "unknown key");
+    }
+    for (const Field& f : spec.fields) {
+        if (Status s = check_field(v, f, path); !s) return s;
+    }
+    for (const Switch& sw : spec.switches) {
+        if (Status s = check_switch(v, spec, sw, path); !s) return s;
+    }
+    return Ok{};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extraction of validated objects into the structs.
+
+// Copies obj[key] into out when present; out keeps its default otherwise. obj is validated.
+template <class T>
+void take(const json& obj, const char* key, T& out) {
+    if (auto it = obj.find(key); it != obj.end()) it->get_to(out);
+}
+
+template <class E, size_t N>
+void take_enum(const json& obj, const char* key, const std::array<std::string_view, N>& names,
+               E& out) {
+    auto it = obj.find(key);
+    if (it == obj.end()) return;
+    for (size_t i = 0; i < N; ++i) {
+        if (names[i] == it->get_ref<const std::string&>()) out = static_cast<E>(i);
+    }
+}
+
+const json& member_or_empty(const json& obj, const char* key) {
+    static const json empty = json::object();
+    auto it = obj.find(key);
+    return it != obj.end() ? *it : empty;
+}
+
+// Copies a port object that check_object() accepted; refuses an rx_pin whose length is not queues.
+Result<PortConfig> port_from(const json& obj, const std::string& path) {
+    PortConfig p;
+    take(obj, "name", p.name);
+    take_enum(obj, "type", kPortTypeNames, p.type);
+    take(obj, "path", p.path);
+    take_enum(obj, "mode", kVhostModeNames, p.mode);
+    take(obj, "devargs", p.devargs);
+    take(obj, "queues", p.queues);
+    take(obj, "rx_pin", p.rx_pin);
+    take_enum(obj, "vlan_mode", kVlanModeNames, p.vlan_mode);
+    take(obj, "tag", p.tag);
+    take(obj, "trunks", p.trunks);
+    if (!p.rx_pin.empty() && p.rx_pin.size() != p.queues) {
+        return invalid(at(path, "rx_pin"), "must have one entry per queue (queues is " +
+                                               std::to_string(p.queues) + ", rx_pin has " +
+                                               std::to_string(p.rx_pin.size()) + ")");
+    }
+    return p;
+}
+
+// Copies a validated idle_backoff object into idle; refuses max_us below min_us (either may be
+// the default).
+Status idle_backoff_from(const json& obj, const std::string& path, IdleBackoff& idle) {
+    take(obj, "enabled", idle.enabled);
+    take(obj, "min_us", idle.min_us);
+    take(obj, "max_us", idle.max_us);
+    take(obj, "idle_polls", idle.idle_polls);
+    if (idle.max_us < idle.min_us) {
+        return invalid(at(path, "max_us"), "must be at least min_us (" +
+                                               std::to_string(idle.min_us) + "), is " +
+                                               std::to_string(idle.max_us));
+    }
+    return Ok{};
+}
+
+// Cross-checks between ports and workers: port names are unique and every rx_pin lcore is a worker.
+Status check_ports(const Config& c) {
+    for (size_t i = 0; i < c.ports.size(); ++i) {
+        const PortConfig& p = c.ports[i];
+        for (size_t j = 0; j < i; ++j) {
+            if (c.ports[j].name == p.name) {
+                return invalid(at(at("ports", i), "name"), "duplicate port name \"" + p.name +
+                                                               "\" (also " + at("ports", j) + ")");
+            }
+        }
+        for (size_t q = 0; q < p.rx_pin.size(); ++q) {
+            if (std::find(c.workers.begin(), c.workers.end(), p.rx_pin[q]) == c.workers.end()) {
+                return invalid(
+                    at(at(at("ports", i), "rx_pin"), q),
+                    "lcore " + std::to_string(p.rx_pin[q]) + " is not one of \"workers\"");
+            }
+        }
+    }
+    return Ok{};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema generation from the tables.
+
+json schema_of(const ObjectSpec& spec, json& defs);
+
+json schema_of(const Rule& r, json& defs) {
+    json s = json::object();
+    switch (r.kind) {
+        case Kind::kBool:
+            s["type"] = "boolean";
+            break;
+        case Kind::kUint:
+            s["type"] = "integer";
+            s["minimum"] = r.min;
+            s["maximum"] = r.max;
+            break;
+        case Kind::kString:
+            s["type"] = "string";
+            if (!r.one_of.empty()) s["enum"] = r.one_of;
+            if (!r.pattern.empty()) s["pattern"] = r.pattern;
+            if (r.min > 0) s["minLength"] = r.min;
+            if (r.max != kUnbounded) s["maxLength"] = r.max;
+            break;
+        case Kind::kArray:
+            s["type"] = "array";
+            s["items"] = schema_of(*r.items, defs);
+            if (r.min > 0) s["minItems"] = r.min;
+            if (r.max != kUnbounded) s["maxItems"] = r.max;
+            if (r.unique) s["uniqueItems"] = true;
+            break;
+        case Kind::kObject:
+            s = schema_of(*r.object, defs);
+            break;
+    }
+    return s;
+}
+
+json schema_of(const Field& f, json& defs) {
+    json s = schema_of(f.rule, defs);
+    if (!f.default_value.is_null()) s["default"] = f.default_value;
+    if (!f.description.empty()) s["description"] = f.description;
+    return s;
+}
+
+// Base keys go under "properties"; a switch becomes one if/then per variant whose "then" holds
+// the variant's keys and forbids (false) the keys of the other variants. The base "properties"
+// lists variant keys as true so that additionalProperties: false lets them through.
+json object_schema(const ObjectSpec& spec, json& defs) {
+    json s = {{"type", "object"}, {"additionalProperties", false}};
+    if (!spec.description.empty()) s["description"] = spec.description;
+    json properties = json::object();
+    json required = json::array();
+    for (const Field& f : spec.fields) {
+        properties[f.key] = schema_of(f, defs);
+        if (f.required) required.push_back(f.key);
+    }
+    json all_of = json::array();
+    for (const Switch& sw : spec.switches) {
+        const json& fallback = base_field(spec, sw.key)->default_value;
+        for (const Variant& variant : sw.variants) {
+            json condition = {{"properties", {{sw.key, {{"const", variant.value}}}}}};
+            // The default variant also applies when the key is absent.
+            if (fallback != variant.value) condition["required"] = json::array({sw.key});
+            json then = {{"properties", json::object()}};
+            json then_required = json::array();
+            for (const Field& f : variant.fields) {
+                then["properties"][f.key] = schema_of(f, defs);
+                if (f.required) then_required.push_back(f.key);
+                properties[f.key] = true;
+            }
+            for (const Variant& other : sw.variants) {
+                for (const Field& f : other.fields) {
+                    if (!defines(variant.fields, f.key)) then["properties"][f.key] = false;
+                }
+            }
+            if (!then_required.empty()) then["required"] = then_required;
+            all_of.push_back({{"if", condition}, {"then", then}});
+        }
+    }
+    s["properties"] = properties;
+    if (!required.empty()) s["required"] = required;
+    if (!all_of.empty()) s["allOf"] = all_of;
+    return s;
+}
+
+json schema_of(const ObjectSpec& spec, json& defs) {
+    if (spec.def_name.empty()) return object_schema(spec, defs);
+    if (!defs.contains(spec.def_name)) defs[spec.def_name] = object_schema(spec, defs);
+    return {{"$ref", "#/$defs/" + spec.def_name}};
+}
+
+}  // namespace
+
+Result<Config> parse_config(const json& doc) {
+    if (Status s = check_object(doc, root_spec(), ""); !s) return s.error();
+    Config c;
+    take(doc, "eal", c.eal);
+    take(member_or_empty(doc, "control"), "socket", c.control_socket);
+    take(doc, "workers", c.workers);
+    if (auto it = doc.find("ports"); it != doc.end()) {
+        for (size_t i = 0; i < it->size(); ++i) {
+            Result<PortConfig> port = port_from((*it)[i], at("ports", i));
+            if (!port) return port.error();
+            c.ports.push_back(std::move(*port));
+        }
+    }
+    if (Status s = check_ports(c); !s) return s.error();
+    if (Status s = idle_backoff_from(member_or_empty(doc, "idle_backoff"), "idle_backoff", c.idle);
+        !s) {
+        return s.error();
+    }
+    const json& mac = member_or_empty(doc, "mac_table");
+    take(mac, "size", c.mac_table_size);
+    take(mac, "aging_s", c.mac_aging_s);
+    take(doc, "mbufs", c.mbufs);
+    return c;
+}
+
+Result<PortConfig> parse_port_config(const json& obj, const std::string& path) {
+    if (Status s = check_object(obj, port_spec(), path); !s) return s.error();
+    return port_from(obj, path);
+}
+
+Result<Config> load_config_file(const std::string& file) {
+    std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(file.c_str(), "rb"), &std::fclose);
+    if (!f) {
+        return make_error(ErrorCode::kFailed,
+                          file + ": cannot open: " + std::generic_category().message(errno));
+    }
+    std::string text;
+    std::array<char, 65536> buf;
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) text.append(buf.data(), n);
+    if (std::ferror(f.get())) {
+        return make_error(ErrorCode::kFailed,
+                          file + ": cannot read: " + std::generic_category().message(errno));
+    }
+    json doc;
+    try {
+        doc = json::parse(text);
+    } catch (const json::parse_error& e) {
+        // what() is "[json.exception.parse_error.101] parse error at line L, column C: ...".
+        std::string_view detail = e.what();
+        if (size_t cut = detail.find("] "); cut != std::string_view::npos)
+            detail.remove_prefix(cut + 2);
+        return make_error(
+            ErrorCode::kParseError,
+            file + ": invalid JSON at byte " + std::to_string(e.byte) + ": " + std::string(detail));
+    }
+    return parse_config(doc);
+}
+
+json config_schema() {
+    json defs = json::object();
+    json s = schema_of(root_spec(), defs);
+    s["$schema"] = "https://json-schema.org/draft/2020-12/schema";
+    s["title"] = "ferryd configuration";
+    if (!defs.empty()) s["$defs"] = defs;
+    return s;
+}
+
+}  // namespace ferry
