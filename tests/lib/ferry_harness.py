@@ -223,6 +223,7 @@ class TestPmd:
     virtio-user side the vhost-user server (for ferryd ports in client mode).
     """
 
+    __test__ = False  # not a pytest test class despite its name
     PROMPT = b"testpmd> "
 
     def __init__(self, sockets, lcores="0@0,1@0", fwd_args=(), server=False, mbufs=8192,
@@ -280,6 +281,15 @@ class TestPmd:
         tx = re.search(r"TX-packets:\s*(\d+)\s+TX-errors:\s*(\d+)\s+TX-bytes:\s*(\d+)", text)
         return {"rx_packets": int(rx.group(1)), "rx_bytes": int(rx.group(3)),
                 "tx_packets": int(tx.group(1)), "tx_bytes": int(tx.group(3))}
+
+    def drain(self, mode_after="mac", seconds=0.5):
+        """Receives what is still queued towards the peer without sending anything, so its rx
+        counters include every packet the switch sent. Call after `stop`."""
+        self.cmd("set fwd rxonly")
+        self.cmd("start")
+        time.sleep(seconds)
+        self.cmd("stop")
+        self.cmd(f"set fwd {mode_after}")
 
     def link_up(self, port):
         return "Link status: up" in self.cmd(f"show port info {port}")
