@@ -137,6 +137,7 @@ class Ferryd:
 
     def __init__(self, ports=(), workers=(1,), extra=None, lcores=None, eal_extra=(),
                  tmpdir=None, log_level="info"):
+        self.own_dir = tmpdir is None
         self.dir = tmpdir or tempfile.mkdtemp(prefix="ferry-test-")
         self.prefix = unique_prefix("d")
         self.socket = os.path.join(self.dir, "ferryd.sock")
@@ -212,8 +213,11 @@ class Ferryd:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.stop()
+        # Keep the directory (config, log) when the block failed, for whoever debugs it.
+        if self.own_dir and exc_type is None and not os.environ.get("FERRY_KEEP_TMP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class TestPmd:
