@@ -159,7 +159,11 @@ int main(int argc, char** argv) {
     ferry::log_set_level(opt.log_level);
     auto cfg = ferry::load_config_file(opt.config);
     if (!cfg) {
-        fprintf(stderr, "ferryd: %s\n", cfg.error().message.c_str());
+        // Validation messages start with the key's path; say which file it is in.
+        if (cfg.error().code == ferry::ErrorCode::kInvalidParams)
+            fprintf(stderr, "ferryd: %s: %s\n", opt.config.c_str(), cfg.error().message.c_str());
+        else
+            fprintf(stderr, "ferryd: %s\n", cfg.error().message.c_str());
         return kExitConfig;
     }
     if (opt.check_only) {

@@ -1,0 +1,411 @@
+// ferryctl: the command-line client of ferryd's control socket. One table maps command words to
+// JSON-RPC methods; a new verb is one row. Exit status: 0 done, 1 ferryd refused the command,
+// 2 ferryd could not be reached or did not answer, 64 usage error.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/ferryctl_format.h"
+
+namespace ferry {
+namespace {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kExitRefused = 1;
+constexpr int kExitUnreachable = 2;
+constexpr int kExitUsage = 64;  // EX_USAGE
+constexpr const char* kDefaultSocket = "/run/ferry/ferryd.sock";
+constexpr double kDefaultTimeoutS = 30;  // unsafe commands pause workers; port add may take a while
+
+/// How a verb's arguments become params.
+enum class Args {
+    kNone,           // no arguments
+    kName,           // NAME -> {"name": NAME}
+    kOptionalName,   // [NAME]
+    kKeyValues,      // [key=value ...]
+    kNameKeyValues,  // NAME key=value ...
+    kMethodJson,     // METHOD [JSON-PARAMS]: the escape hatch
+};
+
+struct Verb {
+    std::string_view words;   // what the user types, e.g. "port add"
+    std::string_view method;  // the JSON-RPC method ("" for call)
+    Args args;
+    std::string_view synopsis;  // the arguments, for the usage text
+    std::string_view help;
+    std::string_view columns;  // keys to show first (results carry no key order of their own)
+};
+
+constexpr std::string_view kPortColumns =
+    "name type state link dpdk_port queues path devargs mac rx_packets rx_bytes tx_packets "
+    "tx_bytes drops";
+
+// clang-format off
+constexpr Verb kVerbs[] = {
+    {"version",    "version",    Args::kNone,          "",                "versions of ferryd, DPDK and the control API", "ferryd dpdk api"},
+    {"stats",      "stats",      Args::kNone,          "",                "switch-wide counters and per-worker load",
+     "uptime_s ports macs workers lcore packets busy_cycles idle_cycles cycles_per_packet"},
+    {"shutdown",   "shutdown",   Args::kNone,          "",                "stop ferryd", ""},
+    {"help",       "help",       Args::kNone,          "",                "the methods ferryd offers, with their params", ""},
+    {"port list",  "port.list",  Args::kNone,          "",                "ports and their state", kPortColumns},
+    {"port add",   "port.add",   Args::kNameKeyValues, "NAME key=value ...",
+     "add a port, e.g. type=vhost-user path=/tmp/vm.sock mode=client queues=2", kPortColumns},
+    {"port del",   "port.del",   Args::kName,          "NAME",            "remove a port", kPortColumns},
+    {"port stats", "port.stats", Args::kOptionalName,  "[NAME]",          "per-port packet, byte and drop counters", kPortColumns},
+    {"mac list",   "mac.list",   Args::kKeyValues,     "[port=NAME] [vlan=N]", "learned MAC addresses", "mac vlan port age_s"},
+    {"mac flush",  "mac.flush",  Args::kKeyValues,     "[port=NAME]",     "forget learned MAC addresses", ""},
+    {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
+};
+// clang-format on
+
+/// Value conversions of key=value arguments, shared by every verb. Context: ferryctl.
+const CliKeyKinds& key_kinds() {
+    static const CliKeyKinds kinds = {
+        .list_keys = {"rx_pin", "trunks"},
+        .string_keys = {"name", "port", "type", "path", "mode", "devargs", "mac"},
+    };
+    return kinds;
+}
+
+struct Options {
+    std::string socket;
+    bool json_output = false;
+    double timeout_s = kDefaultTimeoutS;
+    std::vector<std::string> command;  // command words and their arguments
+};
+
+/// The usage text, built from the verb table. Context: ferryctl.
+std::string usage_text() {
+    std::string out =
+        "usage: ferryctl [-s SOCKET] [--json] [--timeout SEC] COMMAND [ARGS...]\n\ncommands:\n";
+    for (const Verb& v : kVerbs) {
+        std::string left = "  " + std::string(v.words);
+        if (!v.synopsis.empty()) left += " " + std::string(v.synopsis);
+        left.resize(std::max<size_t>(left.size() + 2, 34), ' ');
+        out += left + std::string(v.help) + "\n";
+    }
+    out +=
+        "\noptions:\n"
+        "  -s, --socket PATH   control socket (default: $FERRY_SOCKET, else " +
+        std::string(kDefaultSocket) +
+        ")\n"
+        "  --json              print the result as JSON\n"
+        "  --timeout SEC       wait at most SEC seconds for the answer (default 30)\n"
+        "  -h, --help          show this text\n"
+        "\nexit status: 0 done, 1 ferryd refused the command, 2 ferryd unreachable or silent,\n"
+        "64 usage error\n";
+    return out;
+}
+
+/// Prints a usage error and the usage text. Context: ferryctl.
+/// @return kExitUsage, for `return usage_error(...)`.
+int usage_error(const std::string& message) {
+    std::cerr << "ferryctl: " << message << "\n\n" << usage_text();
+    return kExitUsage;
+}
+
+/// Parses options, which may come anywhere before "--". Context: ferryctl.
+/// @return the options, or nullopt after printing a usage error (*exit_code set).
+std::optional<Options> parse_options(int argc, char** argv, int* exit_code) {
+    Options opts;
+    const char* env = std::getenv("FERRY_SOCKET");
+    opts.socket = env != nullptr && *env != '\0' ? env : kDefaultSocket;
+    bool options_done = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (options_done || arg.empty() || arg[0] != '-' || arg == "-") {
+            opts.command.push_back(arg);
+            continue;
+        }
+        std::string value;
+        bool has_value = false;
+        if (auto eq = arg.find('='); arg.starts_with("--") && eq != std::string::npos) {
+            value = arg.substr(eq + 1);
+            arg.resize(eq);
+            has_value = true;
+        }
+        auto take_value = [&]() -> bool {
+            if (has_value) return true;
+            if (i + 1 >= argc) return false;
+            value = argv[++i];
+            return true;
+        };
+        if (arg == "--") {
+            options_done = true;
+        } else if (arg == "-h" || arg == "--help") {
+            std::cout << usage_text();
+            *exit_code = 0;
+            return std::nullopt;
+        } else if (arg == "--json") {
+            opts.json_output = true;
+        } else if (arg == "-s" || arg == "--socket") {
+            if (!take_value() || value.empty()) {
+                *exit_code = usage_error(arg + " needs a path");
+                return std::nullopt;
+            }
+            opts.socket = value;
+        } else if (arg == "--timeout") {
+            char* end = nullptr;
+            if (take_value()) opts.timeout_s = std::strtod(value.c_str(), &end);
+            if (end == nullptr || end == value.c_str() || *end != '\0' || !(opts.timeout_s > 0)) {
+                *exit_code = usage_error("--timeout needs a positive number of seconds");
+                return std::nullopt;
+            }
+        } else {
+            *exit_code = usage_error("unknown option '" + arg + "'");
+            return std::nullopt;
+        }
+    }
+    if (opts.command.empty()) {
+        *exit_code = usage_error("no command given");
+        return std::nullopt;
+    }
+    return opts;
+}
+
+/// The verb whose words start the command, longest match first. Context: ferryctl.
+/// @param consumed set to the number of command words the verb takes
+const Verb* find_verb(const std::vector<std::string>& command, size_t* consumed) {
+    const Verb* best = nullptr;
+    for (const Verb& v : kVerbs) {
+        size_t n = 0;
+        bool match = true;
+        for (size_t pos = 0; pos < v.words.size() && match; ++n) {
+            size_t end = std::min(v.words.find(' ', pos), v.words.size());
+            match = n < command.size() && command[n] == v.words.substr(pos, end - pos);
+            pos = end + 1;
+        }
+        if (match && (best == nullptr || n > *consumed)) {
+            best = &v;
+            *consumed = n;
+        }
+    }
+    return best;
+}
+
+/// Explains a command that matches no verb, naming the subcommands of a known group.
+int unknown_command(const std::vector<std::string>& command) {
+    std::string subcommands;
+    std::string group = command[0] + " ";
+    for (const Verb& v : kVerbs) {
+        if (!v.words.starts_with(group)) continue;
+        subcommands += ' ';
+        subcommands += v.words.substr(group.size());
+    }
+    if (!subcommands.empty()) {
+        return usage_error("'" + command[0] + "' needs a subcommand:" + subcommands);
+    }
+    return usage_error("unknown command '" + command[0] + "'");
+}
+
+/// Builds the method and params from the verb's arguments. Context: ferryctl.
+/// @return 0, or the exit code after printing a usage error.
+int build_request(const Verb& verb, std::vector<std::string> args, std::string* method,
+                  json* params) {
+    *method = verb.method;
+    *params = json::object();
+    std::string synopsis = std::string(verb.words) + " " + std::string(verb.synopsis);
+    auto take_name = [&](bool required) -> bool {
+        if (args.empty() || args[0].find('=') != std::string::npos) return !required;
+        (*params)["name"] = args[0];
+        args.erase(args.begin());
+        return true;
+    };
+    switch (verb.args) {
+        case Args::kNone:
+            break;
+        case Args::kName:
+        case Args::kNameKeyValues:
+            if (!take_name(true)) return usage_error("missing NAME; usage: ferryctl " + synopsis);
+            break;
+        case Args::kOptionalName:
+            take_name(false);
+            break;
+        case Args::kKeyValues:
+            break;
+        case Args::kMethodJson:
+            if (args.empty() || args.size() > 2) {
+                return usage_error("expected METHOD [JSON-PARAMS]; usage: ferryctl " + synopsis);
+            }
+            *method = args[0];
+            if (args.size() == 2) {
+                *params = json::parse(args[1], nullptr, /*allow_exceptions=*/false);
+                if (!params->is_object()) {
+                    return usage_error(
+                        "JSON-PARAMS must be a JSON object, e.g. '{\"name\":\"vm1\"}'");
+                }
+            }
+            return 0;
+    }
+    if (verb.args == Args::kKeyValues || verb.args == Args::kNameKeyValues) {
+        if (Status added = add_key_values(args, key_kinds(), params); !added) {
+            return usage_error(added.error().message);
+        }
+    } else if (!args.empty()) {
+        return usage_error("unexpected argument '" + args[0] + "'; usage: ferryctl " + synopsis);
+    }
+    return 0;
+}
+
+/// Milliseconds left until deadline, at least 0. Context: ferryctl.
+int ms_left(Clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    return static_cast<int>(std::max<int64_t>(left.count(), 0));
+}
+
+/// Connects, sends one request line and reads one response line. Context: ferryctl.
+/// @return the response line, or an error message for the user (exit status 2).
+Result<std::string> exchange(const std::string& path, const std::string& request,
+                             double timeout_s) {
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(timeout_s));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof(addr.sun_path)) {
+        return make_error(ErrorCode::kFailed, "socket path '" + path + "' is too long");
+    }
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return make_error(ErrorCode::kFailed, std::string("socket: ") + std::strerror(errno));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+
+    // A unix socket connects at once or fails; EAGAIN means the server's backlog is full.
+    while (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        if (errno == EAGAIN && ms_left(deadline) > 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            continue;
+        }
+        std::string hint = errno == ENOENT || errno == ECONNREFUSED
+                               ? " (is ferryd running? choose the socket with -s or FERRY_SOCKET)"
+                           : errno == EACCES ? " (the socket is mode 0660: run as root or as a "
+                                               "member of its group)"
+                                             : "";
+        std::string message = "cannot connect to ferryd at " + path + ": ";
+        message += std::strerror(errno);
+        message += hint;
+        return make_error(ErrorCode::kFailed, std::move(message));
+    }
+
+    char seconds[32];
+    std::snprintf(seconds, sizeof(seconds), "%g", timeout_s);
+    std::string timeout_message = "no answer from ferryd at " + path + " within " + seconds + " s";
+    for (size_t sent = 0; sent < request.size();) {
+        pollfd p{fd, POLLOUT, 0};
+        if (::poll(&p, 1, ms_left(deadline)) == 0) {
+            return make_error(ErrorCode::kFailed, timeout_message);
+        }
+        ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            return make_error(ErrorCode::kFailed,
+                              std::string("cannot send to ferryd: ") + std::strerror(errno));
+        }
+        if (n > 0) sent += static_cast<size_t>(n);
+    }
+
+    std::string response;
+    for (;;) {
+        if (auto nl = response.find('\n'); nl != std::string::npos) {
+            response.resize(nl);
+            return response;
+        }
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, ms_left(deadline)) == 0) {
+            return make_error(ErrorCode::kFailed, timeout_message);
+        }
+        char buf[65536];
+        ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            return make_error(ErrorCode::kFailed,
+                              "ferryd at " + path + " closed the connection without an answer");
+        }
+        if (n > 0) response.append(buf, static_cast<size_t>(n));
+    }
+}
+
+/// Runs one command. Context: ferryctl. @return the exit status.
+int run(int argc, char** argv) {
+    int exit_code = 0;
+    std::optional<Options> opts = parse_options(argc, argv, &exit_code);
+    if (!opts) return exit_code;
+
+    size_t consumed = 0;
+    const Verb* verb = find_verb(opts->command, &consumed);
+    if (verb == nullptr) return unknown_command(opts->command);
+    std::string method;
+    json params;
+    std::vector<std::string> args(opts->command.begin() + static_cast<long>(consumed),
+                                  opts->command.end());
+    if (int rc = build_request(*verb, std::move(args), &method, &params); rc != 0) return rc;
+
+    json request = {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}, {"id", 1}};
+    Result<std::string> line =
+        exchange(opts->socket, request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
+                 opts->timeout_s);
+    if (!line) {
+        std::cerr << "ferryctl: " << line.error().message << "\n";
+        return kExitUnreachable;
+    }
+    // ordered_json keeps the daemon's member order for --json and for keys not in `columns`.
+    ordered_json response = ordered_json::parse(*line, nullptr, /*allow_exceptions=*/false);
+    if (!response.is_object() || (!response.contains("result") && !response.contains("error"))) {
+        std::cerr << "ferryctl: malformed answer from ferryd: " << line->substr(0, 200) << "\n";
+        return kExitUnreachable;
+    }
+    if (auto error = response.find("error"); error != response.end()) {
+        std::string code = "?";
+        std::string message = error->dump();
+        if (error->is_object()) {
+            if (auto c = error->find("code"); c != error->end() && c->is_number_integer()) {
+                code = c->dump();
+            }
+            if (auto m = error->find("message"); m != error->end() && m->is_string()) {
+                message = m->get<std::string>();
+            }
+        }
+        std::cerr << "ferryctl: error " << code << ": " << message << "\n";
+        return kExitRefused;
+    }
+    const ordered_json& result = response["result"];
+    if (opts->json_output) {
+        std::cout << result.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
+    } else if (verb->method == "help") {
+        std::cout << format_methods(result);
+    } else {
+        std::cout << format_result(result, verb->columns);
+    }
+    return 0;
+}
+
+}  // namespace
+}  // namespace ferry
+
+int main(int argc, char** argv) {
+    try {
+        return ferry::run(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "ferryctl: " << e.what() << "\n";
+        return ferry::kExitUnreachable;
+    }
+}
