@@ -50,7 +50,9 @@ std::string name_of(const std::array<std::string_view, N>& names, E value) {
 // ---------------------------------------------------------------------------------------------
 // Rules: what a value may be. One Rule checks a value and describes it in the schema.
 
-enum class Kind { kBool, kUint, kString, kArray, kObject };
+// kRawObject: any JSON object, checked by another parser later (e.g. flow rules, which need
+// the ports to exist first).
+enum class Kind { kBool, kUint, kString, kArray, kObject, kRawObject };
 
 struct ObjectSpec;
 
@@ -127,6 +129,10 @@ Rule array_of(Rule items, uint64_t min_items, uint64_t max_items, bool unique) {
 
 Rule object(const ObjectSpec& spec) {
     return Rule{.kind = Kind::kObject, .object = &spec};
+}
+
+Rule raw_object(std::string what) {
+    return Rule{.kind = Kind::kRawObject, .what = std::move(what)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +293,39 @@ const ObjectSpec& mac_table_spec() {
     return spec;
 }
 
+const ObjectSpec& meter_spec() {
+    static const ObjectSpec spec{
+        .description = "A two-rate three-colour meter (RFC 2698); red packets are dropped.",
+        .fields =
+            {
+                {.key = "id", .rule = integer(0, 255), .required = true,
+                 .description = "Referenced by a rule's meter:ID action."},
+                {.key = "cir_kbps", .rule = integer(1, 400000000), .required = true,
+                 .description = "Committed information rate, kbit/s."},
+                {.key = "cbs_bytes", .rule = integer(64, 1u << 30), .required = true,
+                 .description = "Committed burst size, bytes."},
+                {.key = "pir_kbps", .rule = integer(1, 400000000), .required = true,
+                 .description = "Peak information rate, kbit/s (>= cir_kbps)."},
+                {.key = "pbs_bytes", .rule = integer(64, 1u << 30), .required = true,
+                 .description = "Peak burst size, bytes."},
+            },
+    };
+    return spec;
+}
+
+const ObjectSpec& flow_cache_spec() {
+    static const ObjectSpec spec = [] {
+        const Config d{};
+        return ObjectSpec{
+            .fields = {{.key = "entries",
+                        .rule = integer(1024, 16777216),
+                        .default_value = d.flow_cache_entries,
+                        .description = "Exact-match flow cache entries per worker."}},
+        };
+    }();
+    return spec;
+}
+
 const ObjectSpec& root_spec() {
     static const ObjectSpec spec = [] {
         const Config d{};
@@ -312,6 +351,18 @@ const ObjectSpec& root_spec() {
                      .rule = integer(2048, 1048576),
                      .default_value = d.mbufs,
                      .description = "Packet buffers in the pool."},
+                    {.key = "rules",
+                     .rule = array_of(raw_object("A flow rule, see docs/rules.md."), 0,
+                                      kUnbounded, false),
+                     .description = "Flow rules installed at start (docs/rules.md)."},
+                    {.key = "meters",
+                     .rule = array_of(object(meter_spec()), 0, 256, false),
+                     .description = "Meters that rules can refer to; ids are unique."},
+                    {.key = "flow_cache", .rule = object(flow_cache_spec())},
+                    {.key = "max_rules",
+                     .rule = integer(1024, 1048576),
+                     .default_value = d.max_rules,
+                     .description = "Rule slots; each costs 16 bytes of counters per worker."},
                 },
         };
     }();
@@ -359,6 +410,7 @@ std::string describe(const Rule& r) {
         case Kind::kArray:
             return "must be an array";
         case Kind::kObject:
+        case Kind::kRawObject:
             return "must be an object";
     }
     return "is invalid";
@@ -411,6 +463,9 @@ Status check_value(const json& v, const Rule& r, const std::string& path) {
         }
         case Kind::kObject:
             return check_object(v, *r.object, path);
+        case Kind::kRawObject:
+            if (!v.is_object()) return invalid(path, describe(r));
+            return Ok{};
     }
     return invalid(path, "is invalid");
 }
@@ -601,6 +656,10 @@ json schema_of(const Rule& r, json& defs) {
         case Kind::kObject:
             s = schema_of(*r.object, defs);
             break;
+        case Kind::kRawObject:
+            s["type"] = "object";
+            s["description"] = r.what;
+            break;
     }
     return s;
 }
@@ -683,6 +742,30 @@ Result<Config> parse_config(const json& doc) {
     take(mac, "size", c.mac_table_size);
     take(mac, "aging_s", c.mac_aging_s);
     take(doc, "mbufs", c.mbufs);
+    if (auto it = doc.find("rules"); it != doc.end())
+        for (const json& r : *it) c.rules.push_back(r);
+    if (auto it = doc.find("meters"); it != doc.end()) {
+        for (size_t i = 0; i < it->size(); ++i) {
+            const json& m = (*it)[i];
+            MeterConfig mc;
+            take(m, "id", mc.id);
+            take(m, "cir_kbps", mc.cir_kbps);
+            take(m, "cbs_bytes", mc.cbs_bytes);
+            take(m, "pir_kbps", mc.pir_kbps);
+            take(m, "pbs_bytes", mc.pbs_bytes);
+            if (mc.pir_kbps < mc.cir_kbps)
+                return make_error(ErrorCode::kInvalidParams,
+                                  at(at("meters", i), "pir_kbps") + ": must be >= cir_kbps");
+            for (const MeterConfig& other : c.meters)
+                if (other.id == mc.id)
+                    return make_error(ErrorCode::kInvalidParams,
+                                      at(at("meters", i), "id") + ": duplicate meter id " +
+                                          std::to_string(mc.id));
+            c.meters.push_back(mc);
+        }
+    }
+    take(member_or_empty(doc, "flow_cache"), "entries", c.flow_cache_entries);
+    take(doc, "max_rules", c.max_rules);
     return c;
 }
 

@@ -41,6 +41,14 @@ struct IdleBackoff {
     uint32_t idle_polls = 256;  // empty polls of every queue before the first sleep
 };
 
+struct MeterConfig {
+    uint32_t id = 0;         // 0..255, referenced by a rule's meter:ID action
+    uint64_t cir_kbps = 0;   // committed rate
+    uint64_t cbs_bytes = 0;  // committed burst
+    uint64_t pir_kbps = 0;   // peak rate, >= cir_kbps
+    uint64_t pbs_bytes = 0;  // peak burst
+};
+
 struct Config {
     std::vector<std::string> eal;  // EAL arguments as given
     std::string control_socket = "/run/ferry/ferryd.sock";
@@ -50,6 +58,10 @@ struct Config {
     uint32_t mac_table_size = 65536;  // entries
     uint32_t mac_aging_s = 300;       // seconds an unrefreshed MAC stays
     uint32_t mbufs = 16384;           // packet buffers in the pool
+    std::vector<nlohmann::json> rules;  // checked by parse_rule once the ports exist
+    std::vector<MeterConfig> meters;
+    uint32_t flow_cache_entries = 65536;  // per worker
+    uint32_t max_rules = 65536;           // rule slots (per-worker hit counters)
 };
 
 /// Parses and validates a whole configuration document. Context: control.

@@ -469,6 +469,7 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
     std::set<std::string> root;
     for (const auto& [key, unused] : schema["properties"].items()) root.insert(key);
     EXPECT_EQ(root, (std::set<std::string>{"eal", "control", "workers", "ports", "idle_backoff",
+                                           "flow_cache", "max_rules", "meters", "rules",
                                            "mac_table", "mbufs"}));
     std::set<std::string> port;
     for (const auto& [key, unused] : schema["$defs"]["port"]["properties"].items()) {
@@ -477,6 +478,49 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
     EXPECT_EQ(port, (std::set<std::string>{"name", "type", "path", "mode", "devargs", "queues",
                                            "rx_pin", "vlan_mode", "tag", "trunks"}));
     EXPECT_EQ(schema["required"], json::array({"workers"}));
+}
+
+}  // namespace
+}  // namespace ferry
+
+namespace ferry {
+namespace {
+
+json meter(uint64_t id, uint64_t cir, uint64_t pir) {
+    return {{"id", id}, {"cir_kbps", cir}, {"cbs_bytes", 2048}, {"pir_kbps", pir},
+            {"pbs_bytes", 4096}};
+}
+
+TEST(Config, MetersRulesAndFlowCacheParse) {
+    json doc = base_doc();
+    doc["meters"] = json::array({meter(1, 1000, 2000), meter(7, 5, 5)});
+    doc["rules"] = json::array({{{"id", 1}, {"actions", {"normal"}}}});
+    doc["flow_cache"] = {{"entries", 4096}};
+    doc["max_rules"] = 2048;
+    Result<Config> c = parse_config(doc);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    ASSERT_EQ(c->meters.size(), 2u);
+    EXPECT_EQ(c->meters[1].id, 7u);
+    EXPECT_EQ(c->meters[0].pir_kbps, 2000u);
+    ASSERT_EQ(c->rules.size(), 1u);
+    EXPECT_EQ(c->rules[0]["id"], 1);
+    EXPECT_EQ(c->flow_cache_entries, 4096u);
+    EXPECT_EQ(c->max_rules, 2048u);
+}
+
+TEST(Config, RefusesBadMetersAndRules) {
+    EXPECT_EQ(error_after([](json& d) { d["meters"] = json::array({meter(1, 2000, 1000)}); }),
+              "meters[0].pir_kbps: must be >= cir_kbps");
+    EXPECT_EQ(error_after([](json& d) {
+                  d["meters"] = json::array({meter(1, 1, 1), meter(1, 2, 2)});
+              }),
+              "meters[1].id: duplicate meter id 1");
+    EXPECT_EQ(error_after([](json& d) { d["meters"] = json::array({meter(256, 1, 1)}); }),
+              "meters[0].id: must be an integer in 0..255");
+    EXPECT_EQ(error_after([](json& d) { d["rules"] = json::array({"drop"}); }),
+              "rules[0]: must be an object");
+    EXPECT_EQ(error_after([](json& d) { d["flow_cache"] = {{"entries", 10}}; }),
+              "flow_cache.entries: must be an integer in 1024..16777216");
 }
 
 }  // namespace
