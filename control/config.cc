@@ -175,10 +175,15 @@ const ObjectSpec& port_spec() {
                               .fields =
                                   {
                                       {.key = "path",
-                                       .rule =
-                                           text(1, kSunPathSize - 1,
-                                                "must be a non-empty socket path shorter than " +
-                                                    std::to_string(kSunPathSize) + " bytes"),
+                                       // Absolute: a relative path would depend on ferryd's cwd.
+                                       .rule = Rule{.kind = Kind::kString,
+                                                    .min = 1,
+                                                    .max = kSunPathSize - 1,
+                                                    .pattern = "^/",
+                                                    .what = "must be an absolute socket path "
+                                                            "shorter than " +
+                                                            std::to_string(kSunPathSize) +
+                                                            " bytes"},
                                        .required = true,
                                        .description =
                                            "vhost-user socket path (a sun_path: bytes, not "

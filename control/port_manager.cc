@@ -47,6 +47,10 @@ void close_and_detach(uint16_t pid) {
 /// that died) is removed; a live one is refused. Context: control.
 Status prepare_server_socket(const std::string& path) {
     struct stat st {};
+    std::string dir = path.substr(0, path.find_last_of('/'));
+    if (!dir.empty() && (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
+        return make_error(ErrorCode::kFailed, "cannot create " + path + ": directory " + dir +
+                                                  " does not exist");
     if (lstat(path.c_str(), &st) != 0) return Ok{};
     if (!S_ISSOCK(st.st_mode))
         return make_error(ErrorCode::kConflict, path + " exists and is not a socket");

@@ -18,6 +18,8 @@
 #include "control/config.h"
 #include "control/port_manager.h"
 #include "control/result.h"
+#include "control/rule_config.h"
+#include "control/rule_table.h"
 #include "dataplane/counters.h"
 #include "dataplane/port_table.h"
 #include "dataplane/worker.h"
@@ -28,6 +30,8 @@ struct rte_rcu_qsbr;
 namespace ferry {
 
 class MacTable;
+class FlowCache;
+struct MeterSet;
 
 class Switch : public Pauser {
 public:
@@ -71,9 +75,18 @@ public:
     int event_fd() const { return event_fd_; }
     void handle_port_events();
 
+    /// The flow rules. Context: control.
+    RuleTable& rules() { return *rules_; }
+    /// What rule compilation needs: port names and meter ids. Context: control.
+    RuleContext rule_context() const;
+    /// Entries of one worker's flow cache, read in short slices while only that worker is
+    /// paused. @return kNotFound for an lcore that is not a worker.
+    Result<nlohmann::json> flow_dump(unsigned lcore, size_t limit);
+
     void request_shutdown() { shutdown_.store(true); }
     bool shutdown_requested() const { return shutdown_.load(); }
     uint16_t worker_count() const { return static_cast<uint16_t>(workers_.size()); }
+    unsigned first_worker_lcore() const { return workers_.front()->lcore; }
 
 private:
     struct PortRecord {
@@ -87,6 +100,10 @@ private:
 
     explicit Switch(const Config& cfg);
     Status init();
+    Status init_rules();
+    /// Parks one worker (bounded wait) / lets it go. Context: control.
+    Status pause_worker(WorkerState* w);
+    void resume_worker(WorkerState* w);
     /// Builds a new PortTable from the records, publishes it and frees the old one after a
     /// grace period. Context: control.
     void publish();
@@ -103,13 +120,17 @@ private:
     rte_rcu_qsbr* qsbr_ = nullptr;
     MacTable* macs_ = nullptr;
     std::vector<WorkerState*> workers_;
+    std::vector<std::unique_ptr<FlowCache>> flow_caches_;      // one per worker
+    std::vector<std::vector<RuleCounters>> rule_counters_;     // one array per worker
+    std::vector<std::unique_ptr<MeterSet>> meters_;            // one set per worker
+    std::unique_ptr<RuleTable> rules_;
     std::atomic<const PortTable*> table_{nullptr};
     std::atomic<uint32_t> clock_s_{0};
-    uint64_t generation_ = 0;
+    std::atomic<uint64_t> generation_{0};  // atomics: the telemetry thread reads these two
     uint64_t start_tsc_ = 0;
     uint32_t last_age_s_ = 0;
     uint32_t last_link_poll_s_ = 0;
-    uint64_t mac_table_full_ = 0;
+    std::atomic<uint64_t> mac_table_full_{0};
     bool workers_started_ = false;
     int event_fd_ = -1;
     std::atomic<bool> events_pending_{false};

@@ -59,15 +59,11 @@ int cb_port_stats(const char*, const char* params, rte_tel_data* d) {
 int cb_workers(const char*, const char*, rte_tel_data* d) {
     Switch* sw = g_switch.load();
     if (sw == nullptr) return -1;
+    // DPDK 22.11 takes only arrays as containers, so each worker's counters are flat keys
+    // prefixed with its lcore: lcore1_packets, lcore1_busy_cycles, ...
     rte_tel_data_start_dict(d);
-    for (const auto& w : sw->stats()["workers"]) {
-        rte_tel_data* c = rte_tel_data_alloc();
-        if (c == nullptr) return -1;
-        rte_tel_data_start_dict(c);
-        add_flat(c, w);
-        std::string name = "lcore" + std::to_string(w["lcore"].get<unsigned>());
-        rte_tel_data_add_dict_container(d, name.c_str(), c, 0);
-    }
+    for (const auto& w : sw->stats()["workers"])
+        add_flat(d, w, "lcore" + std::to_string(w["lcore"].get<unsigned>()) + "_");
     return 0;
 }
 

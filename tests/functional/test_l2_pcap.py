@@ -21,7 +21,8 @@ from pcap_util import (BROADCAST, PcapBridge, arp_request, assert_frames,  # noq
 A, B, C, D, E, N, T, X = (mac(i) for i in range(1, 9))
 UNKNOWN = mac(0x77)
 DROP_REASONS = ("runt", "bad_vlan", "bad_l3", "bad_l4", "vlan_not_allowed", "hairpin",
-                "no_destination", "port_down", "tx_full", "no_mbuf")
+                "no_destination", "port_down", "tx_full", "no_mbuf", "no_rule", "rule_drop",
+                "meter")
 
 
 @pytest.fixture

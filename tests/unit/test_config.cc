@@ -286,7 +286,9 @@ TEST(Config, RefusesBadStrings) {
     EXPECT_EQ(error_after([](json& d) { d["ports"][1]["devargs"] = ""; }),
               "ports[1].devargs: must be a non-empty string without whitespace");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["path"] = ""; }),
-              "ports[0].path: must be a non-empty socket path shorter than 108 bytes");
+              "ports[0].path: must be an absolute socket path shorter than 108 bytes");
+    EXPECT_EQ(error_after([](json& d) { d["ports"][0]["path"] = "vm1.sock"; }),
+              "ports[0].path: must be an absolute socket path shorter than 108 bytes");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["vlan_mode"] = "hybrid"; }),
               "ports[0].vlan_mode: must be one of \"trunk\", \"access\"");
 }
@@ -295,7 +297,7 @@ TEST(Config, SunPathLimit) {
     const std::string ok_path = "/" + std::string(106, 'a');  // 107 bytes + NUL fits sun_path
     EXPECT_EQ(error_after([&](json& d) { d["ports"][0]["path"] = ok_path; }), "OK");
     EXPECT_EQ(error_after([&](json& d) { d["ports"][0]["path"] = ok_path + "a"; }),
-              "ports[0].path: must be a non-empty socket path shorter than 108 bytes");
+              "ports[0].path: must be an absolute socket path shorter than 108 bytes");
     EXPECT_EQ(error_after([&](json& d) {
                   d["control"] = {{"socket", ok_path + "a"}};
               }),
