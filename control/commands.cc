@@ -3,6 +3,7 @@
 #include <rte_version.h>
 
 #include "control/config.h"
+#include "dataplane/rule.h"
 #include "control/switch.h"
 #include "ferry_version.h"
 
@@ -73,6 +74,67 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
     t.push_back({"mac.flush", "forget learned MAC addresses of one port or all", true,
                  {{"port", ParamType::kString, false, "only this port"}},
                  [&sw](const json& p) { return sw.mac_flush(opt_string(p, "port")); }});
+    // Rules: a change builds and publishes a new classifier; workers never stop for it.
+    t.push_back({"rule.add", "add one rule (rule) or several at once (rules), all or none", true,
+                 {{"rule", ParamType::kObject, false, "a rule (docs/rules.md)"},
+                  {"rules", ParamType::kArray, false, "rules added together, atomically"}},
+                 [&sw](const json& p) -> Result<json> {
+                     if (p.contains("rule") == p.contains("rules"))
+                         return make_error(ErrorCode::kInvalidParams,
+                                           "params: give exactly one of rule or rules");
+                     if (p.contains("rule"))
+                         return sw.rules().add({p["rule"]}, sw.rule_context(), "params.rule");
+                     std::vector<json> rules(p["rules"].begin(), p["rules"].end());
+                     return sw.rules().add(rules, sw.rule_context(), "params.rules");
+                 }});
+    t.push_back({"rule.del", "delete rules by id (id or ids), all or none", true,
+                 {{"id", ParamType::kUnsigned, false, "rule id"},
+                  {"ids", ParamType::kArray, false, "rule ids"}},
+                 [&sw](const json& p) -> Result<json> {
+                     if (p.contains("id") == p.contains("ids"))
+                         return make_error(ErrorCode::kInvalidParams,
+                                           "params: give exactly one of id or ids");
+                     std::vector<uint64_t> ids;
+                     if (p.contains("id")) ids.push_back(p["id"].get<uint64_t>());
+                     for (size_t i = 0; p.contains("ids") && i < p["ids"].size(); ++i) {
+                         if (!p["ids"][i].is_number_unsigned())
+                             return make_error(ErrorCode::kInvalidParams,
+                                               "params.ids[" + std::to_string(i) +
+                                                   "]: must be an unsigned integer");
+                         ids.push_back(p["ids"][i].get<uint64_t>());
+                     }
+                     return sw.rules().del(ids);
+                 }});
+    auto table_param = [](const json& p) -> Result<std::optional<uint8_t>> {
+        if (!p.contains("table")) return std::optional<uint8_t>();
+        uint64_t t = p["table"].get<uint64_t>();
+        if (t >= kMaxTables)
+            return make_error(ErrorCode::kInvalidParams, "params.table: must be in 0..63");
+        return std::optional<uint8_t>(static_cast<uint8_t>(t));
+    };
+    t.push_back({"rule.list", "rules with their packet and byte hit counters", true,
+                 {{"table", ParamType::kUnsigned, false, "only this table"}},
+                 [&sw, table_param](const json& p) -> Result<json> {
+                     auto table = table_param(p);
+                     if (!table) return table.error();
+                     return sw.rules().list(table.value());
+                 }});
+    t.push_back({"rule.flush", "delete every rule, or every rule of one table", true,
+                 {{"table", ParamType::kUnsigned, false, "only this table"}},
+                 [&sw, table_param](const json& p) -> Result<json> {
+                     auto table = table_param(p);
+                     if (!table) return table.error();
+                     return sw.rules().flush(table.value());
+                 }});
+    t.push_back({"flow.dump", "one worker's flow cache, read in short slices", true,
+                 {{"lcore", ParamType::kUnsigned, false, "worker lcore (default: the first)"},
+                  {"limit", ParamType::kUnsigned, false, "at most this many entries (1000)"}},
+                 [&sw](const json& p) -> Result<json> {
+                     unsigned lcore = p.contains("lcore") ? p["lcore"].get<unsigned>()
+                                                          : sw.first_worker_lcore();
+                     size_t limit = p.contains("limit") ? p["limit"].get<size_t>() : 1000;
+                     return sw.flow_dump(lcore, limit);
+                 }});
     t.push_back({"stats", "switch-wide counters: workers, ports, tables", true, {},
                  [&sw](const json&) -> Result<json> { return sw.stats(); }});
     t.push_back({"shutdown", "stop ferryd cleanly after answering", true, {},

@@ -18,7 +18,10 @@
 #include <thread>
 
 #include "control/log.h"
+#include "dataplane/classifier.h"
+#include "dataplane/flow_cache.h"
 #include "dataplane/mac_table.h"
+#include "dataplane/meter.h"
 
 namespace ferry {
 namespace {
@@ -52,6 +55,10 @@ Result<std::unique_ptr<Switch>> Switch::create(const Config& cfg) {
     if (!st) return st.error();
     for (const PortConfig& p : cfg.ports) {
         auto added = sw->add_port(p);
+        if (!added) return added.error();
+    }
+    if (!cfg.rules.empty()) {
+        auto added = sw->rules_->add(cfg.rules, sw->rule_context(), "rules");
         if (!added) return added.error();
     }
     return sw;
@@ -109,7 +116,53 @@ Status Switch::init() {
         workers_.push_back(w);
     }
     publish();
+    return init_rules();
+}
+
+Status Switch::init_rules() {
+    for (WorkerState* w : workers_) {
+        auto cache = FlowCache::create(cfg_.flow_cache_entries);
+        if (!cache) return make_error(ErrorCode::kFailed, "cannot allocate the flow cache");
+        w->flow_cache = cache.get();
+        flow_caches_.push_back(std::move(cache));
+        rule_counters_.emplace_back(cfg_.max_rules, RuleCounters{});
+        w->rule_counters = rule_counters_.back().data();
+        w->rule_slots = cfg_.max_rules;
+        auto meters = std::make_unique<MeterSet>();
+        for (const MeterConfig& m : cfg_.meters) {
+            // Each worker meters its share of the rates; see dataplane/meter.h.
+            rte_meter_trtcm_params p{};
+            uint64_t n = workers_.size();
+            p.cir = m.cir_kbps * 1000 / 8 / n;
+            p.pir = m.pir_kbps * 1000 / 8 / n;
+            p.cbs = m.cbs_bytes;
+            p.pbs = m.pbs_bytes;
+            if (rte_meter_trtcm_profile_config(&meters->profiles[m.id], &p) != 0 ||
+                rte_meter_trtcm_config(&meters->states[m.id], &meters->profiles[m.id]) != 0)
+                return make_error(ErrorCode::kInvalidParams,
+                                  "meters: meter " + std::to_string(m.id) + " is not valid");
+            meters->present[m.id] = true;
+        }
+        w->meters = meters.get();
+        meters_.push_back(std::move(meters));
+    }
+    rules_ = std::make_unique<RuleTable>(qsbr_, cfg_.max_rules, workers_);
+    for (WorkerState* w : workers_) w->classifier = rules_->published();
     return Ok{};
+}
+
+RuleContext Switch::rule_context() const {
+    RuleContext ctx;
+    ctx.port_slot = [this](const std::string& name) -> std::optional<uint16_t> {
+        const PortRecord* r = find(name);
+        if (r == nullptr) return std::nullopt;
+        return r->slot;
+    };
+    ctx.meter_exists = [this](uint32_t id) {
+        return std::any_of(cfg_.meters.begin(), cfg_.meters.end(),
+                           [id](const MeterConfig& m) { return m.id == id; });
+    };
+    return ctx;
 }
 
 Switch::~Switch() {
@@ -119,6 +172,7 @@ Switch::~Switch() {
         for (auto& [name, rec] : ports_) port_device_close(rec.dev);
         ports_.clear();
     }
+    rules_.reset();
     delete table_.load();
     for (WorkerState* w : workers_) {
         rte_ring_free(w->learn_ring);
@@ -171,7 +225,75 @@ Status Switch::pause() {
 }
 
 void Switch::resume() {
-    for (WorkerState* w : workers_) w->pause_request.store(0, std::memory_order_release);
+    for (WorkerState* w : workers_) resume_worker(w);
+}
+
+Status Switch::pause_worker(WorkerState* w) {
+    if (!workers_started_) return Ok{};
+    w->pause_request.store(1, std::memory_order_release);
+    auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
+    while (w->paused.load(std::memory_order_acquire) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            resume_worker(w);
+            return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
+                                                    " did not pause within 200 ms");
+        }
+        std::this_thread::yield();
+    }
+    return Ok{};
+}
+
+void Switch::resume_worker(WorkerState* w) {
+    // Release: whatever the control thread read or changed while the worker was parked is
+    // ordered before the worker's next iteration.
+    w->pause_request.store(0, std::memory_order_release);
+}
+
+Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {
+    auto it = std::find_if(workers_.begin(), workers_.end(),
+                           [lcore](const WorkerState* w) { return w->lcore == lcore; });
+    if (it == workers_.end())
+        return make_error(ErrorCode::kNotFound, "lcore " + std::to_string(lcore) + " is not a worker");
+    WorkerState* w = *it;
+    std::map<uint16_t, std::string> slot_names;
+    for (const auto& [n, r] : ports_) slot_names[r.slot] = n;
+    const Classifier* cls = rules_->published()->load();
+    uint64_t gen = cls->generation();
+    nlohmann::json entries = nlohmann::json::array();
+    // Slices of 256 buckets keep each pause of the worker to a few microseconds.
+    constexpr uint32_t kSlice = 256;
+    uint32_t next = 0;
+    do {
+        Status st = pause_worker(w);
+        if (!st) return st.error();
+        next = w->flow_cache->dump(gen, next, kSlice,
+                                   [&](const FlowKey& k, uint8_t table, const CompiledRule* r,
+                                       uint64_t hits) {
+                                       if (entries.size() >= limit) return;
+                                       auto port = slot_names.find(k.in_port);
+                                       entries.push_back(
+                                           {{"in_port", port == slot_names.end() ? "?" : port->second},
+                                            {"eth_src", format_mac(mac_key(k.eth_src, 0))},
+                                            {"eth_dst", format_mac(mac_key(k.eth_dst, 0))},
+                                            {"eth_type", k.ethertype},
+                                            {"ip_proto", k.ip_proto},
+                                            {"l4_src", k.l4_src},
+                                            {"l4_dst", k.l4_dst},
+                                            {"table", table},
+                                            {"rule_slot", r == nullptr ? nlohmann::json(nullptr)
+                                                                       : nlohmann::json(r->index)},
+                                            {"hits", hits}});
+                                   });
+        resume_worker(w);
+    } while (next != 0 && entries.size() < limit);
+    auto st = w->flow_cache->stats();
+    return nlohmann::json{{"lcore", lcore},
+                          {"generation", gen},
+                          {"capacity", w->flow_cache->capacity()},
+                          {"hits", st.hits},
+                          {"misses", st.misses},
+                          {"evictions", st.evictions},
+                          {"entries", entries}};
 }
 
 void Switch::publish() {
@@ -280,6 +402,13 @@ Result<nlohmann::json> Switch::add_port(const PortConfig& cfg) {
 Status Switch::del_port(const std::string& name) {
     const PortRecord* r = find(name);
     if (r == nullptr) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    std::vector<uint64_t> users = rules_->rules_using_port(r->slot);
+    if (!users.empty()) {
+        std::string ids;
+        for (uint64_t id : users) ids += (ids.empty() ? "" : ", ") + std::to_string(id);
+        return make_error(ErrorCode::kConflict,
+                          "port " + name + " is used by rules " + ids + "; delete them first");
+    }
     PortRecord rec;
     {
         std::lock_guard lock(registry_mutex_);
@@ -403,7 +532,9 @@ nlohmann::json Switch::stats() const {
                            {"cycles_per_packet", pk == 0 ? 0 : busy / pk},
                            {"sleeps", counter_read(w->counters.sleeps)},
                            {"learn_events", counter_read(w->counters.learn_events)},
-                           {"learn_ring_full", counter_read(w->counters.learn_ring_full)}});
+                           {"learn_ring_full", counter_read(w->counters.learn_ring_full)},
+                           {"flow_cache_hits", counter_read(w->counters.cache_hits)},
+                           {"flow_cache_misses", counter_read(w->counters.cache_misses)}});
     }
     std::lock_guard lock(registry_mutex_);
     return {{"uptime_s", (rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz()},
@@ -411,9 +542,11 @@ nlohmann::json Switch::stats() const {
             {"ports", ports_.size()},
             {"macs", macs_->size()},
             {"mac_capacity", macs_->capacity()},
-            {"mac_table_full", mac_table_full_},
+            {"mac_table_full", mac_table_full_.load()},
             {"mbufs_in_use", rte_mempool_in_use_count(pool_)},
-            {"table_generation", generation_}};
+            {"table_generation", generation_.load()},
+            {"rules", rules_->size()},
+            {"rule_generation", rules_->generation()}};
 }
 
 void Switch::housekeeping() {

@@ -24,6 +24,11 @@ struct PortCounters {
     uint64_t drops[kDropReasonCount];
 };
 
+struct RuleCounters {
+    uint64_t packets;
+    uint64_t bytes;
+};
+
 struct WorkerCounters {
     uint64_t packets;       // packets received
     uint64_t busy_cycles;   // TSC cycles of iterations that received packets
@@ -32,6 +37,8 @@ struct WorkerCounters {
     uint64_t sleeps;        // back-off sleeps taken
     uint64_t learn_events;  // learn events sent to the control thread
     uint64_t learn_ring_full;  // learn events lost because the ring was full
+    uint64_t cache_hits;       // flow cache hits (rules path only)
+    uint64_t cache_misses;     // flow cache misses, each a classifier lookup
 };
 
 }  // namespace ferry

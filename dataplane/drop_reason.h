@@ -19,12 +19,16 @@ enum class DropReason : uint8_t {
     kPortDown,        // egress port removed or link down
     kTxFull,          // egress queue full after the tx buffer flush
     kNoMbuf,          // flood copy could not get an mbuf
+    kNoRule,          // no rule of a (non-empty) table matched
+    kRuleDrop,        // a rule's drop action, or a rule that sends the packet nowhere
+    kMeter,           // a meter marked the packet red
     kCount
 };
 
 inline constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)>
     kDropReasonNames = {"runt",         "bad_vlan",   "bad_l3",    "bad_l4",  "vlan_not_allowed",
-                        "hairpin",      "no_destination", "port_down", "tx_full", "no_mbuf"};
+                        "hairpin",      "no_destination", "port_down", "tx_full", "no_mbuf",
+                        "no_rule",      "rule_drop",  "meter"};
 static_assert(kDropReasonNames.size() == static_cast<size_t>(DropReason::kCount));
 
 inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);

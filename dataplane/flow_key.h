@@ -21,11 +21,24 @@ struct FlowKey {
     uint16_t l4_src;  // host order; ICMP: type
     uint16_t l4_dst;  // host order; ICMP: code
     uint8_t ip_version;  // 0, 4 or 6
-    uint8_t pad[7];
+    // Connection-tracking results, zero until a ct action fills them; rules match on them.
+    uint8_t ct_state;  // CtState bits
+    uint16_t ct_zone;
+    uint32_t ct_mark;
     uint8_t ip_src[16];  // IPv4 in the first 4 bytes, network order
     uint8_t ip_dst[16];
 };
 static_assert(sizeof(FlowKey) == 64, "FlowKey must stay one cache line");
+
+/// ct_state bits, as OpenFlow and Open vSwitch name them.
+enum CtState : uint8_t {
+    kCtNew = 1 << 0,
+    kCtEstablished = 1 << 1,
+    kCtRelated = 1 << 2,
+    kCtReply = 1 << 3,
+    kCtInvalid = 1 << 4,
+    kCtTracked = 1 << 5,
+};
 
 /// Where the parser found the layers, for actions that rewrite the packet. Offsets from the start
 /// of the frame; 0 means absent.

@@ -7,6 +7,7 @@
 #include "dataplane/flow_key.h"
 #include "dataplane/mac_table.h"
 #include "dataplane/packet_parse.h"
+#include "dataplane/tx.h"
 #include "dataplane/vlan_edit.h"
 #include "dataplane/worker.h"
 
@@ -14,10 +15,6 @@ namespace ferry {
 namespace {
 
 constexpr uint16_t kPrefetchAhead = 4;
-
-inline void count_drop(WorkerState& w, uint16_t port, DropReason r) {
-    counter_add(w.port_counters[port].drops[static_cast<size_t>(r)], 1);
-}
 
 /// Queues a packet on a port's tx buffer after fitting its VLAN tag to the egress port; flushes
 /// the buffer when it fills. Takes ownership of m. Context: fast path.
@@ -35,14 +32,10 @@ inline void emit(WorkerState& w, const PortTable& t, uint16_t out, rte_mbuf* m, 
         vlan_set_vid(m, vlan);  // a priority tag (VID 0) entering a trunk's native VLAN
     }
     if (!ok) {
-        count_drop(w, out, DropReason::kNoMbuf);
-        rte_pktmbuf_free(m);
+        drop(w, out, m, DropReason::kNoMbuf);
         return;
     }
-    TxBuffer& b = w.tx[out];
-    if (b.count == 0) w.tx_dirty[w.tx_dirty_count++] = out;
-    b.pkts[b.count++] = m;
-    if (b.count == kTxBurst) worker_flush_tx(w, t);
+    tx_enqueue(w, t, out, m);
 }
 
 /// Sends a packet to every other port of its VLAN whose link is up. Context: fast path.
@@ -55,8 +48,7 @@ inline void flood(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf
         if (q != in_port && p.active && p.link_up && port_carries(p, vlan)) targets[n++] = q;
     }
     if (n == 0) {
-        count_drop(w, in_port, DropReason::kNoDestination);
-        rte_pktmbuf_free(m);
+        drop(w, in_port, m, DropReason::kNoDestination);
         return;
     }
     for (uint16_t i = 0; i + 1 < n; ++i) {
@@ -92,45 +84,55 @@ void l2_switch_burst(WorkerState& w, const PortTable& t, uint16_t in_port, rte_m
     FlowKey keys[kRxBurst];
     PacketLayout layout;
     rte_mbuf* live[kRxBurst];
+    uint16_t m = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        auto bad = parse_frame(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
+                               rte_pktmbuf_data_len(pkts[i]), in_port, &keys[m], &layout);
+        if (bad) {
+            drop(w, in_port, pkts[i], *bad);
+            continue;
+        }
+        live[m++] = pkts[i];
+    }
+    l2_switch_parsed(w, t, in_port, live, keys, m);
+}
+
+void l2_switch_parsed(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf** pkts,
+                      const FlowKey* keys, uint16_t n) {
+    rte_mbuf* live[kRxBurst];
+    uint16_t idx[kRxBurst];  // index into keys of each live packet
     uint16_t vlans[kRxBurst];
     uint64_t lookup[2 * kRxBurst];
     uint64_t values[2 * kRxBurst];
     const PortSlot& in = t.ports[in_port];
 
-    // Stage 1: parse and classify the ingress VLAN; drop what cannot be switched.
+    // Stage 1: classify the ingress VLAN; drop what the port does not carry.
     uint16_t m = 0;
     for (uint16_t i = 0; i < n; ++i) {
-        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
-        rte_mbuf* pkt = pkts[i];
-        auto bad = parse_frame(rte_pktmbuf_mtod(pkt, const uint8_t*), rte_pktmbuf_data_len(pkt),
-                               in_port, &keys[m], &layout);
-        if (bad) {
-            count_drop(w, in_port, *bad);
-            rte_pktmbuf_free(pkt);
-            continue;
-        }
-        int vlan = ingress_vlan(in, keys[m].vlan);
+        int vlan = ingress_vlan(in, keys[i].vlan);
         if (vlan < 0) {
-            count_drop(w, in_port, DropReason::kVlanNotAllowed);
-            rte_pktmbuf_free(pkt);
+            drop(w, in_port, pkts[i], DropReason::kVlanNotAllowed);
             continue;
         }
         vlans[m] = static_cast<uint16_t>(vlan);
-        live[m] = pkt;
-        lookup[m] = mac_key(keys[m].eth_src, vlans[m]);
-        lookup[kRxBurst + m] = mac_key(keys[m].eth_dst, vlans[m]);
+        live[m] = pkts[i];
+        idx[m] = i;
         ++m;
     }
     if (m == 0) return;
 
-    // Stage 2: one bulk lookup for sources and destinations together.
-    for (uint16_t i = 0; i < m; ++i) lookup[m + i] = lookup[kRxBurst + i];
+    // Stage 2: one bulk lookup for sources (first m keys) and destinations (next m).
+    for (uint16_t i = 0; i < m; ++i) {
+        lookup[i] = mac_key(keys[idx[i]].eth_src, vlans[i]);
+        lookup[m + i] = mac_key(keys[idx[i]].eth_dst, vlans[i]);
+    }
     uint64_t hits = w.macs->lookup_bulk(lookup, 2u * m, values);
 
     // Stage 3: learn sources, then forward.
     uint32_t now = w.clock_s->load(std::memory_order_relaxed);
     for (uint16_t i = 0; i < m; ++i) {
-        if (keys[i].eth_src[0] & 1) continue;  // a group address is never a source to learn
+        if (keys[idx[i]].eth_src[0] & 1) continue;  // a group address is never a source
         bool known = hits & (1ULL << i);
         MacEntry e = known ? mac_value_unpack(values[i]) : MacEntry{};
         if (!known || e.port != in_port || now - e.stamp_s >= w.mac_refresh_s)
@@ -138,22 +140,21 @@ void l2_switch_burst(WorkerState& w, const PortTable& t, uint16_t in_port, rte_m
     }
     for (uint16_t i = 0; i < m; ++i) {
         rte_mbuf* pkt = live[i];
-        bool group = keys[i].eth_dst[0] & 1;
+        const FlowKey& key = keys[idx[i]];
+        bool group = key.eth_dst[0] & 1;
         bool known = hits & (1ULL << (m + i));
         if (group || !known) {
-            flood(w, t, in_port, pkt, vlans[i], keys[i].vlan);
+            flood(w, t, in_port, pkt, vlans[i], key.vlan);
             continue;
         }
         uint16_t out = mac_value_unpack(values[m + i]).port;
         if (out == in_port) {
-            count_drop(w, in_port, DropReason::kHairpin);
-            rte_pktmbuf_free(pkt);
+            drop(w, in_port, pkt, DropReason::kHairpin);
         } else if (out >= kPortSlots || !t.ports[out].active || !t.ports[out].link_up ||
                    !port_carries(t.ports[out], vlans[i])) {
-            count_drop(w, in_port, DropReason::kPortDown);
-            rte_pktmbuf_free(pkt);
+            drop(w, in_port, pkt, DropReason::kPortDown);
         } else {
-            emit(w, t, out, pkt, vlans[i], keys[i].vlan);
+            emit(w, t, out, pkt, vlans[i], key.vlan);
         }
     }
 }

@@ -11,11 +11,17 @@ namespace ferry {
 
 struct WorkerState;
 struct PortTable;
+struct FlowKey;
 
 /// Switches one received burst from one port. Every packet is either queued for transmission
 /// or freed with a counted drop reason. Context: fast path, worker lcore.
 /// @param n at most kRxBurst packets
 void l2_switch_burst(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf** pkts,
                      uint16_t n);
+
+/// The `normal` action for packets already parsed: keys[i] belongs to pkts[i], all received on
+/// in_port. Same contract as l2_switch_burst. Context: fast path, worker lcore.
+void l2_switch_parsed(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf** pkts,
+                      const FlowKey* keys, uint16_t n);
 
 }  // namespace ferry

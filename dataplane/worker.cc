@@ -6,7 +6,7 @@
 #include <rte_pause.h>
 #include <rte_rcu_qsbr.h>
 
-#include "dataplane/l2_bridge.h"
+#include "dataplane/pipeline.h"
 
 namespace ferry {
 namespace {
@@ -81,6 +81,9 @@ int worker_main(void* arg) {
         // Acquire: pairs with the control thread's release store when it publishes a table, so
         // the table's contents are visible before its pointer.
         const PortTable* t = w.table->load(std::memory_order_acquire);
+        // Acquire, as for the port table: a published classifier is complete when seen.
+        const Classifier* cls =
+            w.classifier != nullptr ? w.classifier->load(std::memory_order_acquire) : nullptr;
         uint32_t got = 0;
         for (uint16_t r = 0; r < t->rx_count[w.index]; ++r) {
             const RxAssignment& a = t->rx[w.index][r];
@@ -91,7 +94,7 @@ int worker_main(void* arg) {
             for (uint16_t i = 0; i < n; ++i) bytes += rte_pktmbuf_pkt_len(pkts[i]);
             counter_add(w.port_counters[a.port].rx_packets, n);
             counter_add(w.port_counters[a.port].rx_bytes, bytes);
-            l2_switch_burst(w, *t, a.port, pkts, n);
+            pipeline_burst(w, *t, cls, a.port, pkts, n);
             got += n;
         }
         worker_flush_tx(w, *t);

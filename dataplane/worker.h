@@ -17,6 +17,9 @@ struct rte_rcu_qsbr;
 namespace ferry {
 
 class MacTable;
+class Classifier;
+class FlowCache;
+struct MeterSet;
 
 inline constexpr uint16_t kRxBurst = 32;
 inline constexpr uint16_t kTxBurst = 32;
@@ -52,6 +55,11 @@ struct alignas(64) WorkerState {
     const MacTable* macs = nullptr;
     const std::atomic<const PortTable*>* table = nullptr;
     const std::atomic<uint32_t>* clock_s = nullptr;  // control thread's coarse clock
+    const std::atomic<const Classifier*>* classifier = nullptr;  // rules; null: L2 bridge only
+    FlowCache* flow_cache = nullptr;      // this worker's exact-match cache
+    RuleCounters* rule_counters = nullptr;  // rule_slots entries, indexed by rule index
+    uint32_t rule_slots = 0;
+    MeterSet* meters = nullptr;           // this worker's meter states (may be null)
     uint32_t mac_refresh_s = 150;  // re-announce a known MAC after this many seconds
     WorkerBackoff backoff;
 

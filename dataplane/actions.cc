@@ -1,0 +1,158 @@
+#include "dataplane/actions.h"
+
+#include <rte_cycles.h>
+#include <rte_mbuf.h>
+
+#include "dataplane/classifier.h"
+#include "dataplane/flow_cache.h"
+#include "dataplane/meter.h"
+#include "dataplane/rule.h"
+#include "dataplane/tx.h"
+#include "dataplane/vlan_edit.h"
+#include "dataplane/worker.h"
+
+namespace ferry {
+namespace {
+
+/// Sends a copy of pkt to port out, unchanged. Context: fast path.
+void send_copy(WorkerState& w, const PortTable& t, uint16_t out, rte_mbuf* pkt) {
+    if (out >= kPortSlots || !t.ports[out].active || !t.ports[out].link_up) {
+        count_drop(w, out < kPortSlots ? out : 0, DropReason::kPortDown);
+        return;
+    }
+    rte_mbuf* c = rte_pktmbuf_copy(pkt, w.pool, 0, UINT32_MAX);
+    if (c == nullptr) {
+        count_drop(w, out, DropReason::kNoMbuf);
+        return;
+    }
+    tx_enqueue(w, t, out, c);
+}
+
+/// Sends pkt itself to port out, unchanged. Takes ownership.
+void send(WorkerState& w, const PortTable& t, uint16_t in_port, uint16_t out, rte_mbuf* pkt) {
+    if (out >= kPortSlots || !t.ports[out].active || !t.ports[out].link_up) {
+        drop(w, in_port, pkt, DropReason::kPortDown);
+        return;
+    }
+    tx_enqueue(w, t, out, pkt);
+}
+
+/// OpenFlow FLOOD: every other port that is up, frames unchanged. Takes ownership.
+void flood_all(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf* pkt) {
+    int last = -1;
+    for (uint16_t q = 0; q < t.port_limit; ++q) {
+        if (q == in_port || !t.ports[q].active || !t.ports[q].link_up) continue;
+        if (last >= 0) send_copy(w, t, static_cast<uint16_t>(last), pkt);
+        last = q;
+    }
+    if (last < 0)
+        drop(w, in_port, pkt, DropReason::kNoDestination);
+    else
+        tx_enqueue(w, t, static_cast<uint16_t>(last), pkt);
+}
+
+/// Whether any action after position i sends or hands over the packet, so an output at i must
+/// send a copy rather than the packet itself.
+bool consumed_later(const CompiledRule& r, unsigned i) {
+    for (unsigned j = i + 1; j < r.n_actions; ++j) {
+        ActionType a = r.actions[j].type;
+        if (a == ActionType::kOutput || a == ActionType::kNormal || a == ActionType::kFlood ||
+            a == ActionType::kGotoTable)
+            return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
+                 rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal) {
+    // goto_table only goes forward, so this loop ends within kMaxTables rules.
+    while (rule != nullptr) {
+        RuleCounters& rc = w.rule_counters[rule->index < w.rule_slots ? rule->index : 0];
+        counter_add(rc.packets, 1);
+        counter_add(rc.bytes, rte_pktmbuf_pkt_len(pkt));
+        const CompiledRule* next = nullptr;
+        for (unsigned i = 0; i < rule->n_actions; ++i) {
+            const Action& a = rule->actions[i];
+            switch (a.type) {
+                case ActionType::kOutput:
+                    if (consumed_later(*rule, i)) {
+                        send_copy(w, t, a.arg16, pkt);
+                        break;
+                    }
+                    send(w, t, in_port, a.arg16, pkt);
+                    return;
+                case ActionType::kDrop:
+                    drop(w, in_port, pkt, DropReason::kRuleDrop);
+                    return;
+                case ActionType::kNormal:
+                    normal.pkts[normal.n] = pkt;
+                    normal.keys[normal.n] = key;
+                    ++normal.n;
+                    return;
+                case ActionType::kFlood:
+                    flood_all(w, t, in_port, pkt);
+                    return;
+                case ActionType::kPushVlan:
+                    if (!vlan_push(pkt, a.arg16)) {
+                        drop(w, in_port, pkt, DropReason::kNoMbuf);
+                        return;
+                    }
+                    key->vlan = a.arg16;
+                    break;
+                case ActionType::kPopVlan:
+                    if (key->vlan != kNoVlan && vlan_pop(pkt)) key->vlan = kNoVlan;
+                    break;
+                case ActionType::kSetVlan:
+                    if (key->vlan == kNoVlan) {
+                        if (!vlan_push(pkt, a.arg16)) {
+                            drop(w, in_port, pkt, DropReason::kNoMbuf);
+                            return;
+                        }
+                    } else {
+                        vlan_set_vid(pkt, a.arg16);
+                    }
+                    key->vlan = a.arg16;
+                    break;
+                case ActionType::kMirror:
+                    send_copy(w, t, a.arg16, pkt);
+                    break;
+                case ActionType::kMeter:
+                    if (w.meters != nullptr &&
+                        !meter_pass(*w.meters, a.arg32, rte_pktmbuf_pkt_len(pkt), rte_rdtsc())) {
+                        drop(w, in_port, pkt, DropReason::kMeter);
+                        return;
+                    }
+                    break;
+                case ActionType::kGotoTable: {
+                    auto table = static_cast<uint8_t>(a.arg16);
+                    const CompiledRule* hit = nullptr;
+                    uint64_t gen = cls.generation();
+                    if (w.flow_cache->lookup_bulk(key, 1, table, gen, &hit) == 0) {
+                        hit = cls.lookup(*key, table);
+                        w.flow_cache->insert(*key, table, gen, hit);
+                    }
+                    if (hit == nullptr) {
+                        drop(w, in_port, pkt, DropReason::kNoRule);
+                        return;
+                    }
+                    next = hit;
+                    i = rule->n_actions;  // goto is the last action
+                    break;
+                }
+                case ActionType::kCt:  // refused at rule.add until connection tracking exists
+                case ActionType::kCount:
+                    break;
+            }
+        }
+        if (next == nullptr) {
+            drop(w, in_port, pkt, DropReason::kRuleDrop);  // the rule sent it nowhere
+            return;
+        }
+        rule = next;
+    }
+    drop(w, in_port, pkt, DropReason::kNoRule);
+}
+
+}  // namespace ferry

@@ -1,0 +1,60 @@
+// A compiled flow rule as the fast path sees it: a masked match over the FlowKey, a priority
+// within its table, and a short fixed-size action list. Built by the control thread from the
+// JSON rule; immutable once published in a classifier snapshot.
+#pragma once
+
+#include <cstdint>
+
+#include "dataplane/flow_key.h"
+
+namespace ferry {
+
+inline constexpr uint8_t kMaxTables = 64;
+inline constexpr uint8_t kMaxActions = 8;
+
+enum class ActionType : uint8_t {
+    kOutput,     // port = arg16 (ferry port slot)
+    kDrop,
+    kNormal,     // the L2 learning bridge
+    kFlood,      // every other port of the frame's VLAN
+    kPushVlan,   // push an 802.1Q tag, VID = arg16
+    kPopVlan,
+    kSetVlan,    // rewrite the outer VID to arg16 (push one if untagged)
+    kMirror,     // a copy to port arg16, processing goes on
+    kMeter,      // meter id arg32; red packets are dropped
+    kGotoTable,  // continue the lookup in table arg16 (greater than the current one)
+    kCt,         // connection tracking: zone arg16, flags arg32 (see the conntrack issue)
+    kCount
+};
+
+struct Action {
+    ActionType type;
+    uint8_t flags;
+    uint16_t arg16;
+    uint32_t arg32;
+};
+static_assert(sizeof(Action) == 8);
+
+struct CompiledRule {
+    FlowKey value;      // already masked: value == (value & mask)
+    FlowKey mask;
+    uint32_t index;     // stable slot of the rule while it exists: per-worker hit counters
+    int32_t priority;   // higher wins within a table; equal priorities: lower index wins
+    uint8_t table;
+    uint8_t n_actions;
+    uint16_t pad;
+    uint32_t pad2;
+    Action actions[kMaxActions];
+};
+
+/// Whether key matches rule. Context: fast path.
+inline bool rule_matches(const CompiledRule& r, const FlowKey& key) {
+    const auto* k = reinterpret_cast<const uint64_t*>(&key);
+    const auto* m = reinterpret_cast<const uint64_t*>(&r.mask);
+    const auto* v = reinterpret_cast<const uint64_t*>(&r.value);
+    uint64_t diff = 0;
+    for (int i = 0; i < 8; ++i) diff |= (k[i] & m[i]) ^ v[i];
+    return diff == 0;
+}
+
+}  // namespace ferry
