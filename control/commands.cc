@@ -83,7 +83,7 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                          return make_error(ErrorCode::kInvalidParams,
                                            "params: give exactly one of rule or rules");
                      if (p.contains("rule"))
-                         return sw.rules().add({p["rule"]}, sw.rule_context(), "params.rule");
+                         return sw.rules().add({p["rule"]}, sw.rule_context(), "params.rule", false);
                      std::vector<json> rules(p["rules"].begin(), p["rules"].end());
                      return sw.rules().add(rules, sw.rule_context(), "params.rules");
                  }});

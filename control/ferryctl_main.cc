@@ -43,6 +43,8 @@ enum class Args {
     kKeyValues,      // [key=value ...]
     kNameKeyValues,  // NAME key=value ...
     kMethodJson,     // METHOD [JSON-PARAMS]: the escape hatch
+    kRuleJson,       // RULE-JSON: an object -> {"rule": ...}, an array -> {"rules": [...]}
+    kIds,            // ID ... -> {"ids": [...]}
 };
 
 struct Verb {
@@ -58,6 +60,8 @@ constexpr std::string_view kPortColumns =
     "name type state link dpdk_port queues path devargs mac rx_packets rx_bytes tx_packets "
     "tx_bytes drops";
 
+constexpr std::string_view kRuleColumns = "id table priority match actions packets bytes offload";
+
 // clang-format off
 constexpr Verb kVerbs[] = {
     {"version",    "version",    Args::kNone,          "",                "versions of ferryd, DPDK and the control API", "ferryd dpdk api"},
@@ -72,6 +76,11 @@ constexpr Verb kVerbs[] = {
     {"port stats", "port.stats", Args::kOptionalName,  "[NAME]",          "per-port packet, byte and drop counters", kPortColumns},
     {"mac list",   "mac.list",   Args::kKeyValues,     "[port=NAME] [vlan=N]", "learned MAC addresses", "mac vlan port age_s"},
     {"mac flush",  "mac.flush",  Args::kKeyValues,     "[port=NAME]",     "forget learned MAC addresses", ""},
+    {"rule add",   "rule.add",   Args::kRuleJson,      "RULE-JSON",       "add a rule object, or an array of rules atomically (docs/rules.md)", ""},
+    {"rule del",   "rule.del",   Args::kIds,           "ID ...",          "delete rules by id, all or none", ""},
+    {"rule list",  "rule.list",  Args::kKeyValues,     "[table=N]",       "rules and their hit counters", kRuleColumns},
+    {"rule flush", "rule.flush", Args::kKeyValues,     "[table=N]",       "delete every rule, or one table's", ""},
+    {"flow dump",  "flow.dump",  Args::kKeyValues,     "[lcore=N] [limit=N]", "a worker's flow cache", ""},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
 // clang-format on
@@ -241,6 +250,34 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             break;
         case Args::kKeyValues:
             break;
+        case Args::kRuleJson: {
+            if (args.size() != 1) return usage_error("expected RULE-JSON; usage: ferryctl " + synopsis);
+            json rule = json::parse(args[0], nullptr, /*allow_exceptions=*/false);
+            if (rule.is_object()) {
+                (*params)["rule"] = rule;
+            } else if (rule.is_array()) {
+                (*params)["rules"] = rule;
+            } else {
+                return usage_error(
+                    "RULE-JSON must be a JSON object or array, e.g. "
+                    "'{\"id\":1,\"match\":{\"in_port\":\"vm1\"},\"actions\":[\"output:vm2\"]}'");
+            }
+            return 0;
+        }
+        case Args::kIds: {
+            if (args.empty()) return usage_error("expected ID ...; usage: ferryctl " + synopsis);
+            json ids = json::array();
+            for (const std::string& a : args) {
+                char* end = nullptr;
+                errno = 0;
+                unsigned long long id = std::strtoull(a.c_str(), &end, 10);
+                if (a.empty() || *end != '\0' || errno != 0 || a[0] == '-')
+                    return usage_error("'" + a + "' is not a rule id");
+                ids.push_back(static_cast<uint64_t>(id));
+            }
+            (*params)["ids"] = ids;
+            return 0;
+        }
         case Args::kMethodJson:
             if (args.empty() || args.size() > 2) {
                 return usage_error("expected METHOD [JSON-PARAMS]; usage: ferryctl " + synopsis);

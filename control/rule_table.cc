@@ -33,11 +33,11 @@ RuleCounters RuleTable::sum_counters(uint32_t slot) const {
 }
 
 Result<json> RuleTable::add(const std::vector<json>& rules, const RuleContext& ctx,
-                            const std::string& path) {
+                            const std::string& path, bool indexed) {
     std::vector<RuleSpec> parsed;
     std::set<uint64_t> batch_ids;
     for (size_t i = 0; i < rules.size(); ++i) {
-        std::string at = path + "[" + std::to_string(i) + "]";
+        std::string at = indexed ? path + "[" + std::to_string(i) + "]" : path;
         auto spec = parse_rule(rules[i], ctx, at);
         if (!spec) return spec.error();
         for (const CompiledRule& e : spec->entries)

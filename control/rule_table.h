@@ -36,10 +36,11 @@ public:
 
     /// Adds rules, all or none: any invalid rule, duplicate id (also within the batch) or lack
     /// of slots refuses the whole batch and changes nothing. Context: control.
-    /// @param path prefix of error paths, e.g. "rules" or "params.rules"
+    /// @param path prefix of error paths, e.g. "rules" or "params.rules"; with `indexed` each
+    ///        rule's path is path[i], otherwise path itself (a single rule: "params.rule")
     /// @return {"added": N, "generation": G}
     Result<nlohmann::json> add(const std::vector<nlohmann::json>& rules, const RuleContext& ctx,
-                               const std::string& path);
+                               const std::string& path, bool indexed = true);
     /// Deletes rules by id, all or none (an unknown id refuses the batch with kNotFound).
     Result<nlohmann::json> del(const std::vector<uint64_t>& ids);
     /// Deletes every rule, or every rule of one table. @return {"deleted": N}
