@@ -14,7 +14,7 @@ namespace ferry {
 struct CompiledRule;
 
 class FlowCache {
-  public:
+public:
     static constexpr unsigned kBulkMax = 64;
 
     /// Creates a cache of at least `entries` entries (rounded up to a power of two, >= 1024).
@@ -37,9 +37,9 @@ class FlowCache {
 
     using DumpFn = std::function<void(const FlowKey& key, uint8_t table, const CompiledRule* rule,
                                       uint64_t hits)>;
-    /// Calls fn for every entry of the given generation (hits: lookups that found it since it was
-    /// inserted, saturating at 2^32-1), in bucket order, starting at bucket
+    /// Calls fn for every entry of the given generation, in bucket order, starting at bucket
     /// `from` and visiting at most `max_buckets`; returns the next bucket, or 0 after the last.
+    /// hits: lookups that found the entry since it was inserted (saturates at 2^32-1).
     /// Lets the control thread dump a paused worker's cache in short slices. Context: owner, or
     /// control while the owner is paused.
     uint32_t dump(uint64_t generation, uint32_t from, uint32_t max_buckets, const DumpFn& fn) const;
@@ -51,7 +51,7 @@ class FlowCache {
     };
     Stats stats() const;
 
-  private:
+private:
     struct Impl;
     FlowCache();
     std::unique_ptr<Impl> impl_;
