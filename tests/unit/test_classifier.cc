@@ -451,7 +451,7 @@ TEST(Classifier, BulkLargerThan64IsSplit) {
 
 /// Draws field values from small realistic sets, so that random rules and keys meet often.
 class KeyGen {
-  public:
+public:
     explicit KeyGen(uint32_t seed) : rng_(seed) {}
 
     FlowKey key() {
@@ -573,7 +573,7 @@ class KeyGen {
     unsigned pick(unsigned n) { return static_cast<unsigned>(rng_() % n); }
     std::mt19937& rng() { return rng_; }
 
-  private:
+private:
     std::mt19937 rng_;
 };
 
