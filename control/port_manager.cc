@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "control/log.h"
+#include "dataplane/offload/offload_manager.h"
 
 namespace ferry {
 namespace {
@@ -116,6 +117,10 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
                                    std::to_string(info.max_tx_queues) +
                                    " tx queues, ferryd needs one per worker (" +
                                    std::to_string(n_workers) + ")"));
+    // Marks set by NIC flow rules let workers skip the lookup; ask for them before configure.
+    if (Status st = OffloadManager::negotiate_mark_delivery(pid); !st)
+        FERRY_LOG_INFO("port %s: flow marks not delivered: %s", cfg.name.c_str(),
+                       st.error().message.c_str());
     rte_eth_conf conf{};
     if (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) conf.intr_conf.lsc = 1;
     rc = rte_eth_dev_configure(pid, cfg.queues, n_workers, &conf);

@@ -112,7 +112,7 @@ json RuleTable::list(std::optional<uint8_t> table) const {
         json j = r->spec.source;
         j["packets"] = c.packets - r->baseline.packets;
         j["bytes"] = c.bytes - r->baseline.bytes;
-        j["offload"] = "software";
+        j["offload"] = offload_state_ ? offload_state_(r->slot) : "software";
         out.push_back(std::move(j));
     }
     return out;
@@ -136,6 +136,19 @@ std::vector<uint64_t> RuleTable::rules_using_port(uint16_t slot) const {
     return ids;
 }
 
+std::vector<OffloadCandidate> RuleTable::table0_candidates() const {
+    std::vector<OffloadCandidate> out;
+    for (const auto& [id, r] : records_)
+        if (r.spec.table == 0) out.push_back({r.slot, r.spec.priority, &r.spec.entries});
+    return out;
+}
+
+void RuleTable::set_offload_hooks(std::function<void()> after_publish,
+                                  std::function<std::string(uint32_t)> state) {
+    after_publish_ = std::move(after_publish);
+    offload_state_ = std::move(state);
+}
+
 void RuleTable::publish() {
     std::vector<CompiledRule> entries;
     for (const auto& [id, r] : records_)
@@ -147,6 +160,7 @@ void RuleTable::publish() {
         rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
         delete old;
     }
+    if (after_publish_) after_publish_();
 }
 
 }  // namespace ferry

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/offload_sync.h"
 #include "control/result.h"
 #include "control/rule_config.h"
 #include "dataplane/counters.h"
@@ -49,6 +52,12 @@ public:
     nlohmann::json list(std::optional<uint8_t> table) const;
     /// Ids of rules that name port slot `slot` (in_port, output, mirror).
     std::vector<uint64_t> rules_using_port(uint16_t slot) const;
+    /// Every table-0 rule, for the offload layer. Context: control.
+    std::vector<OffloadCandidate> table0_candidates() const;
+    /// Called after every publish (e.g. to sync NIC rules), and asked for a slot's offload
+    /// state by list(). Context: control.
+    void set_offload_hooks(std::function<void()> after_publish,
+                           std::function<std::string(uint32_t slot)> state);
     size_t size() const { return records_.size(); }
     uint64_t generation() const { return generation_; }
 
@@ -70,6 +79,8 @@ private:
     std::map<uint64_t, Record> records_;  // by id
     std::vector<uint32_t> free_slots_;
     std::atomic<const Classifier*> published_{nullptr};
+    std::function<void()> after_publish_;
+    std::function<std::string(uint32_t)> offload_state_;
     uint64_t generation_ = 0;
 };
 

@@ -147,6 +147,8 @@ Status Switch::init_rules() {
         meters_.push_back(std::move(meters));
     }
     rules_ = std::make_unique<RuleTable>(qsbr_, cfg_.max_rules, workers_);
+    rules_->set_offload_hooks([this] { offload_.sync(rules_->table0_candidates()); },
+                              [this](uint32_t slot) { return offload_.state(slot); });
     for (WorkerState* w : workers_) w->classifier = rules_->published();
     return Ok{};
 }
@@ -169,7 +171,10 @@ Switch::~Switch() {
     stop_workers();
     {
         std::lock_guard lock(registry_mutex_);
-        for (auto& [name, rec] : ports_) port_device_close(rec.dev);
+        for (auto& [name, rec] : ports_) {
+            offload_.remove_port(rec.slot);
+            port_device_close(rec.dev);
+        }
         ports_.clear();
     }
     rules_.reset();
@@ -385,6 +390,7 @@ Result<nlohmann::json> Switch::add_port(const PortConfig& cfg) {
     if (!dev) return dev.error();
     rec.dev = dev.value();
     rec.link_up = port_link_up(rec.dev.dpdk_port);
+    offload_.add_port(rec.slot, rec.dev.dpdk_port);
     rec.baseline = sum_port_counters(rec.slot);
     nlohmann::json desc;
     {
@@ -417,6 +423,7 @@ Status Switch::del_port(const std::string& name) {
         ports_.erase(it);
     }
     publish();  // returns after every worker has stopped using the port
+    offload_.remove_port(rec.slot);
     port_device_close(rec.dev);
     uint32_t n = macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == rec.slot; });
     FERRY_LOG_INFO("port %s removed (%u MAC entries forgotten)", name.c_str(), n);

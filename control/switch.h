@@ -16,6 +16,7 @@
 
 #include "control/command_table.h"
 #include "control/config.h"
+#include "control/offload_sync.h"
 #include "control/port_manager.h"
 #include "control/result.h"
 #include "control/rule_config.h"
@@ -124,6 +125,7 @@ private:
     std::vector<std::vector<RuleCounters>> rule_counters_;     // one array per worker
     std::vector<std::unique_ptr<MeterSet>> meters_;            // one set per worker
     std::unique_ptr<RuleTable> rules_;
+    OffloadSync offload_;  // NIC flow rules of every port
     std::atomic<const PortTable*> table_{nullptr};
     std::atomic<uint32_t> clock_s_{0};
     std::atomic<uint64_t> generation_{0};  // atomics: the telemetry thread reads these two
