@@ -1,12 +1,16 @@
 // Classifier lookup cost per packet, over batches of 32 keys (a worker's rx burst), for
 // {1, 100, 10000} rules spread over {1, 4, 16, 32} subtables (distinct masks) in one table.
 // Reported as per_pkt (seconds per key, so "25n" is 25 ns).
-//   bm_bulk_hit    lookup_bulk, every key matches some rule (the flow-cache-miss path);
-//   bm_single_hit  the same keys through lookup() one at a time, the baseline lookup_bulk must
-//   beat; bm_bulk_miss   lookup_bulk, no key matches: every subtable is probed, nothing prunes.
+//   bm_bulk_hit     lookup_bulk, every key matches some rule (the flow-cache-miss path)
+//   bm_single_hit   the same keys through lookup() one by one: what lookup_bulk must beat
+//   bm_bulk_miss    lookup_bulk, no key matches: every subtable is probed, nothing prunes
+//   bm_single_miss  the same through lookup()
 // Rule priorities are random, so a hit prunes a random share of the remaining subtables.
+// On a shared machine run with repetitions and read the per_pkt of the "_min" rows:
 //
-//   ninja -C build-cls benchmarks/bench_classifier && ./build-cls/benchmarks/bench_classifier
+//   ninja -C build-cls benchmarks/bench_classifier
+//   ./build-cls/benchmarks/bench_classifier --benchmark_repetitions=5
+//       --benchmark_report_aggregates_only=true   (one command line)
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
