@@ -17,7 +17,8 @@ RuleTable::RuleTable(rte_rcu_qsbr* qsbr, uint32_t max_rules,
     : qsbr_(qsbr), max_rules_(max_rules), workers_(workers) {
     // Slot 0 is never given out: a rule index out of range is counted there, harmlessly.
     for (uint32_t s = max_rules_ - 1; s >= 1; --s) free_slots_.push_back(s);
-    publish();
+    // An empty snapshot: building it cannot run out of memory in any way that matters.
+    (void)publish();
 }
 
 RuleTable::~RuleTable() { delete published_.load(); }
@@ -57,6 +58,7 @@ Result<json> RuleTable::add(const std::vector<json>& rules, const RuleContext& c
                           "no room: " + std::to_string(parsed.size()) + " rules to add, " +
                               std::to_string(free_slots_.size()) + " free slots (max_rules " +
                               std::to_string(max_rules_) + ")");
+    std::vector<uint64_t> added;
     for (RuleSpec& spec : parsed) {
         Record r;
         r.slot = free_slots_.back();
@@ -66,9 +68,16 @@ Result<json> RuleTable::add(const std::vector<json>& rules, const RuleContext& c
         r.spec = std::move(spec);
         uint64_t id = r.spec.id;
         records_.emplace(id, std::move(r));
+        added.push_back(id);
     }
-    publish();
-    return json{{"added", parsed.size()}, {"generation", generation_}};
+    if (Status st = publish(); !st) {
+        for (uint64_t id : added) {
+            free_slots_.push_back(records_.at(id).slot);
+            records_.erase(id);
+        }
+        return st.error();
+    }
+    return json{{"added", added.size()}, {"generation", generation_}};
 }
 
 Result<json> RuleTable::del(const std::vector<uint64_t>& ids) {
@@ -76,25 +85,28 @@ Result<json> RuleTable::del(const std::vector<uint64_t>& ids) {
         if (records_.count(id) == 0)
             return make_error(ErrorCode::kNotFound, "no rule with id " + std::to_string(id));
     std::vector<uint32_t> slots;
+    std::map<uint64_t, Record> removed;
     for (uint64_t id : ids) {
         auto it = records_.find(id);
         if (it == records_.end()) continue;  // listed twice
         slots.push_back(it->second.slot);
-        records_.erase(it);
+        removed.insert(records_.extract(it));
     }
     // The slots return to the pool only after the new snapshot is in place: no worker can then
     // count a hit for the deleted rule into a slot a new rule has taken.
-    publish();
+    if (Status st = publish(); !st) {
+        records_.merge(removed);
+        return st.error();
+    }
     free_slots_.insert(free_slots_.end(), slots.begin(), slots.end());
     return json{{"deleted", slots.size()}, {"generation", generation_}};
 }
 
-json RuleTable::flush(std::optional<uint8_t> table) {
+Result<json> RuleTable::flush(std::optional<uint8_t> table) {
     std::vector<uint64_t> ids;
     for (const auto& [id, r] : records_)
         if (!table || r.spec.table == *table) ids.push_back(id);
-    auto result = del(ids);
-    return result.value();
+    return del(ids);
 }
 
 json RuleTable::list(std::optional<uint8_t> table) const {
@@ -149,11 +161,13 @@ void RuleTable::set_offload_hooks(std::function<void()> after_publish,
     offload_state_ = std::move(state);
 }
 
-void RuleTable::publish() {
+Status RuleTable::publish() {
     std::vector<CompiledRule> entries;
     for (const auto& [id, r] : records_)
         entries.insert(entries.end(), r.spec.entries.begin(), r.spec.entries.end());
-    std::unique_ptr<Classifier> next = Classifier::build(entries, ++generation_);
+    std::unique_ptr<Classifier> next = Classifier::build(entries, generation_ + 1);
+    if (!next) return make_error(ErrorCode::kFailed, "out of memory building the classifier");
+    ++generation_;
     // Release: pairs with the workers' acquire load of the pointer.
     const Classifier* old = published_.exchange(next.release(), std::memory_order_acq_rel);
     if (old != nullptr) {
@@ -161,6 +175,7 @@ void RuleTable::publish() {
         delete old;
     }
     if (after_publish_) after_publish_();
+    return Ok{};
 }
 
 }  // namespace ferry

@@ -47,7 +47,7 @@ public:
     /// Deletes rules by id, all or none (an unknown id refuses the batch with kNotFound).
     Result<nlohmann::json> del(const std::vector<uint64_t>& ids);
     /// Deletes every rule, or every rule of one table. @return {"deleted": N}
-    nlohmann::json flush(std::optional<uint8_t> table);
+    Result<nlohmann::json> flush(std::optional<uint8_t> table);
     /// Rules with their hit counters, ordered by table, then priority (high first), then id.
     nlohmann::json list(std::optional<uint8_t> table) const;
     /// Ids of rules that name port slot `slot` (in_port, output, mirror).
@@ -70,8 +70,8 @@ private:
 
     RuleCounters sum_counters(uint32_t slot) const;
     /// Builds a snapshot of every record and publishes it; frees the previous one after a grace
-    /// period. Context: control.
-    void publish();
+    /// period. Context: control. @return kFailed (nothing published) when memory runs out.
+    Status publish();
 
     rte_rcu_qsbr* qsbr_;
     uint32_t max_rules_;

@@ -107,6 +107,7 @@ struct Classifier::Impl {
     // Rules grouped by table, then mask, then masked value (best first). Lookup results point
     // here; the vector is never resized after build.
     std::vector<CompiledRule> rules;
+    std::vector<const CompiledRule*> by_index;  // table-0 rules by index, for NIC marks
     std::vector<Subtable> subtables;
     std::vector<uint64_t> slots;    // every subtable's slots, one subtable after the other
     std::vector<uint64_t> entries;  // every subtable's value entries, likewise
@@ -159,6 +160,11 @@ void Classifier::Impl::build(const std::vector<CompiledRule>& in) {
         if (int c = std::memcmp(&a.value, &b.value, sizeof(FlowKey)); c != 0) return c < 0;
         return rule_rank(a) > rule_rank(b);
     });
+    for (const CompiledRule& r : rules) {
+        if (r.table != 0) continue;
+        if (r.index >= by_index.size()) by_index.resize(r.index + 1, nullptr);
+        if (by_index[r.index] == nullptr) by_index[r.index] = &r;
+    }
     const auto same_value = [&](size_t a, size_t b) {
         return std::memcmp(&rules[a].value, &rules[b].value, sizeof(FlowKey)) == 0;
     };
@@ -263,6 +269,11 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
     } catch (const std::bad_alloc&) {
         return nullptr;
     }
+}
+
+const CompiledRule* Classifier::rule_by_index(uint32_t index) const {
+    const auto& v = impl_->by_index;
+    return index < v.size() ? v[index] : nullptr;
 }
 
 const CompiledRule* Classifier::lookup(const FlowKey& key, uint8_t table) const {

@@ -30,6 +30,11 @@ public:
     void lookup_bulk(const FlowKey* keys, unsigned n, uint8_t table,
                      const CompiledRule** out) const;
 
+    /// The table-0 rule with this index (what a NIC mark names: index + 1), or nullptr. For a
+    /// rule compiled into several entries, any of them: they share priority and actions.
+    /// Context: fast path.
+    const CompiledRule* rule_by_index(uint32_t index) const;
+
     uint64_t generation() const { return generation_; }
     size_t rule_count() const;
     /// Number of subtables (distinct masks) in a table. Context: any.

@@ -7,11 +7,42 @@
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
+#include "dataplane/offload/flow_translate.h"
 #include "dataplane/packet_parse.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"
 
 namespace ferry {
+namespace {
+
+/// Table-0 rules of n keys: the flow cache for all, the classifier for its misses, whose
+/// answers are cached. Context: fast path.
+void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_t n,
+             const CompiledRule** rules) {
+    uint64_t gen = cls.generation();
+    uint64_t hits = w.flow_cache->lookup_bulk(keys, n, 0, gen, rules);
+    uint64_t all = n == 64 ? ~0ULL : (1ULL << n) - 1;
+    if (hits != all) {
+        FlowKey miss_keys[kRxBurst];
+        const CompiledRule* miss_rules[kRxBurst];
+        uint16_t miss_idx[kRxBurst];
+        uint16_t nm = 0;
+        for (uint16_t i = 0; i < n; ++i) {
+            if (hits & (1ULL << i)) continue;
+            miss_keys[nm] = keys[i];
+            miss_idx[nm++] = i;
+        }
+        cls.lookup_bulk(miss_keys, nm, 0, miss_rules);
+        for (uint16_t j = 0; j < nm; ++j) {
+            rules[miss_idx[j]] = miss_rules[j];
+            w.flow_cache->insert(miss_keys[j], 0, gen, miss_rules[j]);
+        }
+        counter_add(w.counters.cache_misses, nm);
+    }
+    counter_add(w.counters.cache_hits, static_cast<uint64_t>(__builtin_popcountll(hits)));
+}
+
+}  // namespace
 
 void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, uint16_t in_port,
                     rte_mbuf** pkts, uint16_t n) {
@@ -38,28 +69,32 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     }
     if (m == 0) return;
 
-    // Stage 2: flow cache for the whole batch; the classifier only for the misses.
-    uint64_t gen = cls->generation();
-    uint64_t hits = w.flow_cache->lookup_bulk(keys, m, 0, gen, rules);
-    uint64_t all = m == 64 ? ~0ULL : (1ULL << m) - 1;
-    if (hits != all) {
-        FlowKey miss_keys[kRxBurst];
-        const CompiledRule* miss_rules[kRxBurst];
-        uint16_t miss_idx[kRxBurst];
-        uint16_t nm = 0;
-        for (uint16_t i = 0; i < m; ++i) {
-            if (hits & (1ULL << i)) continue;
-            miss_keys[nm] = keys[i];
-            miss_idx[nm++] = i;
-        }
-        cls->lookup_bulk(miss_keys, nm, 0, miss_rules);
-        for (uint16_t j = 0; j < nm; ++j) {
-            rules[miss_idx[j]] = miss_rules[j];
-            w.flow_cache->insert(miss_keys[j], 0, gen, miss_rules[j]);
-        }
-        counter_add(w.counters.cache_misses, nm);
+    // Stage 2: rules. A frame a NIC flow rule marked names its rule; the rest go to the flow
+    // cache as one batch, and only the cache's misses to the classifier.
+    uint64_t marked = 0;
+    uint32_t mark;
+    for (uint16_t i = 0; i < m; ++i) {
+        if (!offload_mark(live[i], &mark) || mark == 0) continue;
+        const CompiledRule* r = cls->rule_by_index(mark - 1);
+        if (r == nullptr) continue;  // a rule deleted since the NIC marked the frame
+        rules[i] = r;
+        marked |= 1ULL << i;
     }
-    counter_add(w.counters.cache_hits, static_cast<uint64_t>(__builtin_popcountll(hits)));
+    if (marked == 0) {
+        resolve(w, *cls, keys, m, rules);
+    } else if (__builtin_popcountll(marked) != m) {
+        FlowKey rest_keys[kRxBurst];
+        const CompiledRule* rest_rules[kRxBurst];
+        uint16_t rest_idx[kRxBurst];
+        uint16_t nr = 0;
+        for (uint16_t i = 0; i < m; ++i) {
+            if (marked & (1ULL << i)) continue;
+            rest_keys[nr] = keys[i];
+            rest_idx[nr++] = i;
+        }
+        resolve(w, *cls, rest_keys, nr, rest_rules);
+        for (uint16_t j = 0; j < nr; ++j) rules[rest_idx[j]] = rest_rules[j];
+    }
 
     // Stage 3: actions; packets that end in `normal` go to the bridge together.
     NormalBatch normal;

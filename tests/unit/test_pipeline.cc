@@ -221,3 +221,40 @@ TEST_F(PipelineTest, MeterDropsWhatExceedsTheRate) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+class PipelineMarkTest : public PipelineTest {};
+
+TEST_F(PipelineMarkTest, NicMarkNamesTheRuleAndSkipsTheLookups) {
+    install({rule(1, 10, {{"in_port", "p0"}}, {"output:p1"}),
+             rule(2, 5, {{"in_port", "p3"}}, {"output:p2"})});
+    Frame f = make_frame(kB, kA);
+    auto pkts = mbufs({f, f});
+    // The NIC matched rule 2 (slot 2, mark 3) on the first frame; the second is unmarked.
+    pkts[0]->ol_flags |= RTE_MBUF_F_RX_FDIR | RTE_MBUF_F_RX_FDIR_ID;
+    pkts[0]->hash.fdir.hi = 3;
+    pipeline_burst(*w_, table_, cls_.get(), 0, pkts.data(), 2);
+    worker_flush_tx(*w_, table_);
+    EXPECT_EQ(drain(2), std::vector<Frame>{f});  // by the mark, not by the key (in_port p0)
+    EXPECT_EQ(drain(1), std::vector<Frame>{f});  // by the lookup
+    EXPECT_EQ(w_->counters.cache_misses + w_->counters.cache_hits, 1u);
+    EXPECT_EQ(hits(2), 1u);
+    EXPECT_EQ(hits(1), 1u);
+}
+
+TEST_F(PipelineMarkTest, StaleMarkFallsBackToTheLookup) {
+    install({rule(1, 10, {{"in_port", "p0"}}, {"output:p1"})});
+    Frame f = make_frame(kB, kA);
+    auto pkts = mbufs({f});
+    pkts[0]->ol_flags |= RTE_MBUF_F_RX_FDIR | RTE_MBUF_F_RX_FDIR_ID;
+    pkts[0]->hash.fdir.hi = 40;  // a rule deleted after the NIC marked the frame
+    pipeline_burst(*w_, table_, cls_.get(), 0, pkts.data(), 1);
+    worker_flush_tx(*w_, table_);
+    EXPECT_EQ(drain(1), std::vector<Frame>{f});
+    EXPECT_EQ(w_->counters.cache_misses, 1u);
+}
+
+}  // namespace
+}  // namespace ferry
