@@ -775,6 +775,14 @@ Status parse_actions(const json& actions, const RuleContext& ctx, uint8_t table,
         }
         rule.actions[i] = *a;
     }
+    // normal and flood hand the packet over for good: nothing after them could run. Checked
+    // after every action parsed, so a malformed action is reported first.
+    for (size_t i = 0; i + 1 < actions.size(); ++i) {
+        ActionType t = rule.actions[i].type;
+        if (t == ActionType::kNormal || t == ActionType::kFlood)
+            return invalid(at(path, i), std::string(t == ActionType::kNormal ? "normal" : "flood") +
+                                            " must be the last action");
+    }
     rule.n_actions = static_cast<uint8_t>(actions.size());
     return Ok{};
 }

@@ -57,7 +57,7 @@ bool consumed_later(const CompiledRule& r, unsigned i) {
     for (unsigned j = i + 1; j < r.n_actions; ++j) {
         ActionType a = r.actions[j].type;
         if (a == ActionType::kOutput || a == ActionType::kNormal || a == ActionType::kFlood ||
-            a == ActionType::kGotoTable)
+            a == ActionType::kGotoTable || a == ActionType::kMirror)
             return true;
     }
     return false;
@@ -73,12 +73,14 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
         counter_add(rc.packets, 1);
         counter_add(rc.bytes, rte_pktmbuf_pkt_len(pkt));
         const CompiledRule* next = nullptr;
+        bool sent = false;  // an output already sent a copy (a mirror copy does not count)
         for (unsigned i = 0; i < rule->n_actions; ++i) {
             const Action& a = rule->actions[i];
             switch (a.type) {
                 case ActionType::kOutput:
                     if (consumed_later(*rule, i)) {
                         send_copy(w, t, a.arg16, pkt);
+                        sent = true;
                         break;
                     }
                     send(w, t, in_port, a.arg16, pkt);
@@ -102,7 +104,7 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                     key->vlan = a.arg16;
                     break;
                 case ActionType::kPopVlan:
-                    if (key->vlan != kNoVlan && vlan_pop(pkt)) key->vlan = kNoVlan;
+                    if (key->vlan != kNoVlan && vlan_pop(pkt)) key->vlan = vlan_outer_vid(pkt);
                     break;
                 case ActionType::kSetVlan:
                     if (key->vlan == kNoVlan) {
@@ -147,7 +149,10 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             }
         }
         if (next == nullptr) {
-            drop(w, in_port, pkt, DropReason::kRuleDrop);  // the rule sent it nowhere
+            if (sent)
+                rte_pktmbuf_free(pkt);  // copies of it went out: nothing was dropped
+            else
+                drop(w, in_port, pkt, DropReason::kRuleDrop);  // the rule sent it nowhere
             return;
         }
         rule = next;

@@ -10,6 +10,15 @@ namespace ferry {
 
 inline constexpr uint16_t kTpid8021Q = 0x8100;
 
+/// VID of the frame's outer 802.1Q/802.1ad tag, or kNoVlan (0xffff) when it has none.
+inline uint16_t vlan_outer_vid(const rte_mbuf* m) {
+    if (rte_pktmbuf_data_len(m) < 18) return 0xffff;
+    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
+    uint16_t tpid = static_cast<uint16_t>(d[12] << 8 | d[13]);
+    if (tpid != 0x8100 && tpid != 0x88a8 && tpid != 0x9100) return 0xffff;
+    return static_cast<uint16_t>((d[14] << 8 | d[15]) & 0xfff);
+}
+
 /// Removes the outer VLAN tag. @return false if the frame is too short to hold one.
 inline bool vlan_pop(rte_mbuf* m) {
     if (rte_pktmbuf_data_len(m) < 18) return false;

@@ -276,3 +276,122 @@ class PcapBridge:
         """Stops ferryd if a test failed before finish()."""
         if self.ferryd.proc is not None and self.ferryd.proc.poll() is None:
             self.ferryd.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the flow-rule tests (test_rules_*.py)
+
+
+def frame(pkt, minimum=60):
+    """The bytes of a scapy packet, padded with zeros to minimum bytes (60: the Ethernet minimum
+    without FCS; 64 for a tagged frame that must stay 60 bytes once its tag is popped)."""
+    data = bytes(pkt)
+    return data + b"\x00" * max(0, minimum - len(data))
+
+
+def tally_pcap(path, known):
+    """Counts how often each of the known frames (all of one length) occurs in a pcap file that
+    may hold millions of frames, without a Python loop per frame.
+
+    Returns ({frame: count}, unknown) where unknown is the number of records that are none of
+    the known frames (a record of another length makes every later record unknown too, so the
+    total is still the number of records if the file is one record per known frame).
+    """
+    import numpy as np
+
+    known = list(known)
+    size = len(known[0])
+    assert all(len(f) == size for f in known), "tally_pcap needs frames of one length"
+    if not os.path.exists(path) or os.path.getsize(path) <= len(PCAP_HEADER):
+        return {f: 0 for f in known}, 0
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=len(PCAP_HEADER))
+    record = 16 + size
+    whole = len(raw) // record
+    rest = len(raw) - whole * record
+    recs = raw[:whole * record].reshape(whole, record)
+    lengths = recs[:, 8:16].copy().view("<u4").reshape(whole, 2)
+    good_len = (lengths[:, 0] == size) & (lengths[:, 1] == size)
+    counts = {}
+    matched = np.zeros(whole, dtype=bool)
+    for f in known:
+        hit = good_len & (recs[:, 16:] == np.frombuffer(f, dtype=np.uint8)).all(axis=1)
+        counts[f] = int(hit.sum())
+        matched |= hit
+    unknown = int(whole - matched.sum()) + (1 if rest else 0)
+    return counts, unknown
+
+
+# Frames of the flow-rule tests: untagged unless a VID is given, padded to 60 bytes, from
+# RULE_SRC to RULE_DST unless told otherwise. A distinct payload keeps frames of a test apart.
+RULE_SRC, RULE_DST = mac(1), mac(2)
+
+
+def ipv4_frame(l4=None, src="10.0.0.1", dst="10.0.0.2", smac=RULE_SRC, dmac=RULE_DST, vid=None,
+               payload=b"v4", proto=None):
+    """An IPv4 frame carrying l4 (a scapy layer; UDP 1000->2000 if None), tagged with vid if
+    given; proto overrides the IP protocol number."""
+    head = Ether(src=smac, dst=dmac)
+    if vid is not None:
+        head = head / Dot1Q(vlan=vid)
+    ip = IP(src=src, dst=dst) if proto is None else IP(src=src, dst=dst, proto=proto)
+    return frame(head / ip / (l4 if l4 is not None else UDP(sport=1000, dport=2000)) / payload)
+
+
+def ipv6_frame(l4=None, src="2001:db8::1", dst="2001:db8::2", payload=b"v6", ext=None):
+    """An IPv6 frame carrying l4 (UDP 1000->2000 if None), after extension header ext if given."""
+    from scapy.layers.inet6 import IPv6
+    ip = IPv6(src=src, dst=dst)
+    if ext is not None:
+        ip = ip / ext
+    return frame(Ether(src=RULE_SRC, dst=RULE_DST) / ip /
+                 (l4 if l4 is not None else UDP(sport=1000, dport=2000)) / payload)
+
+
+def arp_frame(smac=RULE_SRC, psrc="10.0.0.1", vid=None):
+    """A broadcast ARP who-has for 10.0.0.2, tagged with vid if given."""
+    head = Ether(src=smac, dst=BROADCAST)
+    if vid is not None:
+        head = head / Dot1Q(vlan=vid)
+    return frame(head / ARP(op=1, hwsrc=smac, psrc=psrc, pdst="10.0.0.2"))
+
+
+def vlan_frame(vid, pcp=0, inner=None, payload=b"tagged", smac=RULE_SRC, dmac=RULE_DST,
+               minimum=60):
+    """An IPv4/UDP frame with an 802.1Q tag (vid, pcp) and, if inner is given, a second tag
+    inside it; minimum=64 keeps it 60 bytes long once a tag is popped."""
+    head = Ether(src=smac, dst=dmac) / Dot1Q(vlan=vid, prio=pcp)
+    if inner is not None:
+        head = head / Dot1Q(vlan=inner)
+    return frame(head / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000, dport=2000) /
+                 payload, minimum)
+
+
+def tcp4_frame(dport=80, sport=40000, flags="A", payload=b"tcp"):
+    from scapy.layers.inet import TCP
+    return ipv4_frame(TCP(sport=sport, dport=dport, flags=flags), payload=payload)
+
+
+def udp4_frame(dport=2000, sport=1000, payload=b"udp"):
+    return ipv4_frame(UDP(sport=sport, dport=dport), payload=payload)
+
+
+def rule(rid, actions, match=None, priority=None, table=None):
+    """A rule object of docs/rules.md; keys left out take their defaults."""
+    r = {"id": rid, "actions": list(actions)}
+    if match is not None:
+        r["match"] = match
+    if priority is not None:
+        r["priority"] = priority
+    if table is not None:
+        r["table"] = table
+    return r
+
+
+def rule_hits(b):
+    """rule.list of a PcapBridge as {id: (packets, bytes)}."""
+    return {r["id"]: (r["packets"], r["bytes"]) for r in b.call("rule.list")}
+
+
+def volume(frames):
+    """(packets, bytes) of a list of frames, as a rule's counters count them."""
+    return (len(frames), sum(map(len, frames)))

@@ -695,22 +695,29 @@ TEST(RuleConfig, CrossProductAndCap) {
 // Actions.
 
 TEST(RuleConfig, EachActionEncodes) {
-    RuleSpec spec = compile(with_actions({"output:vm2", "normal", "flood", "push_vlan:10",
-                                          "pop_vlan", "set_vlan:4094", "mirror:vm3", "meter:7"}));
+    RuleSpec spec = compile(with_actions({"output:vm2", "push_vlan:10", "pop_vlan", "set_vlan:4094",
+                                          "mirror:vm3", "meter:7", "normal"}));
     const CompiledRule& e = spec.entries[0];
-    ASSERT_EQ(e.n_actions, 8);
-    const Action expected[8] = {
-        {ActionType::kOutput, 0, 2, 0},  {ActionType::kNormal, 0, 0, 0},
-        {ActionType::kFlood, 0, 0, 0},   {ActionType::kPushVlan, 0, 10, 0},
+    ASSERT_EQ(e.n_actions, 7);
+    const Action expected[7] = {
+        {ActionType::kOutput, 0, 2, 0},  {ActionType::kPushVlan, 0, 10, 0},
         {ActionType::kPopVlan, 0, 0, 0}, {ActionType::kSetVlan, 0, 4094, 0},
         {ActionType::kMirror, 0, 3, 0},  {ActionType::kMeter, 0, 0, 7},
+        {ActionType::kNormal, 0, 0, 0},
     };
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < 7; ++i) {
         EXPECT_EQ(e.actions[i].type, expected[i].type) << i;
         EXPECT_EQ(e.actions[i].flags, 0) << i;
         EXPECT_EQ(e.actions[i].arg16, expected[i].arg16) << i;
         EXPECT_EQ(e.actions[i].arg32, expected[i].arg32) << i;
     }
+
+    RuleSpec flood = compile(with_actions({"mirror:vm3", "flood"}));
+    EXPECT_EQ(flood.entries[0].actions[1].type, ActionType::kFlood);
+    EXPECT_EQ(error_of(with_actions({"normal", "output:vm2"})),
+              "rules[0].actions[0]: normal must be the last action");
+    EXPECT_EQ(error_of(with_actions({"flood", "mirror:vm3"})),
+              "rules[0].actions[0]: flood must be the last action");
 
     RuleSpec drop = compile(with_actions({"drop"}));
     EXPECT_EQ(drop.entries[0].n_actions, 1);
