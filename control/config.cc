@@ -33,6 +33,7 @@ constexpr unsigned kLcoreLimit = 128;  // lcore ids are below this (DPDK's defau
 constexpr uint16_t kMaxVlan = 4094;
 constexpr uint64_t kSunPathSize = sizeof(sockaddr_un{}.sun_path);  // includes the NUL
 constexpr uint64_t kUnbounded = std::numeric_limits<uint64_t>::max();
+constexpr int kMaxJsonDepth = 64;  // as for control requests
 
 // JSON spelling of each enum value, indexed by the enum.
 constexpr std::array<std::string_view, 2> kPortTypeNames{"vhost-user", "dpdk"};
@@ -108,8 +109,14 @@ Rule text(uint64_t min_bytes, uint64_t max_bytes, std::string what = {}) {
     return Rule{.kind = Kind::kString, .min = min_bytes, .max = max_bytes, .what = std::move(what)};
 }
 
-Rule matching(std::string pattern, std::string what) {
-    return Rule{.kind = Kind::kString, .pattern = std::move(pattern), .what = std::move(what)};
+// libstdc++'s regex matcher recurses about once per character: every pattern gets a length
+// bound, checked before the regex runs, so a hostile string cannot exhaust the stack.
+Rule matching(std::string pattern, uint64_t max_bytes, std::string what) {
+    return Rule{.kind = Kind::kString,
+                .min = 1,
+                .max = max_bytes,
+                .pattern = std::move(pattern),
+                .what = std::move(what)};
 }
 
 template <size_t N>
@@ -149,7 +156,7 @@ const ObjectSpec& port_spec() {
             .fields =
                 {
                     {.key = "name",
-                     .rule = matching("^[A-Za-z0-9_.-]{1,31}$",
+                     .rule = matching("^[A-Za-z0-9_.-]{1,31}$", 31,
                                       "must be 1..31 characters from A-Z a-z 0-9 _ . -"),
                      .required = true,
                      .description = "Unique port name."},
@@ -200,8 +207,9 @@ const ObjectSpec& port_spec() {
                                   {
                                       {.key = "devargs",
                                        .rule = matching(
-                                           "^\\S+$",
-                                           "must be a non-empty string without whitespace"),
+                                           "^\\S+$", 4096,
+                                           "must be a non-empty string of at most 4096 bytes "
+                                           "without whitespace"),
                                        .required = true,
                                        .description = "DPDK device arguments, e.g. "
                                                       "\"net_pcap0,rx_pcap=in.pcap\"."},
@@ -723,9 +731,22 @@ json schema_of(const ObjectSpec& spec, json& defs) {
     return {{"$ref", "#/$defs/" + spec.def_name}};
 }
 
+/// Whether v nests deeper than limit levels. Recurses at most limit levels. Context: control.
+bool deeper_than(const json& v, int limit) {
+    if (!v.is_structured()) return false;
+    if (limit == 0) return true;
+    for (const json& child : v)
+        if (deeper_than(child, limit - 1)) return true;
+    return false;
+}
+
 }  // namespace
 
 Result<Config> parse_config(const json& doc) {
+    // Copying or walking a JSON value recurses once per level: refuse absurd nesting first.
+    if (deeper_than(doc, kMaxJsonDepth))
+        return make_error(ErrorCode::kInvalidParams,
+                          "<root>: nested more than " + std::to_string(kMaxJsonDepth) + " levels");
     if (Status s = check_object(doc, root_spec(), ""); !s) return s.error();
     Config c;
     take(doc, "eal", c.eal);

@@ -282,9 +282,9 @@ TEST(Config, RefusesBadStrings) {
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["type"] = "tap"; }),
               "ports[0].type: must be one of \"vhost-user\", \"dpdk\"");
     EXPECT_EQ(error_after([](json& d) { d["ports"][1]["devargs"] = "net_null0, x=1"; }),
-              "ports[1].devargs: must be a non-empty string without whitespace");
+              "ports[1].devargs: must be a non-empty string of at most 4096 bytes without whitespace");
     EXPECT_EQ(error_after([](json& d) { d["ports"][1]["devargs"] = ""; }),
-              "ports[1].devargs: must be a non-empty string without whitespace");
+              "ports[1].devargs: must be a non-empty string of at most 4096 bytes without whitespace");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["path"] = ""; }),
               "ports[0].path: must be an absolute socket path shorter than 108 bytes");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["path"] = "vm1.sock"; }),
@@ -523,6 +523,24 @@ TEST(Config, RefusesBadMetersAndRules) {
               "rules[0]: must be an object");
     EXPECT_EQ(error_after([](json& d) { d["flow_cache"] = {{"entries", 10}}; }),
               "flow_cache.entries: must be an integer in 1024..16777216");
+}
+
+}  // namespace
+}  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// Found by fuzz_config: a long devargs made the regex matcher recurse past the stack, and a
+// deeply nested rule made copying the document do the same.
+TEST(Config, HostileSizesAreRefusedNotCrashed) {
+    EXPECT_EQ(error_after([](json& d) { d["ports"][1]["devargs"] = std::string(100000, 'a'); }),
+              "ports[1].devargs: must be a non-empty string of at most 4096 bytes without "
+              "whitespace");
+    json deep = json::array();
+    for (int i = 0; i < 5000; ++i) deep = json::array({std::move(deep)});
+    EXPECT_EQ(error_after([&](json& d) { d["rules"] = json::array({{{"a", deep}}}); }),
+              "<root>: nested more than 64 levels");
 }
 
 }  // namespace
