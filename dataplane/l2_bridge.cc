@@ -39,8 +39,8 @@ inline void emit(WorkerState& w, const PortTable& t, uint16_t out, rte_mbuf* m, 
 }
 
 /// Sends a packet to every other port of its VLAN whose link is up. Context: fast path.
-inline void flood(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf* m,
-                  uint16_t vlan, uint16_t frame_vlan) {
+inline void flood(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf* m, uint16_t vlan,
+                  uint16_t frame_vlan) {
     uint16_t targets[kPortSlots];
     uint16_t n = 0;
     for (uint16_t q = 0; q < t.port_limit; ++q) {
@@ -86,7 +86,8 @@ void l2_switch_burst(WorkerState& w, const PortTable& t, uint16_t in_port, rte_m
     rte_mbuf* live[kRxBurst];
     uint16_t m = 0;
     for (uint16_t i = 0; i < n; ++i) {
-        if (i + kPrefetchAhead < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
+        if (i + kPrefetchAhead < n)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
         auto bad = parse_frame(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
                                rte_pktmbuf_data_len(pkts[i]), in_port, &keys[m], &layout);
         if (bad) {
@@ -103,7 +104,7 @@ void l2_switch_parsed(WorkerState& w, const PortTable& t, uint16_t in_port, rte_
     rte_mbuf* live[kRxBurst];
     uint16_t idx[kRxBurst];  // index into keys of each live packet
     uint16_t vlans[kRxBurst];
-    uint64_t lookup[2 * kRxBurst];
+    uint64_t lookup[kRxBurst];  // source keys, for learning
     uint64_t values[2 * kRxBurst];
     const PortSlot& in = t.ports[in_port];
 
@@ -122,19 +123,39 @@ void l2_switch_parsed(WorkerState& w, const PortTable& t, uint16_t in_port, rte_
     }
     if (m == 0) return;
 
-    // Stage 2: one bulk lookup for sources (first m keys) and destinations (next m).
+    // Stage 2: one bulk lookup of the distinct keys. Frames of a burst mostly share their
+    // addresses (one VM talking to one peer), so a key equal to the previous one of its kind
+    // reuses that lookup: src_at/dst_at give each packet's position among the looked-up keys.
+    uint64_t uniq[2 * kRxBurst];
+    uint8_t src_at[kRxBurst];
+    uint8_t dst_at[kRxBurst];
+    unsigned nu = 0;
     for (uint16_t i = 0; i < m; ++i) {
-        lookup[i] = mac_key(keys[idx[i]].eth_src, vlans[i]);
-        lookup[m + i] = mac_key(keys[idx[i]].eth_dst, vlans[i]);
+        uint64_t k = mac_key(keys[idx[i]].eth_src, vlans[i]);
+        lookup[i] = k;
+        if (i == 0 || k != lookup[i - 1]) uniq[nu++] = k;
+        src_at[i] = static_cast<uint8_t>(nu - 1);
     }
-    uint64_t hits = w.macs->lookup_bulk(lookup, 2u * m, values);
+    uint64_t prev_dst = 0;
+    for (uint16_t i = 0; i < m; ++i) {
+        uint64_t k = mac_key(keys[idx[i]].eth_dst, vlans[i]);
+        if (i == 0 || k != prev_dst) uniq[nu++] = k;
+        prev_dst = k;
+        dst_at[i] = static_cast<uint8_t>(nu - 1);
+    }
+    uint64_t uhits = w.macs->lookup_bulk(uniq, nu, values);
+    uint64_t hits = 0;
+    for (uint16_t i = 0; i < m; ++i) {
+        hits |= ((uhits >> src_at[i]) & 1) << i;
+        hits |= ((uhits >> dst_at[i]) & 1) << (m + i);
+    }
 
     // Stage 3: learn sources, then forward.
     uint32_t now = w.clock_s->load(std::memory_order_relaxed);
     for (uint16_t i = 0; i < m; ++i) {
         if (keys[idx[i]].eth_src[0] & 1) continue;  // a group address is never a source
         bool known = hits & (1ULL << i);
-        MacEntry e = known ? mac_value_unpack(values[i]) : MacEntry{};
+        MacEntry e = known ? mac_value_unpack(values[src_at[i]]) : MacEntry{};
         if (!known || e.port != in_port || now - e.stamp_s >= w.mac_refresh_s)
             send_learn(w, lookup[i], in_port, now);
     }
@@ -147,7 +168,7 @@ void l2_switch_parsed(WorkerState& w, const PortTable& t, uint16_t in_port, rte_
             flood(w, t, in_port, pkt, vlans[i], key.vlan);
             continue;
         }
-        uint16_t out = mac_value_unpack(values[m + i]).port;
+        uint16_t out = mac_value_unpack(values[dst_at[i]]).port;
         if (out == in_port) {
             drop(w, in_port, pkt, DropReason::kHairpin);
         } else if (out >= kPortSlots || !t.ports[out].active || !t.ports[out].link_up ||

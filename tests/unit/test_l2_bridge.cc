@@ -166,3 +166,26 @@ TEST_F(L2BridgeTest, CountersMatchWhatLeft) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+TEST_F(L2BridgeTest, MixedAddressesInOneBurstEachGoTheirWay) {
+    const uint8_t kD[6] = {0x02, 0, 0, 0, 0, 0x0d};
+    const uint8_t kU[6] = {0x02, 0, 0, 0, 0, 0x77};  // never learned
+    send(1, {make_frame(kBcast, kB)});
+    send(3, {make_frame(kBcast, kD)});
+    learn();
+    for (uint16_t p = 0; p < kPorts; ++p) drain(p);
+    // Runs of equal keys and changes between them, in sources and destinations.
+    Frame ab = make_frame(kB, kA), cd = make_frame(kD, testing::kC),
+          cb = make_frame(kB, testing::kC), au = make_frame(kU, kA), ad = make_frame(kD, kA);
+    send(0, {ab, ab, cd, cb, au, ad, ab});
+    EXPECT_EQ(drain(1), (std::vector<Frame>{ab, ab, cb, au, ab}));
+    EXPECT_EQ(drain(2), (std::vector<Frame>{au}));
+    EXPECT_EQ(drain(3), (std::vector<Frame>{cd, au, ad}));
+    EXPECT_EQ(learn(), 2u);  // A and C, once each
+}
+
+}  // namespace
+}  // namespace ferry

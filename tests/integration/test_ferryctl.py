@@ -1,0 +1,90 @@
+"""ferryctl against a running ferryd: human tables, --json, and exit codes.
+
+Each test runs the ferryctl binary as a user would and checks its output and exit status
+(0 done, 1 refused by ferryd, 2 unreachable, 64 usage).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from ferry_harness import FERRYCTL, Ferryd  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ferryd():
+    d = Ferryd()
+    d.config["ports"] = [{"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock")}]
+    with d:
+        yield d
+
+
+def ctl(d, *args):
+    return subprocess.run([FERRYCTL, "-s", d.socket, *args], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_port_list_table_and_json(ferryd):
+    r = ctl(ferryd, "port", "list")
+    assert r.returncode == 0, r.stderr
+    header, row = r.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "TYPE", "STATE"]
+    assert row.split()[0] == "vm1"
+    r = ctl(ferryd, "--json", "port", "list")
+    ports = json.loads(r.stdout)
+    assert [p["name"] for p in ports] == ["vm1"]
+    assert ports[0]["path"] == ferryd.path("vm1.sock")
+
+
+def test_port_add_and_del_by_key_values(ferryd):
+    path = ferryd.path("vm2.sock")
+    r = ctl(ferryd, "port", "add", "vm2", "type=vhost-user", f"path={path}", "queues=2")
+    assert r.returncode == 0, r.stderr
+    ports = {p["name"]: p for p in json.loads(ctl(ferryd, "--json", "port", "list").stdout)}
+    assert ports["vm2"]["queues"] == 2
+    assert ctl(ferryd, "port", "del", "vm2").returncode == 0
+    ports = json.loads(ctl(ferryd, "--json", "port", "list").stdout)
+    assert [p["name"] for p in ports] == ["vm1"]
+    assert not os.path.exists(path)
+
+
+def test_refusal_is_exit_1_with_the_error(ferryd):
+    r = ctl(ferryd, "port", "del", "nosuch")
+    assert r.returncode == 1
+    assert "error -32002" in r.stderr and "nosuch" in r.stderr
+    r = ctl(ferryd, "port", "add", "vm3", "type=vhost-user", "path=relative.sock")
+    assert r.returncode == 1
+    assert "path" in r.stderr and "-32602" in r.stderr
+
+
+def test_rules_round_trip(ferryd):
+    rule = {"id": 7, "priority": 5, "match": {"in_port": "vm1", "eth_type": "arp"},
+            "actions": ["drop"]}
+    assert ctl(ferryd, "rule", "add", json.dumps(rule)).returncode == 0
+    listed = json.loads(ctl(ferryd, "--json", "rule", "list").stdout)
+    assert [(r["id"], r["actions"], r["packets"]) for r in listed] == [(7, ["drop"], 0)]
+    table = ctl(ferryd, "rule", "list").stdout
+    assert "drop" in table and "software" in table
+    assert ctl(ferryd, "rule", "del", "7").returncode == 0
+    assert json.loads(ctl(ferryd, "--json", "rule", "list").stdout) == []
+    assert ctl(ferryd, "rule", "del", "7").returncode == 1
+
+
+def test_stats_version_and_mac_list(ferryd):
+    stats = json.loads(ctl(ferryd, "--json", "stats").stdout)
+    assert stats["ports"] == 1 and [w["lcore"] for w in stats["workers"]] == [1]
+    version = json.loads(ctl(ferryd, "--json", "version").stdout)
+    assert version["dpdk"].startswith("DPDK 22.11")
+    assert json.loads(ctl(ferryd, "--json", "mac", "list").stdout) == []
+
+
+def test_unreachable_and_usage_errors(ferryd):
+    r = subprocess.run([FERRYCTL, "-s", "/nonexistent/ferryd.sock", "port", "list"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "/nonexistent/ferryd.sock" in r.stderr
+    assert ctl(ferryd, "frobnicate").returncode == 64
+    assert ctl(ferryd, "rule", "add", "not json").returncode == 64
