@@ -131,7 +131,9 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                     auto table = static_cast<uint8_t>(a.arg16);
                     const CompiledRule* hit = nullptr;
                     uint64_t gen = cls.generation();
-                    if (w.flow_cache->lookup_bulk(key, 1, table, gen, &hit) == 0) {
+                    if (cls.direct(table)) {
+                        hit = cls.lookup(*key, table);
+                    } else if (w.flow_cache->lookup_bulk(key, 1, table, gen, &hit) == 0) {
                         hit = cls.lookup(*key, table);
                         w.flow_cache->insert(*key, table, gen, hit);
                     }

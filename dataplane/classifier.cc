@@ -265,6 +265,8 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         std::unique_ptr<Classifier> c(new Classifier(generation));
         c->impl_ = std::make_unique<Impl>();
         c->impl_->build(rules);
+        for (uint8_t t = 0; t < kMaxTables; ++t)
+            c->direct_[t] = c->subtable_count(t) <= kDirectSubtables;
         return c;
     } catch (const std::bad_alloc&) {
         return nullptr;

@@ -41,12 +41,19 @@ public:
     size_t subtable_count(uint8_t table) const;
     /// Whether a table has any rule. Context: fast path.
     bool table_empty(uint8_t table) const;
+    /// Whether lookups in a table should skip the flow cache: with few subtables the classifier
+    /// answers faster than the cache (bench_classifier vs bench_flow_cache: about 5 ns per packet
+    /// with one subtable and 13 ns with four, against 15 ns for a cache hit at 1k flows), and a
+    /// rule change then costs no cache misses at all. Context: fast path.
+    bool direct(uint8_t table) const { return table < kMaxTables && direct_[table]; }
+    static constexpr size_t kDirectSubtables = 4;
 
 private:
     struct Impl;
     explicit Classifier(uint64_t generation);
     uint64_t generation_;
     std::unique_ptr<Impl> impl_;
+    bool direct_[kMaxTables] = {};
 };
 
 }  // namespace ferry

@@ -19,6 +19,10 @@ namespace {
 /// answers are cached. Context: fast path.
 void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_t n,
              const CompiledRule** rules) {
+    if (cls.direct(0)) {
+        cls.lookup_bulk(keys, n, 0, rules);
+        return;
+    }
     uint64_t gen = cls.generation();
     uint64_t hits = w.flow_cache->lookup_bulk(keys, n, 0, gen, rules);
     uint64_t all = n == 64 ? ~0ULL : (1ULL << n) - 1;

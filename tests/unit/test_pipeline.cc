@@ -34,8 +34,23 @@ protected:
     }
 
     /// Compiles rules (ports are named p0..p3, meter 1 exists) into a new classifier snapshot;
-    /// rule i gets slot i + 1.
-    void install(const std::vector<json>& rules) {
+    /// rule i gets slot i + 1. With use_cache, table 0 also gets rules (never matching) of
+    /// enough distinct masks that lookups go through the flow cache instead of straight to
+    /// the classifier.
+    void install(std::vector<json> rules, bool use_cache = false) {
+        if (use_cache) {
+            const char* fields[] = {"eth_src", "eth_dst", "vlan", "ip_proto", "l4_src", "l4_dst"};
+            for (unsigned i = 0; i <= Classifier::kDirectSubtables; ++i) {
+                json m = {{"eth_type", "0x88b5"}};
+                std::string f = fields[i % 6];
+                if (f == "eth_src" || f == "eth_dst") m[f] = "02:00:00:00:00:99";
+                if (f == "vlan") m[f] = 99;
+                if (f == "ip_proto" || f == "l4_src" || f == "l4_dst")
+                    m = {{"ip_dst", "10.99.0.0/" + std::to_string(16 + i)}};
+                rules.push_back(
+                    {{"id", 100 + i}, {"priority", -100}, {"match", m}, {"actions", {"drop"}}});
+            }
+        }
         RuleContext ctx;
         ctx.port_slot = [](const std::string& n) -> std::optional<uint16_t> {
             if (n.size() == 2 && n[0] == 'p' && n[1] >= '0' && n[1] < '0' + kPorts)
@@ -53,6 +68,7 @@ protected:
             }
         }
         cls_ = Classifier::build(entries, ++generation_);
+        ASSERT_EQ(cls_->direct(0), !use_cache);
     }
 
     void send(uint16_t in_port, const std::vector<Frame>& frames) {
@@ -72,9 +88,16 @@ protected:
 };
 
 json rule(uint64_t id, int priority, json match, json actions, int table = 0) {
-    return {{"id", id}, {"table", table}, {"priority", priority}, {"match", match},
+    return {{"id", id},
+            {"table", table},
+            {"priority", priority},
+            {"match", match},
             {"actions", actions}};
 }
+
+// Tests that hold for the direct classifier lookup (few subtables) and through the flow cache.
+class PipelineBothPathsTest : public PipelineTest, public ::testing::WithParamInterface<bool> {};
+INSTANTIATE_TEST_SUITE_P(DirectAndCached, PipelineBothPathsTest, ::testing::Bool());
 
 TEST_F(PipelineTest, EmptyTableZeroIsTheBridge) {
     install({rule(1, 0, json::object(), {"drop"}, 1)});  // a rule, but not in table 0
@@ -96,9 +119,10 @@ TEST_F(PipelineTest, OutputSendsTheFrameUnchangedAndCountsHits) {
     EXPECT_EQ(learn(), 0u);  // no `normal`, no learning
 }
 
-TEST_F(PipelineTest, HigherPriorityWinsAndMissIsNoRule) {
+TEST_P(PipelineBothPathsTest, HigherPriorityWinsAndMissIsNoRule) {
     install({rule(1, 10, {{"eth_type", "ipv4"}}, {"output:p1"}),
-             rule(2, 20, {{"eth_type", "ipv4"}, {"ip_dst", "10.0.0.2"}}, {"output:p3"})});
+             rule(2, 20, {{"eth_type", "ipv4"}, {"ip_dst", "10.0.0.2"}}, {"output:p3"})},
+            GetParam());
     Frame to_2 = make_frame(kB, kA);  // 10.0.0.1 -> 10.0.0.2
     Frame arp = to_2;
     arp[12] = 0x08;
@@ -111,9 +135,10 @@ TEST_F(PipelineTest, HigherPriorityWinsAndMissIsNoRule) {
     EXPECT_EQ(hits(1), 0u);
 }
 
-TEST_F(PipelineTest, GotoTableContinuesAndMissesThereDrop) {
+TEST_P(PipelineBothPathsTest, GotoTableContinuesAndMissesThereDrop) {
     install({rule(1, 0, {{"in_port", "p0"}}, {"goto_table:1"}),
-             rule(2, 0, {{"ip_dst", "10.0.0.2"}}, {"output:p2"}, 1)});
+             rule(2, 0, {{"ip_dst", "10.0.0.2"}}, {"output:p2"}, 1)},
+            GetParam());
     Frame hit = make_frame(kB, kA);
     Frame miss = hit;
     miss[33] = 9;  // ip_dst 10.0.0.9
@@ -179,6 +204,14 @@ TEST_F(PipelineTest, NormalLearnsAndBridges) {
     EXPECT_TRUE(drain(2).empty());
 }
 
+TEST_F(PipelineTest, FewSubtablesSkipTheFlowCache) {
+    install({rule(1, 0, {{"in_port", "p0"}}, {"output:p1"})});
+    Frame f = make_frame(kB, kA);
+    send(0, {f, f});
+    EXPECT_EQ(drain(1).size(), 2u);
+    EXPECT_EQ(w_->counters.cache_hits + w_->counters.cache_misses, 0u);
+}
+
 TEST_F(PipelineTest, DropActionIsCounted) {
     install({rule(1, 0, {{"in_port", "p0"}}, {"drop"})});
     send(0, {make_frame(kB, kA), make_frame(kB, kA)});
@@ -188,11 +221,15 @@ TEST_F(PipelineTest, DropActionIsCounted) {
 }
 
 TEST_F(PipelineTest, NewSnapshotIsNeverServedFromAStaleCacheEntry) {
-    install({rule(1, 0, json::object(), {"output:p1"})});
+    install({rule(1, 0, json::object(), {"output:p1"})}, true);
     Frame f = make_frame(kB, kA);
     send(0, {f});
     EXPECT_EQ(drain(1).size(), 1u);
-    install({rule(1, 0, json::object(), {"output:p2"})});  // generation 2, same key
+    EXPECT_EQ(w_->counters.cache_misses, 1u);
+    send(0, {f});
+    EXPECT_EQ(drain(1).size(), 1u);
+    EXPECT_EQ(w_->counters.cache_hits, 1u);
+    install({rule(1, 0, json::object(), {"output:p2"})}, true);  // generation 2, same key
     send(0, {f});
     EXPECT_TRUE(drain(1).empty());
     EXPECT_EQ(drain(2).size(), 1u);
@@ -229,7 +266,8 @@ class PipelineMarkTest : public PipelineTest {};
 
 TEST_F(PipelineMarkTest, NicMarkNamesTheRuleAndSkipsTheLookups) {
     install({rule(1, 10, {{"in_port", "p0"}}, {"output:p1"}),
-             rule(2, 5, {{"in_port", "p3"}}, {"output:p2"})});
+             rule(2, 5, {{"in_port", "p3"}}, {"output:p2"})},
+            true);
     Frame f = make_frame(kB, kA);
     auto pkts = mbufs({f, f});
     // The NIC matched rule 2 (slot 2, mark 3) on the first frame; the second is unmarked.
@@ -245,7 +283,7 @@ TEST_F(PipelineMarkTest, NicMarkNamesTheRuleAndSkipsTheLookups) {
 }
 
 TEST_F(PipelineMarkTest, StaleMarkFallsBackToTheLookup) {
-    install({rule(1, 10, {{"in_port", "p0"}}, {"output:p1"})});
+    install({rule(1, 10, {{"in_port", "p0"}}, {"output:p1"})}, true);
     Frame f = make_frame(kB, kA);
     auto pkts = mbufs({f});
     pkts[0]->ol_flags |= RTE_MBUF_F_RX_FDIR | RTE_MBUF_F_RX_FDIR_ID;
