@@ -62,7 +62,10 @@ int cb_workers(const char*, const char*, rte_tel_data* d) {
     // DPDK 22.11 takes only arrays as containers, so each worker's counters are flat keys
     // prefixed with its lcore: lcore1_packets, lcore1_busy_cycles, ...
     rte_tel_data_start_dict(d);
-    for (const auto& w : sw->stats()["workers"])
+    // Keep the stats alive for the loop: iterating stats()["workers"] directly would walk a
+    // member of a temporary that is gone before the first iteration.
+    const nlohmann::json stats = sw->stats();
+    for (const auto& w : stats["workers"])
         add_flat(d, w, "lcore" + std::to_string(w["lcore"].get<unsigned>()) + "_");
     return 0;
 }
