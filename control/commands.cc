@@ -3,8 +3,8 @@
 #include <rte_version.h>
 
 #include "control/config.h"
-#include "dataplane/rule.h"
 #include "control/switch.h"
+#include "dataplane/rule.h"
 #include "ferry_version.h"
 
 namespace ferry {
@@ -21,17 +21,28 @@ std::string opt_string(const nlohmann::json& p, const char* key) {
 std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json()> describe) {
     using json = nlohmann::json;
     std::vector<CommandSpec> t;
-    t.push_back({"version", "ferryd, DPDK and control API versions", true, {},
-                 [](const json&) -> Result<json> {
-                     return json{{"ferryd", FERRY_VERSION}, {"dpdk", rte_version()},
-                                 {"api", kApiVersion}};
-                 }});
-    t.push_back({"help", "the methods, their parameters and whether they pause the workers", true,
-                 {}, [describe](const json&) -> Result<json> { return describe(); }});
-    t.push_back({"port.list", "ports with their state, device and VLAN settings", true, {},
+    t.push_back(
+        {"version",
+         "ferryd, DPDK and control API versions",
+         true,
+         {},
+         [](const json&) -> Result<json> {
+             return json{{"ferryd", FERRY_VERSION}, {"dpdk", rte_version()}, {"api", kApiVersion}};
+         }});
+    t.push_back({"help",
+                 "the methods, their parameters and whether they pause the workers",
+                 true,
+                 {},
+                 [describe](const json&) -> Result<json> { return describe(); }});
+    t.push_back({"port.list",
+                 "ports with their state, device and VLAN settings",
+                 true,
+                 {},
                  [&sw](const json&) -> Result<json> { return sw.port_list(); }});
     // port.add takes the same object as an element of the config's "ports" array.
-    t.push_back({"port.add", "attach and start a port (same keys as a config port)", true,
+    t.push_back({"port.add",
+                 "attach and start a port (same keys as a config port)",
+                 true,
                  {{"name", ParamType::kString, true, "port name"},
                   {"type", ParamType::kString, true, "vhost-user or dpdk"},
                   {"path", ParamType::kString, false, "vhost-user socket path"},
@@ -47,17 +58,23 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                      if (!cfg) return cfg.error();
                      return sw.add_port(cfg.value());
                  }});
-    t.push_back({"port.del", "stop and detach a port; its MAC entries are forgotten", true,
+    t.push_back({"port.del",
+                 "stop and detach a port; its MAC entries are forgotten",
+                 true,
                  {{"name", ParamType::kString, true, "port name"}},
                  [&sw](const json& p) -> Result<json> {
                      Status st = sw.del_port(p["name"].get<std::string>());
                      if (!st) return st.error();
                      return json{{"deleted", p["name"]}};
                  }});
-    t.push_back({"port.stats", "packet, byte and drop counters of one port or all", true,
+    t.push_back({"port.stats",
+                 "packet, byte and drop counters of one port or all",
+                 true,
                  {{"name", ParamType::kString, false, "port name (default: all)"}},
                  [&sw](const json& p) { return sw.port_stats(opt_string(p, "name")); }});
-    t.push_back({"mac.list", "learned MAC addresses", true,
+    t.push_back({"mac.list",
+                 "learned MAC addresses",
+                 true,
                  {{"port", ParamType::kString, false, "only this port"},
                   {"vlan", ParamType::kUnsigned, false, "only this VLAN"}},
                  [&sw](const json& p) -> Result<json> {
@@ -71,11 +88,15 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                      }
                      return sw.mac_list(opt_string(p, "port"), vlan);
                  }});
-    t.push_back({"mac.flush", "forget learned MAC addresses of one port or all", true,
+    t.push_back({"mac.flush",
+                 "forget learned MAC addresses of one port or all",
+                 true,
                  {{"port", ParamType::kString, false, "only this port"}},
                  [&sw](const json& p) { return sw.mac_flush(opt_string(p, "port")); }});
     // Rules: a change builds and publishes a new classifier; workers never stop for it.
-    t.push_back({"rule.add", "add one rule (rule) or several at once (rules), all or none", true,
+    t.push_back({"rule.add",
+                 "add one rule (rule) or several at once (rules), all or none",
+                 true,
                  {{"rule", ParamType::kObject, false, "a rule (docs/rules.md)"},
                   {"rules", ParamType::kArray, false, "rules added together, atomically"}},
                  [&sw](const json& p) -> Result<json> {
@@ -83,11 +104,14 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                          return make_error(ErrorCode::kInvalidParams,
                                            "params: give exactly one of rule or rules");
                      if (p.contains("rule"))
-                         return sw.rules().add({p["rule"]}, sw.rule_context(), "params.rule", false);
+                         return sw.rules().add({p["rule"]}, sw.rule_context(), "params.rule",
+                                               false);
                      std::vector<json> rules(p["rules"].begin(), p["rules"].end());
                      return sw.rules().add(rules, sw.rule_context(), "params.rules");
                  }});
-    t.push_back({"rule.del", "delete rules by id (id or ids), all or none", true,
+    t.push_back({"rule.del",
+                 "delete rules by id (id or ids), all or none",
+                 true,
                  {{"id", ParamType::kUnsigned, false, "rule id"},
                   {"ids", ParamType::kArray, false, "rule ids"}},
                  [&sw](const json& p) -> Result<json> {
@@ -112,32 +136,44 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
             return make_error(ErrorCode::kInvalidParams, "params.table: must be in 0..63");
         return std::optional<uint8_t>(static_cast<uint8_t>(t));
     };
-    t.push_back({"rule.list", "rules with their packet and byte hit counters", true,
+    t.push_back({"rule.list",
+                 "rules with their packet and byte hit counters",
+                 true,
                  {{"table", ParamType::kUnsigned, false, "only this table"}},
                  [&sw, table_param](const json& p) -> Result<json> {
                      auto table = table_param(p);
                      if (!table) return table.error();
                      return sw.rules().list(table.value());
                  }});
-    t.push_back({"rule.flush", "delete every rule, or every rule of one table", true,
+    t.push_back({"rule.flush",
+                 "delete every rule, or every rule of one table",
+                 true,
                  {{"table", ParamType::kUnsigned, false, "only this table"}},
                  [&sw, table_param](const json& p) -> Result<json> {
                      auto table = table_param(p);
                      if (!table) return table.error();
                      return sw.rules().flush(table.value());
                  }});
-    t.push_back({"flow.dump", "one worker's flow cache, read in short slices", true,
+    t.push_back({"flow.dump",
+                 "one worker's flow cache, read in short slices",
+                 true,
                  {{"lcore", ParamType::kUnsigned, false, "worker lcore (default: the first)"},
                   {"limit", ParamType::kUnsigned, false, "at most this many entries (1000)"}},
                  [&sw](const json& p) -> Result<json> {
-                     unsigned lcore = p.contains("lcore") ? p["lcore"].get<unsigned>()
-                                                          : sw.first_worker_lcore();
+                     unsigned lcore =
+                         p.contains("lcore") ? p["lcore"].get<unsigned>() : sw.first_worker_lcore();
                      size_t limit = p.contains("limit") ? p["limit"].get<size_t>() : 1000;
                      return sw.flow_dump(lcore, limit);
                  }});
-    t.push_back({"stats", "switch-wide counters: workers, ports, tables", true, {},
+    t.push_back({"stats",
+                 "switch-wide counters: workers, ports, tables",
+                 true,
+                 {},
                  [&sw](const json&) -> Result<json> { return sw.stats(); }});
-    t.push_back({"shutdown", "stop ferryd cleanly after answering", true, {},
+    t.push_back({"shutdown",
+                 "stop ferryd cleanly after answering",
+                 true,
+                 {},
                  [&sw](const json&) -> Result<json> {
                      sw.request_shutdown();
                      return json{{"shutting_down", true}};

@@ -183,14 +183,14 @@ const ObjectSpec& port_spec() {
                                   {
                                       {.key = "path",
                                        // Absolute: a relative path would depend on ferryd's cwd.
-                                       .rule = Rule{.kind = Kind::kString,
-                                                    .min = 1,
-                                                    .max = kSunPathSize - 1,
-                                                    .pattern = "^/",
-                                                    .what = "must be an absolute socket path "
-                                                            "shorter than " +
-                                                            std::to_string(kSunPathSize) +
-                                                            " bytes"},
+                                       .rule =
+                                           Rule{.kind = Kind::kString,
+                                                .min = 1,
+                                                .max = kSunPathSize - 1,
+                                                .pattern = "^/",
+                                                .what = "must be an absolute socket path "
+                                                        "shorter than " +
+                                                        std::to_string(kSunPathSize) + " bytes"},
                                        .required = true,
                                        .description =
                                            "vhost-user socket path (a sun_path: bytes, not "
@@ -311,15 +311,25 @@ const ObjectSpec& meter_spec() {
         .description = "A two-rate three-colour meter (RFC 2698); red packets are dropped.",
         .fields =
             {
-                {.key = "id", .rule = integer(0, 255), .required = true,
+                {.key = "id",
+                 .rule = integer(0, 255),
+                 .required = true,
                  .description = "Referenced by a rule's meter:ID action."},
-                {.key = "cir_kbps", .rule = integer(1, 400000000), .required = true,
+                {.key = "cir_kbps",
+                 .rule = integer(1, 400000000),
+                 .required = true,
                  .description = "Committed information rate, kbit/s."},
-                {.key = "cbs_bytes", .rule = integer(64, 1u << 30), .required = true,
+                {.key = "cbs_bytes",
+                 .rule = integer(64, 1u << 30),
+                 .required = true,
                  .description = "Committed burst size, bytes."},
-                {.key = "pir_kbps", .rule = integer(1, 400000000), .required = true,
+                {.key = "pir_kbps",
+                 .rule = integer(1, 400000000),
+                 .required = true,
                  .description = "Peak information rate, kbit/s (>= cir_kbps)."},
-                {.key = "pbs_bytes", .rule = integer(64, 1u << 30), .required = true,
+                {.key = "pbs_bytes",
+                 .rule = integer(64, 1u << 30),
+                 .required = true,
                  .description = "Peak burst size, bytes."},
             },
     };
@@ -365,8 +375,8 @@ const ObjectSpec& root_spec() {
                      .default_value = d.mbufs,
                      .description = "Packet buffers in the pool."},
                     {.key = "rules",
-                     .rule = array_of(raw_object("A flow rule, see docs/rules.md."), 0,
-                                      kUnbounded, false),
+                     .rule = array_of(raw_object("A flow rule, see docs/rules.md."), 0, kUnbounded,
+                                      false),
                      .description = "Flow rules installed at start (docs/rules.md)."},
                     {.key = "meters",
                      .rule = array_of(object(meter_spec()), 0, 256, false),
@@ -784,9 +794,9 @@ Result<Config> parse_config(const json& doc) {
                                   at(at("meters", i), "pir_kbps") + ": must be >= cir_kbps");
             for (const MeterConfig& other : c.meters)
                 if (other.id == mc.id)
-                    return make_error(ErrorCode::kInvalidParams,
-                                      at(at("meters", i), "id") + ": duplicate meter id " +
-                                          std::to_string(mc.id));
+                    return make_error(ErrorCode::kInvalidParams, at(at("meters", i), "id") +
+                                                                     ": duplicate meter id " +
+                                                                     std::to_string(mc.id));
             c.meters.push_back(mc);
         }
     }

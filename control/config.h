@@ -24,20 +24,20 @@ enum class VlanMode { kTrunk, kAccess };
 struct PortConfig {
     std::string name;  // [A-Za-z0-9_.-]{1,31}, unique
     PortType type = PortType::kVhostUser;
-    std::string path;     // vhost-user socket path (vhost-user only)
+    std::string path;  // vhost-user socket path (vhost-user only)
     VhostMode mode = VhostMode::kServer;
     std::string devargs;  // DPDK device arguments (dpdk only), e.g. "net_pcap0,rx_pcap=a.pcap"
     uint16_t queues = 1;  // rx queues (1..kMaxQueuesPerPort)
     std::vector<unsigned> rx_pin;  // optional: worker lcore per rx queue (size == queues)
     VlanMode vlan_mode = VlanMode::kTrunk;
-    uint16_t tag = 0;              // access: the port's VLAN (1..4094); trunk: native VLAN (0 = none)
+    uint16_t tag = 0;  // access: the port's VLAN (1..4094); trunk: native VLAN (0 = none)
     std::vector<uint16_t> trunks;  // trunk: allowed VLANs (empty = all)
 };
 
 struct IdleBackoff {
     bool enabled = true;
-    uint32_t min_us = 1;    // first sleep after the idle threshold
-    uint32_t max_us = 200;  // sleeps double up to this bound
+    uint32_t min_us = 1;        // first sleep after the idle threshold
+    uint32_t max_us = 200;      // sleeps double up to this bound
     uint32_t idle_polls = 256;  // empty polls of every queue before the first sleep
 };
 
@@ -55,9 +55,9 @@ struct Config {
     std::vector<unsigned> workers;  // worker lcore ids (at least one)
     std::vector<PortConfig> ports;
     IdleBackoff idle;
-    uint32_t mac_table_size = 65536;  // entries
-    uint32_t mac_aging_s = 300;       // seconds an unrefreshed MAC stays
-    uint32_t mbufs = 16384;           // packet buffers in the pool
+    uint32_t mac_table_size = 65536;    // entries
+    uint32_t mac_aging_s = 300;         // seconds an unrefreshed MAC stays
+    uint32_t mbufs = 16384;             // packet buffers in the pool
     std::vector<nlohmann::json> rules;  // checked by parse_rule once the ports exist
     std::vector<MeterConfig> meters;
     uint32_t flow_cache_entries = 65536;  // per worker

@@ -25,7 +25,7 @@ struct ControlServerLimits {
 };
 
 class ControlServer {
-  public:
+public:
     /// Creates the socket at path and starts listening. Context: control.
     /// Creates missing parent directories (0755), refuses a path a live server answers on
     /// (kConflict "already in use") or a path that exists and is not a socket (kConflict),
@@ -64,7 +64,7 @@ class ControlServer {
     ControlServer(const ControlServer&) = delete;
     ControlServer& operator=(const ControlServer&) = delete;
 
-  private:
+private:
     using Clock = std::chrono::steady_clock;
 
     struct Client {

@@ -78,7 +78,8 @@ EalPlan plan_eal(const Config& cfg, const std::vector<std::string>& passthrough,
 
 void remove_runtime_dir(const std::string& dir) {
     std::error_code ec;
-    if (!dir.empty() && dir.find("/dpdk/") != std::string::npos) std::filesystem::remove_all(dir, ec);
+    if (!dir.empty() && dir.find("/dpdk/") != std::string::npos)
+        std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace ferry

@@ -251,7 +251,8 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
         case Args::kKeyValues:
             break;
         case Args::kRuleJson: {
-            if (args.size() != 1) return usage_error("expected RULE-JSON; usage: ferryctl " + synopsis);
+            if (args.size() != 1)
+                return usage_error("expected RULE-JSON; usage: ferryctl " + synopsis);
             json rule = json::parse(args[0], nullptr, /*allow_exceptions=*/false);
             if (rule.is_object()) {
                 (*params)["rule"] = rule;

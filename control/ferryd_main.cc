@@ -66,10 +66,14 @@ int parse_args(int argc, char** argv, Options* o) {
             return 0;
         } else if (a == "--log-level" && i + 1 < argc) {
             std::string l = argv[++i];
-            if (l == "debug") o->log_level = ferry::LogLevel::kDebug;
-            else if (l == "info") o->log_level = ferry::LogLevel::kInfo;
-            else if (l == "warn") o->log_level = ferry::LogLevel::kWarn;
-            else if (l == "error") o->log_level = ferry::LogLevel::kError;
+            if (l == "debug")
+                o->log_level = ferry::LogLevel::kDebug;
+            else if (l == "info")
+                o->log_level = ferry::LogLevel::kInfo;
+            else if (l == "warn")
+                o->log_level = ferry::LogLevel::kWarn;
+            else if (l == "error")
+                o->log_level = ferry::LogLevel::kError;
             else {
                 fprintf(stderr, "ferryd: --log-level: unknown level '%s'\n", l.c_str());
                 return kExitUsage;
@@ -100,7 +104,8 @@ int serve(const ferry::Config& cfg) {
     ferry::Switch& s = *sw.value();
     std::unique_ptr<ferry::JsonRpcDispatcher> dispatcher;
     dispatcher = std::make_unique<ferry::JsonRpcDispatcher>(
-        ferry::make_commands(s, [&dispatcher] { return ferry::describe_methods(dispatcher->table()); }),
+        ferry::make_commands(
+            s, [&dispatcher] { return ferry::describe_methods(dispatcher->table()); }),
         &s);
     auto server = ferry::ControlServer::listen(cfg.control_socket, dispatcher.get());
     if (!server) {
@@ -170,9 +175,11 @@ int main(int argc, char** argv) {
         printf("ferryd: %s is valid\n", opt.config.c_str());
         return 0;
     }
-    ferry::EalPlan plan = ferry::plan_eal(cfg.value(), opt.eal_passthrough, ferry::host_free_hugepages());
+    ferry::EalPlan plan =
+        ferry::plan_eal(cfg.value(), opt.eal_passthrough, ferry::host_free_hugepages());
     if (plan.no_huge)
-        FERRY_LOG_WARN("no free hugepages on this host: running with --no-huge (memfd-backed memory)");
+        FERRY_LOG_WARN(
+            "no free hugepages on this host: running with --no-huge (memfd-backed memory)");
 
     // Signals are taken through a signalfd by the control thread; block them before the EAL
     // starts its threads so they inherit the mask.
@@ -187,11 +194,13 @@ int main(int argc, char** argv) {
     for (auto& a : plan.args) eal_argv.push_back(a.data());
     eal_argv.push_back(nullptr);
     if (rte_eal_init(static_cast<int>(plan.args.size()), eal_argv.data()) < 0) {
-        FERRY_LOG_ERROR("EAL initialisation failed (arguments:%s)", [&] {
-            std::string s;
-            for (auto& a : plan.args) s += " " + a;
-            return s;
-        }().c_str());
+        FERRY_LOG_ERROR("EAL initialisation failed (arguments:%s)",
+                        [&] {
+                            std::string s;
+                            for (auto& a : plan.args) s += " " + a;
+                            return s;
+                        }()
+                            .c_str());
         return kExitRuntime;
     }
     std::string runtime_dir = rte_eal_get_runtime_dir();

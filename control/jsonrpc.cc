@@ -112,13 +112,13 @@ std::string_view type_phrase(ParamType type) {
 
 /// Resumes the workers when it leaves scope, whatever the handler did (BESS's one RAII pauser).
 class ResumeOnExit {
-  public:
+public:
     explicit ResumeOnExit(Pauser* pauser) : pauser_(pauser) {}
     ~ResumeOnExit() { pauser_->resume(); }
     ResumeOnExit(const ResumeOnExit&) = delete;
     ResumeOnExit& operator=(const ResumeOnExit&) = delete;
 
-  private:
+private:
     Pauser* pauser_;
 };
 

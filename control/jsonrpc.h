@@ -18,7 +18,7 @@
 namespace ferry {
 
 class JsonRpcDispatcher {
-  public:
+public:
     /// Context: control. Rows are looked up by name; if two rows share a name the first wins.
     /// @param pauser stops the workers around rows with safe_while_running == false; may be null
     ///               (no workers: tests, tools), in which case every row runs directly.
@@ -33,7 +33,7 @@ class JsonRpcDispatcher {
     /// The rows as given to the constructor, in order. Context: any.
     const std::vector<CommandSpec>& table() const { return table_; }
 
-  private:
+private:
     nlohmann::json call(const CommandSpec& row, const nlohmann::json& params);
 
     std::vector<CommandSpec> table_;

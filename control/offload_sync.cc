@@ -33,7 +33,9 @@ void OffloadSync::add_port(uint16_t port_slot, uint16_t dpdk_port) {
     ports_[port_slot] = std::move(p);
 }
 
-void OffloadSync::remove_port(uint16_t port_slot) { ports_.erase(port_slot); }
+void OffloadSync::remove_port(uint16_t port_slot) {
+    ports_.erase(port_slot);
+}
 
 void OffloadSync::sync(const std::vector<OffloadCandidate>& rules) {
     std::vector<OffloadCandidate> ordered = rules;

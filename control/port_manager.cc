@@ -2,8 +2,8 @@
 
 #include <rte_bus.h>
 #include <rte_dev.h>
-#include <rte_ethdev.h>
 #include <rte_errno.h>
+#include <rte_ethdev.h>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -34,7 +34,9 @@ int on_eth_event(uint16_t, rte_eth_event_type, void* cb_arg, void*) {
     return 0;
 }
 
-std::string device_name(const std::string& devargs) { return devargs.substr(0, devargs.find(',')); }
+std::string device_name(const std::string& devargs) {
+    return devargs.substr(0, devargs.find(','));
+}
 
 /// Closes an ethdev and detaches its device from its bus. Context: control.
 void close_and_detach(uint16_t pid) {
@@ -50,8 +52,8 @@ Status prepare_server_socket(const std::string& path) {
     struct stat st {};
     std::string dir = path.substr(0, path.find_last_of('/'));
     if (!dir.empty() && (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
-        return make_error(ErrorCode::kFailed, "cannot create " + path + ": directory " + dir +
-                                                  " does not exist");
+        return make_error(ErrorCode::kFailed,
+                          "cannot create " + path + ": directory " + dir + " does not exist");
     if (lstat(path.c_str(), &st) != 0) return Ok{};
     if (!S_ISSOCK(st.st_mode))
         return make_error(ErrorCode::kConflict, path + " exists and is not a socket");
@@ -112,11 +114,10 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
                                    std::to_string(info.max_rx_queues) + " rx queues, " +
                                    std::to_string(cfg.queues) + " configured"));
     if (n_workers > info.max_tx_queues)
-        return fail(make_error(ErrorCode::kInvalidParams,
-                               "port " + cfg.name + ": device has " +
-                                   std::to_string(info.max_tx_queues) +
-                                   " tx queues, ferryd needs one per worker (" +
-                                   std::to_string(n_workers) + ")"));
+        return fail(make_error(
+            ErrorCode::kInvalidParams,
+            "port " + cfg.name + ": device has " + std::to_string(info.max_tx_queues) +
+                " tx queues, ferryd needs one per worker (" + std::to_string(n_workers) + ")"));
     // Marks set by NIC flow rules let workers skip the lookup; ask for them before configure.
     if (Status st = OffloadManager::negotiate_mark_delivery(pid); !st)
         FERRY_LOG_INFO("port %s: flow marks not delivered: %s", cfg.name.c_str(),

@@ -15,10 +15,10 @@ enum class ErrorCode : int {
     kMethodNotFound = -32601,
     kInvalidParams = -32602,
     kInternal = -32603,
-    kFailed = -32000,     // the operation was tried and failed (device, EAL, system call)
-    kBusy = -32001,       // workers could not be paused in time, or another operation runs
-    kNotFound = -32002,   // a named object (port, MAC) does not exist
-    kConflict = -32003,   // the object already exists or clashes with existing state
+    kFailed = -32000,    // the operation was tried and failed (device, EAL, system call)
+    kBusy = -32001,      // workers could not be paused in time, or another operation runs
+    kNotFound = -32002,  // a named object (port, MAC) does not exist
+    kConflict = -32003,  // the object already exists or clashes with existing state
 };
 
 struct Error {
@@ -29,7 +29,7 @@ struct Error {
 template <class T>
 class Result {
 public:
-    Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+    Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
     Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
     bool ok() const { return v_.index() == 0; }

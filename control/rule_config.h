@@ -25,10 +25,10 @@ struct RuleContext {
 };
 
 struct RuleSpec {
-    uint64_t id = 0;         // user's id, unique in the switch
-    uint8_t table = 0;       // 0..kMaxTables-1
-    int32_t priority = 0;    // higher wins; default 0
-    nlohmann::json source;   // the rule as given, normalised (for rule.list)
+    uint64_t id = 0;                    // user's id, unique in the switch
+    uint8_t table = 0;                  // 0..kMaxTables-1
+    int32_t priority = 0;               // higher wins; default 0
+    nlohmann::json source;              // the rule as given, normalised (for rule.list)
     std::vector<CompiledRule> entries;  // one or more (port ranges expand into prefixes)
 };
 

@@ -21,7 +21,9 @@ RuleTable::RuleTable(rte_rcu_qsbr* qsbr, uint32_t max_rules,
     (void)publish();
 }
 
-RuleTable::~RuleTable() { delete published_.load(); }
+RuleTable::~RuleTable() {
+    delete published_.load();
+}
 
 RuleCounters RuleTable::sum_counters(uint32_t slot) const {
     RuleCounters sum{};
@@ -48,9 +50,9 @@ Result<json> RuleTable::add(const std::vector<json>& rules, const RuleContext& c
                                       at + ".actions: ct needs connection tracking, which this "
                                            "ferryd does not have yet");
         if (records_.count(spec->id) != 0 || !batch_ids.insert(spec->id).second)
-            return make_error(ErrorCode::kConflict,
-                              at + ".id: a rule with id " + std::to_string(spec->id) +
-                                  " already exists");
+            return make_error(
+                ErrorCode::kConflict,
+                at + ".id: a rule with id " + std::to_string(spec->id) + " already exists");
         parsed.push_back(std::move(spec.value()));
     }
     if (parsed.size() > free_slots_.size())

@@ -80,8 +80,8 @@ Status Switch::init() {
                               "workers: lcore " + std::to_string(lcore) +
                                   " is the main lcore, which runs the control thread");
     }
-    pool_ = rte_pktmbuf_pool_create("ferry_mbufs", cfg_.mbufs, 256, 0,
-                                    RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+    pool_ = rte_pktmbuf_pool_create("ferry_mbufs", cfg_.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                    static_cast<int>(rte_socket_id()));
     if (pool_ == nullptr)
         return make_error(ErrorCode::kFailed, std::string("cannot create the mbuf pool (") +
                                                   std::to_string(cfg_.mbufs) +
@@ -200,7 +200,8 @@ Status Switch::start_workers() {
         }
     }
     workers_started_ = true;
-    for (WorkerState* w : workers_) FERRY_LOG_INFO("worker %u started on lcore %u", w->index, w->lcore);
+    for (WorkerState* w : workers_)
+        FERRY_LOG_INFO("worker %u started on lcore %u", w->index, w->lcore);
     return Ok{};
 }
 
@@ -258,7 +259,8 @@ Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {
     auto it = std::find_if(workers_.begin(), workers_.end(),
                            [lcore](const WorkerState* w) { return w->lcore == lcore; });
     if (it == workers_.end())
-        return make_error(ErrorCode::kNotFound, "lcore " + std::to_string(lcore) + " is not a worker");
+        return make_error(ErrorCode::kNotFound,
+                          "lcore " + std::to_string(lcore) + " is not a worker");
     WorkerState* w = *it;
     std::map<uint16_t, std::string> slot_names;
     for (const auto& [n, r] : ports_) slot_names[r.slot] = n;
@@ -271,34 +273,30 @@ Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {
     do {
         Status st = pause_worker(w);
         if (!st) return st.error();
-        next = w->flow_cache->dump(gen, next, kSlice,
-                                   [&](const FlowKey& k, uint8_t table, const CompiledRule* r,
-                                       uint64_t hits) {
-                                       if (entries.size() >= limit) return;
-                                       auto port = slot_names.find(k.in_port);
-                                       entries.push_back(
-                                           {{"in_port", port == slot_names.end() ? "?" : port->second},
-                                            {"eth_src", format_mac(mac_key(k.eth_src, 0))},
-                                            {"eth_dst", format_mac(mac_key(k.eth_dst, 0))},
-                                            {"eth_type", k.ethertype},
-                                            {"ip_proto", k.ip_proto},
-                                            {"l4_src", k.l4_src},
-                                            {"l4_dst", k.l4_dst},
-                                            {"table", table},
-                                            {"rule_slot", r == nullptr ? nlohmann::json(nullptr)
-                                                                       : nlohmann::json(r->index)},
-                                            {"hits", hits}});
-                                   });
+        next = w->flow_cache->dump(
+            gen, next, kSlice,
+            [&](const FlowKey& k, uint8_t table, const CompiledRule* r, uint64_t hits) {
+                if (entries.size() >= limit) return;
+                auto port = slot_names.find(k.in_port);
+                entries.push_back({{"in_port", port == slot_names.end() ? "?" : port->second},
+                                   {"eth_src", format_mac(mac_key(k.eth_src, 0))},
+                                   {"eth_dst", format_mac(mac_key(k.eth_dst, 0))},
+                                   {"eth_type", k.ethertype},
+                                   {"ip_proto", k.ip_proto},
+                                   {"l4_src", k.l4_src},
+                                   {"l4_dst", k.l4_dst},
+                                   {"table", table},
+                                   {"rule_slot", r == nullptr ? nlohmann::json(nullptr)
+                                                              : nlohmann::json(r->index)},
+                                   {"hits", hits}});
+            });
         resume_worker(w);
     } while (next != 0 && entries.size() < limit);
     auto st = w->flow_cache->stats();
-    return nlohmann::json{{"lcore", lcore},
-                          {"generation", gen},
-                          {"capacity", w->flow_cache->capacity()},
-                          {"hits", st.hits},
-                          {"misses", st.misses},
-                          {"evictions", st.evictions},
-                          {"entries", entries}};
+    return nlohmann::json{
+        {"lcore", lcore},    {"generation", gen},   {"capacity", w->flow_cache->capacity()},
+        {"hits", st.hits},   {"misses", st.misses}, {"evictions", st.evictions},
+        {"entries", entries}};
 }
 
 void Switch::publish() {
@@ -309,8 +307,8 @@ void Switch::publish() {
         s.active = true;
         s.link_up = r.link_up;
         s.dpdk_port = r.dev.dpdk_port;
-        s.vlan_mode = r.cfg.vlan_mode == VlanMode::kAccess ? PortVlanMode::kAccess
-                                                            : PortVlanMode::kTrunk;
+        s.vlan_mode =
+            r.cfg.vlan_mode == VlanMode::kAccess ? PortVlanMode::kAccess : PortVlanMode::kTrunk;
         s.tag = r.cfg.tag;
         if (s.vlan_mode == PortVlanMode::kTrunk) {
             if (r.cfg.trunks.empty()) {
@@ -486,11 +484,13 @@ Result<nlohmann::json> Switch::port_stats(const std::string& name) const {
                            {"oerrors", es.oerrors},   {"rx_nombuf", es.rx_nombuf}};
         out.push_back(j);
     }
-    if (!name.empty() && out.empty()) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    if (!name.empty() && out.empty())
+        return make_error(ErrorCode::kNotFound, "no port named " + name);
     return out;
 }
 
-Result<nlohmann::json> Switch::mac_list(const std::string& port, std::optional<uint16_t> vlan) const {
+Result<nlohmann::json> Switch::mac_list(const std::string& port,
+                                        std::optional<uint16_t> vlan) const {
     std::map<uint16_t, std::string> slot_names;
     for (const auto& [n, r] : ports_) slot_names[r.slot] = n;
     std::optional<uint16_t> slot;
@@ -625,9 +625,10 @@ void Switch::poll_links() {
             if (up == r.link_up) continue;
             r.link_up = up;
             changed = true;
-            const char* what = r.cfg.type == PortType::kVhostUser
-                                   ? (up ? "vhost-user peer connected" : "vhost-user peer disconnected")
-                                   : "link";
+            const char* what =
+                r.cfg.type == PortType::kVhostUser
+                    ? (up ? "vhost-user peer connected" : "vhost-user peer disconnected")
+                    : "link";
             FERRY_LOG_INFO("port %s: link %s (%s)", n.c_str(), up ? "up" : "down", what);
             if (!up) went_down.push_back(r.slot);
         }

@@ -121,9 +121,9 @@ private:
     rte_rcu_qsbr* qsbr_ = nullptr;
     MacTable* macs_ = nullptr;
     std::vector<WorkerState*> workers_;
-    std::vector<std::unique_ptr<FlowCache>> flow_caches_;      // one per worker
-    std::vector<std::vector<RuleCounters>> rule_counters_;     // one array per worker
-    std::vector<std::unique_ptr<MeterSet>> meters_;            // one set per worker
+    std::vector<std::unique_ptr<FlowCache>> flow_caches_;   // one per worker
+    std::vector<std::vector<RuleCounters>> rule_counters_;  // one array per worker
+    std::vector<std::unique_ptr<MeterSet>> meters_;         // one set per worker
     std::unique_ptr<RuleTable> rules_;
     OffloadSync offload_;  // NIC flow rules of every port
     std::atomic<const PortTable*> table_{nullptr};

@@ -81,6 +81,8 @@ void telemetry_attach(Switch* sw) {
     rte_telemetry_register_cmd("/ferry/workers", cb_workers, "Per-worker counters. No parameters");
 }
 
-void telemetry_detach() { g_switch.store(nullptr); }
+void telemetry_detach() {
+    g_switch.store(nullptr);
+}
 
 }  // namespace ferry

@@ -14,7 +14,9 @@ inline void counter_add(uint64_t& c, uint64_t n) {
     __atomic_store_n(&c, __atomic_load_n(&c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
 /// Reads a counter owned by another lcore. Context: any.
-inline uint64_t counter_read(const uint64_t& c) { return __atomic_load_n(&c, __ATOMIC_RELAXED); }
+inline uint64_t counter_read(const uint64_t& c) {
+    return __atomic_load_n(&c, __ATOMIC_RELAXED);
+}
 
 struct PortCounters {
     uint64_t rx_packets;
@@ -30,12 +32,12 @@ struct RuleCounters {
 };
 
 struct WorkerCounters {
-    uint64_t packets;       // packets received
-    uint64_t busy_cycles;   // TSC cycles of iterations that received packets
-    uint64_t idle_cycles;   // TSC cycles of empty iterations, including back-off sleeps
+    uint64_t packets;      // packets received
+    uint64_t busy_cycles;  // TSC cycles of iterations that received packets
+    uint64_t idle_cycles;  // TSC cycles of empty iterations, including back-off sleeps
     uint64_t iterations;
-    uint64_t sleeps;        // back-off sleeps taken
-    uint64_t learn_events;  // learn events sent to the control thread
+    uint64_t sleeps;           // back-off sleeps taken
+    uint64_t learn_events;     // learn events sent to the control thread
     uint64_t learn_ring_full;  // learn events lost because the ring was full
     uint64_t cache_hits;       // flow cache hits (rules path only)
     uint64_t cache_misses;     // flow cache misses, each a classifier lookup

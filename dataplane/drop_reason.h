@@ -26,9 +26,9 @@ enum class DropReason : uint8_t {
 };
 
 inline constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)>
-    kDropReasonNames = {"runt",         "bad_vlan",   "bad_l3",    "bad_l4",  "vlan_not_allowed",
-                        "hairpin",      "no_destination", "port_down", "tx_full", "no_mbuf",
-                        "no_rule",      "rule_drop",  "meter"};
+    kDropReasonNames = {"runt",    "bad_vlan",       "bad_l3",    "bad_l4",  "vlan_not_allowed",
+                        "hairpin", "no_destination", "port_down", "tx_full", "no_mbuf",
+                        "no_rule", "rule_drop",      "meter"};
 static_assert(kDropReasonNames.size() == static_cast<size_t>(DropReason::kCount));
 
 inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);

@@ -18,8 +18,8 @@ struct FlowKey {
     uint8_t tcp_flags;   // 0 when not TCP
     uint8_t eth_dst[6];
     uint8_t eth_src[6];
-    uint16_t l4_src;  // host order; ICMP: type
-    uint16_t l4_dst;  // host order; ICMP: code
+    uint16_t l4_src;     // host order; ICMP: type
+    uint16_t l4_dst;     // host order; ICMP: code
     uint8_t ip_version;  // 0, 4 or 6
     // Connection-tracking results, zero until a ct action fills them; rules match on them.
     uint8_t ct_state;  // CtState bits

@@ -18,8 +18,12 @@ inline uint64_t mac_key(const uint8_t mac[6], uint16_t vlan) {
     for (int i = 0; i < 6; ++i) k = (k << 8) | mac[i];
     return k | (static_cast<uint64_t>(vlan & 0xfff) << 48);
 }
-inline uint16_t mac_key_vlan(uint64_t key) { return static_cast<uint16_t>((key >> 48) & 0xfff); }
-inline uint64_t mac_key_addr(uint64_t key) { return key & 0xffffffffffffULL; }
+inline uint16_t mac_key_vlan(uint64_t key) {
+    return static_cast<uint16_t>((key >> 48) & 0xfff);
+}
+inline uint64_t mac_key_addr(uint64_t key) {
+    return key & 0xffffffffffffULL;
+}
 
 /// Value of an entry: the ferry port index and the control thread's clock (seconds) when the
 /// entry was last learned or refreshed. Workers compare the stamp to decide when to refresh.
@@ -33,7 +37,8 @@ inline uint64_t mac_value_pack(MacEntry e) {
     return (1ULL << 63) | (static_cast<uint64_t>(e.stamp_s) << 16) | e.port;
 }
 inline MacEntry mac_value_unpack(uint64_t v) {
-    return MacEntry{static_cast<uint16_t>(v & 0xffff), static_cast<uint32_t>((v >> 16) & 0xffffffff)};
+    return MacEntry{static_cast<uint16_t>(v & 0xffff),
+                    static_cast<uint32_t>((v >> 16) & 0xffffffff)};
 }
 
 class MacTable {

@@ -9,9 +9,9 @@
 
 namespace ferry {
 
-inline constexpr uint16_t kPortSlots = 64;      // ferry port indices 0..63
-inline constexpr uint16_t kWorkerSlots = 16;    // worker indices 0..15
-inline constexpr uint16_t kRxPerWorker = 64;    // (port, queue) pairs one worker may poll
+inline constexpr uint16_t kPortSlots = 64;    // ferry port indices 0..63
+inline constexpr uint16_t kWorkerSlots = 16;  // worker indices 0..15
+inline constexpr uint16_t kRxPerWorker = 64;  // (port, queue) pairs one worker may poll
 inline constexpr uint16_t kVlanIds = 4096;
 
 enum class PortVlanMode : uint8_t { kTrunk, kAccess };
@@ -55,6 +55,8 @@ inline bool port_carries(const PortSlot& p, uint16_t vlan) {
 }
 
 /// Whether frames of an internal VLAN leave the port untagged. Context: fast path.
-inline bool egress_untagged(const PortSlot& p, uint16_t vlan) { return vlan == p.tag; }
+inline bool egress_untagged(const PortSlot& p, uint16_t vlan) {
+    return vlan == p.tag;
+}
 
 }  // namespace ferry

@@ -13,11 +13,11 @@ inline constexpr uint8_t kMaxTables = 64;
 inline constexpr uint8_t kMaxActions = 8;
 
 enum class ActionType : uint8_t {
-    kOutput,     // port = arg16 (ferry port slot)
+    kOutput,  // port = arg16 (ferry port slot)
     kDrop,
-    kNormal,     // the L2 learning bridge
-    kFlood,      // every other port of the frame's VLAN
-    kPushVlan,   // push an 802.1Q tag, VID = arg16
+    kNormal,    // the L2 learning bridge
+    kFlood,     // every other port of the frame's VLAN
+    kPushVlan,  // push an 802.1Q tag, VID = arg16
     kPopVlan,
     kSetVlan,    // rewrite the outer VID to arg16 (push one if untagged)
     kMirror,     // a copy to port arg16, processing goes on
@@ -36,10 +36,10 @@ struct Action {
 static_assert(sizeof(Action) == 8);
 
 struct CompiledRule {
-    FlowKey value;      // already masked: value == (value & mask)
+    FlowKey value;  // already masked: value == (value & mask)
     FlowKey mask;
-    uint32_t index;     // stable slot of the rule while it exists: per-worker hit counters
-    int32_t priority;   // higher wins within a table; equal priorities: lower index wins
+    uint32_t index;    // stable slot of the rule while it exists: per-worker hit counters
+    int32_t priority;  // higher wins within a table; equal priorities: lower index wins
     uint8_t table;
     uint8_t n_actions;
     uint16_t pad;

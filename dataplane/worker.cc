@@ -45,7 +45,8 @@ void worker_flush_tx(WorkerState& w, const PortTable& t) {
         uint64_t bytes = 0;
         for (uint16_t i = 0; i < b.count; ++i) bytes += rte_pktmbuf_pkt_len(b.pkts[i]);
         uint16_t sent = 0;
-        if (t.ports[port].active) sent = rte_eth_tx_burst(t.ports[port].dpdk_port, w.index, b.pkts, b.count);
+        if (t.ports[port].active)
+            sent = rte_eth_tx_burst(t.ports[port].dpdk_port, w.index, b.pkts, b.count);
         PortCounters& c = w.port_counters[port];
         if (sent < b.count) {
             for (uint16_t i = sent; i < b.count; ++i) {

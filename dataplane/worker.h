@@ -54,12 +54,12 @@ struct alignas(64) WorkerState {
     rte_rcu_qsbr* qsbr = nullptr;
     const MacTable* macs = nullptr;
     const std::atomic<const PortTable*>* table = nullptr;
-    const std::atomic<uint32_t>* clock_s = nullptr;  // control thread's coarse clock
+    const std::atomic<uint32_t>* clock_s = nullptr;              // control thread's coarse clock
     const std::atomic<const Classifier*>* classifier = nullptr;  // rules; null: L2 bridge only
-    FlowCache* flow_cache = nullptr;      // this worker's exact-match cache
+    FlowCache* flow_cache = nullptr;                             // this worker's exact-match cache
     RuleCounters* rule_counters = nullptr;  // rule_slots entries, indexed by rule index
     uint32_t rule_slots = 0;
-    MeterSet* meters = nullptr;           // this worker's meter states (may be null)
+    MeterSet* meters = nullptr;    // this worker's meter states (may be null)
     uint32_t mac_refresh_s = 150;  // re-announce a known MAC after this many seconds
     WorkerBackoff backoff;
 

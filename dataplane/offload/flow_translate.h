@@ -38,7 +38,7 @@ namespace ferry {
 /// An rte_flow rule with the storage its items and actions point into. Move-only: the specs
 /// live on the heap, so the pointers stay valid when the object moves.
 class FlowTranslation {
-  public:
+public:
     FlowTranslation();
     ~FlowTranslation();
     FlowTranslation(FlowTranslation&&) noexcept;
@@ -54,7 +54,7 @@ class FlowTranslation {
     /// Whether the action list is DROP (else MARK + PASSTHRU).
     bool is_drop() const;
 
-  private:
+private:
     struct Storage;
     friend Result<FlowTranslation> translate_rule(const CompiledRule&, uint32_t, uint32_t);
 

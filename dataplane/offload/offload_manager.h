@@ -20,7 +20,7 @@ struct rte_flow;
 namespace ferry {
 
 class OffloadManager {
-  public:
+public:
     /// Probes what the device takes: validates an ETH (then ETH/IPV4/UDP) rule with DROP and
     /// with MARK + PASSTHRU. Nothing is created. Context: control, port configured (validation
     /// of most PMDs needs the queues set up).
@@ -59,7 +59,7 @@ class OffloadManager {
     ///         anyway, or has no flow support), or kFailed with the reason.
     static Status negotiate_mark_delivery(uint16_t dpdk_port);
 
-  private:
+private:
     struct Slot {
         std::vector<rte_flow*> flows;  // non-empty exactly when offloaded
         std::string reason;            // why not, when flows is empty

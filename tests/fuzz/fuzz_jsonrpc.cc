@@ -30,7 +30,7 @@ constexpr int kMaxDepth = 64;  // jsonrpc.cc refuses requests nesting deeper tha
 
 /// Counts the calls so the harness can check that the dispatcher pairs them.
 class FakePauser final : public ferry::Pauser {
-  public:
+public:
     bool refuse = false;  // the next pause() fails with kBusy
     int pauses = 0;       // successful pause() calls
     int resumes = 0;

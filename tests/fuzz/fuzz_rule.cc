@@ -21,7 +21,7 @@ void check(bool ok) {
     if (!ok) __builtin_trap();
 }
 
-constexpr uint16_t kPorts = 2;          // vm1, vm2
+constexpr uint16_t kPorts = 2;              // vm1, vm2
 constexpr size_t kMaxEntriesPerRule = 256;  // docs/rules.md
 constexpr uint32_t kCtCommit = 1u << 0;     // rule_config.cc's ct encoding
 constexpr uint32_t kCtHasTable = 1u << 16;

@@ -10,9 +10,9 @@
 int main(int argc, char** argv) {
     testing::InitGoogleTest(&argc, argv);
     std::string prefix = "ferry-unit-" + std::to_string(getpid());
-    const char* eal_argv[] = {"test", "--no-huge", "-m", "256", "--no-pci",
+    const char* eal_argv[] = {"test",           "--no-huge",   "-m",    "256",      "--no-pci",
                               "--no-telemetry", "--log-level", "error", "--lcores", "0@0",
-                              "--file-prefix", prefix.c_str()};
+                              "--file-prefix",  prefix.c_str()};
     if (rte_eal_init(static_cast<int>(std::size(eal_argv)), const_cast<char**>(eal_argv)) < 0) {
         fprintf(stderr, "EAL init failed\n");
         return 2;

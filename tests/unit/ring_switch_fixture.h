@@ -34,8 +34,9 @@ inline Frame make_frame(const uint8_t* dst, const uint8_t* src, int vid = -1) {
     Frame f(dst, dst + 6);
     f.insert(f.end(), src, src + 6);
     if (vid >= 0) f.insert(f.end(), {0x81, 0x00, uint8_t(vid >> 8), uint8_t(vid)});
-    const uint8_t ip_udp[] = {0x08, 0x00, 0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1,
-                              10, 0, 0, 2, 0x30, 0x39, 0x00, 0x35, 0, 12, 0, 0, 'f', 'e', 'r', 'y'};
+    const uint8_t ip_udp[] = {0x08, 0x00, 0x45, 0,  0, 32, 0,   1,   0,   0,  64,   17,
+                              0,    0,    10,   0,  0, 1,  10,  0,   0,   2,  0x30, 0x39,
+                              0x00, 0x35, 0,    12, 0, 0,  'f', 'e', 'r', 'y'};
     f.insert(f.end(), ip_udp, ip_udp + sizeof(ip_udp));
     return f;
 }
@@ -47,7 +48,8 @@ protected:
     void SetUp() override {
         int id = counter_++;
         std::string n = "l2t" + std::to_string(id);
-        pool_ = rte_pktmbuf_pool_create((n + "pool").c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+        pool_ =
+            rte_pktmbuf_pool_create((n + "pool").c_str(), 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
         ASSERT_NE(pool_, nullptr);
         size_t sz = rte_rcu_qsbr_get_memsize(1);
         qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc(nullptr, sz, 64));
@@ -60,7 +62,8 @@ protected:
             std::string rn = n + "r" + std::to_string(p);
             tx_[p] = rte_ring_create(rn.c_str(), 256, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
             rte_ring* rx = tx_[p];
-            int pid = rte_eth_from_rings((n + "p" + std::to_string(p)).c_str(), &rx, 1, &tx_[p], 1, 0);
+            int pid =
+                rte_eth_from_rings((n + "p" + std::to_string(p)).c_str(), &rx, 1, &tx_[p], 1, 0);
             ASSERT_GE(pid, 0);
             auto port = static_cast<uint16_t>(pid);
             rte_eth_conf conf{};

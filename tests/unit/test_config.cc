@@ -281,10 +281,12 @@ TEST(Config, RefusesBadStrings) {
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["name"] = "A-z_0.9"; }), "OK");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["type"] = "tap"; }),
               "ports[0].type: must be one of \"vhost-user\", \"dpdk\"");
-    EXPECT_EQ(error_after([](json& d) { d["ports"][1]["devargs"] = "net_null0, x=1"; }),
-              "ports[1].devargs: must be a non-empty string of at most 4096 bytes without whitespace");
-    EXPECT_EQ(error_after([](json& d) { d["ports"][1]["devargs"] = ""; }),
-              "ports[1].devargs: must be a non-empty string of at most 4096 bytes without whitespace");
+    EXPECT_EQ(
+        error_after([](json& d) { d["ports"][1]["devargs"] = "net_null0, x=1"; }),
+        "ports[1].devargs: must be a non-empty string of at most 4096 bytes without whitespace");
+    EXPECT_EQ(
+        error_after([](json& d) { d["ports"][1]["devargs"] = ""; }),
+        "ports[1].devargs: must be a non-empty string of at most 4096 bytes without whitespace");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["path"] = ""; }),
               "ports[0].path: must be an absolute socket path shorter than 108 bytes");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["path"] = "vm1.sock"; }),
@@ -377,7 +379,7 @@ TEST(Config, PortConfigUsesTheGivenPath) {
 
 // A file in a fresh temporary directory, removed at the end of the test.
 class TempFile {
-  public:
+public:
     explicit TempFile(const std::string& text) {
         std::string tmpl =
             (std::filesystem::temp_directory_path() / "ferry-config-XXXXXX").string();
@@ -388,7 +390,7 @@ class TempFile {
     ~TempFile() { std::filesystem::remove_all(dir_); }
     const std::string& path() const { return path_; }
 
-  private:
+private:
     std::string dir_;
     std::string path_;
 };
@@ -489,8 +491,8 @@ namespace ferry {
 namespace {
 
 json meter(uint64_t id, uint64_t cir, uint64_t pir) {
-    return {{"id", id}, {"cir_kbps", cir}, {"cbs_bytes", 2048}, {"pir_kbps", pir},
-            {"pbs_bytes", 4096}};
+    return {
+        {"id", id}, {"cir_kbps", cir}, {"cbs_bytes", 2048}, {"pir_kbps", pir}, {"pbs_bytes", 4096}};
 }
 
 TEST(Config, MetersRulesAndFlowCacheParse) {
@@ -521,7 +523,9 @@ TEST(Config, RefusesBadMetersAndRules) {
               "meters[0].id: must be an integer in 0..255");
     EXPECT_EQ(error_after([](json& d) { d["rules"] = json::array({"drop"}); }),
               "rules[0]: must be an object");
-    EXPECT_EQ(error_after([](json& d) { d["flow_cache"] = {{"entries", 10}}; }),
+    EXPECT_EQ(error_after([](json& d) {
+                  d["flow_cache"] = {{"entries", 10}};
+              }),
               "flow_cache.entries: must be an integer in 1024..16777216");
 }
 
@@ -539,7 +543,9 @@ TEST(Config, HostileSizesAreRefusedNotCrashed) {
               "whitespace");
     json deep = json::array();
     for (int i = 0; i < 5000; ++i) deep = json::array({std::move(deep)});
-    EXPECT_EQ(error_after([&](json& d) { d["rules"] = json::array({{{"a", deep}}}); }),
+    EXPECT_EQ(error_after([&](json& d) {
+                  d["rules"] = json::array({{{"a", deep}}});
+              }),
               "<root>: nested more than 64 levels");
 }
 

@@ -33,7 +33,7 @@ constexpr int kWaitMs = 5000;  // upper bound on any single wait; tests normally
 
 /// A connected blocking client with its own line buffer.
 class Client {
-  public:
+public:
     explicit Client(const std::string& path) {
         fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_un addr{};
@@ -97,7 +97,7 @@ class Client {
         return line ? json::parse(*line) : json();
     }
 
-  private:
+private:
     bool wait_readable(std::chrono::steady_clock::time_point deadline) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                         deadline - std::chrono::steady_clock::now())
@@ -112,7 +112,7 @@ class Client {
 };
 
 class ControlServerTest : public ::testing::Test {
-  protected:
+protected:
     ControlServerTest() {
         char tmpl[] = "/tmp/ferry-ctl-test-XXXXXX";
         dir_ = ::mkdtemp(tmpl);

@@ -83,7 +83,7 @@ std::vector<Dumped> dump_all(const FlowCache& fc, uint64_t gen, uint32_t slice =
 }
 
 class FlowCacheTest : public testing::Test {
-  protected:
+protected:
     FlowCacheTest() : rules_(16) {}
     /// The answer the "classifier" gives for flow n: a rule, or nullptr for one flow in five.
     const CompiledRule* rule_for(uint32_t n) { return n % 5 == 0 ? nullptr : &rules_[n % 16]; }

@@ -407,7 +407,7 @@ TEST(FlowTranslate, OffloadMarkReadsFdirId) {
 
 /// A started port from a pair of rings (the ring PMD has no rte_flow ops).
 class RingPort : public testing::Test {
-  protected:
+protected:
     void SetUp() override {
         const std::string n = "oft" + std::to_string(getpid());
         pool_ =

@@ -14,7 +14,7 @@ using nlohmann::json;
 
 /// Records calls; pause() fails when told to.
 class FakePauser : public Pauser {
-  public:
+public:
     Status pause() override {
         ++pauses;
         if (fail) return make_error(ErrorCode::kBusy, "workers did not stop within 100 ms");
@@ -32,7 +32,7 @@ class FakePauser : public Pauser {
 };
 
 class JsonRpcTest : public ::testing::Test {
-  protected:
+protected:
     JsonRpcTest() : dispatcher_(make_table(), &pauser_) {}
 
     std::vector<CommandSpec> make_table() {

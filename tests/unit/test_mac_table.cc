@@ -104,7 +104,11 @@ TEST_F(MacTableTest, RemoveIfAndForEachSeeEveryEntry) {
 TEST_F(MacTableTest, FullTableRefusesNewKeysButUpdatesOld) {
     uint32_t inserted = 0;
     for (uint32_t i = 0; i < 4096; ++i) {
-        uint8_t mac[6] = {0x02, 0, 0, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8),
+        uint8_t mac[6] = {0x02,
+                          0,
+                          0,
+                          static_cast<uint8_t>(i >> 16),
+                          static_cast<uint8_t>(i >> 8),
                           static_cast<uint8_t>(i)};
         if (table_->upsert(mac_key(mac, 0), MacEntry{1, 0})) ++inserted;
     }
