@@ -395,3 +395,8 @@ def rule_hits(b):
 def volume(frames):
     """(packets, bytes) of a list of frames, as a rule's counters count them."""
     return (len(frames), sum(map(len, frames)))
+
+
+def drops(b, port):
+    """The non-zero drop counters of a port of a finished PcapBridge."""
+    return {r: n for r, n in b.final_stats[port]["drops"].items() if n}

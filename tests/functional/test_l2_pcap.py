@@ -6,39 +6,22 @@ port's tx pcap holds with the expected frames byte for byte: the input frames, w
 inserted (TPID 0x8100, PCP 0) or removed where the VLAN rules say so.
 """
 import os
-import shutil
 import sys
 import time
 
-import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 
-from pcap_util import (BROADCAST, PcapBridge, arp_request, assert_frames,  # noqa: E402
+from pcap_util import (BROADCAST, arp_request, assert_frames,  # noqa: E402
                        assert_phases, mac, set_vid, tag, tagged_udp, udp_frame, untag)
+from pcap_util import drops  # noqa: E402
 
 A, B, C, D, E, N, T, X = (mac(i) for i in range(1, 9))
 UNKNOWN = mac(0x77)
 DROP_REASONS = ("runt", "bad_vlan", "bad_l3", "bad_l4", "vlan_not_allowed", "hairpin",
                 "no_destination", "port_down", "tx_full", "no_mbuf", "no_rule", "rule_drop",
                 "meter")
-
-
-@pytest.fixture
-def bridge():
-    """A PcapBridge, stopped after the test; its directory (config, log, pcaps) is kept only
-    when the test failed before reading the outputs."""
-    b = PcapBridge()
-    yield b
-    b.close()
-    if b.outputs is not None:
-        shutil.rmtree(b.ferryd.dir, ignore_errors=True)
-
-
-def drops(b, port):
-    """The non-zero drop counters of a port at shutdown."""
-    return {r: n for r, n in b.final_stats[port]["drops"].items() if n}
 
 
 def test_broadcast_arp_floods_to_all_other_ports(bridge):

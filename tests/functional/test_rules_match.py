@@ -5,7 +5,6 @@ port `hit` above a catch-all sending everything else to port `miss`. The tx pcap
 with the expected frames byte for byte, and the rules' hit counters with the frames they sent.
 """
 import os
-import shutil
 import sys
 
 import pytest
@@ -17,7 +16,8 @@ from scapy.layers.inet import ICMP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6ExtHdrHopByHop  # noqa: E402
 from scapy.layers.sctp import SCTP  # noqa: E402
 
-from pcap_util import BROADCAST, PcapBridge, mac, rule, volume  # noqa: E402
+from pcap_util import BROADCAST, mac, rule, volume  # noqa: E402
+from pcap_util import drops  # noqa: E402
 from pcap_util import arp_frame as arp  # noqa: E402
 from pcap_util import ipv4_frame as v4  # noqa: E402
 from pcap_util import ipv6_frame as v6  # noqa: E402
@@ -27,22 +27,6 @@ from pcap_util import udp4_frame as udp  # noqa: E402
 from pcap_util import vlan_frame as tagged  # noqa: E402
 
 S, D, C = mac(1), mac(2), mac(3)  # default source and destination of the frames; a 3rd
-
-
-@pytest.fixture
-def bridge():
-    """A PcapBridge, stopped after the test; its directory (config, log, pcaps) is kept only
-    when the test failed before reading the outputs."""
-    b = PcapBridge()
-    yield b
-    b.close()
-    if b.outputs is not None:
-        shutil.rmtree(b.ferryd.dir, ignore_errors=True)
-
-
-def drops(b, port):
-    """The non-zero drop counters of a port at shutdown."""
-    return {r: n for r, n in b.final_stats[port]["drops"].items() if n}
 
 
 # ---------------------------------------------------------------------------------------------

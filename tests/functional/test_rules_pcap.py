@@ -7,7 +7,6 @@ holds with the expected frames byte for byte. Match fields are in test_rules_mat
 control methods and rule changes under traffic in test_rules_control.py.
 """
 import os
-import shutil
 import sys
 
 import pytest
@@ -17,7 +16,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from scapy.layers.inet import UDP  # noqa: E402
 
-from pcap_util import BROADCAST, PcapBridge, assert_frames, assert_phases, mac  # noqa: E402
+from pcap_util import BROADCAST, assert_frames, assert_phases, mac  # noqa: E402
+from pcap_util import drops  # noqa: E402
 from pcap_util import arp_frame as arp  # noqa: E402
 from pcap_util import ipv4_frame as v4  # noqa: E402
 from pcap_util import ipv6_frame as v6  # noqa: E402
@@ -31,22 +31,6 @@ from pcap_util import vlan_frame as tagged  # noqa: E402
 S, D, C, N = mac(1), mac(2), mac(3), mac(4)
 UDP4 = {"eth_type": "ipv4", "ip_proto": "udp"}
 TCP4 = {"eth_type": "ipv4", "ip_proto": "tcp"}
-
-
-@pytest.fixture
-def bridge():
-    """A PcapBridge, stopped after the test; its directory (config, log, pcaps) is kept only
-    when the test failed before reading the outputs."""
-    b = PcapBridge()
-    yield b
-    b.close()
-    if b.outputs is not None:
-        shutil.rmtree(b.ferryd.dir, ignore_errors=True)
-
-
-def drops(b, port):
-    """The non-zero drop counters of a port at shutdown."""
-    return {r: n for r, n in b.final_stats[port]["drops"].items() if n}
 
 
 # ---------------------------------------------------------------------------------------------
