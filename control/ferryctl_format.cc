@@ -69,19 +69,37 @@ std::string cell_text(const ordered_json& v) {
             }
             return out.empty() ? "-" : out;
         }
+        case ordered_json::value_t::object: {
+            // A group of counters in a table cell: only the non-zero ones, "0" when none.
+            std::string out;
+            for (const auto& [k, e] : v.items()) {
+                if (e.is_number() && e == 0) continue;
+                if (!out.empty()) out += ',';
+                out += k + "=" + cell_text(e);
+            }
+            return out.empty() ? "0" : out;
+        }
         default:
             return v.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
     }
 }
 
-/// Nested objects become "a.b" keys; everything else (arrays included) is a leaf.
-void flatten(const ordered_json& obj, const std::string& prefix, Flat* out) {
+/// Whether v is an object of numbers only: a group of counters (drops by reason, ...).
+bool is_counter_group(const ordered_json& v) {
+    return v.is_object() && !v.empty() &&
+           std::all_of(v.begin(), v.end(), [](const ordered_json& e) { return e.is_number(); });
+}
+
+/// Nested objects become "a.b" keys; everything else (arrays included) is a leaf. With
+/// keep_counters, a group of counters stays one leaf (one table column, not one per counter).
+void flatten(const ordered_json& obj, const std::string& prefix, Flat* out,
+             bool keep_counters = false) {
     for (const auto& [key, value] : obj.items()) {
         std::string name = prefix;
         if (!name.empty()) name += '.';
         name += key;
-        if (value.is_object()) {
-            flatten(value, name, out);
+        if (value.is_object() && !(keep_counters && is_counter_group(value))) {
+            flatten(value, name, out, keep_counters);
         } else {
             out->emplace_back(std::move(name), &value);
         }
@@ -120,7 +138,7 @@ std::string format_table(const ordered_json& rows, std::string_view column_order
     std::vector<Flat> flat(rows.size());
     std::vector<std::string> columns;
     for (size_t r = 0; r < rows.size(); ++r) {
-        flatten(rows[r], "", &flat[r]);
+        flatten(rows[r], "", &flat[r], /*keep_counters=*/true);
         for (const auto& [key, value] : flat[r]) {
             if (std::find(columns.begin(), columns.end(), key) == columns.end()) {
                 columns.push_back(key);
