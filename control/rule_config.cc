@@ -34,15 +34,6 @@ namespace {
 using nlohmann::json;
 using PortMask = std::pair<uint16_t, uint16_t>;
 
-// The ct action's encoding in an Action (the dataplane decodes the same bits):
-//   arg16           zone
-//   arg32 bit 0     commit: create the connection entry
-//   arg32 bits 8-15 the table to continue in; meaningful only when bit 16 is set
-//   arg32 bit 16    a table was given; without it processing goes on with the next action
-constexpr uint32_t kCtCommit = 1u << 0;
-constexpr unsigned kCtTableShift = 8;
-constexpr uint32_t kCtHasTable = 1u << 16;
-
 // A rule's port ranges expand into the cross product of their prefixes; this bounds the
 // classifier entries (and subtables) a single rule can cost.
 constexpr size_t kMaxEntriesPerRule = 256;

@@ -27,6 +27,15 @@ enum class ActionType : uint8_t {
     kCount
 };
 
+// The ct action's encoding in an Action, written by the rule compiler and read by the dataplane:
+//   arg16           zone
+//   arg32 bit 0     commit: create the connection entry
+//   arg32 bits 8-15 the table to continue in; meaningful only when bit 16 is set
+//   arg32 bit 16    a table was given; without it processing goes on with the next action
+inline constexpr uint32_t kCtCommit = 1u << 0;
+inline constexpr unsigned kCtTableShift = 8;
+inline constexpr uint32_t kCtHasTable = 1u << 16;
+
 struct Action {
     ActionType type;
     uint8_t flags;

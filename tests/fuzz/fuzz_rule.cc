@@ -23,8 +23,6 @@ void check(bool ok) {
 
 constexpr uint16_t kPorts = 2;              // vm1, vm2
 constexpr size_t kMaxEntriesPerRule = 256;  // docs/rules.md
-constexpr uint32_t kCtCommit = 1u << 0;     // rule_config.cc's ct encoding
-constexpr uint32_t kCtHasTable = 1u << 16;
 
 const ferry::RuleContext& context() {
     static const ferry::RuleContext ctx{
@@ -67,9 +65,9 @@ void check_action(const ferry::Action& a, const ferry::CompiledRule& e, size_t i
             check(i + 1 == e.n_actions);
             break;
         case ActionType::kCt: {
-            check((a.arg32 & ~(kCtCommit | kCtHasTable | 0xff00u)) == 0);
+            check((a.arg32 & ~(ferry::kCtCommit | ferry::kCtHasTable | 0xff00u)) == 0);
             const uint32_t table = (a.arg32 >> 8) & 0xff;
-            if (a.arg32 & kCtHasTable) {
+            if (a.arg32 & ferry::kCtHasTable) {
                 check(table > e.table && table < ferry::kMaxTables);
             } else {
                 check(table == 0);
