@@ -39,9 +39,17 @@ void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_
         cls.lookup_bulk(miss_keys, nm, 0, miss_rules);
         for (uint16_t j = 0; j < nm; ++j) {
             rules[miss_idx[j]] = miss_rules[j];
-            w.flow_cache->insert(miss_keys[j], 0, gen, miss_rules[j]);
+            if (!w.cache_thrashing || ++w.cache_insert_tick % kThrashInsertEvery == 0)
+                w.flow_cache->insert(miss_keys[j], 0, gen, miss_rules[j]);
         }
         counter_add(w.counters.cache_misses, nm);
+        w.cache_window_misses += nm;
+    }
+    w.cache_window_lookups += n;
+    if (w.cache_window_lookups >= kCacheWindow) {
+        w.cache_thrashing = w.cache_window_misses * 2 > w.cache_window_lookups;
+        w.cache_window_lookups = 0;
+        w.cache_window_misses = 0;
     }
     counter_add(w.counters.cache_hits, static_cast<uint64_t>(__builtin_popcountll(hits)));
 }

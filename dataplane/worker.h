@@ -24,6 +24,8 @@ struct MeterSet;
 inline constexpr uint16_t kRxBurst = 32;
 inline constexpr uint16_t kTxBurst = 32;
 inline constexpr uint16_t kLearnFilterSlots = 256;
+inline constexpr uint32_t kCacheWindow = 4096;
+inline constexpr uint32_t kThrashInsertEvery = 16;
 
 /// A MAC learn or refresh event, sent by a worker to the control thread.
 struct LearnEvent {
@@ -76,6 +78,13 @@ struct alignas(64) WorkerState {
     TxBuffer tx[kPortSlots]{};
     uint16_t tx_dirty[kPortSlots]{};  // ports with buffered packets, in first-use order
     uint16_t tx_dirty_count = 0;
+    // Flow cache insertion control: over windows of kCacheWindow lookups, a miss rate above
+    // half means the active flows do not fit; then only one miss in kThrashInsertEvery is
+    // inserted, so the cache stops paying an insert (and evicting) for flows it cannot keep.
+    uint32_t cache_window_lookups = 0;
+    uint32_t cache_window_misses = 0;
+    uint32_t cache_insert_tick = 0;
+    bool cache_thrashing = false;
     uint64_t learn_recent_key[kLearnFilterSlots]{};
     uint32_t learn_recent_s[kLearnFilterSlots]{};
 };

@@ -296,3 +296,47 @@ TEST_F(PipelineMarkTest, StaleMarkFallsBackToTheLookup) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+/// A frame with a distinct flow key for each n (UDP ports and destination address vary).
+Frame flow_frame(uint32_t n) {
+    Frame f = make_frame(kB, kA);
+    f[32] = static_cast<uint8_t>(n >> 16);
+    f[33] = static_cast<uint8_t>(n >> 8);
+    f[36] = static_cast<uint8_t>(n);
+    f[37] = static_cast<uint8_t>(n >> 24);
+    return f;
+}
+
+TEST_F(PipelineTest, ThrashingCacheInsertsOnlyAFractionOfMisses) {
+    install({rule(1, 0, json::object(), {"output:p1"})}, true);
+    uint32_t next = 0;
+    auto send_flows = [&](uint32_t count, bool distinct) {
+        for (uint32_t sent = 0; sent < count; sent += 32) {
+            std::vector<Frame> burst;
+            for (int i = 0; i < 32; ++i) burst.push_back(flow_frame(distinct ? next++ : i % 8));
+            send(0, burst);
+            drain(1);
+        }
+    };
+    // Every packet a new flow: after the first window the cache counts as thrashing.
+    send_flows(kCacheWindow, true);
+    EXPECT_TRUE(w_->cache_thrashing);
+    uint64_t inserts0 = cache_->stats().inserts;
+    send_flows(kCacheWindow, true);
+    uint64_t inserted = cache_->stats().inserts - inserts0;
+    EXPECT_EQ(inserted, kCacheWindow / kThrashInsertEvery);
+    // A working set of 8 flows: misses stop, and inserts are back to every miss.
+    send_flows(2 * kCacheWindow, false);
+    EXPECT_FALSE(w_->cache_thrashing);
+    inserts0 = cache_->stats().inserts;
+    send(0, {flow_frame(next++)});
+    EXPECT_EQ(cache_->stats().inserts - inserts0, 1u);
+    EXPECT_EQ(drain(1).size(), 1u);
+    EXPECT_EQ(rte_mempool_in_use_count(pool_), 0u);
+}
+
+}  // namespace
+}  // namespace ferry
