@@ -11,6 +11,8 @@
 // whose message starts with the JSON path; the first error found ends the parse.
 #include "control/config.h"
 
+#include "control/json_path.h"
+
 #include <sys/un.h>
 
 #include <algorithm>
@@ -395,17 +397,8 @@ const ObjectSpec& root_spec() {
 // ---------------------------------------------------------------------------------------------
 // Validation against the tables.
 
-std::string at(const std::string& path, std::string_view key) {
-    return path.empty() ? std::string(key) : path + "." + std::string(key);
-}
-
-std::string at(const std::string& path, size_t index) {
-    return path + "[" + std::to_string(index) + "]";
-}
-
-Error invalid(const std::string& path, const std::string& what) {
-    return make_error(ErrorCode::kInvalidParams, (path.empty() ? "<root>" : path) + ": " + what);
-}
+using json_path::at;
+using json_path::invalid;
 
 std::string quoted_list(const std::vector<std::string>& values, std::string_view separator) {
     std::string out;

@@ -17,6 +17,8 @@
 // Context: control, everything in this file.
 #include "control/rule_config.h"
 
+#include "control/json_path.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -95,18 +97,8 @@ const Named* find_name(const std::array<Named, N>& names, std::string_view name)
 // ---------------------------------------------------------------------------------------------
 // Paths, errors and scalar parsers.
 
-std::string at(const std::string& path, std::string_view key) {
-    return path.empty() ? std::string(key) : path + "." + std::string(key);
-}
-
-std::string at(const std::string& path, size_t index) {
-    return path + "[" + std::to_string(index) + "]";
-}
-
-// "path: what" errors; the path names the offending JSON value.
-Error invalid(const std::string& path, const std::string& what) {
-    return make_error(ErrorCode::kInvalidParams, (path.empty() ? "<root>" : path) + ": " + what);
-}
+using json_path::at;
+using json_path::invalid;
 
 Error not_found(const std::string& path, const std::string& what) {
     return make_error(ErrorCode::kNotFound, (path.empty() ? "<root>" : path) + ": " + what);
