@@ -1,0 +1,45 @@
+// A tracked connection as its owner worker's shard stores it.
+#pragma once
+
+#include <cstdint>
+
+#include "dataplane/conntrack/ct_tcp.h"
+#include "dataplane/conntrack/ct_tuple.h"
+
+namespace ferry {
+
+inline constexpr uint32_t kCtNone = 0xffffffffu;
+inline constexpr uint16_t kCtNoPort = 0xffff;
+
+enum CtEntryFlag : uint8_t {
+    kCtfSrcNat = 1 << 0,   // the original direction's source is rewritten
+    kCtfDstNat = 1 << 1,   // the original direction's destination is rewritten
+    kCtfLiberal = 1 << 2,  // no TCP window checks (the zone's `liberal` option when created)
+    kCtfSeenReply = 1 << 3,
+    kCtfAssured = 1 << 4,       // UDP: packets seen in both directions more than once
+    kCtfForeignReply = 1 << 5,  // NAT: the reply tuple hashes to another worker
+    kCtfRedirect = 1 << 6,      // not a connection: packets of tuple[0] belong to worker
+                                // `redirect_owner` (the other half of a kCtfForeignReply)
+};
+
+/// Per-protocol pseudo-states of UDP and ICMP echo, kept in CtEntry::state when not TCP.
+enum class CtOtherState : uint8_t { kFirst, kMultiple };
+
+struct CtEntry {
+    // tuple[0]: the original direction as first seen. tuple[1]: the tuple reply packets carry,
+    // after NAT (so for SNAT its dst is the translated source). A packet matching tuple[d] is
+    // rewritten to the reverse of tuple[1 - d] when the entry has NAT.
+    CtTuple tuple[2];
+    uint64_t expires_ms;  // on the owner's clock; remaining time = expires_ms - now
+    uint64_t packets[2];
+    uint64_t bytes[2];
+    uint32_t mark;
+    int32_t seq_offset[2];    // what a TCP sequence rewrite adds in each direction (0 today)
+    uint8_t flags;            // CtEntryFlag
+    uint8_t other_state;      // CtOtherState for UDP/ICMP
+    uint16_t redirect_owner;  // kCtfRedirect entries only
+    uint16_t port[2];         // ferry port the first packet of each direction came in on; kCtNoPort
+    TcpConn tcp;              // TCP only
+};
+
+}  // namespace ferry

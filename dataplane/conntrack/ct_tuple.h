@@ -1,0 +1,75 @@
+// The key of a tracked connection in one direction, and the two hashes over it: a
+// direction-specific one for the shard's table and a symmetric one that picks the owner worker,
+// so both directions of a connection meet the same owner.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace ferry {
+
+/// One direction of a connection. Zero-filled, compared and hashed as bytes.
+///  - TCP/UDP: sport/dport are the ports (host order).
+///  - ICMP/ICMPv6 echo: sport == dport == the echo identifier, in both directions, so the reply
+///    tuple of a request is the request's tuple with the addresses swapped.
+struct CtTuple {
+    uint8_t src[16];  // IPv4 in the first 4 bytes, network order; the rest zero
+    uint8_t dst[16];
+    uint16_t sport;
+    uint16_t dport;
+    uint16_t zone;
+    uint8_t proto;
+    uint8_t ip_version;  // 4 or 6
+};
+static_assert(sizeof(CtTuple) == 40);
+
+inline bool operator==(const CtTuple& a, const CtTuple& b) {
+    return std::memcmp(&a, &b, sizeof(CtTuple)) == 0;
+}
+
+/// The tuple of the other direction: addresses and ports swapped. Context: any.
+inline CtTuple ct_tuple_reverse(const CtTuple& t) {
+    CtTuple r = t;
+    std::memcpy(r.src, t.dst, 16);
+    std::memcpy(r.dst, t.src, 16);
+    r.sport = t.dport;
+    r.dport = t.sport;
+    return r;
+}
+
+/// Direction-specific hash of a tuple (CRC32C over its five words). Context: any.
+inline uint32_t ct_tuple_hash(const CtTuple& t) {
+    uint64_t w[5];
+    std::memcpy(w, &t, sizeof(w));
+    uint64_t c = 0x9e3779b9u;
+    for (uint64_t x : w) c = __builtin_ia32_crc32di(c, x);
+    return static_cast<uint32_t>(c);
+}
+
+/// Symmetric hash: equal for a tuple and its reverse. The endpoints (address, port) are put in a
+/// fixed order before hashing. Context: any.
+inline uint32_t ct_owner_hash(const CtTuple& t) {
+    const int c = std::memcmp(t.src, t.dst, 16);
+    const bool swap = c > 0 || (c == 0 && t.sport > t.dport);
+    const uint8_t* lo = swap ? t.dst : t.src;
+    const uint8_t* hi = swap ? t.src : t.dst;
+    uint64_t w[4];
+    std::memcpy(w, lo, 16);
+    std::memcpy(w + 2, hi, 16);
+    const uint16_t plo = swap ? t.dport : t.sport;
+    const uint16_t phi = swap ? t.sport : t.dport;
+    uint64_t h = 0x85ebca6bu;
+    for (uint64_t x : w) h = __builtin_ia32_crc32di(h, x);
+    h = __builtin_ia32_crc32di(h, (uint64_t{plo} << 48) | (uint64_t{phi} << 32) |
+                                      (uint64_t{t.zone} << 16) | (uint64_t{t.proto} << 8) |
+                                      t.ip_version);
+    // CRC bits are linear in the input; one multiply spreads them before a modulo.
+    return static_cast<uint32_t>((h * 0x9e3779b97f4a7c15ULL) >> 32);
+}
+
+/// The worker that owns connections of this tuple among n_workers. Context: any.
+inline uint16_t ct_owner(const CtTuple& t, uint16_t n_workers) {
+    return n_workers <= 1 ? 0 : static_cast<uint16_t>(ct_owner_hash(t) % n_workers);
+}
+
+}  // namespace ferry

@@ -1,0 +1,643 @@
+// Unit tests of TCP connection tracking (ct_tcp): header parsing, the state machine and the
+// sequence/window bounds. Header bytes are built by hand for the parser; the tracking tests drive
+// one connection through a small script in which each side's next sequence number advances with
+// what it sends and every ACK covers all the other side sent, then send the odd segment by hand
+// where a test needs one. Each test says what it sends and which state and verdict it expects.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <optional>
+#include <ostream>
+#include <vector>
+
+#include "dataplane/conntrack/ct_tcp.h"
+
+namespace ferry {
+
+// Readable failures: states by name, verdicts by name.
+void PrintTo(TcpState s, std::ostream* os) {
+    *os << tcp_state_name(s);
+}
+void PrintTo(TcpVerdict v, std::ostream* os) {
+    switch (v) {
+        case TcpVerdict::kAccept:
+            *os << "kAccept";
+            break;
+        case TcpVerdict::kInvalid:
+            *os << "kInvalid";
+            break;
+        case TcpVerdict::kReopen:
+            *os << "kReopen";
+            break;
+    }
+}
+
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+constexpr uint8_t kFin = 0x01;
+constexpr uint8_t kSyn = 0x02;
+constexpr uint8_t kRst = 0x04;
+constexpr uint8_t kPsh = 0x08;
+constexpr uint8_t kAck = 0x10;
+
+constexpr unsigned kOrig = 0;
+constexpr unsigned kReply = 1;
+
+constexpr uint32_t kClientIsn = 1000;
+constexpr uint32_t kServerIsn = 500000;
+constexpr uint8_t kNoWscale = 0xff;
+
+// ---- Header bytes for the parser ----------------------------------------------------------------
+
+void put16(Bytes& b, uint16_t v) {
+    b.push_back(static_cast<uint8_t>(v >> 8));
+    b.push_back(static_cast<uint8_t>(v));
+}
+
+void put32(Bytes& b, uint32_t v) {
+    put16(b, static_cast<uint16_t>(v >> 16));
+    put16(b, static_cast<uint16_t>(v));
+}
+
+/// A TCP header with `options` (a multiple of 4 bytes) and `payload` data bytes. The data offset
+/// follows the options unless `data_offset` overrides it.
+Bytes tcp_header(uint32_t seq, uint32_t ack, uint8_t flags, uint16_t window, const Bytes& options,
+                 size_t payload = 0, int data_offset = -1) {
+    Bytes b;
+    put16(b, 40000);  // source port
+    put16(b, 80);     // destination port
+    put32(b, seq);
+    put32(b, ack);
+    const size_t words =
+        data_offset >= 0 ? static_cast<size_t>(data_offset) : (20 + options.size()) / 4;
+    b.push_back(static_cast<uint8_t>(words << 4));
+    b.push_back(flags);
+    put16(b, window);
+    put16(b, 0);  // checksum: not verified here
+    put16(b, 0);  // urgent pointer
+    b.insert(b.end(), options.begin(), options.end());
+    b.insert(b.end(), payload, 0xab);
+    return b;
+}
+
+std::optional<TcpSegment> parse(const Bytes& b) {
+    return tcp_segment_parse(b.data(), static_cast<uint32_t>(b.size()));
+}
+
+// ---- Segments for the tracker -------------------------------------------------------------------
+
+TcpSegment segment(uint8_t flags, uint32_t seq, uint32_t ack, uint32_t len = 0,
+                   uint16_t window = 65535, uint8_t wscale = kNoWscale) {
+    TcpSegment s{};
+    s.seq = seq;
+    s.ack = ack;
+    s.payload_len = len;
+    s.window = window;
+    s.flags = flags;
+    s.wscale = wscale;
+    s.sack_perm = false;
+    return s;
+}
+
+/// One connection between a client (original direction) and a server (reply), driven segment by
+/// segment. next[d] is what side d sends next; segments with ACK acknowledge everything the other
+/// side sent. An accepted segment advances its sender by its length plus one for SYN and FIN.
+class TcpTrack : public ::testing::Test {
+protected:
+    TcpSegment make(unsigned dir, uint8_t flags, uint32_t len = 0) const {
+        return segment(flags, next_[dir], (flags & kAck) ? next_[dir ^ 1] : 0, len, window_[dir],
+                       wscale_[dir]);
+    }
+
+    TcpVerdict send_segment(unsigned dir, const TcpSegment& s) {
+        const TcpVerdict v = tcp_track(conn_, dir, s, liberal_);
+        if (v == TcpVerdict::kAccept) {
+            const uint32_t end =
+                s.seq + s.payload_len + ((s.flags & kSyn) ? 1 : 0) + ((s.flags & kFin) ? 1 : 0);
+            if (static_cast<int32_t>(end - next_[dir]) > 0) next_[dir] = end;
+        }
+        return v;
+    }
+
+    TcpVerdict send(unsigned dir, uint8_t flags, uint32_t len = 0) {
+        return send_segment(dir, make(dir, flags, len));
+    }
+
+    /// The client's SYN through tcp_may_open and tcp_start, as the shard does.
+    void start() {
+        const TcpSegment syn = make(kOrig, kSyn);
+        ASSERT_TRUE(tcp_may_open(syn, false));
+        tcp_start(conn_, syn);
+        next_[kOrig] += 1;
+        ASSERT_EQ(conn_.state, TcpState::kSynSent);
+    }
+
+    /// SYN, SYN+ACK, ACK: ends in ESTABLISHED.
+    void handshake() {
+        start();
+        ASSERT_EQ(send(kReply, kSyn | kAck), TcpVerdict::kAccept);
+        ASSERT_EQ(conn_.state, TcpState::kSynRecv);
+        ASSERT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+        ASSERT_EQ(conn_.state, TcpState::kEstablished);
+    }
+
+    /// Expects `s` from `dir` refused with nothing in the connection changed.
+    void expect_invalid_untouched(unsigned dir, const TcpSegment& s) {
+        const TcpConn before = conn_;
+        EXPECT_EQ(tcp_track(conn_, dir, s, liberal_), TcpVerdict::kInvalid);
+        EXPECT_EQ(std::memcmp(&before, &conn_, sizeof(TcpConn)), 0)
+            << "refused segment left a trace";
+    }
+
+    TcpState state() const { return conn_.state; }
+
+    TcpConn conn_{};
+    uint32_t next_[2] = {kClientIsn, kServerIsn};
+    uint16_t window_[2] = {65535, 65535};
+    uint8_t wscale_[2] = {kNoWscale, kNoWscale};
+    bool liberal_ = false;
+};
+
+// ---- Parsing ------------------------------------------------------------------------------------
+
+TEST(TcpSegmentParse, ReadsFixedFieldsAndPayloadLength) {
+    const auto s = parse(tcp_header(0x01020304, 0xa0b0c0d0, kAck | kPsh, 0x1234, {}, 100));
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(s->seq, 0x01020304u);
+    EXPECT_EQ(s->ack, 0xa0b0c0d0u);
+    EXPECT_EQ(s->flags, kAck | kPsh);
+    EXPECT_EQ(s->window, 0x1234);
+    EXPECT_EQ(s->payload_len, 100u);
+    EXPECT_EQ(s->wscale, kNoWscale);
+    EXPECT_FALSE(s->sack_perm);
+}
+
+TEST(TcpSegmentParse, ReadsWindowScaleAndSackPermittedAmongMssAndNops) {
+    // MSS 1460, NOP, window scale 7, SACK-permitted, NOP, EOL.
+    const Bytes opts = {2, 4, 0x05, 0xb4, 1, 3, 3, 7, 4, 2, 1, 0};
+    const auto s = parse(tcp_header(1, 0, kSyn, 65535, opts));
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(s->wscale, 7);
+    EXPECT_TRUE(s->sack_perm);
+    EXPECT_EQ(s->payload_len, 0u);
+}
+
+TEST(TcpSegmentParse, ClampsWindowScaleTo14) {
+    const Bytes opts = {3, 3, 20, 0};
+    const auto s = parse(tcp_header(1, 0, kSyn, 65535, opts));
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(s->wscale, 14);
+}
+
+TEST(TcpSegmentParse, IgnoresWindowScaleWithWrongLength) {
+    const Bytes opts = {3, 4, 7, 0};  // kind 3 must be 3 bytes long: not a window scale
+    const auto s = parse(tcp_header(1, 0, kSyn, 65535, opts));
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(s->wscale, kNoWscale);
+}
+
+TEST(TcpSegmentParse, StopsAtEndOfOptionList) {
+    // After EOL the bytes are padding, even if they would be a malformed option.
+    const Bytes opts = {1, 0, 3, 0};
+    const auto s = parse(tcp_header(1, 0, kSyn, 65535, opts));
+    ASSERT_TRUE(s.has_value());
+    EXPECT_EQ(s->wscale, kNoWscale);
+}
+
+TEST(TcpSegmentParse, RejectsOptionLengthBelowTwo) {
+    EXPECT_FALSE(parse(tcp_header(1, 0, kSyn, 65535, {2, 0, 0, 0})).has_value());
+    EXPECT_FALSE(parse(tcp_header(1, 0, kSyn, 65535, {8, 1, 0, 0})).has_value());
+}
+
+TEST(TcpSegmentParse, RejectsOptionRunningPastHeaderEnd) {
+    // MSS claims 4 bytes but starts 2 bytes before the header ends; the payload after it must not
+    // be read as the option's rest.
+    EXPECT_FALSE(parse(tcp_header(1, 0, kSyn, 65535, {1, 1, 2, 4}, 10)).has_value());
+    // Timestamps (10 bytes) in a 4-byte options area.
+    EXPECT_FALSE(parse(tcp_header(1, 0, kSyn, 65535, {8, 10, 0, 0})).has_value());
+}
+
+TEST(TcpSegmentParse, RejectsOptionKindWithoutLengthByte) {
+    EXPECT_FALSE(parse(tcp_header(1, 0, kSyn, 65535, {1, 1, 1, 3})).has_value());
+}
+
+TEST(TcpSegmentParse, RejectsHeaderShorterThan20Bytes) {
+    Bytes b = tcp_header(1, 0, kSyn, 65535, {});
+    EXPECT_FALSE(tcp_segment_parse(b.data(), 19).has_value());
+    EXPECT_FALSE(tcp_segment_parse(b.data(), 0).has_value());
+    EXPECT_FALSE(tcp_segment_parse(nullptr, 20).has_value());
+}
+
+TEST(TcpSegmentParse, RejectsDataOffsetBelowFive) {
+    EXPECT_FALSE(parse(tcp_header(1, 0, kAck, 65535, {}, 20, 4)).has_value());
+}
+
+TEST(TcpSegmentParse, RejectsDataOffsetBeyondAvail) {
+    // Data offset 8 (32 bytes) with only 24 bytes there.
+    EXPECT_FALSE(parse(tcp_header(1, 0, kAck, 65535, {1, 1, 1, 1}, 0, 8)).has_value());
+}
+
+TEST(TcpStateName, NamesEveryStateAsCtListShowsIt) {
+    const char* names[] = {"NONE",     "SYN_SENT",   "SYN_SENT2", "SYN_RECV",  "ESTABLISHED",
+                           "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",  "TIME_WAIT", "CLOSE"};
+    static_assert(std::size(names) == static_cast<size_t>(TcpState::kCount));
+    for (size_t i = 0; i < std::size(names); ++i) {
+        EXPECT_EQ(tcp_state_name(static_cast<TcpState>(i)), names[i]);
+    }
+}
+
+// ---- Opening ------------------------------------------------------------------------------------
+
+TEST(TcpMayOpen, OnlyBareSynOpensUnlessLiberal) {
+    EXPECT_TRUE(tcp_may_open(segment(kSyn, 1, 0), false));
+    EXPECT_FALSE(tcp_may_open(segment(kAck, 1, 1), false));
+    EXPECT_FALSE(tcp_may_open(segment(kSyn | kAck, 1, 1), false));
+    EXPECT_FALSE(tcp_may_open(segment(kFin | kAck, 1, 1), false));
+    EXPECT_TRUE(tcp_may_open(segment(kAck, 1, 1), true));
+    EXPECT_FALSE(tcp_may_open(segment(kRst, 1, 0), true));
+    EXPECT_FALSE(tcp_may_open(segment(kRst | kAck, 1, 1), true));
+    // Flag combinations no stack sends never open, not even for a mid-stream pick-up.
+    EXPECT_FALSE(tcp_may_open(segment(kSyn | kFin, 1, 0), true));
+    EXPECT_FALSE(tcp_may_open(segment(0, 1, 0), true));
+}
+
+TEST_F(TcpTrack, AckBeforeAnySynIsNotAnOpeningUnlessLiberal) {
+    expect_invalid_untouched(kOrig, make(kOrig, kAck, 100));
+    EXPECT_EQ(state(), TcpState::kNone);
+    expect_invalid_untouched(kReply, make(kReply, kSyn));
+    liberal_ = true;
+    EXPECT_EQ(send(kOrig, kAck, 100), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+TEST_F(TcpTrack, LiberalPickUpTracksBothDirectionsFromTheFirstSegment) {
+    liberal_ = true;
+    tcp_start(conn_, make(kOrig, kAck, 100));
+    next_[kOrig] += 100;
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    EXPECT_EQ(conn_.peer[kOrig].end, next_[kOrig]);
+    EXPECT_EQ(send(kReply, kAck, 200), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+}
+
+TEST_F(TcpTrack, ParsedSynStartsTrackingWithItsOptions) {
+    const Bytes opts = {2, 4, 0x05, 0xb4, 4, 2, 3, 3, 7, 1, 1, 0};
+    const auto syn = parse(tcp_header(kClientIsn, 0, kSyn, 64240, opts));
+    ASSERT_TRUE(syn.has_value());
+    ASSERT_TRUE(tcp_may_open(*syn, false));
+    tcp_start(conn_, *syn);
+    EXPECT_EQ(state(), TcpState::kSynSent);
+    EXPECT_EQ(conn_.peer[kOrig].end, kClientIsn + 1);
+    EXPECT_EQ(conn_.peer[kOrig].scale, 7);
+    EXPECT_EQ(conn_.peer[kOrig].flags & (kTcpPeerWindowScale | kTcpPeerSackPerm),
+              kTcpPeerWindowScale | kTcpPeerSackPerm);
+}
+
+TEST_F(TcpTrack, RetransmittedHandshakeSegmentsKeepTheirState) {
+    start();
+    EXPECT_EQ(send_segment(kOrig, segment(kSyn, kClientIsn, 0)), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynSent);
+    ASSERT_EQ(send(kReply, kSyn | kAck), TcpVerdict::kAccept);
+    const TcpSegment syn_ack = segment(kSyn | kAck, kServerIsn, kClientIsn + 1);
+    EXPECT_EQ(send_segment(kReply, syn_ack), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynRecv);
+    ASSERT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    // The final ACK was lost on the way to the server: its SYN+ACK comes again.
+    EXPECT_EQ(send_segment(kReply, syn_ack), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+TEST_F(TcpTrack, AckOrSynOutOfTurnIsInvalid) {
+    start();
+    expect_invalid_untouched(kOrig, make(kOrig, kAck));         // no SYN+ACK seen yet
+    expect_invalid_untouched(kOrig, make(kOrig, kFin | kAck));  // nothing to close
+    expect_invalid_untouched(kReply, segment(kAck, kServerIsn, kClientIsn + 1));
+    EXPECT_EQ(state(), TcpState::kSynSent);
+    ASSERT_EQ(send(kReply, kSyn | kAck), TcpVerdict::kAccept);
+    ASSERT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    expect_invalid_untouched(kOrig, segment(kSyn, kClientIsn + 7000, 0));  // SYN mid-connection
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+// ---- Handshake, data and orderly close ----------------------------------------------------------
+
+TEST_F(TcpTrack, HandshakeDataAndCloseByClientEndInTimeWait) {
+    handshake();
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 500), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kReply, kAck | kPsh, 3000), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+
+    EXPECT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+    EXPECT_NE(conn_.peer[kOrig].flags & kTcpPeerCloseInit, 0);
+    EXPECT_EQ(conn_.peer[kReply].flags & kTcpPeerCloseInit, 0);
+    EXPECT_EQ(send(kReply, kAck), TcpVerdict::kAccept);  // acknowledges the FIN
+    EXPECT_EQ(state(), TcpState::kCloseWait);
+    EXPECT_EQ(send(kReply, kAck | kPsh, 700), TcpVerdict::kAccept);  // half-close: server goes on
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kCloseWait);
+    EXPECT_EQ(send(kReply, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kLastAck);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kTimeWait);
+}
+
+TEST_F(TcpTrack, CloseByServerEndsInTimeWait) {
+    handshake();
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 100), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kReply, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+    EXPECT_NE(conn_.peer[kReply].flags & kTcpPeerCloseInit, 0);
+    EXPECT_EQ(conn_.peer[kOrig].flags & kTcpPeerCloseInit, 0);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kCloseWait);
+    EXPECT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kLastAck);
+    EXPECT_EQ(send(kReply, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kTimeWait);
+}
+
+TEST_F(TcpTrack, FinAnsweredByFinAckSkipsCloseWait) {
+    handshake();
+    EXPECT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kReply, kFin | kAck), TcpVerdict::kAccept);  // acks the FIN and closes too
+    EXPECT_EQ(state(), TcpState::kLastAck);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kTimeWait);
+}
+
+TEST_F(TcpTrack, AckNotCoveringTheFinStaysInFinWait) {
+    handshake();
+    const uint32_t fin_seq = next_[kOrig];
+    EXPECT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    // The server's data crossed the FIN: it acknowledges everything but the FIN.
+    EXPECT_EQ(send_segment(kReply, segment(kAck | kPsh, next_[kReply], fin_seq, 200)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+    // The client's own ACK of that data does not confirm its FIN either.
+    EXPECT_EQ(send_segment(kOrig, segment(kAck, fin_seq + 1, next_[kReply])), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+    EXPECT_EQ(send(kReply, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kCloseWait);
+}
+
+TEST_F(TcpTrack, RetransmittedFinIsNotTheSecondFin) {
+    handshake();
+    const TcpSegment fin = make(kOrig, kFin | kAck);
+    EXPECT_EQ(send_segment(kOrig, fin), TcpVerdict::kAccept);
+    EXPECT_EQ(send_segment(kOrig, fin), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+    EXPECT_EQ(conn_.retrans, 1u);
+    EXPECT_EQ(send(kReply, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(send_segment(kOrig, fin), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kCloseWait);
+}
+
+TEST_F(TcpTrack, SimultaneousOpenGoesThroughSynSent2) {
+    start();
+    // The server's own SYN crosses ours.
+    EXPECT_EQ(send_segment(kReply, segment(kSyn, kServerIsn, 0)), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynSent2);
+    // Each side answers the other's SYN by repeating its own with an ACK (same ISN).
+    EXPECT_EQ(send_segment(kOrig, segment(kSyn | kAck, kClientIsn, kServerIsn + 1)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynRecv);
+    EXPECT_EQ(send_segment(kReply, segment(kSyn | kAck, kServerIsn, kClientIsn + 1)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynRecv);
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 10), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+TEST_F(TcpTrack, SimultaneousOpenAnsweredFromReplySideFirst) {
+    start();
+    EXPECT_EQ(send_segment(kReply, segment(kSyn, kServerIsn, 0)), TcpVerdict::kAccept);
+    EXPECT_EQ(send_segment(kReply, segment(kSyn | kAck, kServerIsn, kClientIsn + 1)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynRecv);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+TEST_F(TcpTrack, SimultaneousOpenSynAckWithUnseenSequenceIsInvalid) {
+    start();
+    EXPECT_EQ(send_segment(kReply, segment(kSyn, kServerIsn, 0)), TcpVerdict::kAccept);
+    // A SYN+ACK one past the ISN claims sequence space the server never opened.
+    expect_invalid_untouched(kOrig, segment(kSyn | kAck, kClientIsn + 1, kServerIsn + 1));
+    EXPECT_EQ(state(), TcpState::kSynSent2);
+}
+
+TEST_F(TcpTrack, SimultaneousCloseEndsInTimeWait) {
+    handshake();
+    const uint32_t client_fin = next_[kOrig];
+    const uint32_t server_fin = next_[kReply];
+    EXPECT_EQ(send_segment(kOrig, segment(kFin | kAck, client_fin, server_fin)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+    // Crossing FINs: the server's does not acknowledge the client's.
+    EXPECT_EQ(send_segment(kReply, segment(kFin | kAck, server_fin, client_fin)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kLastAck);
+    EXPECT_NE(conn_.peer[kOrig].flags & kTcpPeerCloseInit, 0);
+    EXPECT_NE(conn_.peer[kReply].flags & kTcpPeerCloseInit, 0);
+    EXPECT_EQ(send_segment(kOrig, segment(kAck, client_fin + 1, server_fin + 1)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kTimeWait);
+    EXPECT_EQ(send_segment(kReply, segment(kAck, server_fin + 1, client_fin + 1)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kTimeWait);
+}
+
+// ---- Reset --------------------------------------------------------------------------------------
+
+TEST_F(TcpTrack, RstInWindowClosesEstablished) {
+    handshake();
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 100), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kReply, kRst | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kClose);
+}
+
+TEST_F(TcpTrack, RstAnsweringSynClosesSynSent) {
+    start();
+    EXPECT_EQ(send_segment(kReply, segment(kRst | kAck, 0, kClientIsn + 1, 0, 0)),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kClose);
+}
+
+TEST_F(TcpTrack, RstNotAcknowledgingOurSynIsInvalid) {
+    start();
+    expect_invalid_untouched(kReply, segment(kRst | kAck, 0, kClientIsn + 90000, 0, 0));
+    EXPECT_EQ(state(), TcpState::kSynSent);
+}
+
+TEST_F(TcpTrack, RstOutOfWindowIsInvalid) {
+    handshake();
+    expect_invalid_untouched(kReply, segment(kRst, next_[kReply] + 10'000'000, 0));
+    expect_invalid_untouched(kReply, segment(kRst, next_[kReply] - 10'000'000, 0));
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+// ---- Sequence and window bounds -----------------------------------------------------------------
+
+TEST_F(TcpTrack, DataFarAheadIsInvalidThenLiberalAcceptsIt) {
+    handshake();
+    const TcpSegment ahead = segment(kAck, next_[kOrig] + 1'000'000, next_[kReply], 100);
+    expect_invalid_untouched(kOrig, ahead);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    liberal_ = true;
+    EXPECT_EQ(send_segment(kOrig, ahead), TcpVerdict::kAccept);
+    EXPECT_EQ(conn_.peer[kOrig].end, ahead.seq + 100);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+TEST_F(TcpTrack, DataFarBehindIsInvalidThenLiberalAcceptsIt) {
+    handshake();
+    EXPECT_EQ(send(kOrig, kAck, 1000), TcpVerdict::kAccept);
+    const TcpSegment behind = segment(kAck, next_[kOrig] - 500'000, next_[kReply], 100);
+    expect_invalid_untouched(kOrig, behind);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    liberal_ = true;
+    EXPECT_EQ(send_segment(kOrig, behind), TcpVerdict::kAccept);
+    EXPECT_EQ(conn_.peer[kOrig].end, next_[kOrig]);  // an old segment never moves `end` back
+}
+
+TEST_F(TcpTrack, AckOfDataNeverSentIsInvalid) {
+    handshake();
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig], next_[kReply] + 5000, 10));
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig], next_[kReply] - 200'000, 10));
+}
+
+TEST_F(TcpTrack, RetransmissionOfOldInWindowSegmentIsAccepted) {
+    handshake();
+    const TcpSegment first = make(kOrig, kAck | kPsh, 1000);
+    EXPECT_EQ(send_segment(kOrig, first), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 1000), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 1000), TcpVerdict::kAccept);
+    const uint32_t end = conn_.peer[kOrig].end;
+    EXPECT_EQ(send_segment(kOrig, first), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    EXPECT_EQ(conn_.peer[kOrig].end, end);
+    EXPECT_EQ(conn_.retrans, 1u);
+}
+
+TEST_F(TcpTrack, ZeroWindowAdmitsOneByteProbeOnly) {
+    // The server answers with a zero window: the client may only probe it with one byte.
+    window_[kReply] = 0;
+    handshake();
+    expect_invalid_untouched(kOrig, make(kOrig, kAck, 2));
+    EXPECT_EQ(send(kOrig, kAck, 1), TcpVerdict::kAccept);
+    // The window opens: data flows again.
+    window_[kReply] = 8192;
+    EXPECT_EQ(send(kReply, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kAck, 8000), TcpVerdict::kAccept);
+}
+
+TEST_F(TcpTrack, DataBeyondAdvertisedWindowIsInvalid) {
+    window_[kReply] = 1000;
+    handshake();
+    expect_invalid_untouched(kOrig, make(kOrig, kAck, 1001));
+    EXPECT_EQ(send(kOrig, kAck, 1000), TcpVerdict::kAccept);
+}
+
+TEST_F(TcpTrack, ScaledWindowAcceptedWhenBothSidesNegotiatedScaling) {
+    wscale_[kOrig] = 7;
+    wscale_[kReply] = 7;
+    handshake();
+    EXPECT_EQ(conn_.peer[kOrig].scale, 7);
+    EXPECT_EQ(conn_.peer[kReply].scale, 7);
+    // The client advertises 1024 << 7 = 131072 bytes: data 100000 bytes ahead still fits.
+    window_[kOrig] = 1024;
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(send_segment(kReply, segment(kAck, next_[kReply] + 100'000, next_[kOrig], 1000)),
+              TcpVerdict::kAccept);
+}
+
+TEST_F(TcpTrack, ScaledWindowRejectedWhenOnlyClientOfferedScaling) {
+    wscale_[kOrig] = 7;
+    handshake();
+    EXPECT_EQ(conn_.peer[kOrig].scale, 0);
+    EXPECT_EQ(conn_.peer[kReply].scale, 0);
+    window_[kOrig] = 1024;  // unscaled: 1024 bytes
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    expect_invalid_untouched(kReply, segment(kAck, next_[kReply] + 100'000, next_[kOrig], 1000));
+}
+
+TEST_F(TcpTrack, ScaledWindowRejectedWhenOnlyServerOfferedScaling) {
+    wscale_[kReply] = 7;
+    handshake();
+    EXPECT_EQ(conn_.peer[kReply].scale, 0);
+    window_[kOrig] = 1024;
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    expect_invalid_untouched(kReply, segment(kAck, next_[kReply] + 100'000, next_[kOrig], 1000));
+}
+
+TEST_F(TcpTrack, SequenceNumbersWrapAroundTwoToThe32) {
+    next_[kOrig] = 0xfffffe00u;
+    next_[kReply] = 0xffffff80u;
+    handshake();
+    EXPECT_EQ(send(kOrig, kAck | kPsh, 1000), TcpVerdict::kAccept);  // crosses 2^32
+    EXPECT_LT(next_[kOrig], 0x1000u);
+    EXPECT_EQ(conn_.peer[kOrig].end, next_[kOrig]);
+    EXPECT_EQ(send(kReply, kAck | kPsh, 1000), TcpVerdict::kAccept);  // acks across the wrap
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    // Before the wrap numerically, behind by less than a window: a retransmission.
+    EXPECT_EQ(send_segment(kOrig, segment(kAck, 0xfffffe01u, next_[kReply], 100)),
+              TcpVerdict::kAccept);
+    // Numerically small but far ahead in sequence space.
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig] + 0x40000000u, next_[kReply], 10));
+    EXPECT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kReply, kFin | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kTimeWait);
+}
+
+// ---- Reopening and invalid flags ----------------------------------------------------------------
+
+TEST_F(TcpTrack, SynInTimeWaitReopens) {
+    handshake();
+    ASSERT_EQ(send(kOrig, kFin | kAck), TcpVerdict::kAccept);
+    ASSERT_EQ(send(kReply, kFin | kAck), TcpVerdict::kAccept);
+    ASSERT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    ASSERT_EQ(state(), TcpState::kTimeWait);
+    const TcpConn before = conn_;
+    EXPECT_EQ(tcp_track(conn_, kOrig, segment(kSyn, next_[kOrig] + 64000, 0), false),
+              TcpVerdict::kReopen);
+    EXPECT_EQ(std::memcmp(&before, &conn_, sizeof(TcpConn)), 0);
+    // Only the original direction reopens.
+    expect_invalid_untouched(kReply, segment(kSyn, next_[kReply] + 64000, 0));
+}
+
+TEST_F(TcpTrack, SynAfterRstReopens) {
+    handshake();
+    ASSERT_EQ(send(kOrig, kRst), TcpVerdict::kAccept);
+    ASSERT_EQ(state(), TcpState::kClose);
+    EXPECT_EQ(tcp_track(conn_, kOrig, segment(kSyn, 77, 0), false), TcpVerdict::kReopen);
+    EXPECT_EQ(state(), TcpState::kClose);
+}
+
+TEST_F(TcpTrack, InvalidFlagCombinationsAreInvalidInEveryState) {
+    handshake();
+    expect_invalid_untouched(kOrig, make(kOrig, kSyn | kFin));
+    expect_invalid_untouched(kOrig, make(kOrig, kSyn | kRst));
+    expect_invalid_untouched(kReply, make(kReply, kFin | kRst));
+    expect_invalid_untouched(kReply, make(kReply, 0, 10));
+    expect_invalid_untouched(kOrig, make(kOrig, kPsh, 10));  // PSH alone: no class
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    TcpConn fresh{};
+    EXPECT_EQ(tcp_track(fresh, kOrig, segment(kSyn | kFin, 1, 0), true), TcpVerdict::kInvalid);
+    EXPECT_EQ(fresh.state, TcpState::kNone);
+}
+
+TEST_F(TcpTrack, BadDirectionOrCorruptStateIsInvalid) {
+    handshake();
+    EXPECT_EQ(tcp_track(conn_, 2, make(kOrig, kAck), false), TcpVerdict::kInvalid);
+    conn_.state = TcpState::kCount;
+    EXPECT_EQ(tcp_track(conn_, kOrig, make(kOrig, kAck), false), TcpVerdict::kInvalid);
+}
+
+}  // namespace
+}  // namespace ferry
