@@ -3,6 +3,7 @@
 #include <rte_version.h>
 
 #include "control/config.h"
+#include "control/conntrack.h"
 #include "control/switch.h"
 #include "dataplane/rule.h"
 #include "ferry_version.h"
@@ -178,6 +179,7 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                      sw.request_shutdown();
                      return json{{"shutting_down", true}};
                  }});
+    add_ct_commands(t, sw);
     return t;
 }
 

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <limits>
@@ -351,6 +352,83 @@ const ObjectSpec& flow_cache_spec() {
     return spec;
 }
 
+std::string upper(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return out;
+}
+
+const ObjectSpec& ct_timeouts_spec() {
+    static const ObjectSpec spec = [] {
+        const CtTimeouts d{};
+        ObjectSpec o{.description = "Seconds a connection lives without packets, by state."};
+        for (size_t i = 1; i < kTcpTimeoutKeys.size(); ++i)
+            o.fields.push_back(
+                {.key = std::string(kTcpTimeoutKeys[i]),
+                 .rule = integer(1, 30 * 86400),
+                 .default_value = d.tcp[i],
+                 .description = "TCP state " + upper(kTcpTimeoutKeys[i].substr(4)) + "."});
+        o.fields.push_back({.key = "udp_first",
+                            .rule = integer(1, 30 * 86400),
+                            .default_value = d.udp_first,
+                            .description = "UDP before a reply was seen."});
+        o.fields.push_back({.key = "udp_stream",
+                            .rule = integer(1, 30 * 86400),
+                            .default_value = d.udp_stream,
+                            .description = "UDP after a reply."});
+        o.fields.push_back({.key = "icmp",
+                            .rule = integer(1, 30 * 86400),
+                            .default_value = d.icmp,
+                            .description = "ICMP echo."});
+        o.fields.push_back({.key = "other",
+                            .rule = integer(1, 30 * 86400),
+                            .default_value = d.other,
+                            .description = "Other IP protocols."});
+        return o;
+    }();
+    return spec;
+}
+
+const ObjectSpec& ct_zone_spec() {
+    static const ObjectSpec spec{
+        .description = "Settings of one connection-tracking zone.",
+        .fields =
+            {
+                {.key = "zone", .rule = integer(0, 65535), .required = true},
+                {.key = "limit",
+                 .rule = integer(0, 1u << 31),
+                 .default_value = 0,
+                 .description = "Most connections of the zone (all workers); 0 = no limit."},
+                {.key = "liberal",
+                 .rule = boolean(),
+                 .default_value = false,
+                 .description = "Skip TCP sequence/window checks; pick up connections mid-stream."},
+            },
+    };
+    return spec;
+}
+
+const ObjectSpec& conntrack_spec() {
+    static const ObjectSpec spec = [] {
+        const ConntrackConfig d{};
+        return ObjectSpec{
+            .description = "Connection tracking (docs/conntrack.md).",
+            .fields =
+                {
+                    {.key = "capacity",
+                     .rule = integer(1024, 1u << 24),
+                     .default_value = d.capacity,
+                     .description = "Connections per worker (about 200 bytes each)."},
+                    {.key = "timeouts", .rule = object(ct_timeouts_spec())},
+                    {.key = "zones",
+                     .rule = array_of(object(ct_zone_spec()), 0, 4096, false),
+                     .description = "Zone limits and options; zones not listed have neither."},
+                },
+        };
+    }();
+    return spec;
+}
+
 const ObjectSpec& root_spec() {
     static const ObjectSpec spec = [] {
         const Config d{};
@@ -388,6 +466,7 @@ const ObjectSpec& root_spec() {
                      .rule = integer(1024, 1048576),
                      .default_value = d.max_rules,
                      .description = "Rule slots; each costs 16 bytes of counters per worker."},
+                    {.key = "conntrack", .rule = object(conntrack_spec())},
                 },
         };
     }();
@@ -743,6 +822,34 @@ bool deeper_than(const json& v, int limit) {
     return false;
 }
 
+// Copies a validated conntrack object; refuses a zone listed twice.
+Status conntrack_from(const json& obj, ConntrackConfig& ct) {
+    take(obj, "capacity", ct.capacity);
+    const json& t = member_or_empty(obj, "timeouts");
+    for (size_t i = 1; i < kTcpTimeoutKeys.size(); ++i)
+        take(t, std::string(kTcpTimeoutKeys[i]).c_str(), ct.timeouts.tcp[i]);
+    ct.timeouts.tcp[0] = ct.timeouts.tcp[static_cast<size_t>(TcpState::kSynSent)];
+    take(t, "udp_first", ct.timeouts.udp_first);
+    take(t, "udp_stream", ct.timeouts.udp_stream);
+    take(t, "icmp", ct.timeouts.icmp);
+    take(t, "other", ct.timeouts.other);
+    if (auto it = obj.find("zones"); it != obj.end()) {
+        for (size_t i = 0; i < it->size(); ++i) {
+            CtZoneConfig z;
+            take((*it)[i], "zone", z.zone);
+            take((*it)[i], "limit", z.limit);
+            take((*it)[i], "liberal", z.liberal);
+            for (const CtZoneConfig& other : ct.zones)
+                if (other.zone == z.zone)
+                    return make_error(ErrorCode::kInvalidParams,
+                                      at(at("conntrack.zones", i), "zone") + ": zone " +
+                                          std::to_string(z.zone) + " is listed twice");
+            ct.zones.push_back(z);
+        }
+    }
+    return Ok{};
+}
+
 }  // namespace
 
 Result<Config> parse_config(const json& doc) {
@@ -795,6 +902,8 @@ Result<Config> parse_config(const json& doc) {
     }
     take(member_or_empty(doc, "flow_cache"), "entries", c.flow_cache_entries);
     take(doc, "max_rules", c.max_rules);
+    if (Status s = conntrack_from(member_or_empty(doc, "conntrack"), c.conntrack); !s)
+        return s.error();
     return c;
 }
 

@@ -2,14 +2,17 @@
 // and validated completely before anything starts. Errors name the offending key by its path.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "control/result.h"
+#include "dataplane/conntrack/ct_zone.h"
 
 namespace ferry {
 
@@ -49,6 +52,31 @@ struct MeterConfig {
     uint64_t pbs_bytes = 0;  // peak burst
 };
 
+struct CtZoneConfig {
+    uint16_t zone = 0;
+    uint32_t limit = 0;    // connections; 0 = no limit
+    bool liberal = false;  // no TCP window checks
+};
+
+struct ConntrackConfig {
+    uint32_t capacity = 262144;  // connections per worker
+    CtTimeouts timeouts;         // seconds, by state
+    std::vector<CtZoneConfig> zones;
+};
+
+/// The config keys of the TCP timeouts, indexed by TcpState (NONE has none: it uses SYN_SENT's).
+inline constexpr std::array<std::string_view, static_cast<size_t>(TcpState::kCount)>
+    kTcpTimeoutKeys = {"",
+                       "tcp_syn_sent",
+                       "tcp_syn_sent2",
+                       "tcp_syn_recv",
+                       "tcp_established",
+                       "tcp_fin_wait",
+                       "tcp_close_wait",
+                       "tcp_last_ack",
+                       "tcp_time_wait",
+                       "tcp_close"};
+
 struct Config {
     std::vector<std::string> eal;  // EAL arguments as given
     std::string control_socket = "/run/ferry/ferryd.sock";
@@ -62,6 +90,7 @@ struct Config {
     std::vector<MeterConfig> meters;
     uint32_t flow_cache_entries = 65536;  // per worker
     uint32_t max_rules = 65536;           // rule slots (per-worker hit counters)
+    ConntrackConfig conntrack;
 };
 
 /// Parses and validates a whole configuration document. Context: control.

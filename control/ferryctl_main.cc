@@ -60,6 +60,8 @@ constexpr std::string_view kPortColumns =
     "name type state link dpdk_port queues path devargs mac rx_packets rx_bytes tx_packets "
     "tx_bytes drops";
 
+constexpr std::string_view kCtColumns =
+    "worker zone proto state orig reply nat mark ports packets bytes timeout_s";
 constexpr std::string_view kRuleColumns = "id table priority match actions packets bytes offload";
 
 // clang-format off
@@ -81,6 +83,12 @@ constexpr Verb kVerbs[] = {
     {"rule list",  "rule.list",  Args::kKeyValues,     "[table=N]",       "rules and their hit counters", kRuleColumns},
     {"rule flush", "rule.flush", Args::kKeyValues,     "[table=N]",       "delete every rule, or one table's", ""},
     {"flow dump",  "flow.dump",  Args::kKeyValues,     "[lcore=N] [limit=N]", "a worker's flow cache", ""},
+    {"ct list",    "ct.list",    Args::kKeyValues,     "[zone=N] [port=NAME] [address=IP] [state=S] [limit=N] [cursor=N]",
+     "tracked connections, a page at a time", kCtColumns},
+    {"ct flush",   "ct.flush",   Args::kKeyValues,     "[zone=N] [port=NAME]", "forget tracked connections", ""},
+    {"ct stats",   "ct.stats",   Args::kNone,          "",                "connections by state, zone and worker", "connections"},
+    {"ct limit",   "ct.limit",   Args::kKeyValues,     "zone=N [limit=N] [liberal=true|false]",
+     "show or set a zone's connection limit and options", "zone limit liberal connections"},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
 // clang-format on
@@ -89,7 +97,8 @@ constexpr Verb kVerbs[] = {
 const CliKeyKinds& key_kinds() {
     static const CliKeyKinds kinds = {
         .list_keys = {"rx_pin", "trunks"},
-        .string_keys = {"name", "port", "type", "path", "mode", "devargs", "mac"},
+        .string_keys = {"name", "port", "type", "path", "mode", "devargs", "mac", "address",
+                        "state"},
     };
     return kinds;
 }

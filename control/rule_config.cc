@@ -18,6 +18,7 @@
 #include "control/rule_config.h"
 
 #include "control/json_path.h"
+#include "control/nat_config.h"
 
 #include <arpa/inet.h>
 
@@ -589,7 +590,7 @@ constexpr std::array<ActionSyntax, static_cast<size_t>(ActionType::kCount)> kAct
     {ActionType::kMirror, "mirror", ArgKind::kPort, "mirror:PORT"},
     {ActionType::kMeter, "meter", ArgKind::kMeter, "meter:ID"},
     {ActionType::kGotoTable, "goto_table", ArgKind::kTable, "goto_table:N"},
-    {ActionType::kCt, "ct", ArgKind::kCtParams, "ct(zone=N,commit,table=N)"},
+    {ActionType::kCt, "ct", ArgKind::kCtParams, "ct(zone=N,commit,nat(...),mark=N,table=N)"},
 }};
 
 constexpr bool action_syntax_in_enum_order() {
@@ -614,9 +615,11 @@ Result<uint8_t> parse_later_table(std::string_view text, uint8_t table, const st
                              std::to_string(table) + "), not " + in_quotes(text));
 }
 
-/// Parses the parameter list of "ct(...)" (inner: the text between the parentheses) into a.
-Status parse_ct(std::string_view inner, uint8_t table, const std::string& path, Action& a) {
-    bool zone = false, commit = false, has_table = false;
+/// Parses the parameter list of "ct(...)" (inner: the text between the parentheses) into a,
+/// and nat(...) / mark=N into the rule's NatSpec and ct_mark.
+Status parse_ct(std::string_view inner, uint8_t table, const std::string& path, Action& a,
+                CompiledRule& rule) {
+    bool zone = false, commit = false, has_table = false, nat = false, mark = false;
     if (inner.empty()) return Ok{};  // "ct" and "ct()": zone 0, no commit, no table
     for (size_t begin = 0;;) {
         // The next comma outside parentheses ends the parameter (nat(...) holds commas).
@@ -651,24 +654,43 @@ Status parse_ct(std::string_view inner, uint8_t table, const std::string& path, 
             Result<uint8_t> t = parse_later_table(value, table, path, "ct table");
             if (!t) return t.error();
             a.arg32 |= kCtHasTable | (uint32_t{*t} << kCtTableShift);
+        } else if (name == "mark" && eq != std::string_view::npos) {
+            if (Status s = once(mark); !s) return s;
+            const std::optional<uint64_t> v = parse_number(value, 0xffffffffu);
+            if (!v) return invalid(path, "ct mark must be 0..4294967295, not " + in_quotes(value));
+            a.arg32 |= kCtSetMark;
+            rule.ct_mark = static_cast<uint32_t>(*v);
         } else if (param == "nat" || param.starts_with("nat(")) {
-            // Parsed so that the syntax is reserved; the conntrack NAT is not built yet.
-            return invalid(path, "nat is not supported yet");
+            if (Status s = once(nat); !s) return s;
+            std::string_view args;
+            if (param != "nat") {
+                if (!param.ends_with(")"))
+                    return invalid(path, "unbalanced parentheses in nat(...)");
+                args = param.substr(4, param.size() - 5);
+            }
+            Result<NatSpec> spec = parse_nat_spec(args, path);
+            if (!spec) return spec.error();
+            a.arg32 |= kCtNat;
+            rule.nat = *spec;
         } else if (param.empty()) {
             return invalid(path, "empty ct parameter");
         } else {
             return invalid(path, "unknown ct parameter " + in_quotes(param) +
-                                     " (expected zone=N, commit, table=N)");
+                                     " (expected zone=N, commit, nat[(...)], mark=N, table=N)");
         }
-        if (end >= inner.size()) return Ok{};
+        if (end >= inner.size()) break;
         begin = end + 1;
     }
+    if (mark && !commit) return invalid(path, "ct mark=N needs commit");
+    if (nat && rule.nat.kind != NatSpec::kNone && !commit)
+        return invalid(path, "nat(src=...) / nat(dst=...) needs commit: it binds new connections");
+    return Ok{};
 }
 
 /// Parses one action string of a rule in `table`. @return the action, kInvalidParams, or
 /// kNotFound for an unknown port or meter.
 Result<Action> parse_action(const json& v, const RuleContext& ctx, uint8_t table,
-                            const std::string& path) {
+                            const std::string& path, CompiledRule& rule) {
     if (!v.is_string()) return invalid(path, "must be a string like \"output:vm1\"");
     const std::string_view s = v.get_ref<const std::string&>();
     std::string_view name = s;
@@ -695,7 +717,7 @@ Result<Action> parse_action(const json& v, const RuleContext& ctx, uint8_t table
         if (s.starts_with("ct:"))
             return invalid(path,
                            "ct takes parameters in parentheses: " + std::string(syntax->usage));
-        if (Status st = parse_ct(arg.value_or(""), table, path, a); !st) return st.error();
+        if (Status st = parse_ct(arg.value_or(""), table, path, a, rule); !st) return st.error();
         return a;
     }
     if (!arg || arg->empty()) {
@@ -747,9 +769,16 @@ Status parse_actions(const json& actions, const RuleContext& ctx, uint8_t table,
         return invalid(path, "must have at most " + std::to_string(kMaxActions) + " actions, has " +
                                  std::to_string(actions.size()));
     }
+    bool ct_seen = false;
     for (size_t i = 0; i < actions.size(); ++i) {
-        Result<Action> a = parse_action(actions[i], ctx, table, at(path, i));
+        Result<Action> a = parse_action(actions[i], ctx, table, at(path, i), rule);
         if (!a) return a.error();
+        if (a->type == ActionType::kCt) {
+            if (ct_seen) return invalid(at(path, i), "a rule has at most one ct action");
+            ct_seen = true;
+            if ((a->arg32 & kCtHasTable) && i + 1 != actions.size())
+                return invalid(at(path, i), "ct(table=N) must be the last action");
+        }
         if (a->type == ActionType::kDrop && actions.size() > 1) {
             return invalid(at(path, i), "drop must be the only action");
         }

@@ -43,12 +43,6 @@ Result<json> RuleTable::add(const std::vector<json>& rules, const RuleContext& c
         std::string at = indexed ? path + "[" + std::to_string(i) + "]" : path;
         auto spec = parse_rule(rules[i], ctx, at);
         if (!spec) return spec.error();
-        for (const CompiledRule& e : spec->entries)
-            for (unsigned a = 0; a < e.n_actions; ++a)
-                if (e.actions[a].type == ActionType::kCt)
-                    return make_error(ErrorCode::kInvalidParams,
-                                      at + ".actions: ct needs connection tracking, which this "
-                                           "ferryd does not have yet");
         if (records_.count(spec->id) != 0 || !batch_ids.insert(spec->id).second)
             return make_error(
                 ErrorCode::kConflict,

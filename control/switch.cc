@@ -17,6 +17,7 @@
 #include <chrono>
 #include <thread>
 
+#include "control/conntrack.h"
 #include "control/log.h"
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
@@ -146,6 +147,9 @@ Status Switch::init_rules() {
         w->meters = meters.get();
         meters_.push_back(std::move(meters));
     }
+    auto ct = ConntrackControl::create(cfg_.conntrack, workers_);
+    if (!ct) return ct.error();
+    ct_ = std::move(*ct);
     rules_ = std::make_unique<RuleTable>(qsbr_, cfg_.max_rules, workers_);
     rules_->set_offload_hooks([this] { offload_.sync(rules_->table0_candidates()); },
                               [this](uint32_t slot) { return offload_.state(slot); });
@@ -178,6 +182,7 @@ Switch::~Switch() {
         ports_.clear();
     }
     rules_.reset();
+    ct_.reset();
     delete table_.load();
     for (WorkerState* w : workers_) {
         rte_ring_free(w->learn_ring);
@@ -337,6 +342,20 @@ PortCounters Switch::sum_port_counters(uint16_t slot) const {
     PortCounters sum{};
     for (const WorkerState* w : workers_) add_counters(sum, w->port_counters[slot]);
     return sum;
+}
+
+std::optional<uint16_t> Switch::port_slot(const std::string& name) const {
+    const PortRecord* r = find(name);
+    if (r == nullptr) return std::nullopt;
+    return r->slot;
+}
+
+std::string Switch::port_name(uint16_t slot) const {
+    for (const auto& [name, rec] : ports_)
+        if (rec.slot == slot) return name;
+    std::string text = std::to_string(slot);
+    text.insert(text.begin(), '#');
+    return text;
 }
 
 const Switch::PortRecord* Switch::find(const std::string& name) const {

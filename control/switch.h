@@ -32,6 +32,7 @@ namespace ferry {
 
 class MacTable;
 class FlowCache;
+class ConntrackControl;
 struct MeterSet;
 
 class Switch : public Pauser {
@@ -84,6 +85,13 @@ public:
     /// paused. @return kNotFound for an lcore that is not a worker.
     Result<nlohmann::json> flow_dump(unsigned lcore, size_t limit);
 
+    /// Connection tracking: shards, rings and the ct.* methods. Context: control.
+    ConntrackControl& conntrack() { return *ct_; }
+    /// The slot of a port by name, or nullopt. Context: control.
+    std::optional<uint16_t> port_slot(const std::string& name) const;
+    /// The name of the port in a slot ("#N" when the slot is free now). Context: control.
+    std::string port_name(uint16_t slot) const;
+
     void request_shutdown() { shutdown_.store(true); }
     bool shutdown_requested() const { return shutdown_.load(); }
     uint16_t worker_count() const { return static_cast<uint16_t>(workers_.size()); }
@@ -125,6 +133,7 @@ private:
     std::vector<std::vector<RuleCounters>> rule_counters_;  // one array per worker
     std::vector<std::unique_ptr<MeterSet>> meters_;         // one set per worker
     std::unique_ptr<RuleTable> rules_;
+    std::unique_ptr<ConntrackControl> ct_;
     OffloadSync offload_;  // NIC flow rules of every port
     std::atomic<const PortTable*> table_{nullptr};
     std::atomic<uint32_t> clock_s_{0};

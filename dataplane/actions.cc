@@ -4,6 +4,7 @@
 #include <rte_mbuf.h>
 
 #include "dataplane/classifier.h"
+#include "dataplane/ct_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/meter.h"
 #include "dataplane/rule.h"
@@ -57,7 +58,7 @@ bool consumed_later(const CompiledRule& r, unsigned i) {
     for (unsigned j = i + 1; j < r.n_actions; ++j) {
         ActionType a = r.actions[j].type;
         if (a == ActionType::kOutput || a == ActionType::kNormal || a == ActionType::kFlood ||
-            a == ActionType::kGotoTable || a == ActionType::kMirror)
+            a == ActionType::kGotoTable || a == ActionType::kMirror || a == ActionType::kCt)
             return true;
     }
     return false;
@@ -65,13 +66,28 @@ bool consumed_later(const CompiledRule& r, unsigned i) {
 
 }  // namespace
 
+const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const FlowKey& key,
+                                 uint8_t table) {
+    if (cls.direct(table)) return cls.lookup(key, table);
+    const CompiledRule* hit = nullptr;
+    const uint64_t gen = cls.generation();
+    if (w.flow_cache->lookup_bulk(&key, 1, table, gen, &hit) == 0) {
+        hit = cls.lookup(key, table);
+        w.flow_cache->insert(key, table, gen, hit);
+    }
+    return hit;
+}
+
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
-                 rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal) {
-    // goto_table only goes forward, so this loop ends within kMaxTables rules.
+                 rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
+                 bool ct_local) {
+    // goto_table and ct(table=N) only go forward, so this loop ends within kMaxTables rules.
     while (rule != nullptr) {
-        RuleCounters& rc = w.rule_counters[rule->index < w.rule_slots ? rule->index : 0];
-        counter_add(rc.packets, 1);
-        counter_add(rc.bytes, rte_pktmbuf_pkt_len(pkt));
+        if (rule->index < w.rule_slots) {
+            RuleCounters& rc = w.rule_counters[rule->index];
+            counter_add(rc.packets, 1);
+            counter_add(rc.bytes, rte_pktmbuf_pkt_len(pkt));
+        }
         const CompiledRule* next = nullptr;
         bool sent = false;  // an output already sent a copy (a mirror copy does not count)
         for (unsigned i = 0; i < rule->n_actions; ++i) {
@@ -128,15 +144,8 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                     }
                     break;
                 case ActionType::kGotoTable: {
-                    auto table = static_cast<uint8_t>(a.arg16);
-                    const CompiledRule* hit = nullptr;
-                    uint64_t gen = cls.generation();
-                    if (cls.direct(table)) {
-                        hit = cls.lookup(*key, table);
-                    } else if (w.flow_cache->lookup_bulk(key, 1, table, gen, &hit) == 0) {
-                        hit = cls.lookup(*key, table);
-                        w.flow_cache->insert(*key, table, gen, hit);
-                    }
+                    const CompiledRule* hit =
+                        table_lookup(w, cls, *key, static_cast<uint8_t>(a.arg16));
                     if (hit == nullptr) {
                         drop(w, in_port, pkt, DropReason::kNoRule);
                         return;
@@ -145,7 +154,17 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                     i = rule->n_actions;  // goto is the last action
                     break;
                 }
-                case ActionType::kCt:  // refused at rule.add until connection tracking exists
+                case ActionType::kCt: {
+                    const CompiledRule* hit = nullptr;
+                    const CtStep step =
+                        ct_action(w, t, cls, in_port, pkt, key, *rule, i, ct_local, &hit);
+                    if (step == CtStep::kConsumed) return;
+                    if (step == CtStep::kGotoRule) {
+                        next = hit;
+                        i = rule->n_actions;  // ct(table=N) is the last action
+                    }
+                    break;
+                }
                 case ActionType::kCount:
                     break;
             }

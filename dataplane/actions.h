@@ -20,10 +20,21 @@ struct NormalBatch {
     FlowKey* keys[32];
 };
 
+/// A CompiledRule::index that counts no hits: the remainder of a rule run by another worker.
+inline constexpr uint32_t kUncountedRule = 0xffffffffu;
+
 /// Runs rule's actions on pkt (and, through goto_table, those of the rules it leads to). Takes
-/// ownership of pkt: it is queued for tx, handed to `normal`, or dropped with a counted reason.
-/// key is updated by VLAN actions. rule == nullptr means a table miss (dropped, `no_rule`).
+/// ownership of pkt: it is queued for tx, handed to `normal`, handed to another worker by a ct
+/// action, or dropped with a counted reason. key is updated by VLAN and ct actions.
+/// rule == nullptr means a table miss (dropped, `no_rule`). ct_local: ct actions track here
+/// (the packet was handed over by another worker).
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
-                 rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal);
+                 rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
+                 bool ct_local = false);
+
+/// The rule of `table` for key, through the flow cache unless the table is direct.
+/// Context: fast path.
+const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const FlowKey& key,
+                                 uint8_t table);
 
 }  // namespace ferry

@@ -41,6 +41,8 @@ struct WorkerCounters {
     uint64_t learn_ring_full;  // learn events lost because the ring was full
     uint64_t cache_hits;       // flow cache hits (rules path only)
     uint64_t cache_misses;     // flow cache misses, each a classifier lookup
+    uint64_t ct_handoff_out;   // packets sent to the owner worker of their connection
+    uint64_t ct_handoff_in;    // packets received from other workers for their connections
 };
 
 }  // namespace ferry

@@ -22,13 +22,17 @@ enum class DropReason : uint8_t {
     kNoRule,          // no rule of a (non-empty) table matched
     kRuleDrop,        // a rule's drop action, or a rule that sends the packet nowhere
     kMeter,           // a meter marked the packet red
+    kCtLimit,         // ct(commit) refused: the zone's connection limit is reached
+    kCtFull,          // ct(commit) refused: connection table full or no free NAT address/port
+    kCtHandoff,       // the ring to the connection's owner worker was full
     kCount
 };
 
 inline constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)>
-    kDropReasonNames = {"runt",    "bad_vlan",       "bad_l3",    "bad_l4",  "vlan_not_allowed",
-                        "hairpin", "no_destination", "port_down", "tx_full", "no_mbuf",
-                        "no_rule", "rule_drop",      "meter"};
+    kDropReasonNames = {"runt",      "bad_vlan",       "bad_l3",    "bad_l4",   "vlan_not_allowed",
+                        "hairpin",   "no_destination", "port_down", "tx_full",  "no_mbuf",
+                        "no_rule",   "rule_drop",      "meter",     "ct_limit", "ct_full",
+                        "ct_handoff"};
 static_assert(kDropReasonNames.size() == static_cast<size_t>(DropReason::kCount));
 
 inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);

@@ -32,9 +32,28 @@ enum class ActionType : uint8_t {
 //   arg32 bit 0     commit: create the connection entry
 //   arg32 bits 8-15 the table to continue in; meaningful only when bit 16 is set
 //   arg32 bit 16    a table was given; without it processing goes on with the next action
+//   arg32 bit 17    nat: translate (with the rule's NatSpec when committing a new connection,
+//                   with the connection's binding otherwise)
+//   arg32 bit 18    mark=N: on commit, the connection's mark becomes the rule's ct_mark
 inline constexpr uint32_t kCtCommit = 1u << 0;
 inline constexpr unsigned kCtTableShift = 8;
 inline constexpr uint32_t kCtHasTable = 1u << 16;
+inline constexpr uint32_t kCtNat = 1u << 17;
+inline constexpr uint32_t kCtSetMark = 1u << 18;
+
+/// The translation a ct action's nat(...) asks for when it commits a new connection.
+/// kind kNone with kCtNat set means plain `nat`: apply the binding of connections that have one.
+struct NatSpec {
+    enum Kind : uint8_t { kNone, kSrc, kDst };
+    uint8_t kind;
+    uint8_t ip_version;  // of the addresses (4 or 6); 0 when no address is given
+    uint16_t port_min;   // host order; 0..0: ports unchanged
+    uint16_t port_max;
+    uint16_t pad;
+    uint8_t addr_min[16];  // IPv4 in the first 4 bytes, network order
+    uint8_t addr_max[16];
+};  // trivial, so that rules stay plain data: value-initialise (NatSpec{}) for kNone
+static_assert(sizeof(NatSpec) == 40);
 
 struct Action {
     ActionType type;
@@ -52,8 +71,9 @@ struct CompiledRule {
     uint8_t table;
     uint8_t n_actions;
     uint16_t pad;
-    uint32_t pad2;
+    uint32_t ct_mark;  // the mark a ct(commit,mark=N) action sets
     Action actions[kMaxActions];
+    NatSpec nat;  // of the rule's ct action (at most one ct action per rule has nat(...))
 };
 
 /// Whether key matches rule. Context: fast path.

@@ -6,6 +6,8 @@
 #include <rte_pause.h>
 #include <rte_rcu_qsbr.h>
 
+#include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/ct_action.h"
 #include "dataplane/pipeline.h"
 
 namespace ferry {
@@ -88,6 +90,9 @@ int worker_main(void* arg) {
         // Acquire, as for the port table: a published classifier is complete when seen.
         const Classifier* cls =
             w.classifier != nullptr ? w.classifier->load(std::memory_order_acquire) : nullptr;
+        if (w.ct_clock != nullptr) w.now_ms = w.ct_clock->now_ms(t0);
+        // Packets other workers handed over first: they waited in a ring already.
+        const uint32_t handed = w.n_workers > 1 ? ct_handoff_drain(w, *t, cls) : 0;
         uint32_t got = 0;
         for (uint16_t r = 0; r < t->rx_count[w.index]; ++r) {
             const RxAssignment& a = t->rx[w.index][r];
@@ -101,12 +106,16 @@ int worker_main(void* arg) {
             pipeline_burst(w, *t, cls, a.port, pkts, n);
             got += n;
         }
+        // Redirect notices leave before the packets that caused them, so that a reply cannot
+        // overtake the notice it depends on.
+        if (w.ct != nullptr && w.ct->notice_count() != 0) ct_send_notices(w);
         worker_flush_tx(w, *t);
+        if (w.ct != nullptr) w.ct->expire(w.now_ms, w.ct_expire_budget);
         rte_rcu_qsbr_quiescent(w.qsbr, w.index);
         counter_add(w.counters.iterations, 1);
 
         uint64_t t1 = rte_rdtsc();
-        if (got != 0) {
+        if (got != 0 || handed != 0) {
             counter_add(w.counters.packets, got);
             counter_add(w.counters.busy_cycles, t1 - t0);
             idle_polls = 0;

@@ -19,7 +19,16 @@ namespace ferry {
 class MacTable;
 class Classifier;
 class FlowCache;
+class ConntrackShard;
 struct MeterSet;
+
+/// The millisecond clock of connection tracking, shared by every worker and the control
+/// thread: all read the same invariant TSC. Set before the workers start.
+struct CtClock {
+    uint64_t tsc0 = 0;
+    uint64_t cycles_per_ms = 1;
+    uint64_t now_ms(uint64_t tsc) const { return (tsc - tsc0) / cycles_per_ms; }
+};
 
 inline constexpr uint16_t kRxBurst = 32;
 inline constexpr uint16_t kTxBurst = 32;
@@ -64,6 +73,14 @@ struct alignas(64) WorkerState {
     MeterSet* meters = nullptr;    // this worker's meter states (may be null)
     uint32_t mac_refresh_s = 150;  // re-announce a known MAC after this many seconds
     WorkerBackoff backoff;
+    // Connection tracking: this worker's shard, and rings to and from every other worker
+    // (ct_out[j]: single producer this worker, single consumer worker j; ct_in[j] the reverse).
+    ConntrackShard* ct = nullptr;
+    const CtClock* ct_clock = nullptr;
+    uint16_t n_workers = 1;
+    rte_ring* ct_out[kWorkerSlots] = {};
+    rte_ring* ct_in[kWorkerSlots] = {};
+    uint32_t ct_expire_budget = 64;  // connection slots the expiry sweep visits per iteration
 
     // Control -> worker. Release by the control thread, acquire by the worker.
     alignas(64) std::atomic<uint32_t> pause_request{0};
@@ -85,6 +102,7 @@ struct alignas(64) WorkerState {
     uint32_t cache_window_misses = 0;
     uint32_t cache_insert_tick = 0;
     bool cache_thrashing = false;
+    uint64_t now_ms = 0;  // ct_clock at the start of this iteration
     uint64_t learn_recent_key[kLearnFilterSlots]{};
     uint32_t learn_recent_s[kLearnFilterSlots]{};
 };

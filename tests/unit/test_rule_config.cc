@@ -45,7 +45,12 @@ void expect_well_formed(const RuleSpec& spec) {
         }
         EXPECT_EQ(e.index, 0u);
         EXPECT_EQ(e.pad, 0u);
-        EXPECT_EQ(e.pad2, 0u);
+        bool sets_mark = false;
+        for (unsigned a = 0; a < e.n_actions; ++a)
+            sets_mark |= e.actions[a].type == ActionType::kCt && (e.actions[a].arg32 & kCtSetMark);
+        if (!sets_mark) {
+            EXPECT_EQ(e.ct_mark, 0u);
+        }
         EXPECT_EQ(e.table, spec.table);
         EXPECT_EQ(e.priority, spec.priority);
     }
@@ -731,7 +736,9 @@ TEST(RuleConfig, EachActionEncodes) {
 
 TEST(RuleConfig, CtEncoding) {
     auto ct = [](const char* text, int table = 0) {
-        RuleSpec spec = compile(with_actions({text, "normal"}, table));
+        const bool has_table = std::string_view(text).find("table=") != std::string_view::npos;
+        RuleSpec spec = compile(has_table ? with_actions({text}, table)
+                                          : with_actions({text, "normal"}, table));
         EXPECT_EQ(spec.entries[0].actions[0].type, ActionType::kCt) << text;
         return spec.entries[0].actions[0];
     };
@@ -748,6 +755,37 @@ TEST(RuleConfig, CtEncoding) {
     a = ct("ct(table=63,zone=65535)", 2);
     EXPECT_EQ(a.arg16, 65535);
     EXPECT_EQ(a.arg32, (63u << 8) | (1u << 16));
+    a = ct("ct(nat)");
+    EXPECT_EQ(a.arg32, kCtNat);
+    a = ct("ct(commit,mark=0xff)");
+    EXPECT_EQ(a.arg32, kCtCommit | kCtSetMark);
+}
+
+TEST(RuleConfig, CtNatAndMarkGoIntoTheRule) {
+    RuleSpec s =
+        compile(with_actions({"ct(commit,nat(src=10.1.0.1-10.1.0.9:1024-2047),mark=7)", "normal"}));
+    const CompiledRule& r = s.entries[0];
+    EXPECT_EQ(r.actions[0].arg32, kCtCommit | kCtNat | kCtSetMark);
+    EXPECT_EQ(r.ct_mark, 7u);
+    EXPECT_EQ(r.nat.kind, NatSpec::kSrc);
+    EXPECT_EQ(r.nat.ip_version, 4);
+    EXPECT_EQ(r.nat.port_min, 1024);
+    EXPECT_EQ(r.nat.port_max, 2047);
+    const uint8_t lo[4] = {10, 1, 0, 1}, hi[4] = {10, 1, 0, 9};
+    EXPECT_EQ(std::memcmp(r.nat.addr_min, lo, 4), 0);
+    EXPECT_EQ(std::memcmp(r.nat.addr_max, hi, 4), 0);
+
+    s = compile(with_actions({"ct(commit,nat(dst=[fd00::5]:80))", "normal"}));
+    EXPECT_EQ(s.entries[0].nat.kind, NatSpec::kDst);
+    EXPECT_EQ(s.entries[0].nat.ip_version, 6);
+    EXPECT_EQ(s.entries[0].nat.port_min, 80);
+    EXPECT_EQ(s.entries[0].nat.port_max, 80);
+    EXPECT_EQ(s.entries[0].nat.addr_min[0], 0xfd);
+    EXPECT_EQ(s.entries[0].nat.addr_max[15], 5);
+
+    s = compile(with_actions({"ct(zone=3,nat,table=1)"}));
+    EXPECT_EQ(s.entries[0].nat.kind, NatSpec::kNone);
+    EXPECT_EQ(s.entries[0].actions[0].arg32 & kCtNat, kCtNat);
 }
 
 TEST(RuleConfig, ActionErrors) {
@@ -809,18 +847,43 @@ TEST(RuleConfig, ActionErrors) {
               "rules[0].actions[0]: ct table must be a table in 2..63 (after the rule's table "
               "1), not \"1\"");
     EXPECT_EQ(error_of(with_actions({"ct(commit,nat(src=10.0.0.1,random))"})),
-              "rules[0].actions[0]: nat is not supported yet");
-    EXPECT_EQ(error_of(with_actions({"ct(nat)"})), "rules[0].actions[0]: nat is not supported yet");
+              "rules[0].actions[0]: bad nat address \"10.0.0.1,random\" (expected "
+              "nat(src=ADDR[-ADDR][:PORT[-PORT]]) or nat(dst=...))");
+    EXPECT_EQ(error_of(with_actions({"ct(nat(src=10.0.0.1))"})),
+              "rules[0].actions[0]: nat(src=...) / nat(dst=...) needs commit: it binds new "
+              "connections");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,nat(to=10.0.0.1))"})),
+              "rules[0].actions[0]: bad nat parameter \"to=10.0.0.1\" (expected "
+              "nat(src=ADDR[-ADDR][:PORT[-PORT]]) or nat(dst=...))");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,nat(src=10.0.0.2-10.0.0.1))"})),
+              "rules[0].actions[0]: nat address range is empty: 10.0.0.2-10.0.0.1");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,nat(src=10.0.0.1-[fd00::1]))"})),
+              "rules[0].actions[0]: nat address range mixes IPv4 and IPv6");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,nat(src=10.0.0.1:0-80))"})),
+              "rules[0].actions[0]: bad nat port range \"0-80\" (ports are 1..65535)");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,nat(src=10.0.0.1:90-80))"})),
+              "rules[0].actions[0]: nat port range is empty: 90-80");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,nat,nat)"})),
+              "rules[0].actions[0]: ct parameter nat given twice");
+    EXPECT_EQ(error_of(with_actions({"ct(mark=1)"})),
+              "rules[0].actions[0]: ct mark=N needs commit");
+    EXPECT_EQ(error_of(with_actions({"ct(commit,mark=4294967296)"})),
+              "rules[0].actions[0]: ct mark must be 0..4294967295, not \"4294967296\"");
+    EXPECT_EQ(error_of(with_actions({"ct(table=1)", "normal"})),
+              "rules[0].actions[0]: ct(table=N) must be the last action");
+    EXPECT_EQ(error_of(with_actions({"ct(commit)", "ct(zone=1)", "normal"})),
+              "rules[0].actions[1]: a rule has at most one ct action");
     EXPECT_EQ(error_of(with_actions({"ct(commit,)"})), "rules[0].actions[0]: empty ct parameter");
     EXPECT_EQ(error_of(with_actions({"ct(force)"})),
               "rules[0].actions[0]: unknown ct parameter \"force\" (expected zone=N, commit, "
-              "table=N)");
+              "nat[(...)], mark=N, table=N)");
     EXPECT_EQ(error_of(with_actions({"ct(zone=1"})),
               "rules[0].actions[0]: unbalanced parentheses in ct(...)");
     EXPECT_EQ(error_of(with_actions({"ct(nat(src=1)"})),
               "rules[0].actions[0]: unbalanced parentheses in ct(...)");
     EXPECT_EQ(error_of(with_actions({"ct:5"})),
-              "rules[0].actions[0]: ct takes parameters in parentheses: ct(zone=N,commit,table=N)");
+              "rules[0].actions[0]: ct takes parameters in parentheses: "
+              "ct(zone=N,commit,nat(...),mark=N,table=N)");
 }
 
 TEST(RuleConfig, MissingContextCallbacksMeanNothingExists) {

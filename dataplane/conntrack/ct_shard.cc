@@ -1,0 +1,528 @@
+// Connection tracking of one shard. The order of work for a packet:
+//   1. key it (ct_packet_tuple): 5-tuple, ICMP echo identifier, or an ICMP error's quote;
+//   2. look it up; a hit updates the connection (TCP tracking, timeouts, counters) and
+//      translates the packet if the connection has NAT and the action says `nat`;
+//   3. a miss is +new when the packet may open a connection (a TCP SYN, any UDP, an echo
+//      request) and +inv otherwise; with `commit` the connection is created (zone limit, table
+//      room, NAT binding) and the packet translated.
+// ct_state follows Open vSwitch: +est once the connection has seen a reply, +rpl on packets of
+// the reply direction, +rel on ICMP errors about a tracked connection, +inv for packets that
+// break the protocol, and +trk always.
+#include "dataplane/conntrack/ct_shard.h"
+
+#include <cstring>
+
+#include "dataplane/conntrack/nat_rewrite.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint8_t kProtoIcmp = 1;
+constexpr uint8_t kProtoTcp = 6;
+constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kProtoIcmpv6 = 58;
+
+constexpr uint8_t kIcmpEchoReply = 0;
+constexpr uint8_t kIcmpEchoRequest = 8;
+constexpr uint8_t kIcmpv6EchoRequest = 128;
+constexpr uint8_t kIcmpv6EchoReply = 129;
+
+bool is_icmp(uint8_t proto) {
+    return proto == kProtoIcmp || proto == kProtoIcmpv6;
+}
+
+bool is_echo_request(const FlowKey& k) {
+    return (k.ip_proto == kProtoIcmp && k.l4_src == kIcmpEchoRequest) ||
+           (k.ip_proto == kProtoIcmpv6 && k.l4_src == kIcmpv6EchoRequest);
+}
+
+bool is_echo(const FlowKey& k) {
+    return is_echo_request(k) || (k.ip_proto == kProtoIcmp && k.l4_src == kIcmpEchoReply) ||
+           (k.ip_proto == kProtoIcmpv6 && k.l4_src == kIcmpv6EchoReply);
+}
+
+bool is_icmp_error_type(const FlowKey& k) {
+    if (k.ip_proto == kProtoIcmp) return k.l4_src == 3 || k.l4_src == 11 || k.l4_src == 12;
+    if (k.ip_proto == kProtoIcmpv6) return k.l4_src >= 1 && k.l4_src <= 4;
+    return false;
+}
+
+uint16_t load_be16(const uint8_t* p) {
+    return static_cast<uint16_t>(p[0] << 8 | p[1]);
+}
+
+/// One past the last byte of the IP packet (Ethernet padding excluded), or 0 if the frame is
+/// shorter than the IP header says. The parser accepted the frame, so the header is there.
+uint32_t ip_end(const uint8_t* frame, uint32_t len, const PacketLayout& l, const FlowKey& k) {
+    const uint32_t l3 = l.l3_offset;
+    uint32_t end;
+    if (k.ip_version == 4) {
+        if (l3 + 20 > len) return 0;
+        end = l3 + load_be16(frame + l3 + 2);
+    } else {
+        if (l3 + 40 > len) return 0;
+        end = l3 + 40 + load_be16(frame + l3 + 4);
+    }
+    return end <= len ? end : 0;
+}
+
+/// The segment of a TCP packet, or nullopt when its header is malformed.
+std::optional<TcpSegment> tcp_of(const uint8_t* frame, uint32_t len, const PacketLayout& l,
+                                 const FlowKey& k) {
+    const uint32_t end = ip_end(frame, len, l, k);
+    if (l.l4_offset == 0 || end <= l.l4_offset) return std::nullopt;
+    return tcp_segment_parse(frame + l.l4_offset, end - l.l4_offset);
+}
+
+/// Compares the 16-byte addresses a and b as unsigned big-endian numbers.
+int addr_cmp(const uint8_t* a, const uint8_t* b) {
+    return std::memcmp(a, b, 16);
+}
+
+/// a += n (big-endian, over the bytes that matter for the version). Wraps at the top.
+void addr_add(uint8_t* a, uint64_t n, uint8_t ip_version) {
+    const int last = ip_version == 4 ? 3 : 15;
+    for (int i = last; i >= 0 && n != 0; --i) {
+        const uint64_t s = a[i] + (n & 0xff);
+        a[i] = static_cast<uint8_t>(s);
+        n = (n >> 8) + (s >> 8);
+    }
+}
+
+/// Number of addresses in [lo, hi], saturated at 2^32 (more are never needed to pick one).
+uint64_t addr_span(const uint8_t* lo, const uint8_t* hi, uint8_t ip_version) {
+    const int last = ip_version == 4 ? 3 : 15;
+    // The difference of the two numbers, saturated: only its low 32 bits can matter.
+    uint64_t diff = 0;
+    int borrow = 0;
+    uint64_t high = 0;  // whether any byte above the low 4 differs
+    for (int i = last, shift = 0; i >= 0; --i, shift += 8) {
+        int d = hi[i] - lo[i] - borrow;
+        borrow = d < 0;
+        if (d < 0) d += 256;
+        if (shift < 32)
+            diff |= static_cast<uint64_t>(d) << shift;
+        else if (d != 0)
+            high = 1;
+    }
+    if (high) return uint64_t{1} << 32;
+    return diff + 1;
+}
+
+}  // namespace
+
+bool ct_packet_tuple(const uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                     const FlowKey& key, uint16_t zone, CtTuple* out, bool* is_icmp_error) {
+    *is_icmp_error = false;
+    if (key.ip_version != 4 && key.ip_version != 6) return false;
+    std::memset(out, 0, sizeof(*out));
+    if (is_icmp(key.ip_proto)) {
+        if (layout.l4_offset == 0) return false;
+        if (is_icmp_error_type(key)) {
+            CtTuple inner;
+            if (!icmp_error_inner_tuple(frame, len, layout, key, zone, &inner)) return false;
+            // The quote is a packet the error's sender received; the error travels the other
+            // way, so the connection's tuple in the error's direction is the quote reversed.
+            *out = ct_tuple_reverse(inner);
+            *is_icmp_error = true;
+            return true;
+        }
+        if (!is_echo(key)) return false;
+        if (layout.l4_offset + 8u > len) return false;
+        const uint16_t id = load_be16(frame + layout.l4_offset + 4);
+        out->sport = id;
+        out->dport = id;
+    } else if (key.ip_proto == kProtoTcp || key.ip_proto == kProtoUdp) {
+        if (layout.l4_offset == 0) return false;  // no reassembly: later fragments are +inv
+        out->sport = key.l4_src;
+        out->dport = key.l4_dst;
+    }
+    std::memcpy(out->src, key.ip_src, 16);
+    std::memcpy(out->dst, key.ip_dst, 16);
+    out->zone = zone;
+    out->proto = key.ip_proto;
+    out->ip_version = key.ip_version;
+    return true;
+}
+
+bool ct_apply_nat(const CtEntry& e, unsigned dir, uint8_t* frame, uint32_t len,
+                  const PacketLayout& layout, FlowKey* key) {
+    const CtTuple& other = e.tuple[1 - dir];
+    NatTarget to;
+    std::memcpy(to.src, other.dst, 16);
+    std::memcpy(to.dst, other.src, 16);
+    to.sport = other.dport;
+    to.dport = other.sport;
+    if (!nat_rewrite(frame, len, layout, *key, to)) return false;
+    std::memcpy(key->ip_src, to.src, 16);
+    std::memcpy(key->ip_dst, to.dst, 16);
+    if (key->ip_proto == kProtoTcp || key->ip_proto == kProtoUdp) {
+        key->l4_src = to.sport;
+        key->l4_dst = to.dport;
+    }
+    return true;
+}
+
+std::unique_ptr<ConntrackShard> ConntrackShard::create(uint32_t capacity, uint16_t worker,
+                                                       uint16_t n_workers, CtZoneTable* zones,
+                                                       const CtTimeouts* timeouts) {
+    if (zones == nullptr || timeouts == nullptr || n_workers == 0 || worker >= n_workers)
+        return nullptr;
+    std::unique_ptr<ConntrackShard> s(new ConntrackShard());
+    s->table_ = CtTable::create(capacity);
+    if (s->table_ == nullptr) return nullptr;
+    s->zones_ = zones;
+    s->timeouts_ = timeouts;
+    s->worker_ = worker;
+    s->n_workers_ = n_workers;
+    s->nat_seed_ = 0x2545f491u * (worker + 1u);
+    return s;
+}
+
+uint64_t ConntrackShard::timeout_ms(const CtEntry& e) const {
+    const uint8_t proto = e.tuple[0].proto;
+    uint32_t s;
+    if (proto == kProtoTcp)
+        s = timeouts_->tcp[static_cast<size_t>(e.tcp.state)];
+    else if (proto == kProtoUdp)
+        s = (e.flags & kCtfSeenReply) ? timeouts_->udp_stream : timeouts_->udp_first;
+    else if (is_icmp(proto))
+        s = timeouts_->icmp;
+    else
+        s = timeouts_->other;
+    return uint64_t{s} * 1000;
+}
+
+/// Adds delta to the live-connection count of e's kind (and state, for TCP).
+void ConntrackShard::account(const CtEntry& e, int delta) {
+    const uint8_t proto = e.tuple[0].proto;
+    uint64_t* c;
+    if (proto == kProtoTcp)
+        c = &counters_.by_tcp_state[static_cast<size_t>(e.tcp.state)];
+    else if (proto == kProtoUdp)
+        c = &counters_.udp;
+    else if (is_icmp(proto))
+        c = &counters_.icmp;
+    else
+        c = &counters_.other;
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + static_cast<uint64_t>(delta),
+                     __ATOMIC_RELAXED);
+}
+
+namespace {
+/// counter_add of dataplane/counters.h, without pulling its header's other types here.
+inline void bump(uint64_t& c, uint64_t n = 1) {
+    __atomic_store_n(&c, __atomic_load_n(&c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+}  // namespace
+
+/// Picks the translated tuple for a new connection: the reply tuple carries the new address
+/// and port, must not be in use, and should hash to this worker so both directions stay here.
+/// When no free candidate does (a DNAT to one address and port leaves no choice), the first
+/// free one is taken and *foreign is set: its replies reach another worker first.
+/// @return false when every candidate in the range is taken (nothing changed)
+bool ConntrackShard::choose_nat(const CtTuple& orig, const NatSpec& spec, CtTuple* reply,
+                                bool* foreign) {
+    bool have_fallback = false;
+    const bool src = spec.kind == NatSpec::kSrc;
+    const bool has_addr = spec.ip_version != 0;
+    if (has_addr && spec.ip_version != orig.ip_version) return false;
+    const bool has_ports = spec.port_max != 0 && (orig.proto == kProtoTcp ||
+                                                  orig.proto == kProtoUdp || is_icmp(orig.proto));
+    const uint64_t addrs = has_addr ? addr_span(spec.addr_min, spec.addr_max, spec.ip_version) : 1;
+    const uint32_t ports = has_ports ? uint32_t{spec.port_max} - spec.port_min + 1 : 1;
+    // Start at a point derived from the connection so that retries of one flow agree, then walk.
+    const uint32_t h = ct_tuple_hash(orig) ^ nat_seed_;
+    const uint64_t first_addr = h % addrs;
+    const uint32_t first_port = (h >> 7) % ports;
+    // Bounded search: every port of the first address, then the next addresses, never more
+    // than kMaxTries candidates on the fast path.
+    constexpr uint32_t kMaxTries = 4096;
+    uint32_t tries = 0;
+    CtTuple t = ct_tuple_reverse(orig);
+    for (uint64_t ai = 0; ai < addrs && tries < kMaxTries; ++ai) {
+        uint8_t addr[16];
+        if (has_addr) {
+            std::memcpy(addr, spec.addr_min, 16);
+            addr_add(addr, (first_addr + ai) % addrs, spec.ip_version);
+            if (addr_cmp(addr, spec.addr_max) > 0) continue;  // wrapped inside a saturated span
+            // reply: for SNAT its destination is the new source, for DNAT its source is the new
+            // destination.
+            std::memcpy(src ? t.dst : t.src, addr, 16);
+        }
+        for (uint32_t pi = 0; pi < ports && tries < kMaxTries; ++pi, ++tries) {
+            if (has_ports) {
+                const auto port = static_cast<uint16_t>(spec.port_min + (first_port + pi) % ports);
+                if (is_icmp(orig.proto)) {
+                    if (!src) break;  // DNAT keeps the echo identifier
+                    t.sport = port;   // the echo identifier, both directions
+                    t.dport = port;
+                } else if (src) {
+                    t.dport = port;
+                } else {
+                    t.sport = port;
+                }
+            }
+            const bool mine = ct_owner(t, n_workers_) == worker_;
+            if (!table_->lookup(t).found()) {
+                if (mine) {
+                    *reply = t;
+                    *foreign = false;
+                    return true;
+                }
+                if (!have_fallback) {
+                    *reply = t;
+                    have_fallback = true;
+                }
+            }
+            if (!has_ports) break;
+        }
+    }
+    *foreign = have_fallback;
+    return have_fallback;
+}
+
+CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                                     FlowKey* key, const CtTuple& t, const CtParams& p,
+                                     uint64_t now_ms, const void* tcp_seg) {
+    CtZone& zone = zones_->zones[p.zone];
+    const uint32_t limit = zone.limit.load(std::memory_order_relaxed);
+    // Relaxed: the count is only a budget; no other memory is published through it.
+    const uint32_t before = zone.count.fetch_add(1, std::memory_order_relaxed);
+    if (limit != 0 && before >= limit) {
+        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        zone.limit_drops.fetch_add(1, std::memory_order_relaxed);
+        bump(counters_.limit_drops);
+        return CtVerdict::kLimit;
+    }
+    CtTuple reply = ct_tuple_reverse(t);
+    const bool translate = p.nat && p.spec != nullptr && p.spec->kind != NatSpec::kNone;
+    bool foreign = false;
+    if (translate && !choose_nat(t, *p.spec, &reply, &foreign)) {
+        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        bump(counters_.nat_port_exhausted);
+        return CtVerdict::kFull;
+    }
+    if (foreign && n_notices_ == kCtNoticeSlots) {
+        // Without its redirect the reply would reach a worker that does not know it.
+        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        bump(counters_.notices_lost);
+        return CtVerdict::kFull;
+    }
+    const uint32_t idx = table_->insert(t, reply);
+    if (idx == kCtNone) {
+        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        bump(counters_.full_drops);
+        return CtVerdict::kFull;
+    }
+    CtEntry& e = table_->entry(idx);
+    if (translate) e.flags |= p.spec->kind == NatSpec::kSrc ? kCtfSrcNat : kCtfDstNat;
+    if (foreign) {
+        e.flags |= kCtfForeignReply;
+        bump(counters_.foreign_reply);
+        notify(CtNotice::kRedirectAdd, reply);
+    }
+    if (zone.liberal.load(std::memory_order_relaxed)) e.flags |= kCtfLiberal;
+    if (p.set_mark) e.mark = p.mark;
+    if (t.proto == kProtoTcp) tcp_start(e.tcp, *static_cast<const TcpSegment*>(tcp_seg));
+    e.packets[0] = 1;
+    e.bytes[0] = len;
+    e.port[0] = key->in_port;
+    e.port[1] = kCtNoPort;
+    e.expires_ms = now_ms + timeout_ms(e);
+    account(e, +1);
+    bump(counters_.created);
+    key->ct_mark = e.mark;
+    if (translate) ct_apply_nat(e, 0, frame, len, layout, key);
+    return CtVerdict::kContinue;
+}
+
+CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                                  FlowKey* key, const CtParams& p, uint64_t now_ms) {
+    bump(counters_.lookups);
+    key->ct_zone = p.zone;
+    key->ct_mark = 0;
+    key->ct_state = kCtTracked;
+    CtTuple t;
+    bool icmp_error = false;
+    if (!ct_packet_tuple(frame, len, layout, *key, p.zone, &t, &icmp_error)) {
+        key->ct_state |= kCtInvalid;
+        bump(counters_.invalid);
+        return CtVerdict::kContinue;
+    }
+    CtRef ref = table_->lookup(t);
+    if (ref.found() && (table_->entry(ref.index).flags & kCtfRedirect)) {
+        CtEntry& r = table_->entry(ref.index);
+        r.expires_ms = now_ms + redirect_ttl_ms(r.tuple[0].proto);
+        redirect_to_ = r.redirect_owner;
+        return CtVerdict::kRedirect;
+    }
+
+    if (icmp_error) {
+        if (!ref.found()) {
+            key->ct_state |= kCtInvalid;
+            bump(counters_.invalid);
+            return CtVerdict::kContinue;
+        }
+        const CtEntry& e = table_->entry(ref.index);
+        key->ct_state |= kCtRelated | (ref.dir == 1 ? kCtReply : 0);
+        key->ct_mark = e.mark;
+        if (p.nat && (e.flags & (kCtfSrcNat | kCtfDstNat))) {
+            // The quote is a packet of the other direction as translated; it goes back to its
+            // pre-translation form, and the error to whoever sent that packet.
+            const CtTuple& pre = e.tuple[1 - ref.dir];
+            NatTarget inner;
+            std::memcpy(inner.src, pre.src, 16);
+            std::memcpy(inner.dst, pre.dst, 16);
+            inner.sport = pre.sport;
+            inner.dport = pre.dport;
+            if (nat_rewrite_icmp_error(frame, len, layout, *key, pre.src, inner))
+                std::memcpy(key->ip_dst, pre.src, 16);
+        }
+        return CtVerdict::kContinue;
+    }
+
+    std::optional<TcpSegment> seg;
+    if (t.proto == kProtoTcp) {
+        seg = tcp_of(frame, len, layout, *key);
+        if (!seg) {
+            key->ct_state |= kCtInvalid;
+            bump(counters_.invalid);
+            return CtVerdict::kContinue;
+        }
+    }
+
+    if (ref.found()) {
+        CtEntry& e = table_->entry(ref.index);
+        if (t.proto == kProtoTcp) {
+            const TcpState before = e.tcp.state;
+            const TcpVerdict v = tcp_track(e.tcp, ref.dir, *seg, (e.flags & kCtfLiberal) != 0);
+            if (v == TcpVerdict::kReopen) {
+                // A new connection reuses the tuple of a closed one: forget the old one.
+                bump(counters_.reopened);
+                remove(ref.index);
+                ref = CtRef{};
+            } else if (v == TcpVerdict::kInvalid) {
+                key->ct_state |= kCtInvalid | (ref.dir == 1 ? kCtReply : 0);
+                key->ct_mark = e.mark;
+                bump(counters_.invalid);
+                return CtVerdict::kContinue;
+            } else if (e.tcp.state != before) {
+                const TcpState after = e.tcp.state;
+                e.tcp.state = before;
+                account(e, -1);
+                e.tcp.state = after;
+                account(e, +1);
+            }
+        }
+        if (ref.found()) {
+            if (ref.dir == 1 && !(e.flags & kCtfSeenReply)) {
+                e.flags |= kCtfSeenReply;
+                e.port[1] = key->in_port;
+            }
+            bump(e.packets[ref.dir]);
+            bump(e.bytes[ref.dir], len);
+            if (p.commit && p.set_mark) e.mark = p.mark;
+            e.expires_ms = now_ms + timeout_ms(e);
+            key->ct_state |= (e.flags & kCtfSeenReply) ? kCtEstablished : kCtNew;
+            if (ref.dir == 1) key->ct_state |= kCtReply;
+            key->ct_mark = e.mark;
+            if (p.nat && (e.flags & (kCtfSrcNat | kCtfDstNat)))
+                ct_apply_nat(e, ref.dir, frame, len, layout, key);
+            return CtVerdict::kContinue;
+        }
+    }
+
+    // No connection: may this packet open one?
+    bool may_open;
+    if (t.proto == kProtoTcp)
+        may_open =
+            tcp_may_open(*seg, zones_->zones[p.zone].liberal.load(std::memory_order_relaxed));
+    else if (is_icmp(t.proto))
+        may_open = is_echo_request(*key);
+    else
+        may_open = true;
+    if (!may_open) {
+        key->ct_state |= kCtInvalid;
+        bump(counters_.invalid);
+        return CtVerdict::kContinue;
+    }
+    key->ct_state |= kCtNew;
+    if (!p.commit) return CtVerdict::kContinue;
+    return commit_new(frame, len, layout, key, t, p, now_ms, seg ? &*seg : nullptr);
+}
+
+void ConntrackShard::remove(uint32_t index) {
+    const CtEntry& e = table_->entry(index);
+    if (e.flags & kCtfRedirect) {
+        __atomic_store_n(&counters_.redirects, counters_.redirects - 1, __ATOMIC_RELAXED);
+        table_->erase(index);
+        return;
+    }
+    if (e.flags & kCtfForeignReply) notify(CtNotice::kRedirectDel, e.tuple[1]);
+    zones_->zones[e.tuple[0].zone].count.fetch_sub(1, std::memory_order_relaxed);
+    account(e, -1);
+    bump(counters_.removed);
+    table_->erase(index);
+}
+
+/// Queues a notice for the worker that owns tuple's hash. @return false when the outbox is full
+bool ConntrackShard::notify(CtNotice::Kind kind, const CtTuple& tuple) {
+    if (n_notices_ == kCtNoticeSlots) {
+        bump(counters_.notices_lost);
+        return false;
+    }
+    notices_[n_notices_++] =
+        CtNotice{.kind = kind, .to = ct_owner(tuple, n_workers_), .owner = worker_, .tuple = tuple};
+    return true;
+}
+
+void ConntrackShard::count_lost_notice() {
+    bump(counters_.notices_lost);
+}
+
+void ConntrackShard::apply_notice(const CtNotice& n, uint64_t now_ms) {
+    const CtRef ref = table_->lookup(n.tuple);
+    if (n.kind == CtNotice::kRedirectDel) {
+        if (ref.found() && (table_->entry(ref.index).flags & kCtfRedirect) &&
+            table_->entry(ref.index).redirect_owner == n.owner)
+            remove(ref.index);
+        return;
+    }
+    if (ref.found()) return;  // a connection of ours has the tuple: it wins
+    const uint32_t idx = table_->insert(n.tuple, n.tuple);
+    if (idx == kCtNone) {
+        bump(counters_.notices_lost);
+        return;
+    }
+    CtEntry& e = table_->entry(idx);
+    e.flags = kCtfRedirect;
+    e.redirect_owner = n.owner;
+    e.port[0] = e.port[1] = kCtNoPort;
+    e.expires_ms = now_ms + redirect_ttl_ms(n.tuple.proto);
+    bump(counters_.redirects);
+}
+
+/// How long a redirect lives without packets: the longest a connection of the protocol can
+/// (the owner's delete notice normally removes it first).
+uint64_t ConntrackShard::redirect_ttl_ms(uint8_t proto) const {
+    uint32_t s = timeouts_->other;
+    if (proto == kProtoTcp)
+        s = timeouts_->tcp[static_cast<size_t>(TcpState::kEstablished)];
+    else if (proto == kProtoUdp)
+        s = timeouts_->udp_stream;
+    else if (is_icmp(proto))
+        s = timeouts_->icmp;
+    return uint64_t{s} * 1000;
+}
+
+uint32_t ConntrackShard::expire(uint64_t now_ms, uint32_t budget) {
+    uint32_t removed = 0;
+    table_->sweep(now_ms, budget, [&](uint32_t idx) {
+        remove(idx);
+        ++removed;
+    });
+    return removed;
+}
+
+}  // namespace ferry

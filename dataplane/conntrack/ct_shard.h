@@ -1,0 +1,142 @@
+// One worker's connection-tracking shard: its connection table, the TCP/UDP/ICMP tracking,
+// NAT bindings and incremental expiry. Written only by its owner worker (or the control thread
+// while that worker is paused); no DPDK, no locks, no allocation after create().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "dataplane/conntrack/ct_entry.h"
+#include "dataplane/conntrack/ct_table.h"
+#include "dataplane/conntrack/ct_zone.h"
+#include "dataplane/flow_key.h"
+#include "dataplane/rule.h"
+
+namespace ferry {
+
+/// What a ct action asks for, decoded from its Action and its rule.
+struct CtParams {
+    uint16_t zone = 0;
+    bool commit = false;
+    bool nat = false;               // kCtNat
+    bool set_mark = false;          // kCtSetMark
+    uint32_t mark = 0;              // with set_mark
+    const NatSpec* spec = nullptr;  // with nat: the binding to create on commit (may be kNone)
+};
+
+/// Outcome of tracking one packet.
+enum class CtVerdict : uint8_t {
+    kContinue,  // key's ct fields are set; processing goes on
+    kLimit,     // commit refused by the zone's limit: drop
+    kFull,      // commit refused: table full or no free NAT port: drop
+    kRedirect,  // the connection lives on worker redirect_to(): hand the packet there
+};
+
+/// A message from a shard to another worker's shard, delivered by the worker over the
+/// hand-off ring: "packets of `tuple` belong to worker `owner`" (add) or no longer (del).
+struct CtNotice {
+    enum Kind : uint8_t { kRedirectAdd = 1, kRedirectDel = 2 };
+    uint8_t kind;
+    uint16_t to;     // the worker whose shard receives it
+    uint16_t owner;  // the worker that owns the connection
+    CtTuple tuple;
+};
+
+inline constexpr unsigned kCtNoticeSlots = 64;
+
+/// Counters of one shard: written by the owner, read by the control thread.
+struct CtShardCounters {
+    uint64_t lookups;
+    uint64_t created;
+    uint64_t removed;  // expired or flushed
+    uint64_t invalid;  // packets marked +inv
+    uint64_t limit_drops;
+    uint64_t full_drops;
+    uint64_t nat_port_exhausted;
+    uint64_t reopened;       // TCP SYN reusing a TIME_WAIT/CLOSE tuple
+    uint64_t foreign_reply;  // NAT bindings whose reply tuple hashes to another worker
+    uint64_t redirects;      // live redirect entries (other workers' foreign reply tuples)
+    uint64_t notices_lost;   // redirect notices that found no room (outbox or ring full)
+    uint64_t by_tcp_state[static_cast<size_t>(TcpState::kCount)];  // live TCP connections
+    uint64_t udp;                                                  // live UDP pseudo-connections
+    uint64_t icmp;                                                 // live ICMP echo
+    uint64_t other;
+};
+
+/// The tuple ct looks a packet up with: its own 5-tuple, or for an ICMP error the tuple of the
+/// connection it concerns in the error's own direction. Used to pick the owner worker.
+/// Context: fast path. @return false for packets ct cannot key (not IP, non-first fragment of
+///         TCP/UDP, ICMP that is neither echo nor a recognised error)
+bool ct_packet_tuple(const uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                     const FlowKey& key, uint16_t zone, CtTuple* out, bool* is_icmp_error);
+
+class ConntrackShard {
+public:
+    /// A shard for up to `capacity` connections, for worker `worker` of `n_workers` (NAT ports
+    /// are chosen so that reply tuples hash to this worker). zones and timeouts are shared and
+    /// must outlive the shard. Context: control (setup). @return nullptr on bad capacity/memory.
+    static std::unique_ptr<ConntrackShard> create(uint32_t capacity, uint16_t worker,
+                                                  uint16_t n_workers, CtZoneTable* zones,
+                                                  const CtTimeouts* timeouts);
+
+    /// Tracks one packet: looks up (and with commit creates) its connection, updates state,
+    /// applies NAT to the frame and the key when asked, and sets key->ct_state (always with
+    /// +trk), ct_zone and ct_mark. Context: fast path, owner.
+    /// @param frame, len  the Ethernet frame, writable (NAT)
+    /// @param now_ms      the owner's clock
+    CtVerdict process(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
+                      const CtParams& p, uint64_t now_ms);
+
+    /// Removes up to `budget` slots' worth of expired connections. Context: fast path, owner.
+    /// @return connections removed
+    uint32_t expire(uint64_t now_ms, uint32_t budget);
+
+    /// Removes one connection (flush, migration retire), keeping counts right. Context: owner,
+    /// or control while the owner is paused.
+    void remove(uint32_t index);
+
+    /// Installs or removes a redirect entry as another shard's notice asks. Context: owner.
+    void apply_notice(const CtNotice& n, uint64_t now_ms);
+    /// Notices waiting for delivery; the worker sends them and calls clear_notices().
+    const CtNotice* notices() const { return notices_; }
+    unsigned notice_count() const { return n_notices_; }
+    void clear_notices() { n_notices_ = 0; }
+    void count_lost_notice();
+    /// The worker a kRedirect verdict names. Context: owner, right after process().
+    uint16_t redirect_to() const { return redirect_to_; }
+
+    CtTable& table() { return *table_; }
+    const CtTable& table() const { return *table_; }
+    const CtShardCounters& counters() const { return counters_; }
+    uint16_t worker() const { return worker_; }
+
+private:
+    ConntrackShard() = default;
+    struct Segment;
+    CtVerdict commit_new(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
+                         const CtTuple& t, const CtParams& p, uint64_t now_ms, const void* tcp);
+    bool notify(CtNotice::Kind kind, const CtTuple& tuple);
+    bool choose_nat(const CtTuple& orig, const NatSpec& spec, CtTuple* reply, bool* foreign);
+    void account(const CtEntry& e, int delta);
+    uint64_t timeout_ms(const CtEntry& e) const;
+    uint64_t redirect_ttl_ms(uint8_t proto) const;
+
+    std::unique_ptr<CtTable> table_;
+    CtZoneTable* zones_ = nullptr;
+    const CtTimeouts* timeouts_ = nullptr;
+    uint16_t worker_ = 0;
+    uint16_t n_workers_ = 1;
+    uint32_t nat_seed_ = 0;
+    uint16_t redirect_to_ = 0;
+    unsigned n_notices_ = 0;
+    CtNotice notices_[kCtNoticeSlots];
+    CtShardCounters counters_{};
+};
+
+/// Applies a connection's translation to a packet that matched tuple[dir] of entry e: the
+/// packet is rewritten to carry the reverse of tuple[1 - dir], and key follows. Context: fast
+/// path. @return false when the frame is too short (nothing changed)
+bool ct_apply_nat(const CtEntry& e, unsigned dir, uint8_t* frame, uint32_t len,
+                  const PacketLayout& layout, FlowKey* key);
+
+}  // namespace ferry

@@ -1,0 +1,179 @@
+#include "dataplane/ct_action.h"
+
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include <cstring>
+
+#include "dataplane/actions.h"
+#include "dataplane/classifier.h"
+#include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/l2_bridge.h"
+#include "dataplane/packet_parse.h"
+#include "dataplane/tx.h"
+#include "dataplane/worker.h"
+
+namespace ferry {
+namespace {
+
+CtParams params_of(const Action& a, const CompiledRule& rule) {
+    CtParams p;
+    p.zone = a.arg16;
+    p.commit = (a.arg32 & kCtCommit) != 0;
+    p.nat = (a.arg32 & kCtNat) != 0;
+    p.set_mark = (a.arg32 & kCtSetMark) != 0;
+    p.mark = rule.ct_mark;
+    p.spec = &rule.nat;
+    return p;
+}
+
+static_assert(sizeof(CtTuple) <= sizeof(CtHandoff::rest), "a notice's tuple travels in rest");
+
+/// Queues pkt for worker `owner` with the ct action and the rest of the rule. Takes ownership.
+void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
+              const CompiledRule& rule, unsigned index) {
+    CtHandoff m{};
+    m.pkt = pkt;
+    m.in_port = in_port;
+    m.mark = rule.ct_mark;
+    m.ct = rule.actions[index];
+    m.n_rest = static_cast<uint8_t>(rule.n_actions - index - 1);
+    for (unsigned j = 0; j < m.n_rest; ++j) m.rest[j] = rule.actions[index + 1 + j];
+    m.nat = rule.nat;
+    if (rte_ring_sp_enqueue_elem(w.ct_out[owner], &m, sizeof(m)) != 0) {
+        drop(w, in_port, pkt, DropReason::kCtHandoff);
+        return;
+    }
+    counter_add(w.counters.ct_handoff_out, 1);
+}
+
+}  // namespace
+
+CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
+                 rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index, bool local,
+                 const CompiledRule** next) {
+    (void)t;
+    const Action& a = rule.actions[index];
+    auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
+    const uint32_t len = rte_pktmbuf_data_len(pkt);
+    // Actions before ct may have moved the headers (VLAN edits): parse again for fresh offsets.
+    // The frame parsed on arrival, and VLAN edits keep it parseable.
+    PacketLayout layout;
+    if (auto bad = parse_frame(data, len, in_port, key, &layout)) {
+        drop(w, in_port, pkt, *bad);
+        return CtStep::kConsumed;
+    }
+    const CtParams p = params_of(a, rule);
+    if (w.n_workers > 1 && !local) {
+        CtTuple tuple;
+        bool icmp_error;
+        if (ct_packet_tuple(data, len, layout, *key, p.zone, &tuple, &icmp_error)) {
+            const uint16_t owner = ct_owner(tuple, w.n_workers);
+            if (owner != w.index) {
+                hand_off(w, owner, pkt, in_port, rule, index);
+                return CtStep::kConsumed;
+            }
+        }
+    }
+    switch (w.ct->process(data, len, layout, key, p, w.now_ms)) {
+        case CtVerdict::kContinue:
+            break;
+        case CtVerdict::kLimit:
+            drop(w, in_port, pkt, DropReason::kCtLimit);
+            return CtStep::kConsumed;
+        case CtVerdict::kFull:
+            drop(w, in_port, pkt, DropReason::kCtFull);
+            return CtStep::kConsumed;
+        case CtVerdict::kRedirect:
+            // A translated connection whose reply tuple hashes here; its owner is elsewhere.
+            if (local) {  // never bounce twice: a stale redirect must not loop
+                drop(w, in_port, pkt, DropReason::kCtHandoff);
+                return CtStep::kConsumed;
+            }
+            hand_off(w, w.ct->redirect_to(), pkt, in_port, rule, index);
+            return CtStep::kConsumed;
+    }
+    if ((a.arg32 & kCtHasTable) == 0) return CtStep::kNextAction;
+    const auto table = static_cast<uint8_t>(a.arg32 >> kCtTableShift);
+    *next = table_lookup(w, cls, *key, table);
+    if (*next == nullptr) {
+        drop(w, in_port, pkt, DropReason::kNoRule);
+        return CtStep::kConsumed;
+    }
+    return CtStep::kGotoRule;
+}
+
+void ct_send_notices(WorkerState& w) {
+    const unsigned n = w.ct->notice_count();
+    for (unsigned i = 0; i < n; ++i) {
+        const CtNotice& c = w.ct->notices()[i];
+        CtHandoff m{};
+        m.pkt = nullptr;
+        m.notice = c.kind;
+        m.in_port = c.owner;
+        std::memcpy(m.rest, &c.tuple, sizeof(CtTuple));
+        if (c.to >= w.n_workers || c.to == w.index ||
+            rte_ring_sp_enqueue_elem(w.ct_out[c.to], &m, sizeof(m)) != 0)
+            w.ct->count_lost_notice();
+    }
+    w.ct->clear_notices();
+}
+
+uint32_t ct_handoff_drain(WorkerState& w, const PortTable& t, const Classifier* cls) {
+    uint32_t total = 0;
+    CtHandoff msgs[kRxBurst];
+    FlowKey keys[kRxBurst];
+    for (uint16_t j = 0; j < w.n_workers; ++j) {
+        if (w.ct_in[j] == nullptr) continue;
+        const unsigned n =
+            rte_ring_sc_dequeue_burst_elem(w.ct_in[j], msgs, sizeof(CtHandoff), kRxBurst, nullptr);
+        if (n == 0) continue;
+        total += n;
+        counter_add(w.counters.ct_handoff_in, n);
+        NormalBatch normal;
+        uint16_t normal_port = 0;
+        for (unsigned i = 0; i < n; ++i) {
+            const CtHandoff& m = msgs[i];
+            if (m.pkt == nullptr) {
+                CtNotice c{};
+                c.kind = static_cast<CtNotice::Kind>(m.notice);
+                c.owner = m.in_port;
+                c.to = w.index;
+                std::memcpy(&c.tuple, m.rest, sizeof(CtTuple));
+                w.ct->apply_notice(c, w.now_ms);
+                continue;
+            }
+            if (cls == nullptr) {  // the rules went away while the packet was in the ring
+                drop(w, m.in_port, m.pkt, DropReason::kNoRule);
+                continue;
+            }
+            // `normal` hands a batch to the bridge with one ingress port: flush on a change.
+            if (normal.n != 0 && m.in_port != normal_port) {
+                FlowKey nk[kRxBurst];
+                for (uint16_t k = 0; k < normal.n; ++k) nk[k] = *normal.keys[k];
+                l2_switch_parsed(w, t, normal_port, normal.pkts, nk, normal.n);
+                normal.n = 0;
+            }
+            normal_port = m.in_port;
+            CompiledRule rest{};
+            rest.index = kUncountedRule;
+            rest.ct_mark = m.mark;
+            rest.nat = m.nat;
+            rest.n_actions = static_cast<uint8_t>(1 + m.n_rest);
+            rest.actions[0] = m.ct;
+            for (unsigned k = 0; k < m.n_rest; ++k) rest.actions[1 + k] = m.rest[k];
+            std::memset(&keys[i], 0, sizeof(FlowKey));
+            keys[i].in_port = m.in_port;
+            run_actions(w, t, *cls, m.in_port, m.pkt, &keys[i], &rest, normal, true);
+        }
+        if (normal.n != 0) {
+            FlowKey nk[kRxBurst];
+            for (uint16_t k = 0; k < normal.n; ++k) nk[k] = *normal.keys[k];
+            l2_switch_parsed(w, t, normal_port, normal.pkts, nk, normal.n);
+        }
+    }
+    return total;
+}
+
+}  // namespace ferry
