@@ -77,6 +77,8 @@ Result<std::unique_ptr<ConntrackControl>> ConntrackControl::create(
                               "conntrack: cannot allocate " + std::to_string(cfg.capacity) +
                                   " connections for worker " + std::to_string(i));
         ws[i]->ct = shard.get();
+        // A sweep of the whole table about every second, one slice per millisecond.
+        ws[i]->ct_expire_budget = cfg.capacity / 1000 + 1;
         ws[i]->ct_clock = &c->clock_;
         ws[i]->n_workers = n;
         c->shards_.push_back(std::move(shard));

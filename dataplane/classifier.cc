@@ -267,6 +267,9 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         c->impl_->build(rules);
         for (uint8_t t = 0; t < kMaxTables; ++t)
             c->direct_[t] = c->subtable_count(t) <= kDirectSubtables;
+        for (const CompiledRule& r : rules)
+            for (unsigned a = 0; a < r.n_actions; ++a)
+                if (r.actions[a].type == ActionType::kCt) c->has_ct_[r.table] = true;
         return c;
     } catch (const std::bad_alloc&) {
         return nullptr;

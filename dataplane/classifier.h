@@ -47,6 +47,8 @@ public:
     /// rule change then costs no cache misses at all. Context: fast path.
     bool direct(uint8_t table) const { return table < kMaxTables && direct_[table]; }
     static constexpr size_t kDirectSubtables = 4;
+    /// Whether any rule of a table has a ct action. Context: fast path.
+    bool has_ct(uint8_t table) const { return table < kMaxTables && has_ct_[table]; }
 
 private:
     struct Impl;
@@ -54,6 +56,7 @@ private:
     uint64_t generation_;
     std::unique_ptr<Impl> impl_;
     bool direct_[kMaxTables] = {};
+    bool has_ct_[kMaxTables] = {};
 };
 
 }  // namespace ferry

@@ -104,6 +104,105 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
     return CtStep::kGotoRule;
 }
 
+uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_mbuf** pkts,
+                  FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules, uint16_t n) {
+    CtTuple tuples[kRxBurst];
+    uint16_t which[kRxBurst];  // packet of each tuple
+    unsigned nt = 0;
+    bool whole = false;  // some packet's rule is only a ct(table=T): tracked in this stage
+    for (uint16_t i = 0; i < n; ++i) {
+        const CompiledRule* r = rules[i];
+        if (r == nullptr || r->n_actions == 0 || r->actions[0].type != ActionType::kCt) continue;
+        bool icmp_error;
+        if (!ct_packet_tuple(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
+                             rte_pktmbuf_data_len(pkts[i]), layouts[i], keys[i],
+                             r->actions[0].arg16, &tuples[nt], &icmp_error))
+            continue;
+        whole = whole || (r->n_actions == 1 && (r->actions[0].arg32 & kCtHasTable));
+        which[nt++] = i;
+    }
+    if (nt == 0) return n;
+    CtRef refs[kRxBurst];
+    w.ct->table().lookup_bulk(tuples, nt, refs);  // also warms the cache for run_actions
+    if (!whole) return n;
+
+    bool gone[kRxBurst] = {};
+    uint8_t next_table[kRxBurst];
+    uint16_t cont[kRxBurst];  // packets tracked here that continue in a table
+    unsigned nc = 0;
+    for (unsigned j = 0; j < nt; ++j) {
+        const uint16_t i = which[j];
+        const CompiledRule& r = *rules[i];
+        if (r.n_actions != 1 || !(r.actions[0].arg32 & kCtHasTable)) continue;
+        if (r.index < w.rule_slots) {
+            RuleCounters& rc = w.rule_counters[r.index];
+            counter_add(rc.packets, 1);
+            counter_add(rc.bytes, rte_pktmbuf_pkt_len(pkts[i]));
+        }
+        gone[i] = true;
+        if (w.n_workers > 1) {
+            const uint16_t owner = ct_owner(tuples[j], w.n_workers);
+            if (owner != w.index) {
+                hand_off(w, owner, pkts[i], in_port, r, 0);
+                continue;
+            }
+        }
+        const Action& a = r.actions[0];
+        switch (w.ct->process(rte_pktmbuf_mtod(pkts[i], uint8_t*), rte_pktmbuf_data_len(pkts[i]),
+                              layouts[i], &keys[i], params_of(a, r), w.now_ms, refs[j])) {
+            case CtVerdict::kContinue:
+                break;
+            case CtVerdict::kLimit:
+                drop(w, in_port, pkts[i], DropReason::kCtLimit);
+                continue;
+            case CtVerdict::kFull:
+                drop(w, in_port, pkts[i], DropReason::kCtFull);
+                continue;
+            case CtVerdict::kRedirect:
+                hand_off(w, w.ct->redirect_to(), pkts[i], in_port, r, 0);
+                continue;
+        }
+        next_table[i] = static_cast<uint8_t>(a.arg32 >> kCtTableShift);
+        cont[nc++] = i;
+    }
+    // The tables they continue in: one bulk classifier lookup when they agree (the usual case).
+    if (nc != 0) {
+        const uint8_t t0 = next_table[cont[0]];
+        bool same = cls.direct(t0);
+        for (unsigned k = 1; k < nc && same; ++k) same = next_table[cont[k]] == t0;
+        const CompiledRule* next[kRxBurst];
+        if (same) {
+            FlowKey ck[kRxBurst];
+            for (unsigned k = 0; k < nc; ++k) ck[k] = keys[cont[k]];
+            cls.lookup_bulk(ck, nc, t0, next);
+        } else {
+            for (unsigned k = 0; k < nc; ++k)
+                next[k] = table_lookup(w, cls, keys[cont[k]], next_table[cont[k]]);
+        }
+        for (unsigned k = 0; k < nc; ++k) {
+            const uint16_t i = cont[k];
+            if (next[k] == nullptr) {
+                drop(w, in_port, pkts[i], DropReason::kNoRule);
+                continue;
+            }
+            rules[i] = next[k];
+            gone[i] = false;
+        }
+    }
+    uint16_t m = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (gone[i]) continue;
+        if (m != i) {
+            pkts[m] = pkts[i];
+            keys[m] = keys[i];
+            layouts[m] = layouts[i];
+            rules[m] = rules[i];
+        }
+        ++m;
+    }
+    return m;
+}
+
 void ct_send_notices(WorkerState& w) {
     const unsigned n = w.ct->notice_count();
     for (unsigned i = 0; i < n; ++i) {

@@ -5,6 +5,7 @@
 
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
+#include "dataplane/ct_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
 #include "dataplane/offload/flow_translate.h"
@@ -63,7 +64,7 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
         return;
     }
     FlowKey keys[kRxBurst];
-    PacketLayout layout;
+    PacketLayout layouts[kRxBurst];
     rte_mbuf* live[kRxBurst];
     const CompiledRule* rules[kRxBurst];
 
@@ -72,7 +73,7 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     for (uint16_t i = 0; i < n; ++i) {
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
         auto bad = parse_frame(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
-                               rte_pktmbuf_data_len(pkts[i]), in_port, &keys[m], &layout);
+                               rte_pktmbuf_data_len(pkts[i]), in_port, &keys[m], &layouts[m]);
         if (bad) {
             drop(w, in_port, pkts[i], *bad);
             continue;
@@ -108,7 +109,13 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
         for (uint16_t j = 0; j < nr; ++j) rules[rest_idx[j]] = rest_rules[j];
     }
 
-    // Stage 3: actions; packets that end in `normal` go to the bridge together.
+    // Stage 3: connection tracking of the whole burst, for rules that start with ct.
+    if (w.ct != nullptr && cls->has_ct(0)) {
+        m = ct_stage(w, *cls, in_port, live, keys, layouts, rules, m);
+        if (m == 0) return;
+    }
+
+    // Stage 4: actions; packets that end in `normal` go to the bridge together.
     NormalBatch normal;
     for (uint16_t i = 0; i < m; ++i)
         run_actions(w, t, *cls, in_port, live[i], &keys[i], rules[i], normal);

@@ -80,7 +80,7 @@ struct alignas(64) WorkerState {
     uint16_t n_workers = 1;
     rte_ring* ct_out[kWorkerSlots] = {};
     rte_ring* ct_in[kWorkerSlots] = {};
-    uint32_t ct_expire_budget = 64;  // connection slots the expiry sweep visits per iteration
+    uint32_t ct_expire_budget = 64;  // connection slots the expiry sweep visits per millisecond
 
     // Control -> worker. Release by the control thread, acquire by the worker.
     alignas(64) std::atomic<uint32_t> pause_request{0};
@@ -102,7 +102,8 @@ struct alignas(64) WorkerState {
     uint32_t cache_window_misses = 0;
     uint32_t cache_insert_tick = 0;
     bool cache_thrashing = false;
-    uint64_t now_ms = 0;  // ct_clock at the start of this iteration
+    uint64_t now_ms = 0;       // ct_clock at the start of this iteration
+    uint64_t ct_swept_ms = 0;  // when the expiry sweep last ran
     uint64_t learn_recent_key[kLearnFilterSlots]{};
     uint32_t learn_recent_s[kLearnFilterSlots]{};
 };

@@ -1,6 +1,7 @@
 // A tracked connection as its owner worker's shard stores it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "dataplane/conntrack/ct_tcp.h"
@@ -25,7 +26,9 @@ enum CtEntryFlag : uint8_t {
 /// Per-protocol pseudo-states of UDP and ICMP echo, kept in CtEntry::state when not TCP.
 enum class CtOtherState : uint8_t { kFirst, kMultiple };
 
-struct CtEntry {
+/// Three cache lines, laid out by use: a UDP or ICMP packet touches the first two (its tuple,
+/// the deadline and counters), a TCP packet the third too (its tracking state).
+struct alignas(64) CtEntry {
     // tuple[0]: the original direction as first seen. tuple[1]: the tuple reply packets carry,
     // after NAT (so for SNAT its dst is the translated source). A packet matching tuple[d] is
     // rewritten to the reverse of tuple[1 - d] when the entry has NAT.
@@ -34,12 +37,15 @@ struct CtEntry {
     uint64_t packets[2];
     uint64_t bytes[2];
     uint32_t mark;
-    int32_t seq_offset[2];    // what a TCP sequence rewrite adds in each direction (0 today)
     uint8_t flags;            // CtEntryFlag
     uint8_t other_state;      // CtOtherState for UDP/ICMP
     uint16_t redirect_owner;  // kCtfRedirect entries only
-    uint16_t port[2];         // ferry port the first packet of each direction came in on; kCtNoPort
-    TcpConn tcp;              // TCP only
+    // Third line: rarely written per packet.
+    uint16_t port[2];       // ferry port the first packet of each direction came in on; kCtNoPort
+    int32_t seq_offset[2];  // what a TCP sequence rewrite adds in each direction (0 today)
+    TcpConn tcp;            // TCP only
 };
+static_assert(sizeof(CtEntry) == 192);
+static_assert(offsetof(CtEntry, port) == 128, "the per-packet fields fill the first two lines");
 
 }  // namespace ferry

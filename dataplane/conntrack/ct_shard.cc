@@ -338,7 +338,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
 }
 
 CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayout& layout,
-                                  FlowKey* key, const CtParams& p, uint64_t now_ms) {
+                                  FlowKey* key, const CtParams& p, uint64_t now_ms, CtRef hint) {
     bump(counters_.lookups);
     key->ct_zone = p.zone;
     key->ct_mark = 0;
@@ -350,7 +350,12 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         bump(counters_.invalid);
         return CtVerdict::kContinue;
     }
-    CtRef ref = table_->lookup(t);
+    // A hit of the burst's bulk lookup stands if the entry still holds the tuple (a reopen by an
+    // earlier packet may have replaced it).
+    CtRef ref =
+        hint.found() && table_->live(hint.index) && table_->entry(hint.index).tuple[hint.dir] == t
+            ? hint
+            : table_->lookup(t);
     if (ref.found() && (table_->entry(ref.index).flags & kCtfRedirect)) {
         CtEntry& r = table_->entry(ref.index);
         r.expires_ms = now_ms + redirect_ttl_ms(r.tuple[0].proto);

@@ -84,8 +84,10 @@ public:
     /// +trk), ct_zone and ct_mark. Context: fast path, owner.
     /// @param frame, len  the Ethernet frame, writable (NAT)
     /// @param now_ms      the owner's clock
+    /// @param hint        what a bulk lookup of the packet's tuple found just before (a miss is
+    ///                    never trusted: an earlier packet of the burst may have committed it)
     CtVerdict process(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
-                      const CtParams& p, uint64_t now_ms);
+                      const CtParams& p, uint64_t now_ms, CtRef hint = CtRef{});
 
     /// Removes up to `budget` slots' worth of expired connections. Context: fast path, owner.
     /// @return connections removed

@@ -216,8 +216,7 @@ void CtTable::lookup_bulk(const CtTuple* keys, unsigned n, CtRef* out) const {
         __builtin_prefetch(primary[i], 0, 3);
         __builtin_prefetch(secondary[i], 0, 3);
     }
-    // Stage 2: filter ways by signature; start loading the tuple of the first candidate. A tuple
-    // may straddle two cache lines of its entry, hence two prefetches.
+    // Stage 2: filter ways by signature; start loading the entry of the first candidate.
     for (unsigned i = 0; i < n; ++i) {
         const unsigned m0 = primary[i]->match(sig[i]);
         const unsigned m1 = secondary[i]->match(sig[i]);
@@ -226,9 +225,10 @@ void CtTable::lookup_bulk(const CtTuple* keys, unsigned n, CtRef* out) const {
         if ((m0 | m1) == 0) continue;
         const uint32_t ref = m0 != 0 ? primary[i]->ref[std::countr_zero(m0)]
                                      : secondary[i]->ref[std::countr_zero(m1)];
-        const CtTuple* t = &entries_[ref >> 1].tuple[ref & 1];
-        __builtin_prefetch(t, 0, 3);
-        __builtin_prefetch(reinterpret_cast<const char*>(t) + sizeof(CtTuple) - 1, 0, 3);
+        // The whole entry: the caller goes on to update its deadline, counters and state.
+        const auto* e = reinterpret_cast<const char*>(&entries_[ref >> 1]);
+        for (size_t line = 0; line < sizeof(CtEntry); line += 64)
+            __builtin_prefetch(e + line, 1, 3);
     }
     // Stage 3: confirm the full tuple, in find()'s order (primary ways, then secondary ways).
     for (unsigned i = 0; i < n; ++i) {
@@ -329,10 +329,6 @@ void CtTable::erase(uint32_t index) {
     live_bits_[index >> 6] &= ~(uint64_t{1} << (index & 63));
     free_[free_top_++] = index;
     --size_;
-}
-
-bool CtTable::live(uint32_t index) const {
-    return index < capacity_ && ((live_bits_[index >> 6] >> (index & 63)) & 1) != 0;
 }
 
 uint32_t CtTable::next_live(uint32_t from) const {

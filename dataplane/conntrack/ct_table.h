@@ -53,7 +53,9 @@ public:
     CtEntry& entry(uint32_t index) { return entries_[index]; }
     const CtEntry& entry(uint32_t index) const { return entries_[index]; }
     /// Whether an entry index holds a connection. Context: owner, or any while it is paused.
-    bool live(uint32_t index) const;
+    bool live(uint32_t index) const {
+        return index < capacity_ && ((live_bits_[index >> 6] >> (index & 63)) & 1) != 0;
+    }
 
     /// Live connections, and the most the pool holds. Context: owner, or any while it is paused.
     uint32_t size() const { return size_; }
