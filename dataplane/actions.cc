@@ -80,7 +80,7 @@ const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const Fl
 
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
-                 bool ct_local) {
+                 uint8_t ct_hops) {
     // goto_table and ct(table=N) only go forward, so this loop ends within kMaxTables rules.
     while (rule != nullptr) {
         if (rule->index < w.rule_slots) {
@@ -157,7 +157,7 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                 case ActionType::kCt: {
                     const CompiledRule* hit = nullptr;
                     const CtStep step =
-                        ct_action(w, t, cls, in_port, pkt, key, *rule, i, ct_local, &hit);
+                        ct_action(w, t, cls, in_port, pkt, key, *rule, i, ct_hops, &hit);
                     if (step == CtStep::kConsumed) return;
                     if (step == CtStep::kGotoRule) {
                         next = hit;

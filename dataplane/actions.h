@@ -26,11 +26,11 @@ inline constexpr uint32_t kUncountedRule = 0xffffffffu;
 /// Runs rule's actions on pkt (and, through goto_table, those of the rules it leads to). Takes
 /// ownership of pkt: it is queued for tx, handed to `normal`, handed to another worker by a ct
 /// action, or dropped with a counted reason. key is updated by VLAN and ct actions.
-/// rule == nullptr means a table miss (dropped, `no_rule`). ct_local: ct actions track here
-/// (the packet was handed over by another worker).
+/// rule == nullptr means a table miss (dropped, `no_rule`). ct_hops: how often another worker
+/// handed the packet over already (0: from a port); see ct_action.
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
-                 bool ct_local = false);
+                 uint8_t ct_hops = 0);
 
 /// The rule of `table` for key, through the flow cache unless the table is direct.
 /// Context: fast path.

@@ -32,7 +32,7 @@ static_assert(sizeof(CtTuple) <= sizeof(CtHandoff::rest), "a notice's tuple trav
 
 /// Queues pkt for worker `owner` with the ct action and the rest of the rule. Takes ownership.
 void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
-              const CompiledRule& rule, unsigned index) {
+              const CompiledRule& rule, unsigned index, uint8_t hops) {
     CtHandoff m{};
     m.pkt = pkt;
     m.in_port = in_port;
@@ -41,6 +41,7 @@ void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
     m.n_rest = static_cast<uint8_t>(rule.n_actions - index - 1);
     for (unsigned j = 0; j < m.n_rest; ++j) m.rest[j] = rule.actions[index + 1 + j];
     m.nat = rule.nat;
+    m.hops = hops;
     if (rte_ring_sp_enqueue_elem(w.ct_out[owner], &m, sizeof(m)) != 0) {
         drop(w, in_port, pkt, DropReason::kCtHandoff);
         return;
@@ -51,8 +52,8 @@ void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
 }  // namespace
 
 CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
-                 rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index, bool local,
-                 const CompiledRule** next) {
+                 rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index,
+                 uint8_t hops, const CompiledRule** next) {
     (void)t;
     const Action& a = rule.actions[index];
     auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
@@ -65,13 +66,13 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
         return CtStep::kConsumed;
     }
     const CtParams p = params_of(a, rule);
-    if (w.n_workers > 1 && !local) {
+    if (w.n_workers > 1 && hops == 0) {
         CtTuple tuple;
         bool icmp_error;
         if (ct_packet_tuple(data, len, layout, *key, p.zone, &tuple, &icmp_error)) {
             const uint16_t owner = ct_owner(tuple, w.n_workers);
             if (owner != w.index) {
-                hand_off(w, owner, pkt, in_port, rule, index);
+                hand_off(w, owner, pkt, in_port, rule, index, 1);
                 return CtStep::kConsumed;
             }
         }
@@ -87,11 +88,13 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             return CtStep::kConsumed;
         case CtVerdict::kRedirect:
             // A translated connection whose reply tuple hashes here; its owner is elsewhere.
-            if (local) {  // never bounce twice: a stale redirect must not loop
+            // The reply reached the worker its hash names, directly or handed over once; one
+            // more hop reaches the owner. Never more: a stale redirect must not loop.
+            if (hops >= 2) {
                 drop(w, in_port, pkt, DropReason::kCtHandoff);
                 return CtStep::kConsumed;
             }
-            hand_off(w, w.ct->redirect_to(), pkt, in_port, rule, index);
+            hand_off(w, w.ct->redirect_to(), pkt, in_port, rule, index, 2);
             return CtStep::kConsumed;
     }
     if ((a.arg32 & kCtHasTable) == 0) return CtStep::kNextAction;
@@ -143,7 +146,7 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
         if (w.n_workers > 1) {
             const uint16_t owner = ct_owner(tuples[j], w.n_workers);
             if (owner != w.index) {
-                hand_off(w, owner, pkts[i], in_port, r, 0);
+                hand_off(w, owner, pkts[i], in_port, r, 0, 1);
                 continue;
             }
         }
@@ -159,7 +162,7 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
                 drop(w, in_port, pkts[i], DropReason::kCtFull);
                 continue;
             case CtVerdict::kRedirect:
-                hand_off(w, w.ct->redirect_to(), pkts[i], in_port, r, 0);
+                hand_off(w, w.ct->redirect_to(), pkts[i], in_port, r, 0, 2);
                 continue;
         }
         next_table[i] = static_cast<uint8_t>(a.arg32 >> kCtTableShift);
@@ -264,7 +267,7 @@ uint32_t ct_handoff_drain(WorkerState& w, const PortTable& t, const Classifier* 
             for (unsigned k = 0; k < m.n_rest; ++k) rest.actions[1 + k] = m.rest[k];
             std::memset(&keys[i], 0, sizeof(FlowKey));
             keys[i].in_port = m.in_port;
-            run_actions(w, t, *cls, m.in_port, m.pkt, &keys[i], &rest, normal, true);
+            run_actions(w, t, *cls, m.in_port, m.pkt, &keys[i], &rest, normal, m.hops);
         }
         if (normal.n != 0) {
             FlowKey nk[kRxBurst];

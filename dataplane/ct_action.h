@@ -31,7 +31,8 @@ struct CtHandoff {
     Action ct;
     Action rest[kMaxActions - 1];
     NatSpec nat;
-    uint64_t pad1;
+    uint8_t hops;  // hand-offs so far: 1 by the owner hash, 2 after a redirect as well
+    uint8_t pad1[7];
 };
 static_assert(sizeof(CtHandoff) == 128);
 
@@ -45,11 +46,12 @@ enum class CtStep : uint8_t {
 };
 
 /// Runs action `index` of rule (a ct action) on pkt. key is refreshed from the frame and gets
-/// the ct fields. local: track here whatever the owner hash says (the packet was handed over).
+/// the ct fields. hops: how often the packet was handed over already; from 1 on it is tracked
+/// here whatever the owner hash says, and a redirect is followed only while hops < 2.
 /// Context: fast path.
 CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
-                 rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index, bool local,
-                 const CompiledRule** next);
+                 rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index,
+                 uint8_t hops, const CompiledRule** next);
 
 /// The ct stage of a burst, between rule lookup and actions. Packets whose table-0 rule starts
 /// with a ct action have their connections looked up together (one bulk lookup, buckets and
