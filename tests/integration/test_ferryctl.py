@@ -88,3 +88,26 @@ def test_unreachable_and_usage_errors(ferryd):
     assert "/nonexistent/ferryd.sock" in r.stderr
     assert ctl(ferryd, "frobnicate").returncode == 64
     assert ctl(ferryd, "rule", "add", "not json").returncode == 64
+
+
+def test_ct_verbs(ferryd):
+    """ct limit sets and shows a zone's settings; ct stats reports the zone; ct list and ct flush
+    answer (no traffic here, so no connections); bad values are refused with exit 1."""
+    r = ctl(ferryd, "ct", "limit", "zone=7", "limit=50", "liberal=true")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(ctl(ferryd, "--json", "ct", "limit", "zone=7").stdout) == {
+        "zone": 7, "limit": 50, "liberal": True, "connections": 0}
+    stats = json.loads(ctl(ferryd, "--json", "ct", "stats").stdout)
+    assert stats["connections"] == 0
+    assert {"zone": 7, "connections": 0, "limit": 50, "limit_drops": 0,
+            "liberal": True} in stats["zones"]
+    r = ctl(ferryd, "ct", "stats")
+    assert r.returncode == 0 and "connections" in r.stdout
+    assert json.loads(ctl(ferryd, "--json", "ct", "list", "zone=7").stdout) == {
+        "connections": [], "next": None}
+    assert json.loads(ctl(ferryd, "--json", "ct", "flush").stdout) == {"flushed": 0}
+    r = ctl(ferryd, "ct", "limit", "zone=70000")
+    assert r.returncode == 1 and "zone" in r.stderr
+    r = ctl(ferryd, "ct", "list", "port=nosuch")
+    assert r.returncode == 1 and "nosuch" in r.stderr
+    assert ctl(ferryd, "ct", "limit", "zone=7", "limit=0", "liberal=false").returncode == 0
