@@ -4,6 +4,7 @@
 #include <rte_mbuf.h>
 
 #include "dataplane/classifier.h"
+#include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/ct_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/meter.h"
@@ -80,7 +81,9 @@ const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const Fl
 
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
-                 uint8_t ct_hops) {
+                 uint8_t ct_hops, CtPacketState* ct_state) {
+    CtPacketState own;
+    CtPacketState* st = ct_state != nullptr ? ct_state : &own;
     // goto_table and ct(table=N) only go forward, so this loop ends within kMaxTables rules.
     while (rule != nullptr) {
         if (rule->index < w.rule_slots) {
@@ -157,7 +160,7 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                 case ActionType::kCt: {
                     const CompiledRule* hit = nullptr;
                     const CtStep step =
-                        ct_action(w, t, cls, in_port, pkt, key, *rule, i, ct_hops, &hit);
+                        ct_action(w, t, cls, in_port, pkt, key, *rule, i, ct_hops, st, &hit);
                     if (step == CtStep::kConsumed) return;
                     if (step == CtStep::kGotoRule) {
                         next = hit;

@@ -11,6 +11,7 @@ struct WorkerState;
 struct PortTable;
 struct FlowKey;
 struct CompiledRule;
+struct CtPacketState;
 class Classifier;
 
 /// Packets whose actions end in `normal`, gathered so the L2 bridge handles them as one batch.
@@ -27,10 +28,11 @@ inline constexpr uint32_t kUncountedRule = 0xffffffffu;
 /// ownership of pkt: it is queued for tx, handed to `normal`, handed to another worker by a ct
 /// action, or dropped with a counted reason. key is updated by VLAN and ct actions.
 /// rule == nullptr means a table miss (dropped, `no_rule`). ct_hops: how often another worker
-/// handed the packet over already (0: from a port); see ct_action.
+/// handed the packet over already (0: from a port); see ct_action. ct_state: the packet's
+/// tracking by an earlier stage (null: none yet).
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
-                 uint8_t ct_hops = 0);
+                 uint8_t ct_hops = 0, CtPacketState* ct_state = nullptr);
 
 /// The rule of `table` for key, through the flow cache unless the table is direct.
 /// Context: fast path.

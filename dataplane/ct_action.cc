@@ -53,7 +53,7 @@ void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
 
 CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index,
-                 uint8_t hops, const CompiledRule** next) {
+                 uint8_t hops, CtPacketState* st, const CompiledRule** next) {
     (void)t;
     const Action& a = rule.actions[index];
     auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
@@ -77,7 +77,7 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             }
         }
     }
-    switch (w.ct->process(data, len, layout, key, p, w.now_ms)) {
+    switch (w.ct->process(data, len, layout, key, p, w.now_ms, CtRef{}, st)) {
         case CtVerdict::kContinue:
             break;
         case CtVerdict::kLimit:
@@ -108,7 +108,8 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
 }
 
 uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_mbuf** pkts,
-                  FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules, uint16_t n) {
+                  FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules,
+                  CtPacketState* states, uint16_t n) {
     CtTuple tuples[kRxBurst];
     uint16_t which[kRxBurst];  // packet of each tuple
     unsigned nt = 0;
@@ -152,7 +153,8 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
         }
         const Action& a = r.actions[0];
         switch (w.ct->process(rte_pktmbuf_mtod(pkts[i], uint8_t*), rte_pktmbuf_data_len(pkts[i]),
-                              layouts[i], &keys[i], params_of(a, r), w.now_ms, refs[j])) {
+                              layouts[i], &keys[i], params_of(a, r), w.now_ms, refs[j],
+                              &states[i])) {
             case CtVerdict::kContinue:
                 break;
             case CtVerdict::kLimit:
@@ -200,6 +202,7 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
             keys[m] = keys[i];
             layouts[m] = layouts[i];
             rules[m] = rules[i];
+            states[m] = states[i];
         }
         ++m;
     }

@@ -16,6 +16,7 @@ struct PortTable;
 struct FlowKey;
 struct PacketLayout;
 struct NormalBatch;
+struct CtPacketState;
 class Classifier;
 
 /// A packet handed to the owner of its connection: everything needed to run the ct action and
@@ -51,16 +52,17 @@ enum class CtStep : uint8_t {
 /// Context: fast path.
 CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule& rule, unsigned index,
-                 uint8_t hops, const CompiledRule** next);
+                 uint8_t hops, CtPacketState* st, const CompiledRule** next);
 
 /// The ct stage of a burst, between rule lookup and actions. Packets whose table-0 rule starts
 /// with a ct action have their connections looked up together (one bulk lookup, buckets and
 /// entries prefetched). Those whose rule is just `ct(..., table=T)`, a firewall's usual first
 /// step, are tracked here and their rule becomes table T's; the ones handed to another worker
 /// or dropped leave the burst. Context: fast path.
-/// @return packets left; pkts, keys, layouts and rules are compacted in order
+/// @return packets left; pkts, keys, layouts, rules and states are compacted in order
 uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_mbuf** pkts,
-                  FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules, uint16_t n);
+                  FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules,
+                  CtPacketState* states, uint16_t n);
 
 /// Sends the notices this worker's shard queued to the workers they concern. Context: fast
 /// path, worker lcore.

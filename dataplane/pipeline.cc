@@ -5,6 +5,7 @@
 
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
+#include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/ct_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
@@ -67,6 +68,7 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     PacketLayout layouts[kRxBurst];
     rte_mbuf* live[kRxBurst];
     const CompiledRule* rules[kRxBurst];
+    CtPacketState states[kRxBurst];
 
     // Stage 1: parse.
     uint16_t m = 0;
@@ -111,14 +113,14 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
 
     // Stage 3: connection tracking of the whole burst, for rules that start with ct.
     if (w.ct != nullptr && cls->has_ct(0)) {
-        m = ct_stage(w, *cls, in_port, live, keys, layouts, rules, m);
+        m = ct_stage(w, *cls, in_port, live, keys, layouts, rules, states, m);
         if (m == 0) return;
     }
 
     // Stage 4: actions; packets that end in `normal` go to the bridge together.
     NormalBatch normal;
     for (uint16_t i = 0; i < m; ++i)
-        run_actions(w, t, *cls, in_port, live[i], &keys[i], rules[i], normal);
+        run_actions(w, t, *cls, in_port, live[i], &keys[i], rules[i], normal, 0, &states[i]);
     if (normal.n != 0) {
         FlowKey normal_keys[kRxBurst];
         for (uint16_t i = 0; i < normal.n; ++i) normal_keys[i] = *normal.keys[i];

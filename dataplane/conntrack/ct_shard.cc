@@ -227,8 +227,11 @@ bool ConntrackShard::choose_nat(const CtTuple& orig, const NatSpec& spec, CtTupl
     const bool src = spec.kind == NatSpec::kSrc;
     const bool has_addr = spec.ip_version != 0;
     if (has_addr && spec.ip_version != orig.ip_version) return false;
-    const bool has_ports = spec.port_max != 0 && (orig.proto == kProtoTcp ||
-                                                  orig.proto == kProtoUdp || is_icmp(orig.proto));
+    // Ports apply to TCP and UDP; for ICMP echo a source range is the identifier's, and a
+    // destination keeps the identifier (a port means nothing there).
+    const bool has_ports =
+        spec.port_max != 0 &&
+        (orig.proto == kProtoTcp || orig.proto == kProtoUdp || (is_icmp(orig.proto) && src));
     const uint64_t addrs = has_addr ? addr_span(spec.addr_min, spec.addr_max, spec.ip_version) : 1;
     const uint32_t ports = has_ports ? uint32_t{spec.port_max} - spec.port_min + 1 : 1;
     // Start at a point derived from the connection so that retries of one flow agree, then walk.
@@ -254,8 +257,7 @@ bool ConntrackShard::choose_nat(const CtTuple& orig, const NatSpec& spec, CtTupl
             if (has_ports) {
                 const auto port = static_cast<uint16_t>(spec.port_min + (first_port + pi) % ports);
                 if (is_icmp(orig.proto)) {
-                    if (!src) break;  // DNAT keeps the echo identifier
-                    t.sport = port;   // the echo identifier, both directions
+                    t.sport = port;  // the echo identifier, both directions
                     t.dport = port;
                 } else if (src) {
                     t.dport = port;
@@ -284,7 +286,7 @@ bool ConntrackShard::choose_nat(const CtTuple& orig, const NatSpec& spec, CtTupl
 
 CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketLayout& layout,
                                      FlowKey* key, const CtTuple& t, const CtParams& p,
-                                     uint64_t now_ms, const void* tcp_seg) {
+                                     uint64_t now_ms, const void* tcp_seg, CtPacketState* st) {
     CtZone& zone = zones_->zones[p.zone];
     const uint32_t limit = zone.limit.load(std::memory_order_relaxed);
     // Relaxed: the count is only a budget; no other memory is published through it.
@@ -296,9 +298,9 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
         return CtVerdict::kLimit;
     }
     CtTuple reply = ct_tuple_reverse(t);
-    const bool translate = p.nat && p.spec != nullptr && p.spec->kind != NatSpec::kNone;
+    const bool bind = p.nat && p.spec != nullptr && p.spec->kind != NatSpec::kNone;
     bool foreign = false;
-    if (translate && !choose_nat(t, *p.spec, &reply, &foreign)) {
+    if (bind && !choose_nat(t, *p.spec, &reply, &foreign)) {
         zone.count.fetch_sub(1, std::memory_order_relaxed);
         bump(counters_.nat_port_exhausted);
         return CtVerdict::kFull;
@@ -316,7 +318,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
         return CtVerdict::kFull;
     }
     CtEntry& e = table_->entry(idx);
-    if (translate) e.flags |= p.spec->kind == NatSpec::kSrc ? kCtfSrcNat : kCtfDstNat;
+    if (bind) e.flags |= p.spec->kind == NatSpec::kSrc ? kCtfSrcNat : kCtfDstNat;
     if (foreign) {
         e.flags |= kCtfForeignReply;
         bump(counters_.foreign_reply);
@@ -333,12 +335,17 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     account(e, +1);
     bump(counters_.created);
     key->ct_mark = e.mark;
-    if (translate) ct_apply_nat(e, 0, frame, len, layout, key);
+    if (bind) ct_apply_nat(e, 0, frame, len, layout, key);
+    if (st != nullptr) *st = CtPacketState{idx, p.zone, 0, key->ct_state};
     return CtVerdict::kContinue;
 }
 
 CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayout& layout,
-                                  FlowKey* key, const CtParams& p, uint64_t now_ms, CtRef hint) {
+                                  FlowKey* key, const CtParams& p, uint64_t now_ms, CtRef hint,
+                                  CtPacketState* st) {
+    if (st != nullptr && st->index != kCtNone && st->zone == p.zone && table_->live(st->index) &&
+        !(table_->entry(st->index).flags & kCtfRedirect))
+        return process_tracked(frame, len, layout, key, p, st);
     bump(counters_.lookups);
     key->ct_zone = p.zone;
     key->ct_mark = 0;
@@ -372,18 +379,8 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         const CtEntry& e = table_->entry(ref.index);
         key->ct_state |= kCtRelated | (ref.dir == 1 ? kCtReply : 0);
         key->ct_mark = e.mark;
-        if (p.nat && (e.flags & (kCtfSrcNat | kCtfDstNat))) {
-            // The quote is a packet of the other direction as translated; it goes back to its
-            // pre-translation form, and the error to whoever sent that packet.
-            const CtTuple& pre = e.tuple[1 - ref.dir];
-            NatTarget inner;
-            std::memcpy(inner.src, pre.src, 16);
-            std::memcpy(inner.dst, pre.dst, 16);
-            inner.sport = pre.sport;
-            inner.dport = pre.dport;
-            if (nat_rewrite_icmp_error(frame, len, layout, *key, pre.src, inner))
-                std::memcpy(key->ip_dst, pre.src, 16);
-        }
+        if (p.nat) translate(e, ref.dir, true, frame, len, layout, key);
+        if (st != nullptr) *st = CtPacketState{ref.index, p.zone, ref.dir, key->ct_state};
         return CtVerdict::kContinue;
     }
 
@@ -427,13 +424,19 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
             }
             bump(e.packets[ref.dir]);
             bump(e.bytes[ref.dir], len);
+            if (t.proto != kProtoTcp) {
+                // Netfilter's notion, kept for ct.list and the migration stream: a reply makes
+                // the pseudo-connection "multiple"; traffic both ways twice makes it assured.
+                if (ref.dir == 1) e.other_state = static_cast<uint8_t>(CtOtherState::kMultiple);
+                if (e.packets[0] >= 2 && e.packets[1] >= 2) e.flags |= kCtfAssured;
+            }
             if (p.commit && p.set_mark) e.mark = p.mark;
             e.expires_ms = now_ms + timeout_ms(e);
             key->ct_state |= (e.flags & kCtfSeenReply) ? kCtEstablished : kCtNew;
             if (ref.dir == 1) key->ct_state |= kCtReply;
             key->ct_mark = e.mark;
-            if (p.nat && (e.flags & (kCtfSrcNat | kCtfDstNat)))
-                ct_apply_nat(e, ref.dir, frame, len, layout, key);
+            if (p.nat) translate(e, ref.dir, false, frame, len, layout, key);
+            if (st != nullptr) *st = CtPacketState{ref.index, p.zone, ref.dir, key->ct_state};
             return CtVerdict::kContinue;
         }
     }
@@ -454,10 +457,45 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
     }
     key->ct_state |= kCtNew;
     if (!p.commit) return CtVerdict::kContinue;
-    return commit_new(frame, len, layout, key, t, p, now_ms, seg ? &*seg : nullptr);
+    return commit_new(frame, len, layout, key, t, p, now_ms, seg ? &*seg : nullptr, st);
+}
+
+/// A packet already tracked in this zone by an earlier ct action: its connection stands (the
+/// packet is not tracked twice); commit's mark and nat still apply.
+CtVerdict ConntrackShard::process_tracked(uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                                          FlowKey* key, const CtParams& p, CtPacketState* st) {
+    CtEntry& e = table_->entry(st->index);
+    if (p.commit && p.set_mark) e.mark = p.mark;
+    key->ct_zone = p.zone;
+    key->ct_state = st->ct_state;
+    key->ct_mark = e.mark;
+    if (p.nat) translate(e, st->dir, (st->ct_state & kCtRelated) != 0, frame, len, layout, key);
+    return CtVerdict::kContinue;
+}
+
+/// Applies e's translation, if it has one, to a packet of direction dir (an ICMP error about
+/// the connection when related). Applying it twice changes nothing the second time.
+void ConntrackShard::translate(const CtEntry& e, unsigned dir, bool related, uint8_t* frame,
+                               uint32_t len, const PacketLayout& layout, FlowKey* key) {
+    if (!(e.flags & (kCtfSrcNat | kCtfDstNat))) return;
+    if (!related) {
+        ct_apply_nat(e, dir, frame, len, layout, key);
+        return;
+    }
+    // The quote is a packet of the other direction as translated; it goes back to its
+    // pre-translation form, and the error to whoever sent that packet.
+    const CtTuple& pre = e.tuple[1 - dir];
+    NatTarget inner;
+    std::memcpy(inner.src, pre.src, 16);
+    std::memcpy(inner.dst, pre.dst, 16);
+    inner.sport = pre.sport;
+    inner.dport = pre.dport;
+    if (nat_rewrite_icmp_error(frame, len, layout, *key, pre.src, inner))
+        std::memcpy(key->ip_dst, pre.src, 16);
 }
 
 void ConntrackShard::remove(uint32_t index) {
+    if (!table_->live(index)) return;  // already gone (a flush and an expiry may both name it)
     const CtEntry& e = table_->entry(index);
     if (e.flags & kCtfRedirect) {
         __atomic_store_n(&counters_.redirects, counters_.redirects - 1, __ATOMIC_RELAXED);

@@ -24,6 +24,16 @@ struct CtParams {
     const NatSpec* spec = nullptr;  // with nat: the binding to create on commit (may be kNone)
 };
 
+/// The connection a packet was last tracked to, kept with the packet while its actions run (as
+/// Open vSwitch keeps it on the packet): a later ct action in the same zone uses it rather than
+/// looking the packet up again, which would miss once NAT has changed the packet's tuple.
+struct CtPacketState {
+    uint32_t index = kCtNone;  // entry; kCtNone: not tracked to a connection yet
+    uint16_t zone = 0;
+    uint8_t dir = 0;
+    uint8_t ct_state = 0;  // what the first tracking set
+};
+
 /// Outcome of tracking one packet.
 enum class CtVerdict : uint8_t {
     kContinue,  // key's ct fields are set; processing goes on
@@ -86,8 +96,10 @@ public:
     /// @param now_ms      the owner's clock
     /// @param hint        what a bulk lookup of the packet's tuple found just before (a miss is
     ///                    never trusted: an earlier packet of the burst may have committed it)
+    /// @param st          the packet's tracking so far (may be null); updated
     CtVerdict process(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
-                      const CtParams& p, uint64_t now_ms, CtRef hint = CtRef{});
+                      const CtParams& p, uint64_t now_ms, CtRef hint = CtRef{},
+                      CtPacketState* st = nullptr);
 
     /// Removes up to `budget` slots' worth of expired connections. Context: fast path, owner.
     /// @return connections removed
@@ -116,8 +128,13 @@ private:
     ConntrackShard() = default;
     struct Segment;
     CtVerdict commit_new(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
-                         const CtTuple& t, const CtParams& p, uint64_t now_ms, const void* tcp);
+                         const CtTuple& t, const CtParams& p, uint64_t now_ms, const void* tcp,
+                         CtPacketState* st);
     bool notify(CtNotice::Kind kind, const CtTuple& tuple);
+    void translate(const CtEntry& e, unsigned dir, bool related, uint8_t* frame, uint32_t len,
+                   const PacketLayout& layout, FlowKey* key);
+    CtVerdict process_tracked(uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                              FlowKey* key, const CtParams& p, CtPacketState* st);
     bool choose_nat(const CtTuple& orig, const NatSpec& spec, CtTuple* reply, bool* foreign);
     void account(const CtEntry& e, int delta);
     uint64_t timeout_ms(const CtEntry& e) const;
