@@ -343,11 +343,36 @@ bool nat_rewrite_icmp_error(uint8_t* frame, uint32_t len, const PacketLayout& la
 
     uint8_t* l4 = frame + q.l4;
     const bool echo = q.proto == kProtoIcmp || q.proto == kProtoIcmpv6;
+    uint32_t port_delta = 0;
     if (echo) {
-        add_word_change(&icmp_delta, load_be16(l4 + kIcmpEchoIdAt), inner.sport);
+        add_word_change(&port_delta, load_be16(l4 + kIcmpEchoIdAt), inner.sport);
     } else {
-        add_word_change(&icmp_delta, load_be16(l4), inner.sport);
-        add_word_change(&icmp_delta, load_be16(l4 + 2), inner.dport);
+        add_word_change(&port_delta, load_be16(l4), inner.sport);
+        add_word_change(&port_delta, load_be16(l4 + 2), inner.dport);
+    }
+    icmp_delta += port_delta;
+    // The quoted packet's own checksum, when the quote holds it, goes back to what its sender
+    // computed (as Linux does): it covers the ports, and the addresses through the
+    // pseudo-header (not for ICMPv4). A zero UDP checksum means none and stays zero.
+    uint32_t l4_csum_at = 0;
+    if (q.proto == kProtoUdp) {
+        l4_csum_at = q.l4 + kUdpChecksumAt;
+    } else if (q.proto == kProtoTcp) {
+        if (q.l4 + kTcpChecksumAt + 2 <= q.outer.end) l4_csum_at = q.l4 + kTcpChecksumAt;
+    } else {
+        l4_csum_at = q.l4 + kIcmpChecksumAt;
+    }
+    uint16_t l4_csum = 0;
+    if (l4_csum_at != 0) {
+        const uint16_t old_l4 = load_be16(frame + l4_csum_at);
+        if (q.proto == kProtoUdp && old_l4 == 0) {
+            l4_csum_at = 0;
+        } else {
+            l4_csum =
+                checksum_apply(old_l4, port_delta + (q.proto == kProtoIcmp ? 0 : quoted_delta));
+            if (q.proto == kProtoUdp && l4_csum == 0) l4_csum = 0xffff;
+            add_word_change(&icmp_delta, old_l4, l4_csum);
+        }
     }
 
     // As in nat_rewrite, a zero delta may hide a change (0xffff -> 0x0000): copy regardless.
@@ -365,6 +390,7 @@ bool nat_rewrite_icmp_error(uint8_t* frame, uint32_t len, const PacketLayout& la
         store_be16(l4, inner.sport);
         store_be16(l4 + 2, inner.dport);
     }
+    if (l4_csum_at != 0) store_be16(frame + l4_csum_at, l4_csum);
     if (icmp_delta != 0) {
         uint8_t* icmp = frame + q.icmp;
         store_be16(icmp + kIcmpChecksumAt,

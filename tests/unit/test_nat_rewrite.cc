@@ -545,7 +545,7 @@ bool rewrite_error(Bytes& f, const Addr& outer_dst, const NatTarget& inner) {
 
 // The client's datagram left as kPublic4:60000 -> kServer4:53; the server answers port
 // unreachable to kPublic4. Translated back: outer destination kClient4, quoted source
-// kClient4:5000; the quoted UDP checksum stays as quoted.
+// kClient4:5000; the quoted UDP checksum becomes the one the client computed.
 TEST(NatRewriteIcmpError, Ipv4PortUnreachableQuotingUdp) {
     const Bytes sent = ip_packet(l4_spec(4, kUdp, kPublic4, kServer4, udp(60000, 53, pattern(40))));
     Bytes f = icmp_error(4, 3, 3, kServer4, kPublic4, sent, 20 + 8 + 12);
@@ -564,7 +564,9 @@ TEST(NatRewriteIcmpError, Ipv4PortUnreachableQuotingUdp) {
     EXPECT_EQ(0, std::memcmp(f.data() + quoted + 16, kServer4.data(), 4));
     EXPECT_EQ(get16(f, quoted + 20), 5000);
     EXPECT_EQ(get16(f, quoted + 22), 53);
-    EXPECT_EQ(get16(f, quoted + 26), get16(sent, 26));  // quoted UDP checksum as sent
+    const Bytes original =
+        ip_packet(l4_spec(4, kUdp, kClient4, kServer4, udp(5000, 53, pattern(40))));
+    EXPECT_EQ(get16(f, quoted + 26), get16(original, 26));  // the client's UDP checksum
 }
 
 TEST(NatRewriteIcmpError, Ipv6PortUnreachableQuotingUdp) {
@@ -582,7 +584,9 @@ TEST(NatRewriteIcmpError, Ipv6PortUnreachableQuotingUdp) {
     EXPECT_EQ(0, std::memcmp(f.data() + quoted + 24, kServer6.data(), 16));
     EXPECT_EQ(get16(f, quoted + 40), 5000);
     EXPECT_EQ(get16(f, quoted + 42), 53);
-    EXPECT_EQ(get16(f, quoted + 46), get16(sent, 46));
+    const Bytes original =
+        ip_packet(l4_spec(6, kUdp, kClient6, kServer6, udp(5000, 53, pattern(40))));
+    EXPECT_EQ(get16(f, quoted + 46), get16(original, 46));
 }
 
 // Time exceeded quoting an echo request: the quoted identifier is translated back.
