@@ -71,7 +71,7 @@ private:
     std::vector<WorkerState*> ws_;
 };
 
-/// The name ct.list shows for an entry's state ("ESTABLISHED", "UDP_MULTIPLE", ...).
+/// The name ct.list shows for an entry's state ("ESTABLISHED", "UDP_REPLIED", ...).
 std::string ct_state_text(const CtEntry& e);
 
 /// The ct.* rows of the command table. Context: control.

@@ -44,7 +44,22 @@ Result<CtFilter> filter_from(const json& p, const Switch& sw, bool with_state_ad
         }
         f.has_address = true;
     }
-    if (p.contains("state")) f.state = p["state"].get<std::string>();
+    if (p.contains("state")) {
+        const std::string state = p["state"].get<std::string>();
+        std::string known;
+        bool ok = false;
+        auto consider = [&](const std::string& name) {
+            ok = ok || name == state;
+            known += (known.empty() ? "" : " ") + name;
+        };
+        for (size_t i = 0; i < static_cast<size_t>(TcpState::kCount); ++i)
+            consider(std::string(tcp_state_name(static_cast<TcpState>(i))));
+        for (const char* proto : {"UDP", "ICMP", "IP"})
+            for (const char* seen : {"_UNREPLIED", "_REPLIED"}) consider(std::string(proto) + seen);
+        if (!ok)
+            return invalid("params.state", "unknown state " + state + " (known: " + known + ")");
+        f.state = state;
+    }
     return f;
 }
 

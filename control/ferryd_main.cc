@@ -19,6 +19,7 @@
 #include "control/eal_setup.h"
 #include "control/jsonrpc.h"
 #include "control/log.h"
+#include "control/rule_config.h"
 #include "control/switch.h"
 #include "control/telemetry.h"
 #include "ferry_version.h"
@@ -172,6 +173,10 @@ int main(int argc, char** argv) {
         return kExitConfig;
     }
     if (opt.check_only) {
+        if (ferry::Status rules = ferry::check_config_rules(cfg.value()); !rules) {
+            fprintf(stderr, "ferryd: %s: %s\n", opt.config.c_str(), rules.error().message.c_str());
+            return kExitConfig;
+        }
         printf("ferryd: %s is valid\n", opt.config.c_str());
         return 0;
     }

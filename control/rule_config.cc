@@ -889,4 +889,28 @@ std::vector<std::pair<uint16_t, uint16_t>> port_range_to_masks(uint16_t lo, uint
     return out;
 }
 
+Status check_config_rules(const Config& cfg) {
+    RuleContext ctx;
+    ctx.port_slot = [&cfg](const std::string& name) -> std::optional<uint16_t> {
+        for (size_t i = 0; i < cfg.ports.size(); ++i)
+            if (cfg.ports[i].name == name) return static_cast<uint16_t>(i);
+        return std::nullopt;
+    };
+    ctx.meter_exists = [&cfg](uint32_t id) {
+        return std::any_of(cfg.meters.begin(), cfg.meters.end(),
+                           [id](const MeterConfig& m) { return m.id == id; });
+    };
+    std::vector<uint64_t> ids;
+    for (size_t i = 0; i < cfg.rules.size(); ++i) {
+        const std::string path = at("rules", i);
+        Result<RuleSpec> r = parse_rule(cfg.rules[i], ctx, path);
+        if (!r) return r.error();
+        if (std::find(ids.begin(), ids.end(), r->id) != ids.end())
+            return make_error(ErrorCode::kConflict, path + ".id: a rule with id " +
+                                                        std::to_string(r->id) + " already exists");
+        ids.push_back(r->id);
+    }
+    return Ok{};
+}
+
 }  // namespace ferry

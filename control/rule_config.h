@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/config.h"
 #include "control/result.h"
 #include "dataplane/rule.h"
 
@@ -44,5 +45,10 @@ Result<RuleSpec> parse_rule(const nlohmann::json& rule, const RuleContext& ctx,
 /// Expands an inclusive L4 port range into a minimal list of (value, mask) prefixes, ordered
 /// from lo upwards; empty when lo > hi. Context: any.
 std::vector<std::pair<uint16_t, uint16_t>> port_range_to_masks(uint16_t lo, uint16_t hi);
+
+/// Checks the rules of a configuration against its own ports and meters, as ferryd will when it
+/// starts (`ferryd --check`): each rule compiles, ids are unique. Context: control.
+/// @return the first refusal, named by its path (e.g. "rules[2].match.in_port: no port named x")
+Status check_config_rules(const Config& cfg);
 
 }  // namespace ferry
