@@ -11,6 +11,18 @@
 //   BM_CtInsertErase      CtTable::insert of a new connection plus erase of the oldest, in a table
 //                         of 1M capacity kept at 50% full (the steady state of connection churn).
 //                         items = inserts, so items_per_second = connections set up per second.
+//   BM_ShardNewConnections
+//                         ConntrackShard::process with ct(commit) on TCP SYN frames of distinct new
+//                         connections: lookup miss, TCP start, zone count, insert. The shard
+//                         (capacity 1M) is recreated, untimed, whenever it is full, so the load
+//                         runs from empty to full. items_per_second = connections created per
+//                         second by one worker.
+//   BM_ShardEstablishedLookup/N
+//                         ConntrackShard::process on pure ACKs of random connections (either
+//                         direction) among N established ones (shard capacity N): lookup hit, TCP
+//                         window tracking, counters, deadline. Frames are parsed up front and
+//                         prefetched a few packets ahead, as a worker's parsed burst sits in L1.
+//                         per-item time = ns per packet.
 //
 //   ninja -C build benchmarks/bench_conntrack && build/benchmarks/bench_conntrack
 //   (add --benchmark_filter=BM_Ct --benchmark_min_time=0.2 for a quick run)
@@ -24,8 +36,11 @@
 #include <random>
 #include <vector>
 
+#include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/conntrack/ct_table.h"
 #include "dataplane/conntrack/ct_tuple.h"
+#include "dataplane/conntrack/ct_zone.h"
+#include "dataplane/packet_parse.h"
 
 namespace {
 
@@ -164,6 +179,228 @@ void BM_CtInsertErase(benchmark::State& state) {
     state.counters["live"] = table->size();
 }
 BENCHMARK(BM_CtInsertErase);
+
+// ---- ConntrackShard: whole packets through process() ------------------------------------------
+
+constexpr uint32_t kFrameStride = 64;  // bytes reserved per frame: a TCP/IPv4 frame is 54
+constexpr uint32_t kTcpFrameLen = 54;  // Ethernet 14 + IPv4 20 + TCP 20, no options, no data
+constexpr uint8_t kTcpSyn = 0x02;
+constexpr uint8_t kTcpAck = 0x10;
+
+void store_be16(uint8_t* p, uint16_t v) {
+    p[0] = static_cast<uint8_t>(v >> 8);
+    p[1] = static_cast<uint8_t>(v);
+}
+
+void store_be32(uint8_t* p, uint32_t v) {
+    store_be16(p, static_cast<uint16_t>(v >> 16));
+    store_be16(p + 2, static_cast<uint16_t>(v));
+}
+
+/// Writes a TCP/IPv4 frame of t's direction (kTcpFrameLen bytes) at out. The IPv4 header checksum
+/// is right; the TCP checksum is left 0 (ct does not verify it). Context: setup.
+void write_tcp_frame(uint8_t* out, const CtTuple& t, uint32_t seq, uint32_t ack, uint8_t flags) {
+    std::memset(out, 0, kTcpFrameLen);
+    const uint8_t macs[12] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01};
+    std::memcpy(out, macs, sizeof(macs));
+    store_be16(out + 12, 0x0800);
+    uint8_t* ip = out + 14;
+    ip[0] = 0x45;
+    store_be16(ip + 2, 40);
+    ip[8] = 64;
+    ip[9] = 6;
+    std::memcpy(ip + 12, t.src, 4);
+    std::memcpy(ip + 16, t.dst, 4);
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2) sum += static_cast<uint32_t>(ip[i] << 8 | ip[i + 1]);
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    store_be16(ip + 10, static_cast<uint16_t>(~sum));
+    uint8_t* tcp = ip + 20;
+    store_be16(tcp, t.sport);
+    store_be16(tcp + 2, t.dport);
+    store_be32(tcp + 4, seq);
+    store_be32(tcp + 8, ack);
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    store_be16(tcp + 14, 0xffff);
+}
+
+/// Frames parsed once: bytes at a fixed stride, with their keys and layouts.
+struct FrameSet {
+    std::vector<uint8_t> bytes;
+    std::vector<ferry::FlowKey> keys;
+    std::vector<ferry::PacketLayout> layouts;
+
+    explicit FrameSet(size_t n) : bytes(n * kFrameStride), keys(n), layouts(n) {}
+    uint8_t* frame(size_t i) { return bytes.data() + i * kFrameStride; }
+    /// Writes frame i and parses it. Context: setup. @return false if it does not parse
+    bool set(size_t i, const CtTuple& t, uint32_t seq, uint32_t ack, uint8_t flags) {
+        write_tcp_frame(frame(i), t, seq, ack, flags);
+        return !ferry::parse_frame(frame(i), kTcpFrameLen, 0, &keys[i], &layouts[i]);
+    }
+};
+
+/// The i-th of up to 2^24 distinct TCP connections: client 10.x.y.z (from i) on a random
+/// ephemeral port, random server address and port. Context: setup.
+CtTuple distinct_tcp_conn(uint32_t i, std::mt19937_64& rng) {
+    CtTuple t = random_conn(rng);
+    const uint32_t client = 0x0a000000u | (i & 0xffffff);
+    const uint8_t src[4] = {static_cast<uint8_t>(client >> 24), static_cast<uint8_t>(client >> 16),
+                            static_cast<uint8_t>(client >> 8), static_cast<uint8_t>(client)};
+    std::memcpy(t.src, src, 4);
+    t.proto = 6;
+    return t;
+}
+
+/// Zones and timeouts a benchmark shard points to; they must outlive it.
+struct ShardEnv {
+    std::unique_ptr<ferry::CtZoneTable> zones = std::make_unique<ferry::CtZoneTable>();
+    ferry::CtTimeouts timeouts;
+};
+
+void BM_ShardNewConnections(benchmark::State& state) {
+    constexpr uint32_t kCapacity = 1u << 20;
+    static std::unique_ptr<FrameSet> syns;
+    if (!syns) {
+        auto set = std::make_unique<FrameSet>(kCapacity);
+        std::mt19937_64 rng(4242);
+        // Client addresses follow a random permutation so that consecutive SYNs are unrelated.
+        std::vector<uint32_t> order(kCapacity);
+        for (uint32_t i = 0; i < kCapacity; ++i) order[i] = i;
+        std::shuffle(order.begin(), order.end(), rng);
+        for (uint32_t i = 0; i < kCapacity; ++i) {
+            if (!set->set(i, distinct_tcp_conn(order[i], rng), static_cast<uint32_t>(rng()), 0,
+                          kTcpSyn)) {
+                state.SkipWithError("SYN frame does not parse");
+                return;
+            }
+        }
+        syns = std::move(set);
+    }
+    ShardEnv env;
+    auto shard = ferry::ConntrackShard::create(kCapacity, 0, 1, env.zones.get(), &env.timeouts);
+    if (!shard) {
+        state.SkipWithError("ConntrackShard::create failed");
+        return;
+    }
+    ferry::CtParams p;
+    p.commit = true;
+    uint64_t created = 0;
+    uint64_t refused = 0;
+    uint32_t i = 0;
+    for (auto _ : state) {
+        if (i == kCapacity) {
+            state.PauseTiming();
+            created += shard->counters().created;
+            shard.reset();
+            env.zones->zones[0].count = 0;
+            shard = ferry::ConntrackShard::create(kCapacity, 0, 1, env.zones.get(), &env.timeouts);
+            i = 0;
+            state.ResumeTiming();
+        }
+        const ferry::CtVerdict v =
+            shard->process(syns->frame(i), kTcpFrameLen, syns->layouts[i], &syns->keys[i], p, 1);
+        refused += v != ferry::CtVerdict::kContinue;
+        ++i;
+    }
+    created += shard->counters().created;
+    state.SetItemsProcessed(static_cast<int64_t>(created));
+    state.counters["refused"] = static_cast<double>(refused);
+}
+BENCHMARK(BM_ShardNewConnections);
+
+/// A shard holding n established connections and a data frame per connection and direction,
+/// built once per n and kept across the benchmark's runs.
+struct EstablishedSetup {
+    ShardEnv env;
+    std::unique_ptr<ferry::ConntrackShard> shard;
+    std::unique_ptr<FrameSet> acks;  // 2 * n: orig ACK of connection i at 2i, reply ACK at 2i+1
+    std::vector<uint32_t> stream;    // random frame indices
+    const char* error = nullptr;
+};
+
+EstablishedSetup& established_setup(uint32_t n) {
+    static std::map<uint32_t, EstablishedSetup> cache;
+    auto it = cache.find(n);
+    if (it != cache.end()) return it->second;
+    EstablishedSetup& s = cache[n];
+    s.shard = ferry::ConntrackShard::create(n, 0, 1, s.env.zones.get(), &s.env.timeouts);
+    if (!s.shard) {
+        s.error = "ConntrackShard::create failed";
+        return s;
+    }
+    s.acks = std::make_unique<FrameSet>(size_t{2} * n);
+    std::mt19937_64 rng(n);
+    FrameSet scratch(1);
+    ferry::CtParams commit;
+    commit.commit = true;
+    const ferry::CtParams track;
+    for (uint32_t i = 0; i < n; ++i) {
+        const CtTuple t = distinct_tcp_conn(i, rng);
+        const CtTuple r = ferry::ct_tuple_reverse(t);
+        const auto c_isn = static_cast<uint32_t>(rng());
+        const auto s_isn = static_cast<uint32_t>(rng());
+        // The handshake, through the shard.
+        const struct {
+            const CtTuple* dir;
+            uint32_t seq, ack;
+            uint8_t flags;
+            const ferry::CtParams* p;
+        } steps[3] = {{&t, c_isn, 0, kTcpSyn, &commit},
+                      {&r, s_isn, c_isn + 1, kTcpSyn | kTcpAck, &track},
+                      {&t, c_isn + 1, s_isn + 1, kTcpAck, &track}};
+        for (const auto& step : steps) {
+            scratch.set(0, *step.dir, step.seq, step.ack, step.flags);
+            s.shard->process(scratch.frame(0), kTcpFrameLen, scratch.layouts[0], &scratch.keys[0],
+                             *step.p, 1);
+        }
+        if (!s.acks->set(size_t{2} * i, t, c_isn + 1, s_isn + 1, kTcpAck) ||
+            !s.acks->set(size_t{2} * i + 1, r, s_isn + 1, c_isn + 1, kTcpAck)) {
+            s.error = "ACK frame does not parse";
+            return s;
+        }
+    }
+    const auto est = static_cast<size_t>(ferry::TcpState::kEstablished);
+    if (s.shard->counters().by_tcp_state[est] != n) {
+        s.error = "not every connection reached ESTABLISHED";
+        return s;
+    }
+    // At least 4 packets per connection and 1M, so the order does not repeat within a run.
+    s.stream.resize(std::max<size_t>(size_t{4} * n, size_t{1} << 20));
+    for (uint32_t& k : s.stream) k = static_cast<uint32_t>(rng() % (uint64_t{2} * n));
+    return s;
+}
+
+void BM_ShardEstablishedLookup(benchmark::State& state) {
+    const auto n = static_cast<uint32_t>(state.range(0));
+    // The setup is shared by the runs of one n; its keys only change in their ct fields.
+    EstablishedSetup& s = established_setup(n);
+    if (s.error != nullptr) {
+        state.SkipWithError(s.error);
+        return;
+    }
+    constexpr size_t kAhead = 8;  // packets prefetched ahead
+    const ferry::CtParams track;
+    FrameSet& f = *s.acks;
+    const size_t len = s.stream.size();
+    size_t pos = 0;
+    uint64_t established = 0;
+    for (auto _ : state) {
+        const uint32_t next = s.stream[pos + kAhead < len ? pos + kAhead : pos + kAhead - len];
+        __builtin_prefetch(f.frame(next), 1, 3);
+        __builtin_prefetch(&f.keys[next], 1, 3);
+        __builtin_prefetch(&f.layouts[next], 0, 3);
+        const uint32_t k = s.stream[pos];
+        s.shard->process(f.frame(k), kTcpFrameLen, f.layouts[k], &f.keys[k], track, 2);
+        established += (f.keys[k].ct_state & ferry::kCtEstablished) != 0;
+        pos = pos + 1 == len ? 0 : pos + 1;
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+    state.counters["est_ratio"] =
+        static_cast<double>(established) / static_cast<double>(state.iterations());
+    state.counters["MB"] = static_cast<double>(s.shard->table().memory_bytes()) / 1e6;
+}
+BENCHMARK(BM_ShardEstablishedLookup)->Arg(10000)->Arg(100000)->Arg(1000000);
 
 }  // namespace
 
