@@ -10,14 +10,12 @@
 #include <cstring>
 
 #include "dataplane/ct_action.h"
+#include "dataplane/ip_proto.h"
 
 namespace ferry {
 namespace {
 
 using json = nlohmann::json;
-
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
 
 std::string addr_text(const uint8_t* a, uint8_t version) {
     char buf[INET6_ADDRSTRLEN] = {};

@@ -13,19 +13,10 @@
 #include <cstring>
 
 #include "dataplane/conntrack/nat_rewrite.h"
+#include "dataplane/ip_proto.h"
 
 namespace ferry {
 namespace {
-
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmpv6 = 58;
-
-constexpr uint8_t kIcmpEchoReply = 0;
-constexpr uint8_t kIcmpEchoRequest = 8;
-constexpr uint8_t kIcmpv6EchoRequest = 128;
-constexpr uint8_t kIcmpv6EchoReply = 129;
 
 bool is_icmp(uint8_t proto) {
     return proto == kProtoIcmp || proto == kProtoIcmpv6;

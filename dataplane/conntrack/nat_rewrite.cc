@@ -12,14 +12,10 @@
 #include <cstring>
 
 #include "dataplane/conntrack/ct_tuple.h"
+#include "dataplane/ip_proto.h"
 
 namespace ferry {
 namespace {
-
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmpv6 = 58;
 
 constexpr uint32_t kIpv4MinHeaderLen = 20;
 constexpr uint32_t kIpv6HeaderLen = 40;
@@ -40,17 +36,13 @@ constexpr uint32_t kIcmpHeaderLen = 8;
 // RFC 792 guarantees the quoted IP header plus 8 bytes of its payload: enough for the ports.
 constexpr uint32_t kQuotedL4Len = 8;
 
-constexpr uint8_t kIcmpEchoReply = 0;
 constexpr uint8_t kIcmpDestUnreachable = 3;
-constexpr uint8_t kIcmpEchoRequest = 8;
 constexpr uint8_t kIcmpTimeExceeded = 11;
 constexpr uint8_t kIcmpParamProblem = 12;
 constexpr uint8_t kIcmpv6DestUnreachable = 1;
 constexpr uint8_t kIcmpv6PacketTooBig = 2;
 constexpr uint8_t kIcmpv6TimeExceeded = 3;
 constexpr uint8_t kIcmpv6ParamProblem = 4;
-constexpr uint8_t kIcmpv6EchoRequest = 128;
-constexpr uint8_t kIcmpv6EchoReply = 129;
 
 /// Reads a big-endian 16-bit field at any alignment. Context: any. Contract: p[0..1] readable.
 inline uint16_t load_be16(const uint8_t* p) {
