@@ -1,0 +1,237 @@
+// What rule changes cost a worker while it forwards: the worker's rule resolution (the flow
+// cache, then the classifier for the misses, as dataplane/pipeline.cc resolve() does it) runs
+// on one cpu while another thread builds and publishes a new classifier snapshot RATE times a
+// second, as ferryd's control thread does for rule.add / rule.del (one rule added or removed per
+// change, published with an atomic pointer swap, the old snapshot freed once the worker has
+// moved on). On a 2-core host this is the only way to see the worker's side alone: in the PVP
+// loop the traffic generator shares the control thread's cpu.
+//
+//   BM_ResolveUnderChurn/<rules>/<rate>
+//     rules 0: port-forward (2 rules, one mask: looked up directly in the classifier)
+//     rules 1: port-forward plus 5 never-matching rules of other masks (7 masks: through the
+//              flow cache, which every change invalidates)
+//     rate:    rule changes per second (0 = none)
+//   1,000 flows in random order, bursts of 32; items = packets, so items_per_second is the
+//   worker's resolution rate. changes_per_s is what the churn thread achieved.
+//
+//   ninja -C build benchmarks/bench_rule_churn && build/benchmarks/bench_rule_churn
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "dataplane/classifier.h"
+#include "dataplane/flow_cache.h"
+#include "dataplane/rule.h"
+
+namespace {
+
+using ferry::Classifier;
+using ferry::CompiledRule;
+using ferry::FlowCache;
+using ferry::FlowKey;
+
+constexpr unsigned kBurst = 32;
+constexpr uint32_t kFlows = 1000;
+constexpr int kWorkerCpu = 1;
+constexpr int kChurnCpu = 0;
+
+void pin(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+CompiledRule base_rule(uint32_t index, int32_t priority) {
+    CompiledRule r{};
+    r.index = index;
+    r.priority = priority;
+    r.n_actions = 1;
+    r.actions[0] = ferry::Action{.type = ferry::ActionType::kOutput, .flags = 0, .arg16 = 0,
+                                 .arg32 = 0};
+    return r;
+}
+
+/// in_port 0 -> 1 and back, plus (cached) five rules of /24../28 masks nobody matches.
+std::vector<CompiledRule> make_rules(bool cached) {
+    std::vector<CompiledRule> rules;
+    for (uint16_t p = 0; p < 2; ++p) {
+        CompiledRule r = base_rule(1 + p, 10);
+        r.value.in_port = p;
+        r.mask.in_port = 0xffff;
+        r.actions[0].arg16 = static_cast<uint16_t>(1 - p);
+        rules.push_back(r);
+    }
+    if (!cached) return rules;
+    for (unsigned n = 0; n < 5; ++n) {
+        CompiledRule r = base_rule(10 + n, 20);
+        r.value.ethertype = 0x0800;
+        r.mask.ethertype = 0xffff;
+        const unsigned len = 24 + n;
+        const uint8_t net[4] = {192, 0, 2, 0};
+        for (unsigned b = 0; b < 4; ++b) {
+            const unsigned bits = len > 8 * b ? std::min(8u, len - 8 * b) : 0;
+            r.mask.ip_dst[b] = static_cast<uint8_t>(0xff00u >> bits);
+            r.value.ip_dst[b] = net[b] & r.mask.ip_dst[b];
+        }
+        r.actions[0].type = ferry::ActionType::kDrop;
+        rules.push_back(r);
+    }
+    return rules;
+}
+
+/// The rule a change adds or removes: an exact IPv4 destination nobody sends to, with the mask
+/// of the cached set's /24 rule so it adds no subtable (as most rule churn does not).
+CompiledRule churn_rule(uint32_t n) {
+    CompiledRule r = base_rule(100 + (n & 1023), 30);
+    r.value.ethertype = 0x0800;
+    r.mask.ethertype = 0xffff;
+    const uint8_t dst[4] = {203, 0, static_cast<uint8_t>(113 + (n >> 8 & 3)),
+                            static_cast<uint8_t>(n)};
+    for (unsigned b = 0; b < 3; ++b) {
+        r.mask.ip_dst[b] = 0xff;
+        r.value.ip_dst[b] = dst[b];
+    }
+    r.actions[0].type = ferry::ActionType::kDrop;
+    return r;
+}
+
+std::vector<FlowKey> make_stream(size_t len) {
+    std::mt19937_64 rng(7);
+    std::vector<FlowKey> flows(kFlows);
+    for (uint32_t i = 0; i < kFlows; ++i) {
+        FlowKey& k = flows[i];
+        k.in_port = static_cast<uint16_t>(i & 1);
+        k.vlan = ferry::kNoVlan;
+        k.ethertype = 0x0800;
+        k.ip_proto = 17;
+        k.ip_version = 4;
+        k.l4_src = 1000;
+        k.l4_dst = 1001;
+        const uint8_t dst[4] = {198, 18, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
+        std::memcpy(k.ip_dst, dst, 4);
+    }
+    std::vector<FlowKey> stream(len);
+    for (FlowKey& k : stream) k = flows[rng() % kFlows];
+    return stream;
+}
+
+/// The control thread's part: a new snapshot per change, published with release; old ones
+/// freed once the worker reports a later generation (what the RCU grace period ensures).
+struct Churn {
+    std::atomic<const Classifier*> published{nullptr};
+    std::atomic<uint64_t> worker_gen{0};
+    std::atomic<bool> stop{false};
+    std::vector<CompiledRule> base;
+    uint64_t changes = 0;
+    std::deque<std::unique_ptr<Classifier>> retired;
+    std::unique_ptr<Classifier> current;
+
+    void run(uint32_t rate) {
+        pin(kChurnCpu);
+        const auto period = std::chrono::nanoseconds(1'000'000'000 / rate);
+        auto next = std::chrono::steady_clock::now();
+        uint64_t gen = current->generation();
+        std::vector<CompiledRule> rules = base;
+        bool added = false;
+        while (!stop.load(std::memory_order_relaxed)) {
+            next += period;
+            // One change: add a rule, or remove the one added before.
+            if (added) {
+                rules.pop_back();
+            } else {
+                rules.push_back(churn_rule(static_cast<uint32_t>(changes)));
+            }
+            added = !added;
+            auto next_cls = Classifier::build(rules, ++gen);
+            retired.push_back(std::move(current));
+            current = std::move(next_cls);
+            published.store(current.get(), std::memory_order_release);
+            ++changes;
+            while (!retired.empty() &&
+                   retired.front()->generation() < worker_gen.load(std::memory_order_acquire))
+                retired.pop_front();
+            while (std::chrono::steady_clock::now() < next && !stop.load(std::memory_order_relaxed))
+                std::this_thread::yield();
+        }
+    }
+};
+
+void BM_ResolveUnderChurn(benchmark::State& state) {
+    const bool cached = state.range(0) != 0;
+    const auto rate = static_cast<uint32_t>(state.range(1));
+    pin(kWorkerCpu);
+    Churn churn;
+    churn.base = make_rules(cached);
+    churn.current = Classifier::build(churn.base, 1);
+    churn.published.store(churn.current.get());
+    auto cache = FlowCache::create(65536);
+    const std::vector<FlowKey> stream = make_stream(size_t{1} << 16);
+    std::thread control;
+    if (rate != 0) control = std::thread([&] { churn.run(rate); });
+
+    const CompiledRule* rules[kBurst];
+    const CompiledRule* miss_rules[kBurst];
+    FlowKey miss_keys[kBurst];
+    uint16_t miss_idx[kBurst];
+    size_t pos = 0;
+    uint64_t hits = 0, misses = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : state) {
+        const FlowKey* keys = &stream[pos];
+        pos = pos + kBurst >= stream.size() ? 0 : pos + kBurst;
+        const Classifier* cls = churn.published.load(std::memory_order_acquire);
+        if (cls->direct(0)) {
+            cls->lookup_bulk(keys, kBurst, 0, rules);
+        } else {
+            const uint64_t gen = cls->generation();
+            const uint64_t hit = cache->lookup_bulk(keys, kBurst, 0, gen, rules);
+            uint16_t nm = 0;
+            for (uint16_t i = 0; i < kBurst; ++i) {
+                if (hit & (1ULL << i)) continue;
+                miss_keys[nm] = keys[i];
+                miss_idx[nm++] = i;
+            }
+            if (nm != 0) {
+                cls->lookup_bulk(miss_keys, nm, 0, miss_rules);
+                for (uint16_t j = 0; j < nm; ++j) {
+                    rules[miss_idx[j]] = miss_rules[j];
+                    cache->insert(miss_keys[j], 0, gen, miss_rules[j]);
+                }
+            }
+            hits += kBurst - nm;
+            misses += nm;
+        }
+        benchmark::DoNotOptimize(rules[kBurst - 1]);
+        // The quiescent point: this worker holds no snapshot older than this one any more.
+        churn.worker_gen.store(cls->generation(), std::memory_order_release);
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    churn.stop.store(true);
+    if (control.joinable()) control.join();
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBurst));
+    state.counters["changes_per_s"] = static_cast<double>(churn.changes) / secs;
+    if (cached)
+        state.counters["hit_ratio"] =
+            static_cast<double>(hits) / static_cast<double>(std::max<uint64_t>(1, hits + misses));
+}
+BENCHMARK(BM_ResolveUnderChurn)
+    ->Args({0, 0})
+    ->Args({0, 10000})
+    ->Args({1, 0})
+    ->Args({1, 10000})
+    ->UseRealTime()
+    ->MinTime(1.0);
+
+}  // namespace
+
+BENCHMARK_MAIN();
