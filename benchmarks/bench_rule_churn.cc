@@ -7,9 +7,10 @@
 // loop the traffic generator shares the control thread's cpu.
 //
 //   BM_ResolveUnderChurn/<rules>/<rate>
-//     rules 0: port-forward (2 rules, one mask: looked up directly in the classifier)
-//     rules 1: port-forward plus 5 never-matching rules of other masks (7 masks: through the
-//              flow cache, which every change invalidates)
+//     rules 0: port-forward (2 rules) and a resident never-matching rule of the changing rules'
+//              mask (IPv4 /24): two masks, looked up directly in the classifier
+//     rules 1: the same plus 4 never-matching rules of other masks (6 masks: through the flow
+//              cache, which every change invalidates)
 //     rate:    rule changes per second (0 = none)
 //   1,000 flows in random order, bursts of 32; items = packets, so items_per_second is the
 //   worker's resolution rate. changes_per_s is what the churn thread achieved.
@@ -61,7 +62,11 @@ CompiledRule base_rule(uint32_t index, int32_t priority) {
     return r;
 }
 
-/// in_port 0 -> 1 and back, plus (cached) five rules of /24../28 masks nobody matches.
+CompiledRule churn_rule(uint32_t n);
+
+/// in_port 0 -> 1 and back, a resident rule of the changing rules' mask (so that a change adds
+/// or removes a rule, never a subtable, and the table without changes has the same shape), plus
+/// (cached) four more masks nobody matches.
 std::vector<CompiledRule> make_rules(bool cached) {
     std::vector<CompiledRule> rules;
     for (uint16_t p = 0; p < 2; ++p) {
@@ -71,8 +76,11 @@ std::vector<CompiledRule> make_rules(bool cached) {
         r.actions[0].arg16 = static_cast<uint16_t>(1 - p);
         rules.push_back(r);
     }
+    CompiledRule resident = churn_rule(2000);
+    resident.index = 9;
+    rules.push_back(resident);
     if (!cached) return rules;
-    for (unsigned n = 0; n < 5; ++n) {
+    for (unsigned n = 1; n < 5; ++n) {
         CompiledRule r = base_rule(10 + n, 20);
         r.value.ethertype = 0x0800;
         r.mask.ethertype = 0xffff;
@@ -89,8 +97,7 @@ std::vector<CompiledRule> make_rules(bool cached) {
     return rules;
 }
 
-/// The rule a change adds or removes: an exact IPv4 destination nobody sends to, with the mask
-/// of the cached set's /24 rule so it adds no subtable (as most rule churn does not).
+/// The rule a change adds or removes: an IPv4 /24 destination nobody sends to.
 CompiledRule churn_rule(uint32_t n) {
     CompiledRule r = base_rule(100 + (n & 1023), 30);
     r.value.ethertype = 0x0800;
@@ -160,8 +167,9 @@ struct Churn {
             while (!retired.empty() &&
                    retired.front()->generation() < worker_gen.load(std::memory_order_acquire))
                 retired.pop_front();
-            while (std::chrono::steady_clock::now() < next && !stop.load(std::memory_order_relaxed))
-                std::this_thread::yield();
+            // Sleep, as ferryd's control thread waits in epoll: a spinning thread would take
+            // execution resources from the worker if the two cpus are hyperthreads of one core.
+            std::this_thread::sleep_until(next);
         }
     }
 };
