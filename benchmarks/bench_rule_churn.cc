@@ -10,7 +10,7 @@
 //     rules 0: port-forward (2 rules) and a resident never-matching rule of the changing rules'
 //              mask (IPv4 /24): two masks, looked up directly in the classifier
 //     rules 1: the same plus 4 never-matching rules of other masks (6 masks: through the flow
-//              cache, which every change invalidates)
+//              cache, whose entries each change leaves valid unless it touches their flow)
 //     rate:    rule changes per second (0 = none)
 //   1,000 flows in random order, bursts of 32; items = packets, so items_per_second is the
 //   worker's resolution rate. changes_per_s is what the churn thread achieved.
@@ -57,8 +57,8 @@ CompiledRule base_rule(uint32_t index, int32_t priority) {
     r.index = index;
     r.priority = priority;
     r.n_actions = 1;
-    r.actions[0] = ferry::Action{.type = ferry::ActionType::kOutput, .flags = 0, .arg16 = 0,
-                                 .arg32 = 0};
+    r.actions[0] =
+        ferry::Action{.type = ferry::ActionType::kOutput, .flags = 0, .arg16 = 0, .arg32 = 0};
     return r;
 }
 
@@ -152,14 +152,18 @@ struct Churn {
         bool added = false;
         while (!stop.load(std::memory_order_relaxed)) {
             next += period;
-            // One change: add a rule, or remove the one added before.
+            // One change: add a rule, or remove the one added before; the delta says which, as
+            // ferryd's RuleTable says it.
+            ferry::RuleDelta delta;
             if (added) {
+                delta.removed.push_back(rules.back().index);
                 rules.pop_back();
             } else {
                 rules.push_back(churn_rule(static_cast<uint32_t>(changes)));
+                delta.added.push_back(rules.back());
             }
             added = !added;
-            auto next_cls = Classifier::build(rules, ++gen);
+            auto next_cls = Classifier::build(rules, ++gen, current.get(), &delta);
             retired.push_back(std::move(current));
             current = std::move(next_cls);
             published.store(current.get(), std::memory_order_release);
@@ -180,7 +184,7 @@ void BM_ResolveUnderChurn(benchmark::State& state) {
     pin(kWorkerCpu);
     Churn churn;
     churn.base = make_rules(cached);
-    churn.current = Classifier::build(churn.base, 1);
+    churn.current = Classifier::build(churn.base, 1, nullptr, nullptr);
     churn.published.store(churn.current.get());
     auto cache = FlowCache::create(65536);
     const std::vector<FlowKey> stream = make_stream(size_t{1} << 16);
@@ -202,7 +206,7 @@ void BM_ResolveUnderChurn(benchmark::State& state) {
             cls->lookup_bulk(keys, kBurst, 0, rules);
         } else {
             const uint64_t gen = cls->generation();
-            const uint64_t hit = cache->lookup_bulk(keys, kBurst, 0, gen, rules);
+            const uint64_t hit = cache->lookup_bulk(keys, kBurst, 0, gen, rules, cls);
             uint16_t nm = 0;
             for (uint16_t i = 0; i < kBurst; ++i) {
                 if (hit & (1ULL << i)) continue;
@@ -223,7 +227,8 @@ void BM_ResolveUnderChurn(benchmark::State& state) {
         // The quiescent point: this worker holds no snapshot older than this one any more.
         churn.worker_gen.store(cls->generation(), std::memory_order_release);
     }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     churn.stop.store(true);
     if (control.joinable()) control.join();
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBurst));

@@ -18,7 +18,7 @@ RuleTable::RuleTable(rte_rcu_qsbr* qsbr, uint32_t max_rules,
     // Slot 0 is never given out: a rule index out of range is counted there, harmlessly.
     for (uint32_t s = max_rules_ - 1; s >= 1; --s) free_slots_.push_back(s);
     // An empty snapshot: building it cannot run out of memory in any way that matters.
-    (void)publish();
+    (void)publish(RuleDelta{.added = {}, .removed = {}, .full = true});
 }
 
 RuleTable::~RuleTable() {
@@ -55,18 +55,20 @@ Result<json> RuleTable::add(const std::vector<json>& rules, const RuleContext& c
                               std::to_string(free_slots_.size()) + " free slots (max_rules " +
                               std::to_string(max_rules_) + ")");
     std::vector<uint64_t> added;
+    RuleDelta delta;
     for (RuleSpec& spec : parsed) {
         Record r;
         r.slot = free_slots_.back();
         free_slots_.pop_back();
         r.baseline = sum_counters(r.slot);
         for (CompiledRule& e : spec.entries) e.index = r.slot;
+        delta.added.insert(delta.added.end(), spec.entries.begin(), spec.entries.end());
         r.spec = std::move(spec);
         uint64_t id = r.spec.id;
         records_.emplace(id, std::move(r));
         added.push_back(id);
     }
-    if (Status st = publish(); !st) {
+    if (Status st = publish(delta); !st) {
         for (uint64_t id : added) {
             free_slots_.push_back(records_.at(id).slot);
             records_.erase(id);
@@ -90,7 +92,9 @@ Result<json> RuleTable::del(const std::vector<uint64_t>& ids) {
     }
     // The slots return to the pool only after the new snapshot is in place: no worker can then
     // count a hit for the deleted rule into a slot a new rule has taken.
-    if (Status st = publish(); !st) {
+    RuleDelta delta;
+    delta.removed = slots;
+    if (Status st = publish(delta); !st) {
         records_.merge(removed);
         return st.error();
     }
@@ -157,11 +161,13 @@ void RuleTable::set_offload_hooks(std::function<void()> after_publish,
     offload_state_ = std::move(state);
 }
 
-Status RuleTable::publish() {
+Status RuleTable::publish(const RuleDelta& delta) {
     std::vector<CompiledRule> entries;
     for (const auto& [id, r] : records_)
         entries.insert(entries.end(), r.spec.entries.begin(), r.spec.entries.end());
-    std::unique_ptr<Classifier> next = Classifier::build(entries, generation_ + 1);
+    // The delta lets workers keep the flow-cache entries the change cannot affect.
+    std::unique_ptr<Classifier> next =
+        Classifier::build(entries, generation_ + 1, published_.load(), &delta);
     if (!next) return make_error(ErrorCode::kFailed, "out of memory building the classifier");
     ++generation_;
     // Release: pairs with the workers' acquire load of the pointer.

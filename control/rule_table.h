@@ -24,6 +24,7 @@ struct rte_rcu_qsbr;
 namespace ferry {
 
 class Classifier;
+struct RuleDelta;
 struct WorkerState;
 
 class RuleTable {
@@ -71,7 +72,8 @@ private:
     RuleCounters sum_counters(uint32_t slot) const;
     /// Builds a snapshot of every record and publishes it; frees the previous one after a grace
     /// period. Context: control. @return kFailed (nothing published) when memory runs out.
-    Status publish();
+    /// @param delta what changed since the last snapshot (added entries, removed slots)
+    Status publish(const RuleDelta& delta);
 
     rte_rcu_qsbr* qsbr_;
     uint32_t max_rules_;

@@ -298,10 +298,14 @@ Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {
         resume_worker(w);
     } while (next != 0 && entries.size() < limit);
     auto st = w->flow_cache->stats();
-    return nlohmann::json{
-        {"lcore", lcore},    {"generation", gen},   {"capacity", w->flow_cache->capacity()},
-        {"hits", st.hits},   {"misses", st.misses}, {"evictions", st.evictions},
-        {"entries", entries}};
+    return nlohmann::json{{"lcore", lcore},
+                          {"generation", gen},
+                          {"capacity", w->flow_cache->capacity()},
+                          {"hits", st.hits},
+                          {"misses", st.misses},
+                          {"evictions", st.evictions},
+                          {"revalidated", st.revalidated},
+                          {"entries", entries}};
 }
 
 void Switch::publish() {

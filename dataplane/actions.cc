@@ -72,7 +72,7 @@ const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const Fl
     if (cls.direct(table)) return cls.lookup(key, table);
     const CompiledRule* hit = nullptr;
     const uint64_t gen = cls.generation();
-    if (w.flow_cache->lookup_bulk(&key, 1, table, gen, &hit) == 0) {
+    if (w.flow_cache->lookup_bulk(&key, 1, table, gen, &hit, &cls) == 0) {
         hit = cls.lookup(key, table);
         w.flow_cache->insert(key, table, gen, hit);
     }

@@ -107,7 +107,8 @@ struct Classifier::Impl {
     // Rules grouped by table, then mask, then masked value (best first). Lookup results point
     // here; the vector is never resized after build.
     std::vector<CompiledRule> rules;
-    std::vector<const CompiledRule*> by_index;  // table-0 rules by index, for NIC marks
+    std::vector<const CompiledRule*> by_index;      // table-0 rules by index, for NIC marks
+    std::vector<const CompiledRule*> any_by_index;  // every table, for cache revalidation
     std::vector<Subtable> subtables;
     std::vector<uint64_t> slots;    // every subtable's slots, one subtable after the other
     std::vector<uint64_t> entries;  // every subtable's value entries, likewise
@@ -161,6 +162,8 @@ void Classifier::Impl::build(const std::vector<CompiledRule>& in) {
         return rule_rank(a) > rule_rank(b);
     });
     for (const CompiledRule& r : rules) {
+        if (r.index >= any_by_index.size()) any_by_index.resize(r.index + 1, nullptr);
+        if (any_by_index[r.index] == nullptr) any_by_index[r.index] = &r;
         if (r.table != 0) continue;
         if (r.index >= by_index.size()) by_index.resize(r.index + 1, nullptr);
         if (by_index[r.index] == nullptr) by_index[r.index] = &r;
@@ -258,7 +261,8 @@ Classifier::Classifier(uint64_t generation) : generation_(generation) {}
 Classifier::~Classifier() = default;
 
 std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& rules,
-                                              uint64_t generation) {
+                                              uint64_t generation, const Classifier* previous,
+                                              const RuleDelta* delta) {
     // The control thread builds; the only failure the contract allows is running out of memory,
     // reported as nullptr rather than an exception crossing into callers that expect none.
     try {
@@ -270,10 +274,50 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         for (const CompiledRule& r : rules)
             for (unsigned a = 0; a < r.n_actions; ++a)
                 if (r.actions[a].type == ActionType::kCt) c->has_ct_[r.table] = true;
+        // The recent changes, for revalidating flow-cache entries: the previous snapshot's,
+        // then this one's, trimmed from the oldest to the history's bounds. Only an unbroken
+        // run of generations ending here is kept.
+        if (previous != nullptr && delta != nullptr && previous->generation_ + 1 == generation) {
+            c->history_ = previous->history_;
+            c->history_.push_back(Change{generation, *delta});
+            size_t added = 0;
+            for (const Change& ch : c->history_) added += ch.delta.added.size();
+            size_t drop = 0;
+            while (drop < c->history_.size() &&
+                   (c->history_.size() - drop > kHistoryChanges || added > kHistoryAdded)) {
+                added -= c->history_[drop].delta.added.size();
+                ++drop;
+            }
+            c->history_.erase(c->history_.begin(), c->history_.begin() + static_cast<long>(drop));
+        }
         return c;
     } catch (const std::bad_alloc&) {
         return nullptr;
     }
+}
+
+bool Classifier::revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
+                            const CompiledRule** rule) const {
+    // Every change after `since` must be known: the oldest remembered one is since + 1 or older.
+    if (since >= generation_ || history_.empty() || history_.front().generation > since + 1)
+        return false;
+    for (const Change& ch : history_) {
+        if (ch.generation <= since) continue;
+        if (ch.delta.full) return false;
+        for (uint32_t r : ch.delta.removed)
+            if (r == rule_index) return false;
+        // An added rule that matches key could take precedence; without a cheap way to say it
+        // does not (the cached rule's priority is not at hand), it invalidates.
+        for (const CompiledRule& a : ch.delta.added)
+            if (a.table == table && rule_matches(a, key)) return false;
+    }
+    if (rule_index == kNoRuleIndex) {
+        *rule = nullptr;
+        return true;
+    }
+    const auto& v = impl_->any_by_index;
+    *rule = rule_index < v.size() ? v[rule_index] : nullptr;
+    return *rule != nullptr;
 }
 
 const CompiledRule* Classifier::rule_by_index(uint32_t index) const {

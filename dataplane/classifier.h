@@ -12,12 +12,36 @@
 
 namespace ferry {
 
+/// What changed from the previous snapshot to a new one: the entries of added rules and the
+/// indices of removed ones. `full` when the change is not described (everything may differ).
+struct RuleDelta {
+    std::vector<CompiledRule> added;
+    std::vector<uint32_t> removed;
+    bool full = false;
+};
+
 class Classifier {
 public:
     /// Builds a snapshot from rules (any order; rule.value must already be masked). Rules are
-    /// copied. Context: control thread. @return nullptr only on allocation failure.
+    /// copied. previous and delta (both or neither) let the snapshot keep the recent changes,
+    /// so that flow-cache entries of earlier snapshots can be revalidated instead of dropped.
+    /// Context: control thread. @return nullptr only on allocation failure.
     static std::unique_ptr<Classifier> build(const std::vector<CompiledRule>& rules,
-                                             uint64_t generation);
+                                             uint64_t generation,
+                                             const Classifier* previous = nullptr,
+                                             const RuleDelta* delta = nullptr);
+
+    /// Whether an answer a flow cache got from the snapshot of generation `since` for key in
+    /// table still holds here: no change since then removed its rule or added a rule of that
+    /// table matching key. rule_index is the cached rule's index, or kNoRuleIndex for "no rule
+    /// matched". On true, *rule is that rule's entry in this snapshot (or nullptr).
+    /// Context: fast path. @return false when the changes since then are not all known.
+    bool revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
+                    const CompiledRule** rule) const;
+    static constexpr uint32_t kNoRuleIndex = 0xffffffffu;
+    /// Changes a snapshot remembers (older flow-cache entries are simply misses).
+    static constexpr size_t kHistoryChanges = 64;
+    static constexpr size_t kHistoryAdded = 1024;  // added rule entries over those changes
     ~Classifier();
     Classifier(const Classifier&) = delete;
     Classifier& operator=(const Classifier&) = delete;
@@ -52,7 +76,12 @@ public:
 
 private:
     struct Impl;
+    struct Change {
+        uint64_t generation;  // of the snapshot the change produced
+        RuleDelta delta;
+    };
     explicit Classifier(uint64_t generation);
+    std::vector<Change> history_;  // ascending generations, this snapshot's own change last
     uint64_t generation_;
     std::unique_ptr<Impl> impl_;
     bool direct_[kMaxTables] = {};

@@ -12,6 +12,7 @@
 namespace ferry {
 
 struct CompiledRule;
+class Classifier;
 
 class FlowCache {
 public:
@@ -25,10 +26,11 @@ public:
     ~FlowCache();
 
     /// Looks up n (<= kBulkMax) keys in one table. out[i] is the cached rule, or nullptr on a
-    /// miss; an entry of another generation is a miss. @return bit i set for each hit.
-    /// Context: fast path, owner worker.
+    /// miss. An entry of another generation is a miss unless `current` (the snapshot of
+    /// `generation`) revalidates it: then it is updated to this generation and hits.
+    /// @return bit i set for each hit. Context: fast path, owner worker.
     uint64_t lookup_bulk(const FlowKey* keys, unsigned n, uint8_t table, uint64_t generation,
-                         const CompiledRule** out);
+                         const CompiledRule** out, const Classifier* current = nullptr);
 
     /// Remembers the classifier's answer for key (rule may be nullptr: "no rule matched").
     /// Replacement keeps hot flows: a new key takes the least recently hit way of its bucket.
@@ -48,6 +50,7 @@ public:
     /// Hits, misses, inserts and evictions since creation. Context: owner (or paused).
     struct Stats {
         uint64_t hits, misses, inserts, evictions;
+        uint64_t revalidated;  // hits on entries of an earlier generation that still held
     };
     Stats stats() const;
 

@@ -26,7 +26,7 @@ void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_
         return;
     }
     uint64_t gen = cls.generation();
-    uint64_t hits = w.flow_cache->lookup_bulk(keys, n, 0, gen, rules);
+    uint64_t hits = w.flow_cache->lookup_bulk(keys, n, 0, gen, rules, &cls);
     uint64_t all = n == 64 ? ~0ULL : (1ULL << n) - 1;
     if (hits != all) {
         FlowKey miss_keys[kRxBurst];

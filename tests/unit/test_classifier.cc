@@ -679,3 +679,110 @@ TEST(Classifier, RandomisedAgainstLinearScan) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// Revalidation of flow-cache answers across snapshots: rules on in_port (index 1) and on the
+// TCP destination port (index 2); each change builds the next snapshot from the previous one
+// and the delta, as RuleTable does.
+struct Snapshots {
+    std::vector<CompiledRule> rules;
+    std::vector<std::unique_ptr<Classifier>> built;
+
+    Snapshots() {
+        FlowKey in_port = zero_key();
+        in_port.in_port = 0xffff;
+        rules.push_back(make_rule(base_key(), in_port, 10, 1));
+        built.push_back(Classifier::build(rules, 1, nullptr, nullptr));
+    }
+    const Classifier& last() const { return *built.back(); }
+    void change(const RuleDelta& d) {
+        for (uint32_t r : d.removed)
+            rules.erase(std::remove_if(rules.begin(), rules.end(),
+                                       [r](const CompiledRule& x) { return x.index == r; }),
+                        rules.end());
+        rules.insert(rules.end(), d.added.begin(), d.added.end());
+        built.push_back(Classifier::build(rules, last().generation() + 1, &last(), &d));
+    }
+};
+
+CompiledRule rule_on_dport(uint16_t dport, uint32_t index, int32_t priority) {
+    FlowKey k = base_key();
+    k.l4_dst = dport;
+    FlowKey m = zero_key();
+    m.l4_dst = 0xffff;
+    m.ip_proto = 0xff;
+    return make_rule(k, m, priority, index);
+}
+
+TEST(ClassifierRevalidate, UnrelatedAddKeepsTheAnswerAndGivesTheNewSnapshotsRule) {
+    Snapshots s;
+    const FlowKey key = base_key();  // dport 80
+    ASSERT_EQ(hit(s.last(), key), 1);
+    s.change(RuleDelta{.added = {rule_on_dport(443, 2, 20)}, .removed = {}, .full = false});
+    const CompiledRule* r = nullptr;
+    ASSERT_TRUE(s.last().revalidate(key, 0, 1, 1, &r));
+    EXPECT_EQ(r, s.last().lookup(key, 0));  // the rule's entry in the new snapshot
+    EXPECT_NE(r, s.built[0]->lookup(key, 0));
+}
+
+TEST(ClassifierRevalidate, AddedMatchingRuleInvalidates) {
+    Snapshots s;
+    s.change(RuleDelta{.added = {rule_on_dport(80, 2, 20)}, .removed = {}, .full = false});
+    const CompiledRule* r = nullptr;
+    EXPECT_FALSE(s.last().revalidate(base_key(), 0, 1, 1, &r));
+    EXPECT_EQ(hit(s.last(), base_key()), 2);  // what a fresh lookup gives instead
+    // A matching rule of another table does not concern table 0.
+    CompiledRule other = rule_on_dport(80, 3, 20);
+    other.table = 1;
+    Snapshots t;
+    t.change(RuleDelta{.added = {other}, .removed = {}, .full = false});
+    EXPECT_TRUE(t.last().revalidate(base_key(), 0, 1, 1, &r));
+}
+
+TEST(ClassifierRevalidate, RemovedRuleInvalidatesOthersStay) {
+    Snapshots s;
+    s.change(RuleDelta{.added = {rule_on_dport(443, 2, 20)}, .removed = {}, .full = false});
+    s.change(RuleDelta{.added = {}, .removed = {1}, .full = false});
+    const CompiledRule* r = nullptr;
+    EXPECT_FALSE(s.last().revalidate(base_key(), 0, 2, 1, &r));  // its rule is gone
+    FlowKey https = base_key();
+    https.l4_dst = 443;
+    EXPECT_TRUE(s.last().revalidate(https, 0, 2, 2, &r));  // cached at generation 2
+    EXPECT_EQ(r->index, 2u);
+    // A "no rule matched" answer stays right while nothing added matches.
+    FlowKey none = base_key();
+    none.in_port = 9;
+    none.l4_dst = 22;
+    EXPECT_TRUE(s.last().revalidate(none, 0, 1, Classifier::kNoRuleIndex, &r));
+    EXPECT_EQ(r, nullptr);
+}
+
+TEST(ClassifierRevalidate, UnknownOrFullHistoryIsNotRevalidated) {
+    Snapshots s;
+    s.change(RuleDelta{.added = {}, .removed = {}, .full = true});
+    const CompiledRule* r = nullptr;
+    EXPECT_FALSE(s.last().revalidate(base_key(), 0, 1, 1, &r));
+    // Built without previous/delta: it knows no history.
+    auto lone = Classifier::build(s.rules, 9, nullptr, nullptr);
+    EXPECT_FALSE(lone->revalidate(base_key(), 0, 8, 1, &r));
+    // A generation gap breaks the chain.
+    RuleDelta d;
+    auto gap = Classifier::build(s.rules, s.last().generation() + 2, &s.last(), &d);
+    EXPECT_FALSE(gap->revalidate(base_key(), 0, s.last().generation(), 1, &r));
+}
+
+TEST(ClassifierRevalidate, HistoryIsBoundedAndOlderEntriesMiss) {
+    Snapshots s;
+    for (size_t i = 0; i < Classifier::kHistoryChanges + 5; ++i)
+        s.change(RuleDelta{.added = {}, .removed = {}, .full = false});
+    const CompiledRule* r = nullptr;
+    const uint64_t now = s.last().generation();
+    EXPECT_FALSE(s.last().revalidate(base_key(), 0, 1, 1, &r));  // older than the history
+    EXPECT_TRUE(s.last().revalidate(base_key(), 0, now - Classifier::kHistoryChanges, 1, &r));
+    EXPECT_TRUE(s.last().revalidate(base_key(), 0, now - 1, 1, &r));
+}
+
+}  // namespace
+}  // namespace ferry

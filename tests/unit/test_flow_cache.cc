@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/classifier.h"
 #include "dataplane/rule.h"
 
 namespace ferry {
@@ -377,6 +378,49 @@ TEST_F(FlowCacheTest, DumpPastTheEndReturnsZero) {
     EXPECT_EQ(fc->dump(1, 1u << 30, 10, [&](auto&&...) { ++visits; }), 0u);
     EXPECT_EQ(fc->dump(1, 0, 1u << 31, [&](auto&&...) { ++visits; }), 0u);
     EXPECT_EQ(visits, 1);
+}
+
+}  // namespace
+}  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// An entry of an earlier snapshot hits when the current snapshot revalidates it (no change since
+// touched its flow), taking the current snapshot's rule; otherwise it misses.
+TEST(FlowCacheRevalidate, StaleEntryHitsOnlyWhileNoChangeTouchedItsFlow) {
+    const FlowKey a = tcp_key(1), b = tcp_key(2);
+    CompiledRule any{};  // one rule matching every key: index 5
+    any.index = 5;
+    any.n_actions = 1;
+    std::vector<CompiledRule> rules{any};
+    auto g1 = Classifier::build(rules, 1, nullptr, nullptr);
+    auto fc = FlowCache::create(1024);
+    fc->insert(a, 0, 1, g1->lookup(a, 0));
+    fc->insert(b, 0, 1, g1->lookup(b, 0));
+
+    // Generation 2 adds a rule matching only b.
+    CompiledRule only_b{};
+    only_b.index = 6;
+    only_b.priority = 10;
+    only_b.n_actions = 1;
+    only_b.mask.l4_src = 0xffff;
+    only_b.value.l4_src = b.l4_src;
+    ASSERT_NE(a.l4_src, b.l4_src);
+    RuleDelta d{.added = {only_b}, .removed = {}, .full = false};
+    rules.push_back(only_b);
+    auto g2 = Classifier::build(rules, 2, g1.get(), &d);
+
+    const CompiledRule* out[2] = {};
+    const FlowKey keys[2] = {a, b};
+    EXPECT_EQ(fc->lookup_bulk(keys, 2, 0, 2, out, g2.get()), 0b01u);
+    EXPECT_EQ(out[0], g2->lookup(a, 0));  // re-pointed into generation 2
+    EXPECT_EQ(out[1], nullptr);
+    EXPECT_EQ(fc->stats().revalidated, 1u);
+    // Without a snapshot to ask, an entry of another generation is a miss, as before.
+    EXPECT_EQ(fc->lookup_bulk(keys, 2, 0, 3, out), 0u);
+    // a is now an entry of generation 2: a plain hit there.
+    EXPECT_EQ(fc->lookup_bulk(keys, 1, 0, 2, out), 0b1u);
 }
 
 }  // namespace
