@@ -290,34 +290,12 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
             }
             c->history_.erase(c->history_.begin(), c->history_.begin() + static_cast<long>(drop));
         }
+        c->any_by_index_ = c->impl_->any_by_index.data();
+        c->any_by_index_size_ = c->impl_->any_by_index.size();
         return c;
     } catch (const std::bad_alloc&) {
         return nullptr;
     }
-}
-
-bool Classifier::revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
-                            const CompiledRule** rule) const {
-    // Every change after `since` must be known: the oldest remembered one is since + 1 or older.
-    if (since >= generation_ || history_.empty() || history_.front().generation > since + 1)
-        return false;
-    for (const Change& ch : history_) {
-        if (ch.generation <= since) continue;
-        if (ch.delta.full) return false;
-        for (uint32_t r : ch.delta.removed)
-            if (r == rule_index) return false;
-        // An added rule that matches key could take precedence; without a cheap way to say it
-        // does not (the cached rule's priority is not at hand), it invalidates.
-        for (const CompiledRule& a : ch.delta.added)
-            if (a.table == table && rule_matches(a, key)) return false;
-    }
-    if (rule_index == kNoRuleIndex) {
-        *rule = nullptr;
-        return true;
-    }
-    const auto& v = impl_->any_by_index;
-    *rule = rule_index < v.size() ? v[rule_index] : nullptr;
-    return *rule != nullptr;
 }
 
 const CompiledRule* Classifier::rule_by_index(uint32_t index) const {

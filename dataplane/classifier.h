@@ -36,8 +36,31 @@ public:
     /// table matching key. rule_index is the cached rule's index, or kNoRuleIndex for "no rule
     /// matched". On true, *rule is that rule's entry in this snapshot (or nullptr).
     /// Context: fast path. @return false when the changes since then are not all known.
+    /// Inline: a flow comes back after each change, so this runs about once per packet under
+    /// heavy rule churn.
     bool revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
-                    const CompiledRule** rule) const;
+                    const CompiledRule** rule) const {
+        // Every change after `since` must be known: the oldest remembered is since + 1 or older.
+        if (since >= generation_ || history_.empty() || history_.front().generation > since + 1)
+            return false;
+        // Generations in the history are consecutive: start at the first change after `since`.
+        for (size_t i = since + 1 - history_.front().generation; i < history_.size(); ++i) {
+            const RuleDelta& d = history_[i].delta;
+            if (d.full) return false;
+            for (uint32_t r : d.removed)
+                if (r == rule_index) return false;
+            // An added rule that matches key could take precedence; without the cached rule's
+            // priority at hand it invalidates.
+            for (const CompiledRule& a : d.added)
+                if (a.table == table && rule_matches(a, key)) return false;
+        }
+        if (rule_index == kNoRuleIndex) {
+            *rule = nullptr;
+            return true;
+        }
+        *rule = rule_index < any_by_index_size_ ? any_by_index_[rule_index] : nullptr;
+        return *rule != nullptr;
+    }
     static constexpr uint32_t kNoRuleIndex = 0xffffffffu;
     /// Changes a snapshot remembers (older flow-cache entries are simply misses).
     static constexpr size_t kHistoryChanges = 64;
@@ -82,6 +105,8 @@ private:
     };
     explicit Classifier(uint64_t generation);
     std::vector<Change> history_;  // ascending generations, this snapshot's own change last
+    const CompiledRule* const* any_by_index_ = nullptr;  // every table's rules by index
+    size_t any_by_index_size_ = 0;
     uint64_t generation_;
     std::unique_ptr<Impl> impl_;
     bool direct_[kMaxTables] = {};
