@@ -248,6 +248,9 @@ void BM_ResolveUnderChurn(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBurst));
     state.counters["changes_per_s"] = static_cast<double>(churn.changes) / secs;
     if (cached)
+        state.counters["revalidated_per_s"] =
+            static_cast<double>(cache->stats().revalidated) / secs;
+    if (cached)
         state.counters["hit_ratio"] =
             static_cast<double>(hits) / static_cast<double>(std::max<uint64_t>(1, hits + misses));
 }

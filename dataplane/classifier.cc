@@ -279,16 +279,20 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         // run of generations ending here is kept.
         if (previous != nullptr && delta != nullptr && previous->generation_ + 1 == generation) {
             c->history_ = previous->history_;
-            c->history_.push_back(Change{generation, *delta});
+            c->history_.push_back(std::make_shared<const Change>(Change{generation, *delta}));
             size_t added = 0;
-            for (const Change& ch : c->history_) added += ch.delta.added.size();
+            for (const auto& ch : c->history_) added += ch->delta.added.size();
             size_t drop = 0;
             while (drop < c->history_.size() &&
                    (c->history_.size() - drop > kHistoryChanges || added > kHistoryAdded)) {
-                added -= c->history_[drop].delta.added.size();
+                added -= c->history_[drop]->delta.added.size();
                 ++drop;
             }
             c->history_.erase(c->history_.begin(), c->history_.begin() + static_cast<long>(drop));
+            c->recent_.reserve(c->history_.size());
+            c->recent_.assign(previous->recent_.begin(), previous->recent_.end());
+            c->recent_.push_back(compact(*delta));
+            c->recent_.erase(c->recent_.begin(), c->recent_.begin() + static_cast<long>(drop));
         }
         c->any_by_index_ = c->impl_->any_by_index.data();
         c->any_by_index_size_ = c->impl_->any_by_index.size();
@@ -296,6 +300,35 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
     } catch (const std::bad_alloc&) {
         return nullptr;
     }
+}
+
+Classifier::CompactChange Classifier::compact(const RuleDelta& d) {
+    CompactChange c{};
+    if (d.full) {
+        c.kind = CompactChange::kFull;
+    } else if (d.removed.size() > 2 || d.added.size() > 1) {
+        c.kind = CompactChange::kLarge;
+    } else {
+        c.kind = CompactChange::kSmall;
+        c.n_removed = static_cast<uint8_t>(d.removed.size());
+        for (size_t i = 0; i < d.removed.size(); ++i) c.removed[i] = d.removed[i];
+        c.n_added = static_cast<uint8_t>(d.added.size());
+        if (!d.added.empty()) {
+            c.table = d.added[0].table;
+            c.value = d.added[0].value;
+            c.mask = d.added[0].mask;
+        }
+    }
+    return c;
+}
+
+bool Classifier::still_holds(const RuleDelta& d, const FlowKey& key, uint8_t table,
+                             uint32_t rule_index) {
+    for (uint32_t r : d.removed)
+        if (r == rule_index) return false;
+    for (const CompiledRule& a : d.added)
+        if (a.table == table && rule_matches(a, key)) return false;
+    return true;
 }
 
 const CompiledRule* Classifier::rule_by_index(uint32_t index) const {

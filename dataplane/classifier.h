@@ -41,18 +41,22 @@ public:
     bool revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
                     const CompiledRule** rule) const {
         // Every change after `since` must be known: the oldest remembered is since + 1 or older.
-        if (since >= generation_ || history_.empty() || history_.front().generation > since + 1)
+        if (since >= generation_ || history_.empty() || history_.front()->generation > since + 1)
             return false;
         // Generations in the history are consecutive: start at the first change after `since`.
-        for (size_t i = since + 1 - history_.front().generation; i < history_.size(); ++i) {
-            const RuleDelta& d = history_[i].delta;
-            if (d.full) return false;
-            for (uint32_t r : d.removed)
-                if (r == rule_index) return false;
+        for (size_t i = since + 1 - history_.front()->generation; i < history_.size(); ++i) {
+            const CompactChange& c = recent_[i];
+            if (c.kind == CompactChange::kFull) return false;
+            if (c.kind == CompactChange::kLarge) {
+                if (!still_holds(history_[i]->delta, key, table, rule_index)) return false;
+                continue;
+            }
+            for (unsigned r = 0; r < c.n_removed; ++r)
+                if (c.removed[r] == rule_index) return false;
             // An added rule that matches key could take precedence; without the cached rule's
             // priority at hand it invalidates.
-            for (const CompiledRule& a : d.added)
-                if (a.table == table && rule_matches(a, key)) return false;
+            if (c.n_added != 0 && c.table == table && masked_equal(key, c.mask, c.value))
+                return false;
         }
         if (rule_index == kNoRuleIndex) {
             *rule = nullptr;
@@ -99,12 +103,39 @@ public:
 
 private:
     struct Impl;
+    /// A change as revalidation reads it: small ones (at most two removals, one addition) inline
+    /// in one contiguous array, so that checking a flow against them chases no pointer.
+    struct CompactChange {
+        enum Kind : uint8_t { kSmall, kLarge, kFull };
+        uint8_t kind;
+        uint8_t n_removed;
+        uint8_t n_added;
+        uint8_t table;  // of the added rule
+        uint32_t removed[2];
+        FlowKey value;  // the added rule's masked value and mask
+        FlowKey mask;
+    };
+    static CompactChange compact(const RuleDelta& d);
+    static bool still_holds(const RuleDelta& d, const FlowKey& key, uint8_t table,
+                            uint32_t rule_index);
+    static bool masked_equal(const FlowKey& key, const FlowKey& mask, const FlowKey& value) {
+        const auto* k = reinterpret_cast<const uint64_t*>(&key);
+        const auto* m = reinterpret_cast<const uint64_t*>(&mask);
+        const auto* v = reinterpret_cast<const uint64_t*>(&value);
+        uint64_t diff = 0;
+        for (int i = 0; i < 8; ++i) diff |= (k[i] & m[i]) ^ v[i];
+        return diff == 0;
+    }
     struct Change {
         uint64_t generation;  // of the snapshot the change produced
         RuleDelta delta;
     };
     explicit Classifier(uint64_t generation);
-    std::vector<Change> history_;  // ascending generations, this snapshot's own change last
+    // Ascending generations, this snapshot's own change last. Shared with the snapshots before
+    // and after: a build adds one change and copies pointers, and the workers revalidating
+    // read change records that stay in their caches from one snapshot to the next.
+    std::vector<std::shared_ptr<const Change>> history_;
+    std::vector<CompactChange> recent_;                  // one per history_ entry, same order
     const CompiledRule* const* any_by_index_ = nullptr;  // every table's rules by index
     size_t any_by_index_size_ = 0;
     uint64_t generation_;
