@@ -294,6 +294,11 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
             c->recent_.push_back(compact(*delta));
             c->recent_.erase(c->recent_.begin(), c->recent_.begin() + static_cast<long>(drop));
         }
+        if (!c->history_.empty()) {
+            c->first_change_ = c->history_.front()->generation;
+            c->recent_data_ = c->recent_.data();
+            c->recent_count_ = c->recent_.size();
+        }
         c->any_by_index_ = c->impl_->any_by_index.data();
         c->any_by_index_size_ = c->impl_->any_by_index.size();
         return c;
@@ -306,19 +311,28 @@ Classifier::CompactChange Classifier::compact(const RuleDelta& d) {
     CompactChange c{};
     if (d.full) {
         c.kind = CompactChange::kFull;
-    } else if (d.removed.size() > 2 || d.added.size() > 1) {
-        c.kind = CompactChange::kLarge;
-    } else {
-        c.kind = CompactChange::kSmall;
-        c.n_removed = static_cast<uint8_t>(d.removed.size());
-        for (size_t i = 0; i < d.removed.size(); ++i) c.removed[i] = d.removed[i];
-        c.n_added = static_cast<uint8_t>(d.added.size());
-        if (!d.added.empty()) {
-            c.table = d.added[0].table;
-            c.value = d.added[0].value;
-            c.mask = d.added[0].mask;
+        return c;
+    }
+    c.kind = CompactChange::kLarge;
+    if (d.removed.size() > 2 || d.added.size() > 1) return c;
+    c.n_removed = static_cast<uint8_t>(d.removed.size());
+    for (size_t i = 0; i < d.removed.size(); ++i) c.removed[i] = d.removed[i];
+    c.n_added = static_cast<uint8_t>(d.added.size());
+    if (!d.added.empty()) {
+        const CompiledRule& a = d.added[0];
+        c.table = a.table;
+        const uint64_t* m = words(a.mask);
+        const uint64_t* v = words(a.value);
+        for (unsigned w = 0; w < kKeyWords; ++w) {
+            if (m[w] == 0) continue;
+            if (c.n_words == CompactChange::kMaxWords) return c;  // too wide: the slow path
+            c.word[c.n_words] = static_cast<uint8_t>(w);
+            c.mask[c.n_words] = m[w];
+            c.value[c.n_words] = v[w] & m[w];
+            ++c.n_words;
         }
     }
+    c.kind = CompactChange::kSmall;
     return c;
 }
 

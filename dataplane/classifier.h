@@ -41,11 +41,10 @@ public:
     bool revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
                     const CompiledRule** rule) const {
         // Every change after `since` must be known: the oldest remembered is since + 1 or older.
-        if (since >= generation_ || history_.empty() || history_.front()->generation > since + 1)
-            return false;
+        if (since >= generation_ || recent_count_ == 0 || first_change_ > since + 1) return false;
         // Generations in the history are consecutive: start at the first change after `since`.
-        for (size_t i = since + 1 - history_.front()->generation; i < history_.size(); ++i) {
-            const CompactChange& c = recent_[i];
+        for (size_t i = since + 1 - first_change_; i < recent_count_; ++i) {
+            const CompactChange& c = recent_data_[i];
             if (c.kind == CompactChange::kFull) return false;
             if (c.kind == CompactChange::kLarge) {
                 if (!still_holds(history_[i]->delta, key, table, rule_index)) return false;
@@ -55,8 +54,13 @@ public:
                 if (c.removed[r] == rule_index) return false;
             // An added rule that matches key could take precedence; without the cached rule's
             // priority at hand it invalidates.
-            if (c.n_added != 0 && c.table == table && masked_equal(key, c.mask, c.value))
-                return false;
+            if (c.n_added != 0 && c.table == table) {
+                const auto* k = reinterpret_cast<const uint64_t*>(&key);
+                uint64_t diff = 0;
+                for (unsigned w = 0; w < c.n_words; ++w)
+                    diff |= (k[c.word[w]] & c.mask[w]) ^ c.value[w];
+                if (diff == 0) return false;
+            }
         }
         if (rule_index == kNoRuleIndex) {
             *rule = nullptr;
@@ -105,27 +109,23 @@ private:
     struct Impl;
     /// A change as revalidation reads it: small ones (at most two removals, one addition) inline
     /// in one contiguous array, so that checking a flow against them chases no pointer.
-    struct CompactChange {
+    struct alignas(64) CompactChange {
         enum Kind : uint8_t { kSmall, kLarge, kFull };
+        static constexpr unsigned kMaxWords = 3;
         uint8_t kind;
         uint8_t n_removed;
         uint8_t n_added;
-        uint8_t table;  // of the added rule
+        uint8_t table;    // of the added rule
+        uint8_t n_words;  // the added rule's mask words that are not zero
+        uint8_t word[kMaxWords];
         uint32_t removed[2];
-        FlowKey value;  // the added rule's masked value and mask
-        FlowKey mask;
+        uint64_t mask[kMaxWords];  // of those words, and the rule's value there
+        uint64_t value[kMaxWords];
     };
+    static_assert(sizeof(CompactChange) == 64, "one cache line per remembered change");
     static CompactChange compact(const RuleDelta& d);
     static bool still_holds(const RuleDelta& d, const FlowKey& key, uint8_t table,
                             uint32_t rule_index);
-    static bool masked_equal(const FlowKey& key, const FlowKey& mask, const FlowKey& value) {
-        const auto* k = reinterpret_cast<const uint64_t*>(&key);
-        const auto* m = reinterpret_cast<const uint64_t*>(&mask);
-        const auto* v = reinterpret_cast<const uint64_t*>(&value);
-        uint64_t diff = 0;
-        for (int i = 0; i < 8; ++i) diff |= (k[i] & m[i]) ^ v[i];
-        return diff == 0;
-    }
     struct Change {
         uint64_t generation;  // of the snapshot the change produced
         RuleDelta delta;
@@ -135,7 +135,11 @@ private:
     // and after: a build adds one change and copies pointers, and the workers revalidating
     // read change records that stay in their caches from one snapshot to the next.
     std::vector<std::shared_ptr<const Change>> history_;
-    std::vector<CompactChange> recent_;                  // one per history_ entry, same order
+    std::vector<CompactChange> recent_;  // one per history_ entry, same order
+    // What revalidation reads first, in the object itself rather than behind the vectors.
+    uint64_t first_change_ = 0;  // generation of history_.front()
+    const CompactChange* recent_data_ = nullptr;
+    size_t recent_count_ = 0;
     const CompiledRule* const* any_by_index_ = nullptr;  // every table's rules by index
     size_t any_by_index_size_ = 0;
     uint64_t generation_;
