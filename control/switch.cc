@@ -561,6 +561,7 @@ nlohmann::json Switch::stats() const {
                            {"idle_cycles", counter_read(w->counters.idle_cycles)},
                            {"cycles_per_packet", pk == 0 ? 0 : busy / pk},
                            {"sleeps", counter_read(w->counters.sleeps)},
+                           {"iterations", counter_read(w->counters.iterations)},
                            {"learn_events", counter_read(w->counters.learn_events)},
                            {"learn_ring_full", counter_read(w->counters.learn_ring_full)},
                            {"flow_cache_hits", counter_read(w->counters.cache_hits)},
