@@ -407,8 +407,8 @@ void BM_ShardEstablishedLookup(benchmark::State& state) {
 BENCHMARK(BM_ShardEstablishedLookup)->Arg(10000)->Arg(100000)->Arg(1000000);
 
 /// As BM_ShardEstablishedLookup, the way a worker's ct stage runs a burst (dataplane/ct_action.cc
-/// ct_stage): the 32 packets' tuples, one CtTable::lookup_bulk, then process() of each with the
-/// bulk hit as its hint.
+/// ct_stage): the 32 packets' tuples, one CtTable::lookup_bulk, then process() of each with its
+/// tuple and the bulk hit.
 void BM_ShardEstablishedBurst(benchmark::State& state) {
     const auto n = static_cast<uint32_t>(state.range(0));
     EstablishedSetup& s = established_setup(n);
@@ -450,8 +450,8 @@ void BM_ShardEstablishedBurst(benchmark::State& state) {
         s.shard->table().lookup_bulk(tuples, kBurst, refs);
         for (unsigned i = 0; i < kBurst; ++i) {
             const uint32_t k = which[i];
-            s.shard->process(f.frame(k), kTcpFrameLen, f.layouts[k], &f.keys[k], track, 2,
-                             refs[i]);
+            const ferry::CtKeyed keyed{tuples[i], false, refs[i]};
+            s.shard->process(f.frame(k), kTcpFrameLen, f.layouts[k], &f.keys[k], track, 2, &keyed);
             established += (f.keys[k].ct_state & ferry::kCtEstablished) != 0;
         }
     }

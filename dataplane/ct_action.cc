@@ -77,7 +77,7 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             }
         }
     }
-    switch (w.ct->process(data, len, layout, key, p, w.now_ms, CtRef{}, st)) {
+    switch (w.ct->process(data, len, layout, key, p, w.now_ms, nullptr, st)) {
         case CtVerdict::kContinue:
             break;
         case CtVerdict::kLimit:
@@ -111,16 +111,16 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
                   FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules,
                   CtPacketState* states, uint16_t n) {
     CtTuple tuples[kRxBurst];
+    bool icmp_errors[kRxBurst];
     uint16_t which[kRxBurst];  // packet of each tuple
     unsigned nt = 0;
     bool whole = false;  // some packet's rule is only a ct(table=T): tracked in this stage
     for (uint16_t i = 0; i < n; ++i) {
         const CompiledRule* r = rules[i];
         if (r == nullptr || r->n_actions == 0 || r->actions[0].type != ActionType::kCt) continue;
-        bool icmp_error;
         if (!ct_packet_tuple(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
                              rte_pktmbuf_data_len(pkts[i]), layouts[i], keys[i],
-                             r->actions[0].arg16, &tuples[nt], &icmp_error))
+                             r->actions[0].arg16, &tuples[nt], &icmp_errors[nt]))
             continue;
         whole = whole || (r->n_actions == 1 && (r->actions[0].arg32 & kCtHasTable));
         which[nt++] = i;
@@ -152,8 +152,9 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
             }
         }
         const Action& a = r.actions[0];
+        const CtKeyed keyed{tuples[j], icmp_errors[j], refs[j]};
         switch (w.ct->process(rte_pktmbuf_mtod(pkts[i], uint8_t*), rte_pktmbuf_data_len(pkts[i]),
-                              layouts[i], &keys[i], params_of(a, r), w.now_ms, refs[j],
+                              layouts[i], &keys[i], params_of(a, r), w.now_ms, &keyed,
                               &states[i])) {
             case CtVerdict::kContinue:
                 break;

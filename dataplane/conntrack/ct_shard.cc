@@ -332,8 +332,8 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
 }
 
 CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayout& layout,
-                                  FlowKey* key, const CtParams& p, uint64_t now_ms, CtRef hint,
-                                  CtPacketState* st) {
+                                  FlowKey* key, const CtParams& p, uint64_t now_ms,
+                                  const CtKeyed* keyed, CtPacketState* st) {
     if (st != nullptr && st->index != kCtNone && st->zone == p.zone && table_->live(st->index) &&
         !(table_->entry(st->index).flags & kCtfRedirect))
         return process_tracked(frame, len, layout, key, p, st);
@@ -343,7 +343,12 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
     key->ct_state = kCtTracked;
     CtTuple t;
     bool icmp_error = false;
-    if (!ct_packet_tuple(frame, len, layout, *key, p.zone, &t, &icmp_error)) {
+    CtRef hint;
+    if (keyed != nullptr) {
+        t = keyed->tuple;
+        icmp_error = keyed->icmp_error;
+        hint = keyed->hint;
+    } else if (!ct_packet_tuple(frame, len, layout, *key, p.zone, &t, &icmp_error)) {
         key->ct_state |= kCtInvalid;
         bump(counters_.invalid);
         return CtVerdict::kContinue;

@@ -34,6 +34,15 @@ struct CtPacketState {
     uint8_t ct_state = 0;  // what the first tracking set
 };
 
+/// A packet's tuple as the ct stage computed it for the burst's bulk lookup, with what that
+/// lookup found: process() then neither keys the packet again nor, when the hit still holds,
+/// looks it up again.
+struct CtKeyed {
+    CtTuple tuple;
+    bool icmp_error;
+    CtRef hint;  // a miss is never trusted: an earlier packet of the burst may have committed it
+};
+
 /// Outcome of tracking one packet.
 enum class CtVerdict : uint8_t {
     kContinue,  // key's ct fields are set; processing goes on
@@ -94,11 +103,11 @@ public:
     /// +trk), ct_zone and ct_mark. Context: fast path, owner.
     /// @param frame, len  the Ethernet frame, writable (NAT)
     /// @param now_ms      the owner's clock
-    /// @param hint        what a bulk lookup of the packet's tuple found just before (a miss is
-    ///                    never trusted: an earlier packet of the burst may have committed it)
+    /// @param keyed       the tuple and bulk-lookup hit computed for the packet just before
+    ///                    (may be null: the packet is keyed and looked up here)
     /// @param st          the packet's tracking so far (may be null); updated
     CtVerdict process(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
-                      const CtParams& p, uint64_t now_ms, CtRef hint = CtRef{},
+                      const CtParams& p, uint64_t now_ms, const CtKeyed* keyed = nullptr,
                       CtPacketState* st = nullptr);
 
     /// Removes up to `budget` slots' worth of expired connections. Context: fast path, owner.

@@ -1398,3 +1398,49 @@ TEST(CtPacketTuple, Refusals) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// The ct stage hands process() the packet's tuple and what the burst's bulk lookup found: a miss
+// taken before an earlier packet of the burst committed the connection must not be trusted, and
+// a stale hit (an entry replaced since) is looked up again.
+TEST_F(CtShardTest, KeyedProcessDistrustsMissesAndStaleHits) {
+    using namespace test_frames;
+    Bytes first = udp_frame(kClient4, 5000, kServer4, 53);
+    Bytes second = udp_frame(kClient4, 5000, kServer4, 53);
+    Parsed p1, p2;
+    ASSERT_TRUE(parse(first, &p1));
+    ASSERT_TRUE(parse(second, &p2));
+    CtKeyed k{};
+    bool icmp_error = false;
+    ASSERT_TRUE(ct_packet_tuple(first.data(), static_cast<uint32_t>(first.size()), p1.layout,
+                                p1.key, 0, &k.tuple, &icmp_error));
+    k.icmp_error = icmp_error;
+    k.hint = shard_->table().lookup(k.tuple);  // the bulk lookup, before either packet: a miss
+    ASSERT_FALSE(k.hint.found());
+    CtParams commit_p;
+    commit_p.commit = true;
+    FlowKey key1 = p1.key, key2 = p2.key;
+    shard_->process(first.data(), static_cast<uint32_t>(first.size()), p1.layout, &key1, commit_p,
+                    0, &k);
+    EXPECT_EQ(shard_->table().size(), 1u);
+    // The second packet of the burst carries the same (stale) miss: it must find the entry.
+    shard_->process(second.data(), static_cast<uint32_t>(second.size()), p2.layout, &key2, commit_p,
+                    0, &k);
+    EXPECT_EQ(shard_->table().size(), 1u);
+    const CtRef ref = shard_->table().lookup(k.tuple);
+    ASSERT_TRUE(ref.found());
+    EXPECT_EQ(shard_->table().entry(ref.index).packets[0], 2u);
+    // A hint naming an entry that no longer holds the tuple is looked up again.
+    CtKeyed stale = k;
+    stale.hint = CtRef{ref.index + 1, 0};
+    FlowKey key3 = p2.key;
+    shard_->process(second.data(), static_cast<uint32_t>(second.size()), p2.layout, &key3, commit_p,
+                    0, &stale);
+    EXPECT_EQ(shard_->table().size(), 1u);
+    EXPECT_EQ(shard_->table().entry(ref.index).packets[0], 3u);
+}
+
+}  // namespace
+}  // namespace ferry
