@@ -184,30 +184,29 @@ json ConntrackControl::stats() const {
     json workers = json::array();
     for (const auto& s : shards_) {
         const CtShardCounters& c = s->counters();
-        auto rd = [](const uint64_t& v) { return __atomic_load_n(&v, __ATOMIC_RELAXED); };
         for (size_t st = 1; st < static_cast<size_t>(TcpState::kCount); ++st)
-            sum.by_tcp_state[st] += rd(c.by_tcp_state[st]);
-        sum.udp += rd(c.udp);
-        sum.icmp += rd(c.icmp);
-        sum.other += rd(c.other);
+            sum.by_tcp_state[st] += counter_read(c.by_tcp_state[st]);
+        sum.udp += counter_read(c.udp);
+        sum.icmp += counter_read(c.icmp);
+        sum.other += counter_read(c.other);
         json w{{"worker", s->worker()},
                {"connections", s->table().size()},
                {"capacity", s->table().capacity()},
-               {"lookups", rd(c.lookups)},
-               {"created", rd(c.created)},
-               {"removed", rd(c.removed)},
-               {"invalid", rd(c.invalid)},
-               {"limit_drops", rd(c.limit_drops)},
-               {"full_drops", rd(c.full_drops)},
-               {"nat_exhausted", rd(c.nat_port_exhausted)},
-               {"reopened", rd(c.reopened)},
-               {"foreign_reply", rd(c.foreign_reply)},
-               {"redirects", rd(c.redirects)},
-               {"notices_lost", rd(c.notices_lost)},
+               {"lookups", counter_read(c.lookups)},
+               {"created", counter_read(c.created)},
+               {"removed", counter_read(c.removed)},
+               {"invalid", counter_read(c.invalid)},
+               {"limit_drops", counter_read(c.limit_drops)},
+               {"full_drops", counter_read(c.full_drops)},
+               {"nat_exhausted", counter_read(c.nat_port_exhausted)},
+               {"reopened", counter_read(c.reopened)},
+               {"foreign_reply", counter_read(c.foreign_reply)},
+               {"redirects", counter_read(c.redirects)},
+               {"notices_lost", counter_read(c.notices_lost)},
                {"handoff_out", counter_read(ws_[s->worker()]->counters.ct_handoff_out)},
                {"handoff_in", counter_read(ws_[s->worker()]->counters.ct_handoff_in)}};
         workers.push_back(w);
-        total += s->table().size() - rd(c.redirects);
+        total += s->table().size() - counter_read(c.redirects);
     }
     for (size_t st = 1; st < static_cast<size_t>(TcpState::kCount); ++st)
         by_state["tcp_" + std::string(tcp_state_name(static_cast<TcpState>(st)))] =

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "dataplane/conntrack/nat_rewrite.h"
+#include "dataplane/counters.h"
 #include "dataplane/ip_proto.h"
 
 namespace ferry {
@@ -196,16 +197,8 @@ void ConntrackShard::account(const CtEntry& e, int delta) {
         c = &counters_.icmp;
     else
         c = &counters_.other;
-    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + static_cast<uint64_t>(delta),
-                     __ATOMIC_RELAXED);
+    counter_add(*c, static_cast<uint64_t>(delta));  // -1 wraps to a decrement
 }
-
-namespace {
-/// counter_add of dataplane/counters.h, without pulling its header's other types here.
-inline void bump(uint64_t& c, uint64_t n = 1) {
-    __atomic_store_n(&c, __atomic_load_n(&c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
-}
-}  // namespace
 
 /// Picks the translated tuple for a new connection: the reply tuple carries the new address
 /// and port, must not be in use, and should hash to this worker so both directions stay here.
@@ -285,7 +278,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     if (limit != 0 && before >= limit) {
         zone.count.fetch_sub(1, std::memory_order_relaxed);
         zone.limit_drops.fetch_add(1, std::memory_order_relaxed);
-        bump(counters_.limit_drops);
+        counter_add(counters_.limit_drops, 1);
         return CtVerdict::kLimit;
     }
     CtTuple reply = ct_tuple_reverse(t);
@@ -293,26 +286,26 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     bool foreign = false;
     if (bind && !choose_nat(t, *p.spec, &reply, &foreign)) {
         zone.count.fetch_sub(1, std::memory_order_relaxed);
-        bump(counters_.nat_port_exhausted);
+        counter_add(counters_.nat_port_exhausted, 1);
         return CtVerdict::kFull;
     }
     if (foreign && n_notices_ == kCtNoticeSlots) {
         // Without its redirect the reply would reach a worker that does not know it.
         zone.count.fetch_sub(1, std::memory_order_relaxed);
-        bump(counters_.notices_lost);
+        counter_add(counters_.notices_lost, 1);
         return CtVerdict::kFull;
     }
     const uint32_t idx = table_->insert(t, reply);
     if (idx == kCtNone) {
         zone.count.fetch_sub(1, std::memory_order_relaxed);
-        bump(counters_.full_drops);
+        counter_add(counters_.full_drops, 1);
         return CtVerdict::kFull;
     }
     CtEntry& e = table_->entry(idx);
     if (bind) e.flags |= p.spec->kind == NatSpec::kSrc ? kCtfSrcNat : kCtfDstNat;
     if (foreign) {
         e.flags |= kCtfForeignReply;
-        bump(counters_.foreign_reply);
+        counter_add(counters_.foreign_reply, 1);
         notify(CtNotice::kRedirectAdd, reply);
     }
     if (zone.liberal.load(std::memory_order_relaxed)) e.flags |= kCtfLiberal;
@@ -324,7 +317,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     e.port[1] = kCtNoPort;
     e.expires_ms = now_ms + timeout_ms(e);
     account(e, +1);
-    bump(counters_.created);
+    counter_add(counters_.created, 1);
     key->ct_mark = e.mark;
     if (bind) ct_apply_nat(e, 0, frame, len, layout, key);
     if (st != nullptr) *st = CtPacketState{idx, p.zone, 0, key->ct_state};
@@ -337,7 +330,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
     if (st != nullptr && st->index != kCtNone && st->zone == p.zone && table_->live(st->index) &&
         !(table_->entry(st->index).flags & kCtfRedirect))
         return process_tracked(frame, len, layout, key, p, st);
-    bump(counters_.lookups);
+    counter_add(counters_.lookups, 1);
     key->ct_zone = p.zone;
     key->ct_mark = 0;
     key->ct_state = kCtTracked;
@@ -350,7 +343,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         hint = keyed->hint;
     } else if (!ct_packet_tuple(frame, len, layout, *key, p.zone, &t, &icmp_error)) {
         key->ct_state |= kCtInvalid;
-        bump(counters_.invalid);
+        counter_add(counters_.invalid, 1);
         return CtVerdict::kContinue;
     }
     // A hit of the burst's bulk lookup stands if the entry still holds the tuple (a reopen by an
@@ -369,7 +362,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
     if (icmp_error) {
         if (!ref.found()) {
             key->ct_state |= kCtInvalid;
-            bump(counters_.invalid);
+            counter_add(counters_.invalid, 1);
             return CtVerdict::kContinue;
         }
         const CtEntry& e = table_->entry(ref.index);
@@ -385,7 +378,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         seg = tcp_of(frame, len, layout, *key);
         if (!seg) {
             key->ct_state |= kCtInvalid;
-            bump(counters_.invalid);
+            counter_add(counters_.invalid, 1);
             return CtVerdict::kContinue;
         }
     }
@@ -397,13 +390,13 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
             const TcpVerdict v = tcp_track(e.tcp, ref.dir, *seg, (e.flags & kCtfLiberal) != 0);
             if (v == TcpVerdict::kReopen) {
                 // A new connection reuses the tuple of a closed one: forget the old one.
-                bump(counters_.reopened);
+                counter_add(counters_.reopened, 1);
                 remove(ref.index);
                 ref = CtRef{};
             } else if (v == TcpVerdict::kInvalid) {
                 key->ct_state |= kCtInvalid | (ref.dir == 1 ? kCtReply : 0);
                 key->ct_mark = e.mark;
-                bump(counters_.invalid);
+                counter_add(counters_.invalid, 1);
                 return CtVerdict::kContinue;
             } else if (e.tcp.state != before) {
                 const TcpState after = e.tcp.state;
@@ -418,8 +411,8 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
                 e.flags |= kCtfSeenReply;
                 e.port[1] = key->in_port;
             }
-            bump(e.packets[ref.dir]);
-            bump(e.bytes[ref.dir], len);
+            counter_add(e.packets[ref.dir], 1);
+            counter_add(e.bytes[ref.dir], len);
             if (t.proto != kProtoTcp) {
                 // Netfilter's notion, kept for ct.list and the migration stream: a reply makes
                 // the pseudo-connection "multiple"; traffic both ways twice makes it assured.
@@ -448,7 +441,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         may_open = true;
     if (!may_open) {
         key->ct_state |= kCtInvalid;
-        bump(counters_.invalid);
+        counter_add(counters_.invalid, 1);
         return CtVerdict::kContinue;
     }
     key->ct_state |= kCtNew;
@@ -494,21 +487,21 @@ void ConntrackShard::remove(uint32_t index) {
     if (!table_->live(index)) return;  // already gone (a flush and an expiry may both name it)
     const CtEntry& e = table_->entry(index);
     if (e.flags & kCtfRedirect) {
-        __atomic_store_n(&counters_.redirects, counters_.redirects - 1, __ATOMIC_RELAXED);
+        counter_add(counters_.redirects, ~uint64_t{0});  // - 1
         table_->erase(index);
         return;
     }
     if (e.flags & kCtfForeignReply) notify(CtNotice::kRedirectDel, e.tuple[1]);
     zones_->zones[e.tuple[0].zone].count.fetch_sub(1, std::memory_order_relaxed);
     account(e, -1);
-    bump(counters_.removed);
+    counter_add(counters_.removed, 1);
     table_->erase(index);
 }
 
 /// Queues a notice for the worker that owns tuple's hash. @return false when the outbox is full
 bool ConntrackShard::notify(CtNotice::Kind kind, const CtTuple& tuple) {
     if (n_notices_ == kCtNoticeSlots) {
-        bump(counters_.notices_lost);
+        counter_add(counters_.notices_lost, 1);
         return false;
     }
     notices_[n_notices_++] =
@@ -517,7 +510,7 @@ bool ConntrackShard::notify(CtNotice::Kind kind, const CtTuple& tuple) {
 }
 
 void ConntrackShard::count_lost_notice() {
-    bump(counters_.notices_lost);
+    counter_add(counters_.notices_lost, 1);
 }
 
 void ConntrackShard::apply_notice(const CtNotice& n, uint64_t now_ms) {
@@ -531,7 +524,7 @@ void ConntrackShard::apply_notice(const CtNotice& n, uint64_t now_ms) {
     if (ref.found()) return;  // a connection of ours has the tuple: it wins
     const uint32_t idx = table_->insert(n.tuple, n.tuple);
     if (idx == kCtNone) {
-        bump(counters_.notices_lost);
+        counter_add(counters_.notices_lost, 1);
         return;
     }
     CtEntry& e = table_->entry(idx);
@@ -539,7 +532,7 @@ void ConntrackShard::apply_notice(const CtNotice& n, uint64_t now_ms) {
     e.redirect_owner = n.owner;
     e.port[0] = e.port[1] = kCtNoPort;
     e.expires_ms = now_ms + redirect_ttl_ms(n.tuple.proto);
-    bump(counters_.redirects);
+    counter_add(counters_.redirects, 1);
 }
 
 /// How long a redirect lives without packets: the longest a connection of the protocol can
