@@ -107,8 +107,8 @@ struct Classifier::Impl {
     // Rules grouped by table, then mask, then masked value (best first). Lookup results point
     // here; the vector is never resized after build.
     std::vector<CompiledRule> rules;
-    std::vector<const CompiledRule*> by_index;      // table-0 rules by index, for NIC marks
-    std::vector<const CompiledRule*> any_by_index;  // every table, for cache revalidation
+    // Rules by index, every table: NIC marks (table 0) and flow-cache revalidation.
+    std::vector<const CompiledRule*> by_index;
     std::vector<Subtable> subtables;
     std::vector<uint64_t> slots;    // every subtable's slots, one subtable after the other
     std::vector<uint64_t> entries;  // every subtable's value entries, likewise
@@ -162,9 +162,6 @@ void Classifier::Impl::build(const std::vector<CompiledRule>& in) {
         return rule_rank(a) > rule_rank(b);
     });
     for (const CompiledRule& r : rules) {
-        if (r.index >= any_by_index.size()) any_by_index.resize(r.index + 1, nullptr);
-        if (any_by_index[r.index] == nullptr) any_by_index[r.index] = &r;
-        if (r.table != 0) continue;
         if (r.index >= by_index.size()) by_index.resize(r.index + 1, nullptr);
         if (by_index[r.index] == nullptr) by_index[r.index] = &r;
     }
@@ -296,11 +293,9 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         }
         if (!c->history_.empty()) {
             c->first_change_ = c->history_.front()->generation;
-            c->recent_data_ = c->recent_.data();
-            c->recent_count_ = c->recent_.size();
         }
-        c->any_by_index_ = c->impl_->any_by_index.data();
-        c->any_by_index_size_ = c->impl_->any_by_index.size();
+        c->by_index_ = c->impl_->by_index.data();
+        c->by_index_size_ = c->impl_->by_index.size();
         return c;
     } catch (const std::bad_alloc&) {
         return nullptr;
@@ -347,7 +342,8 @@ bool Classifier::still_holds(const RuleDelta& d, const FlowKey& key, uint8_t tab
 
 const CompiledRule* Classifier::rule_by_index(uint32_t index) const {
     const auto& v = impl_->by_index;
-    return index < v.size() ? v[index] : nullptr;
+    const CompiledRule* r = index < v.size() ? v[index] : nullptr;
+    return r != nullptr && r->table == 0 ? r : nullptr;  // NIC marks name table-0 rules only
 }
 
 const CompiledRule* Classifier::lookup(const FlowKey& key, uint8_t table) const {

@@ -41,10 +41,10 @@ public:
     bool revalidate(const FlowKey& key, uint8_t table, uint64_t since, uint32_t rule_index,
                     const CompiledRule** rule) const {
         // Every change after `since` must be known: the oldest remembered is since + 1 or older.
-        if (since >= generation_ || recent_count_ == 0 || first_change_ > since + 1) return false;
+        if (since >= generation_ || recent_.empty() || first_change_ > since + 1) return false;
         // Generations in the history are consecutive: start at the first change after `since`.
-        for (size_t i = since + 1 - first_change_; i < recent_count_; ++i) {
-            const CompactChange& c = recent_data_[i];
+        for (size_t i = since + 1 - first_change_; i < recent_.size(); ++i) {
+            const CompactChange& c = recent_[i];
             if (c.kind == CompactChange::kFull) return false;
             if (c.kind == CompactChange::kLarge) {
                 if (!still_holds(history_[i]->delta, key, table, rule_index)) return false;
@@ -66,7 +66,7 @@ public:
             *rule = nullptr;
             return true;
         }
-        *rule = rule_index < any_by_index_size_ ? any_by_index_[rule_index] : nullptr;
+        *rule = rule_index < by_index_size_ ? by_index_[rule_index] : nullptr;
         return *rule != nullptr;
     }
     static constexpr uint32_t kNoRuleIndex = 0xffffffffu;
@@ -136,12 +136,11 @@ private:
     // read change records that stay in their caches from one snapshot to the next.
     std::vector<std::shared_ptr<const Change>> history_;
     std::vector<CompactChange> recent_;  // one per history_ entry, same order
-    // What revalidation reads first, in the object itself rather than behind the vectors.
+    // Read first by revalidation: kept here rather than behind history_'s shared pointers.
     uint64_t first_change_ = 0;  // generation of history_.front()
-    const CompactChange* recent_data_ = nullptr;
-    size_t recent_count_ = 0;
-    const CompiledRule* const* any_by_index_ = nullptr;  // every table's rules by index
-    size_t any_by_index_size_ = 0;
+    // Impl's rules-by-index array, which the inline revalidate() cannot see through Impl.
+    const CompiledRule* const* by_index_ = nullptr;
+    size_t by_index_size_ = 0;
     uint64_t generation_;
     std::unique_ptr<Impl> impl_;
     bool direct_[kMaxTables] = {};
