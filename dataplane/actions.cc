@@ -7,6 +7,7 @@
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/ct_action.h"
 #include "dataplane/flow_cache.h"
+#include "dataplane/l2_bridge.h"
 #include "dataplane/meter.h"
 #include "dataplane/rule.h"
 #include "dataplane/tx.h"
@@ -66,6 +67,15 @@ bool consumed_later(const CompiledRule& r, unsigned i) {
 }
 
 }  // namespace
+
+void normal_flush(WorkerState& w, const PortTable& t, uint16_t in_port, NormalBatch& normal) {
+    if (normal.n == 0) return;
+    // The bridge takes keys in one array; the batch points into its caller's.
+    FlowKey keys[kRxBurst];
+    for (uint16_t i = 0; i < normal.n; ++i) keys[i] = *normal.keys[i];
+    l2_switch_parsed(w, t, in_port, normal.pkts, keys, normal.n);
+    normal.n = 0;
+}
 
 const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const FlowKey& key,
                                  uint8_t table) {

@@ -21,6 +21,10 @@ struct NormalBatch {
     FlowKey* keys[32];
 };
 
+/// Hands the gathered `normal` packets, all from in_port, to the L2 bridge and empties the
+/// batch. Context: fast path.
+void normal_flush(WorkerState& w, const PortTable& t, uint16_t in_port, NormalBatch& normal);
+
 /// A CompiledRule::index that counts no hits: the remainder of a rule run by another worker.
 inline constexpr uint32_t kUncountedRule = 0xffffffffu;
 

@@ -9,7 +9,6 @@
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
 #include "dataplane/conntrack/ct_shard.h"
-#include "dataplane/l2_bridge.h"
 #include "dataplane/packet_parse.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"
@@ -255,12 +254,7 @@ uint32_t ct_handoff_drain(WorkerState& w, const PortTable& t, const Classifier* 
                 continue;
             }
             // `normal` hands a batch to the bridge with one ingress port: flush on a change.
-            if (normal.n != 0 && m.in_port != normal_port) {
-                FlowKey nk[kRxBurst];
-                for (uint16_t k = 0; k < normal.n; ++k) nk[k] = *normal.keys[k];
-                l2_switch_parsed(w, t, normal_port, normal.pkts, nk, normal.n);
-                normal.n = 0;
-            }
+            if (m.in_port != normal_port) normal_flush(w, t, normal_port, normal);
             normal_port = m.in_port;
             CompiledRule rest{};
             rest.index = kUncountedRule;
@@ -273,11 +267,7 @@ uint32_t ct_handoff_drain(WorkerState& w, const PortTable& t, const Classifier* 
             keys[i].in_port = m.in_port;
             run_actions(w, t, *cls, m.in_port, m.pkt, &keys[i], &rest, normal, m.hops);
         }
-        if (normal.n != 0) {
-            FlowKey nk[kRxBurst];
-            for (uint16_t k = 0; k < normal.n; ++k) nk[k] = *normal.keys[k];
-            l2_switch_parsed(w, t, normal_port, normal.pkts, nk, normal.n);
-        }
+        normal_flush(w, t, normal_port, normal);
     }
     return total;
 }

@@ -121,11 +121,7 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     NormalBatch normal;
     for (uint16_t i = 0; i < m; ++i)
         run_actions(w, t, *cls, in_port, live[i], &keys[i], rules[i], normal, 0, &states[i]);
-    if (normal.n != 0) {
-        FlowKey normal_keys[kRxBurst];
-        for (uint16_t i = 0; i < normal.n; ++i) normal_keys[i] = *normal.keys[i];
-        l2_switch_parsed(w, t, in_port, normal.pkts, normal_keys, normal.n);
-    }
+    normal_flush(w, t, in_port, normal);
 }
 
 }  // namespace ferry
