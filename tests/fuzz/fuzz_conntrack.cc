@@ -28,6 +28,7 @@
 #include "dataplane/conntrack/ct_tuple.h"
 #include "dataplane/conntrack/ct_zone.h"
 #include "dataplane/packet_parse.h"
+#include "tests/fuzz/frame_checks.h"
 
 namespace {
 
@@ -36,75 +37,16 @@ using ferry::CtEntry;
 using ferry::CtTuple;
 using ferry::CtVerdict;
 
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmpv6 = 58;
+using namespace ferry::fuzz;
+using ferry::kProtoIcmp;
+using ferry::kProtoIcmpv6;
+using ferry::kProtoTcp;
+using ferry::kProtoUdp;
 
 constexpr uint32_t kCapacity = 1024;
 constexpr uint16_t kZonesUsed = 4;
 constexpr unsigned kMaxFrames = 64;
 constexpr uint32_t kBudgets[4] = {0, 8, 64, kCapacity};
-
-/// Aborts the run so libFuzzer records the input as a crash. Context: fuzzer only.
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
-
-uint16_t load_be16(const uint8_t* p) {
-    return static_cast<uint16_t>(p[0] << 8 | p[1]);
-}
-
-// ---- Checksums (as in fuzz_nat_rewrite.cc) ----------------------------------------------------
-
-uint64_t sum_bytes(const uint8_t* p, size_t n, uint64_t acc = 0) {
-    for (size_t i = 0; i + 1 < n; i += 2) acc += load_be16(p + i);
-    if (n % 2 != 0) acc += static_cast<uint64_t>(p[n - 1]) << 8;
-    return acc;
-}
-
-bool sums_to_zero(uint64_t s) {
-    return s % 0xffff == 0;
-}
-
-uint64_t pseudo_sum(const uint8_t* ip, uint8_t version, uint8_t proto, size_t n) {
-    if (proto == kProtoIcmp) return 0;
-    const size_t alen = version == 4 ? 4 : 16;
-    const uint8_t* src = ip + (version == 4 ? 12 : 8);
-    const uint64_t s = sum_bytes(src, 2 * alen);
-    return s + proto + (n >> 16) + (n & 0xffff);
-}
-
-size_t ip_end(const uint8_t* frame, const ferry::FlowKey& key, const ferry::PacketLayout& l) {
-    const uint8_t* ip = frame + l.l3_offset;
-    return key.ip_version == 4 ? l.l3_offset + load_be16(ip + 2)
-                               : l.l3_offset + 40 + load_be16(ip + 4);
-}
-
-struct Validity {
-    bool ip_header = false;
-    bool l4 = false;
-};
-
-/// Which checksums of a parsed IP frame verify by full recomputation (fragments, extension
-/// headers, zero UDP checksums and unknown protocols count as not valid).
-Validity validity(const uint8_t* frame, const ferry::FlowKey& key, const ferry::PacketLayout& l) {
-    Validity v;
-    const uint8_t* ip = frame + l.l3_offset;
-    if (key.ip_version == 4) v.ip_header = sums_to_zero(sum_bytes(ip, (ip[0] & 0x0fu) * 4u));
-    const uint8_t proto = key.ip_proto;
-    if (l.l4_offset == 0) return v;
-    const size_t n = ip_end(frame, key, l) - l.l4_offset;
-    const uint8_t* l4 = frame + l.l4_offset;
-    const bool whole = key.ip_version == 4 ? (load_be16(ip + 6) & 0x3fffu) == 0 : ip[6] == proto;
-    const bool known = proto == kProtoTcp || (proto == kProtoUdp && load_be16(l4 + 6) != 0) ||
-                       (proto == kProtoIcmp && key.ip_version == 4) ||
-                       (proto == kProtoIcmpv6 && key.ip_version == 6);
-    if (whole && known) {
-        v.l4 = sums_to_zero(pseudo_sum(ip, key.ip_version, proto, n) + sum_bytes(l4, n));
-    }
-    return v;
-}
 
 // ---- The shards of one run ---------------------------------------------------------------------
 
