@@ -4,6 +4,7 @@
 
 #include "control/config.h"
 #include "control/conntrack.h"
+#include "control/dpi.h"
 #include "control/switch.h"
 #include "dataplane/rule.h"
 #include "ferry_version.h"
@@ -180,6 +181,7 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                      return json{{"shutting_down", true}};
                  }});
     add_ct_commands(t, sw);
+    add_dpi_commands(t, sw);
     return t;
 }
 

@@ -25,6 +25,7 @@
 #include <regex>
 #include <string_view>
 #include <system_error>
+#include <unordered_set>
 #include <utility>
 
 namespace ferry {
@@ -429,6 +430,83 @@ const ObjectSpec& conntrack_spec() {
     return spec;
 }
 
+const ObjectSpec& dpi_pattern_spec() {
+    static const ObjectSpec spec = [] {
+        const DpiPattern d{};
+        return ObjectSpec{
+            .def_name = "dpi_pattern",
+            .description = "A payload pattern: elements of dpi.patterns and of dpi.load's params.",
+            .fields =
+                {
+                    {.key = "id",
+                     .rule = integer(0, 0xffffffffu),
+                     .required = true,
+                     .description = "The pattern's id (unique)."},
+                    {.key = "regex",
+                     .rule = text(1, kMaxDpiRegexBytes),
+                     .required = true,
+                     .description = "Regular expression (Hyperscan/PCRE syntax; \\x00 for a NUL "
+                                    "byte)."},
+                    {.key = "flags",
+                     .rule = array_of(one_of(kDpiFlagNames), 0, kDpiFlagNames.size(), true),
+                     .default_value = json::array(),
+                     .description = "caseless, dotall, multiline, single_match (report once per "
+                                    "connection and direction)."},
+                    {.key = "direction",
+                     .rule = one_of(kDpiDirectionNames),
+                     .default_value = name_of(kDpiDirectionNames, d.direction),
+                     .description = "to_server: what the connection's opener sends; to_client: "
+                                    "the replies."},
+                    {.key = "action",
+                     .rule = one_of(kDpiActionNames),
+                     .default_value = name_of(kDpiActionNames, d.action),
+                     .description = "drop: end the connection; alert: count and log; mark: set "
+                                    "the connection's ct_mark."},
+                },
+            .switches = {{.key = "action",
+                          .variants = {{.value = "drop"},
+                                       {.value = "alert"},
+                                       {.value = "mark",
+                                        .fields = {{.key = "mark",
+                                                    .rule = integer(0, 0xffffffffu),
+                                                    .required = true,
+                                                    .description =
+                                                        "The ct_mark a match sets."}}}}}},
+        };
+    }();
+    return spec;
+}
+
+const ObjectSpec& dpi_spec() {
+    static const ObjectSpec spec = [] {
+        const DpiConfig d{};
+        return ObjectSpec{
+            .description = "Payload inspection with Hyperscan (docs/dpi.md).",
+            .fields =
+                {
+                    {.key = "depth_kib",
+                     .rule = integer(1, 1u << 20),
+                     .default_value = d.depth_kib,
+                     .description = "KiB inspected per direction of a connection."},
+                    {.key = "streams_per_worker",
+                     .rule = integer(16, 1u << 22),
+                     .default_value = d.streams_per_worker,
+                     .description = "Connections inspected at once per worker; more are "
+                                    "counted and pass uninspected."},
+                    {.key = "memory_mb",
+                     .rule = integer(1, 1u << 16),
+                     .default_value = d.memory_mb,
+                     .description = "Stream state per worker: a pattern set whose streams need "
+                                    "more is refused."},
+                    {.key = "patterns",
+                     .rule = array_of(object(dpi_pattern_spec()), 0, kMaxDpiPatterns, false),
+                     .description = "Patterns loaded at start."},
+                },
+        };
+    }();
+    return spec;
+}
+
 const ObjectSpec& root_spec() {
     static const ObjectSpec spec = [] {
         const Config d{};
@@ -467,6 +545,7 @@ const ObjectSpec& root_spec() {
                      .default_value = d.max_rules,
                      .description = "Rule slots; each costs 16 bytes of counters per worker."},
                     {.key = "conntrack", .rule = object(conntrack_spec())},
+                    {.key = "dpi", .rule = object(dpi_spec())},
                 },
         };
     }();
@@ -850,7 +929,47 @@ Status conntrack_from(const json& obj, ConntrackConfig& ct) {
     return Ok{};
 }
 
+// Copies validated pattern objects; refuses a repeated id and a regex with a NUL byte
+// (Hyperscan takes C strings: it would silently end there).
+Result<std::vector<DpiPattern>> dpi_patterns_from(const json& arr, const std::string& path) {
+    std::vector<DpiPattern> out;
+    out.reserve(arr.size());
+    std::unordered_set<uint32_t> ids;
+    for (size_t i = 0; i < arr.size(); ++i) {
+        const json& o = arr[i];
+        DpiPattern p;
+        take(o, "id", p.id);
+        take(o, "regex", p.regex);
+        take_enum(o, "direction", kDpiDirectionNames, p.direction);
+        take_enum(o, "action", kDpiActionNames, p.action);
+        take(o, "mark", p.mark);
+        if (auto it = o.find("flags"); it != o.end())
+            for (const json& f : *it)
+                for (size_t b = 0; b < kDpiFlagNames.size(); ++b)
+                    if (kDpiFlagNames[b] == f.get_ref<const std::string&>())
+                        p.flags = static_cast<uint8_t>(p.flags | (1u << b));
+        if (p.regex.find('\0') != std::string::npos)
+            return make_error(
+                ErrorCode::kInvalidParams,
+                at(at(path, i), "regex") + ": contains a NUL byte; write \\x00 in the expression");
+        if (!ids.insert(p.id).second)
+            return make_error(ErrorCode::kInvalidParams,
+                              at(at(path, i), "id") + ": duplicate id " + std::to_string(p.id));
+        out.push_back(std::move(p));
+    }
+    return out;
+}
+
 }  // namespace
+
+Result<std::vector<DpiPattern>> parse_dpi_patterns(const json& arr, const std::string& path) {
+    if (deeper_than(arr, kMaxJsonDepth))
+        return make_error(ErrorCode::kInvalidParams,
+                          path + ": nested more than " + std::to_string(kMaxJsonDepth) + " levels");
+    const Rule r = array_of(object(dpi_pattern_spec()), 1, kMaxDpiPatterns, false);
+    if (Status s = check_value(arr, r, path); !s) return s.error();
+    return dpi_patterns_from(arr, path);
+}
 
 Result<Config> parse_config(const json& doc) {
     // Copying or walking a JSON value recurses once per level: refuse absurd nesting first.
@@ -904,6 +1023,15 @@ Result<Config> parse_config(const json& doc) {
     take(doc, "max_rules", c.max_rules);
     if (Status s = conntrack_from(member_or_empty(doc, "conntrack"), c.conntrack); !s)
         return s.error();
+    const json& dpi = member_or_empty(doc, "dpi");
+    take(dpi, "depth_kib", c.dpi.depth_kib);
+    take(dpi, "streams_per_worker", c.dpi.streams_per_worker);
+    take(dpi, "memory_mb", c.dpi.memory_mb);
+    if (auto it = dpi.find("patterns"); it != dpi.end()) {
+        auto patterns = dpi_patterns_from(*it, "dpi.patterns");
+        if (!patterns) return patterns.error();
+        c.dpi.patterns = std::move(*patterns);
+    }
     return c;
 }
 

@@ -13,6 +13,7 @@
 
 #include "control/result.h"
 #include "dataplane/conntrack/ct_zone.h"
+#include "dataplane/dpi/dpi_pattern.h"
 
 namespace ferry {
 
@@ -77,6 +78,16 @@ inline constexpr std::array<std::string_view, static_cast<size_t>(TcpState::kCou
                        "tcp_time_wait",
                        "tcp_close"};
 
+inline constexpr size_t kMaxDpiPatterns = 100000;
+inline constexpr size_t kMaxDpiRegexBytes = 8192;
+
+struct DpiConfig {
+    uint32_t depth_kib = 64;              // bytes inspected per direction of a connection
+    uint32_t streams_per_worker = 16384;  // connections inspected at once per worker
+    uint32_t memory_mb = 256;             // stream state per worker: databases needing more fail
+    std::vector<DpiPattern> patterns;
+};
+
 struct Config {
     std::vector<std::string> eal;  // EAL arguments as given
     std::string control_socket = "/run/ferry/ferryd.sock";
@@ -91,6 +102,7 @@ struct Config {
     uint32_t flow_cache_entries = 65536;  // per worker
     uint32_t max_rules = 65536;           // rule slots (per-worker hit counters)
     ConntrackConfig conntrack;
+    DpiConfig dpi;
 };
 
 /// Parses and validates a whole configuration document. Context: control.
@@ -101,6 +113,12 @@ Result<Config> parse_config(const nlohmann::json& doc);
 /// Parses one port object (the shape of an element of "ports", also the params of `port.add`).
 /// @param path prefix used in error messages, e.g. "ports[2]" or "params"
 Result<PortConfig> parse_port_config(const nlohmann::json& obj, const std::string& path);
+
+/// Parses an array of payload patterns (the config's dpi.patterns, and dpi.load's params):
+/// each object checked as the schema says, ids unique, regexes without NUL bytes.
+/// @param path prefix of error messages, e.g. "dpi.patterns" or "params.patterns"
+Result<std::vector<DpiPattern>> parse_dpi_patterns(const nlohmann::json& arr,
+                                                   const std::string& path);
 
 /// Reads and parses a configuration file; I/O and JSON syntax errors name the file.
 Result<Config> load_config_file(const std::string& file);

@@ -47,6 +47,18 @@ json tuple_json(const CtTuple& t) {
 
 }  // namespace
 
+std::string ct_tuple_text(const CtTuple& t) {
+    auto end = [&t](const uint8_t* a, uint16_t port) {
+        std::string s = addr_text(a, t.ip_version);
+        if (t.ip_version == 6) s.insert(s.begin(), '['), s.push_back(']');
+        s.push_back(':');
+        return s.append(std::to_string(port));
+    };
+    std::string out = proto_text(t.proto);
+    out.append(" ").append(end(t.src, t.sport)).append(" -> ").append(end(t.dst, t.dport));
+    return out.append(" zone ").append(std::to_string(t.zone));
+}
+
 std::string ct_state_text(const CtEntry& e) {
     const uint8_t proto = e.tuple[0].proto;
     if (proto == kProtoTcp) return std::string(tcp_state_name(e.tcp.state));

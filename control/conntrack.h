@@ -71,6 +71,9 @@ private:
     std::vector<WorkerState*> ws_;
 };
 
+/// A tuple for logs: "tcp 10.0.0.1:40000 -> 10.0.0.2:80 zone 0".
+std::string ct_tuple_text(const CtTuple& t);
+
 /// The name ct.list shows for an entry's state ("ESTABLISHED", "UDP_REPLIED", ...).
 std::string ct_state_text(const CtEntry& e);
 

@@ -16,6 +16,7 @@
 #include "control/commands.h"
 #include "control/config.h"
 #include "control/control_server.h"
+#include "control/dpi.h"
 #include "control/eal_setup.h"
 #include "control/jsonrpc.h"
 #include "control/log.h"
@@ -175,6 +176,11 @@ int main(int argc, char** argv) {
     if (opt.check_only) {
         if (ferry::Status rules = ferry::check_config_rules(cfg.value()); !rules) {
             fprintf(stderr, "ferryd: %s: %s\n", opt.config.c_str(), rules.error().message.c_str());
+            return kExitConfig;
+        }
+        if (auto dpi = ferry::compile_dpi(cfg->dpi.patterns, cfg->dpi); !dpi) {
+            fprintf(stderr, "ferryd: %s: dpi.patterns: %s\n", opt.config.c_str(),
+                    dpi.error().message.c_str());
             return kExitConfig;
         }
         printf("ferryd: %s is valid\n", opt.config.c_str());

@@ -591,6 +591,7 @@ constexpr std::array<ActionSyntax, static_cast<size_t>(ActionType::kCount)> kAct
     {ActionType::kMeter, "meter", ArgKind::kMeter, "meter:ID"},
     {ActionType::kGotoTable, "goto_table", ArgKind::kTable, "goto_table:N"},
     {ActionType::kCt, "ct", ArgKind::kCtParams, "ct(zone=N,commit,nat(...),mark=N,table=N)"},
+    {ActionType::kDpi, "dpi", ArgKind::kNone, "dpi"},
 }};
 
 constexpr bool action_syntax_in_enum_order() {

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "control/conntrack.h"
+#include "control/dpi.h"
 #include "control/log.h"
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
@@ -150,6 +151,9 @@ Status Switch::init_rules() {
     auto ct = ConntrackControl::create(cfg_.conntrack, workers_);
     if (!ct) return ct.error();
     ct_ = std::move(*ct);
+    auto dpi = DpiControl::create(cfg_.dpi, workers_, *ct_, qsbr_);
+    if (!dpi) return dpi.error();
+    dpi_ = std::move(*dpi);
     rules_ = std::make_unique<RuleTable>(qsbr_, cfg_.max_rules, workers_);
     rules_->set_offload_hooks([this] { offload_.sync(rules_->table0_candidates()); },
                               [this](uint32_t slot) { return offload_.state(slot); });
@@ -182,6 +186,7 @@ Switch::~Switch() {
         ports_.clear();
     }
     rules_.reset();
+    dpi_.reset();
     ct_.reset();
     delete table_.load();
     for (WorkerState* w : workers_) {
@@ -584,6 +589,7 @@ void Switch::housekeeping() {
     uint32_t now = static_cast<uint32_t>((rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz());
     clock_s_.store(now, std::memory_order_relaxed);
     drain_learn_events();
+    if (dpi_) dpi_->drain_alerts();
     if (now != last_age_s_) {
         last_age_s_ = now;
         age_macs();

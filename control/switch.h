@@ -33,6 +33,7 @@ namespace ferry {
 class MacTable;
 class FlowCache;
 class ConntrackControl;
+class DpiControl;
 struct MeterSet;
 
 class Switch : public Pauser {
@@ -87,6 +88,7 @@ public:
 
     /// Connection tracking: shards, rings and the ct.* methods. Context: control.
     ConntrackControl& conntrack() { return *ct_; }
+    DpiControl& dpi() { return *dpi_; }
     /// The slot of a port by name, or nullopt. Context: control.
     std::optional<uint16_t> port_slot(const std::string& name) const;
     /// The name of the port in a slot ("#N" when the slot is free now). Context: control.
@@ -134,6 +136,7 @@ private:
     std::vector<std::unique_ptr<MeterSet>> meters_;         // one set per worker
     std::unique_ptr<RuleTable> rules_;
     std::unique_ptr<ConntrackControl> ct_;
+    std::unique_ptr<DpiControl> dpi_;  // after ct_: its streams follow the shards' connections
     OffloadSync offload_;  // NIC flow rules of every port
     std::atomic<const PortTable*> table_{nullptr};
     std::atomic<uint32_t> clock_s_{0};

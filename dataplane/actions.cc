@@ -6,6 +6,7 @@
 #include "dataplane/classifier.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/ct_action.h"
+#include "dataplane/dpi_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
 #include "dataplane/meter.h"
@@ -178,6 +179,9 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                     }
                     break;
                 }
+                case ActionType::kDpi:
+                    if (dpi_action(w, in_port, pkt, key, *st) == DpiOutcome::kDrop) return;
+                    break;
                 case ActionType::kCount:
                     break;
             }

@@ -85,6 +85,9 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
         case CtVerdict::kFull:
             drop(w, in_port, pkt, DropReason::kCtFull);
             return CtStep::kConsumed;
+        case CtVerdict::kBlocked:
+            drop(w, in_port, pkt, DropReason::kDpiDrop);
+            return CtStep::kConsumed;
         case CtVerdict::kRedirect:
             // A translated connection whose reply tuple hashes here; its owner is elsewhere.
             // The reply reached the worker its hash names, directly or handed over once; one
@@ -165,6 +168,9 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
                 continue;
             case CtVerdict::kRedirect:
                 hand_off(w, w.ct->redirect_to(), pkts[i], in_port, r, 0, 2);
+                continue;
+            case CtVerdict::kBlocked:
+                drop(w, in_port, pkts[i], DropReason::kDpiDrop);
                 continue;
         }
         next_table[i] = static_cast<uint8_t>(a.arg32 >> kCtTableShift);

@@ -25,6 +25,7 @@ enum class DropReason : uint8_t {
     kCtLimit,         // ct(commit) refused: the zone's connection limit is reached
     kCtFull,          // ct(commit) refused: connection table full or no free NAT address/port
     kCtHandoff,       // the ring to the connection's owner worker was full
+    kDpiDrop,         // payload inspection matched a drop pattern (this or an earlier packet)
     kCount
 };
 
@@ -32,7 +33,7 @@ inline constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kC
     kDropReasonNames = {"runt",      "bad_vlan",       "bad_l3",    "bad_l4",   "vlan_not_allowed",
                         "hairpin",   "no_destination", "port_down", "tx_full",  "no_mbuf",
                         "no_rule",   "rule_drop",      "meter",     "ct_limit", "ct_full",
-                        "ct_handoff"};
+                        "ct_handoff", "dpi_drop"};
 static_assert(kDropReasonNames.size() == static_cast<size_t>(DropReason::kCount));
 
 inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);

@@ -24,6 +24,7 @@ enum class ActionType : uint8_t {
     kMeter,      // meter id arg32; red packets are dropped
     kGotoTable,  // continue the lookup in table arg16 (greater than the current one)
     kCt,         // connection tracking: zone arg16, flags arg32 (see the conntrack issue)
+    kDpi,        // payload inspection of the packet's tracked connection (dataplane/dpi)
     kCount
 };
 

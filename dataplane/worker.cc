@@ -8,6 +8,7 @@
 
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/ct_action.h"
+#include "dataplane/dpi_action.h"
 #include "dataplane/pipeline.h"
 
 namespace ferry {
@@ -109,6 +110,7 @@ int worker_main(void* arg) {
         // Redirect notices leave before the packets that caused them, so that a reply cannot
         // overtake the notice it depends on.
         if (w.ct != nullptr && w.ct->notice_count() != 0) ct_send_notices(w);
+        if (w.dpi != nullptr && w.dpi->alert_count() != 0) dpi_send_alerts(w);
         worker_flush_tx(w, *t);
         // Expiry walks the table once a second or so, a slice per millisecond: timeouts are
         // seconds long, and a slice per iteration would cost the busy loop memory traffic.

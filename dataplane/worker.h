@@ -20,6 +20,8 @@ class MacTable;
 class Classifier;
 class FlowCache;
 class ConntrackShard;
+class DpiWorker;
+class DpiVersion;
 struct MeterSet;
 
 /// The millisecond clock of connection tracking, shared by every worker and the control
@@ -81,6 +83,11 @@ struct alignas(64) WorkerState {
     rte_ring* ct_out[kWorkerSlots] = {};
     rte_ring* ct_in[kWorkerSlots] = {};
     uint32_t ct_expire_budget = 64;  // connection slots the expiry sweep visits per millisecond
+    // Payload inspection: this worker's streams, the published database (null: none), and
+    // the ring alerts go to the control thread on (single producer, single consumer).
+    DpiWorker* dpi = nullptr;
+    const std::atomic<DpiVersion*>* dpi_version = nullptr;
+    rte_ring* dpi_alerts = nullptr;
 
     // Control -> worker. Release by the control thread, acquire by the worker.
     alignas(64) std::atomic<uint32_t> pause_request{0};

@@ -21,6 +21,7 @@ enum CtEntryFlag : uint8_t {
     kCtfForeignReply = 1 << 5,  // NAT: the reply tuple hashes to another worker
     kCtfRedirect = 1 << 6,      // not a connection: packets of tuple[0] belong to worker
                                 // `redirect_owner` (the other half of a kCtfForeignReply)
+    kCtfBlocked = 1 << 7,       // payload inspection ended it: its packets are dropped
 };
 
 /// Per-protocol pseudo-states of UDP and ICMP echo, kept in CtEntry::state when not TCP.

@@ -15,6 +15,7 @@
 #include "dataplane/conntrack/nat_rewrite.h"
 #include "dataplane/counters.h"
 #include "dataplane/ip_proto.h"
+#include "dataplane/l4_payload.h"
 
 namespace ferry {
 namespace {
@@ -37,25 +38,6 @@ bool is_icmp_error_type(const FlowKey& k) {
     if (k.ip_proto == kProtoIcmp) return k.l4_src == 3 || k.l4_src == 11 || k.l4_src == 12;
     if (k.ip_proto == kProtoIcmpv6) return k.l4_src >= 1 && k.l4_src <= 4;
     return false;
-}
-
-uint16_t load_be16(const uint8_t* p) {
-    return static_cast<uint16_t>(p[0] << 8 | p[1]);
-}
-
-/// One past the last byte of the IP packet (Ethernet padding excluded), or 0 if the frame is
-/// shorter than the IP header says. The parser accepted the frame, so the header is there.
-uint32_t ip_end(const uint8_t* frame, uint32_t len, const PacketLayout& l, const FlowKey& k) {
-    const uint32_t l3 = l.l3_offset;
-    uint32_t end;
-    if (k.ip_version == 4) {
-        if (l3 + 20 > len) return 0;
-        end = l3 + load_be16(frame + l3 + 2);
-    } else {
-        if (l3 + 40 > len) return 0;
-        end = l3 + 40 + load_be16(frame + l3 + 4);
-    }
-    return end <= len ? end : 0;
 }
 
 /// The segment of a TCP packet, or nullopt when its header is malformed.
@@ -358,6 +340,11 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         redirect_to_ = r.redirect_owner;
         return CtVerdict::kRedirect;
     }
+    if (ref.found() && (table_->entry(ref.index).flags & kCtfBlocked)) {
+        table_->entry(ref.index).expires_ms = now_ms + block_ttl_ms();
+        counter_add(counters_.blocked_drops, 1);
+        return CtVerdict::kBlocked;
+    }
 
     if (icmp_error) {
         if (!ref.found()) {
@@ -454,6 +441,10 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
 CtVerdict ConntrackShard::process_tracked(uint8_t* frame, uint32_t len, const PacketLayout& layout,
                                           FlowKey* key, const CtParams& p, CtPacketState* st) {
     CtEntry& e = table_->entry(st->index);
+    if (e.flags & kCtfBlocked) {
+        counter_add(counters_.blocked_drops, 1);
+        return CtVerdict::kBlocked;
+    }
     if (p.commit && p.set_mark) e.mark = p.mark;
     key->ct_zone = p.zone;
     key->ct_state = st->ct_state;
@@ -483,9 +474,23 @@ void ConntrackShard::translate(const CtEntry& e, unsigned dir, bool related, uin
         std::memcpy(key->ip_dst, pre.src, 16);
 }
 
+void ConntrackShard::block(uint32_t index, uint64_t now_ms) {
+    CtEntry& e = table_->entry(index);
+    if (e.flags & kCtfBlocked) return;
+    e.flags |= kCtfBlocked;
+    e.expires_ms = now_ms + block_ttl_ms();
+    counter_add(counters_.blocked, 1);
+}
+
+/// How long a blocked connection is remembered after its last packet.
+uint64_t ConntrackShard::block_ttl_ms() const {
+    return uint64_t{timeouts_->tcp[static_cast<size_t>(TcpState::kTimeWait)]} * 1000;
+}
+
 void ConntrackShard::remove(uint32_t index) {
     if (!table_->live(index)) return;  // already gone (a flush and an expiry may both name it)
     const CtEntry& e = table_->entry(index);
+    if (remove_hook_ != nullptr && !(e.flags & kCtfRedirect)) remove_hook_(remove_ctx_, index);
     if (e.flags & kCtfRedirect) {
         counter_add(counters_.redirects, ~uint64_t{0});  // - 1
         table_->erase(index);

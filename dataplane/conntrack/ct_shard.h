@@ -49,6 +49,7 @@ enum class CtVerdict : uint8_t {
     kLimit,     // commit refused by the zone's limit: drop
     kFull,      // commit refused: table full or no free NAT port: drop
     kRedirect,  // the connection lives on worker redirect_to(): hand the packet there
+    kBlocked,   // the connection was ended by payload inspection: drop
 };
 
 /// A message from a shard to another worker's shard, delivered by the worker over the
@@ -76,6 +77,8 @@ struct CtShardCounters {
     uint64_t foreign_reply;  // NAT bindings whose reply tuple hashes to another worker
     uint64_t redirects;      // live redirect entries (other workers' foreign reply tuples)
     uint64_t notices_lost;   // redirect notices that found no room (outbox or ring full)
+    uint64_t blocked;        // connections ended by payload inspection
+    uint64_t blocked_drops;  // their packets dropped since
     uint64_t by_tcp_state[static_cast<size_t>(TcpState::kCount)];  // live TCP connections
     uint64_t udp;                                                  // live UDP pseudo-connections
     uint64_t icmp;                                                 // live ICMP echo
@@ -118,6 +121,20 @@ public:
     /// or control while the owner is paused.
     void remove(uint32_t index);
 
+    /// Ends a connection on behalf of payload inspection: from now on its packets get
+    /// kBlocked, and it is forgotten once none has been seen for a TIME_WAIT timeout.
+    /// Context: owner.
+    void block(uint32_t index, uint64_t now_ms);
+
+    /// Called with the index of every connection removed (expiry, flush, reopen), before its
+    /// slot can be reused: per-connection state kept elsewhere (payload inspection streams)
+    /// follows. Context: setup, before the worker runs.
+    using RemoveHook = void (*)(void* ctx, uint32_t index);
+    void set_remove_hook(RemoveHook fn, void* ctx) {
+        remove_hook_ = fn;
+        remove_ctx_ = ctx;
+    }
+
     /// Installs or removes a redirect entry as another shard's notice asks. Context: owner.
     void apply_notice(const CtNotice& n, uint64_t now_ms);
     /// Notices waiting for delivery; the worker sends them and calls clear_notices().
@@ -148,6 +165,7 @@ private:
     void account(const CtEntry& e, int delta);
     uint64_t timeout_ms(const CtEntry& e) const;
     uint64_t redirect_ttl_ms(uint8_t proto) const;
+    uint64_t block_ttl_ms() const;
 
     std::unique_ptr<CtTable> table_;
     CtZoneTable* zones_ = nullptr;
@@ -159,6 +177,8 @@ private:
     unsigned n_notices_ = 0;
     CtNotice notices_[kCtNoticeSlots];
     CtShardCounters counters_{};
+    RemoveHook remove_hook_ = nullptr;
+    void* remove_ctx_ = nullptr;
 };
 
 /// Applies a connection's translation to a packet that matched tuple[dir] of entry e: the

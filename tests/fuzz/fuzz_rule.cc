@@ -74,6 +74,9 @@ void check_action(const ferry::Action& a, const ferry::CompiledRule& e, size_t i
             }
             break;
         }
+        case ActionType::kDpi:
+            check(a.arg16 == 0 && a.arg32 == 0);
+            break;
         case ActionType::kCount:
             check(false);
             break;

@@ -336,7 +336,8 @@ TEST(FlowTranslate, DropOnlyBecomesDrop) {
 TEST(FlowTranslate, OtherActionsBecomeMarkAndPassthru) {
     const ActionType kinds[] = {ActionType::kOutput,   ActionType::kNormal,    ActionType::kFlood,
                                 ActionType::kPushVlan, ActionType::kPopVlan,   ActionType::kSetVlan,
-                                ActionType::kMeter,    ActionType::kGotoTable, ActionType::kCt};
+                                ActionType::kMeter,    ActionType::kGotoTable, ActionType::kCt,
+                                ActionType::kDpi};
     for (ActionType kind : kinds) {
         CompiledRule r = any_rule();
         r.actions[0].type = kind;

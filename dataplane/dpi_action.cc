@@ -1,0 +1,43 @@
+#include "dataplane/dpi_action.h"
+
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/packet_parse.h"
+#include "dataplane/tx.h"
+#include "dataplane/worker.h"
+
+namespace ferry {
+
+DpiOutcome dpi_action(WorkerState& w, uint16_t in_port, rte_mbuf* pkt, FlowKey* key,
+                      const CtPacketState& st) {
+    if (w.dpi == nullptr || w.dpi_version == nullptr) return DpiOutcome::kPass;
+    // Acquire: pairs with the control thread's release when it publishes a database.
+    DpiVersion* v = w.dpi_version->load(std::memory_order_acquire);
+    if (v == nullptr) return DpiOutcome::kPass;
+    auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
+    const uint32_t len = rte_pktmbuf_data_len(pkt);
+    // Earlier actions may have moved the headers (VLAN edits): fresh offsets, without
+    // touching the key's ct fields.
+    FlowKey parsed;
+    PacketLayout layout;
+    if (parse_frame(data, len, in_port, &parsed, &layout)) return DpiOutcome::kPass;
+    if (w.dpi->inspect(*v, *w.ct, st, data, len, layout, key, w.now_ms) == DpiOutcome::kPass)
+        return DpiOutcome::kPass;
+    drop(w, in_port, pkt, DropReason::kDpiDrop);
+    return DpiOutcome::kDrop;
+}
+
+void dpi_send_alerts(WorkerState& w) {
+    const unsigned n = w.dpi->alert_count();
+    const unsigned sent = w.dpi_alerts == nullptr
+                              ? 0
+                              : rte_ring_sp_enqueue_burst_elem(w.dpi_alerts, w.dpi->alerts(),
+                                                               sizeof(DpiAlert), n, nullptr);
+    if (sent < n) w.dpi->count_lost_alerts(n - sent);
+    w.dpi->clear_alerts();
+}
+
+}  // namespace ferry
