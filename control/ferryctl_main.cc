@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
@@ -45,6 +47,8 @@ enum class Args {
     kMethodJson,     // METHOD [JSON-PARAMS]: the escape hatch
     kRuleJson,       // RULE-JSON: an object -> {"rule": ...}, an array -> {"rules": [...]}
     kIds,            // ID ... -> {"ids": [...]}
+    kOptionalIds,    // [ID ...]: none means all
+    kPatterns,       // [replace] PATTERNS-JSON|@FILE -> {"patterns": [...], "replace": bool}
 };
 
 struct Verb {
@@ -62,6 +66,7 @@ constexpr std::string_view kPortColumns =
 
 constexpr std::string_view kCtColumns =
     "worker zone proto state orig reply nat mark ports packets bytes timeout_s";
+constexpr std::string_view kDpiColumns = "id action direction flags mark matches regex";
 constexpr std::string_view kRuleColumns = "id table priority match actions packets bytes offload";
 
 // clang-format off
@@ -89,6 +94,12 @@ constexpr Verb kVerbs[] = {
     {"ct stats",   "ct.stats",   Args::kNone,          "",                "connections by state, zone and worker", "connections"},
     {"ct limit",   "ct.limit",   Args::kKeyValues,     "zone=N [limit=N] [liberal=true|false]",
      "show or set a zone's connection limit and options", "zone limit liberal connections"},
+    {"dpi load",   "dpi.load",   Args::kPatterns,      "[replace] PATTERNS-JSON|@FILE",
+     "add payload patterns (an array, an object with \"patterns\", or a config file's dpi section)", "patterns generation hash stream_bytes"},
+    {"dpi list",   "dpi.list",   Args::kNone,          "",                "loaded payload patterns and their matches", kDpiColumns},
+    {"dpi stats",  "dpi.stats",  Args::kNone,          "",                "payload inspection counters, streams and database",
+     "generation hash pattern_count streams_in_use packets bytes matches drops alerts marks"},
+    {"dpi clear",  "dpi.clear",  Args::kOptionalIds,   "[ID ...]",        "remove payload patterns, all by default", "patterns generation hash"},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
 // clang-format on
@@ -274,6 +285,33 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             }
             return 0;
         }
+        case Args::kPatterns: {
+            if (!args.empty() && args[0] == "replace") {
+                (*params)["replace"] = true;
+                args.erase(args.begin());
+            }
+            if (args.size() != 1)
+                return usage_error("expected PATTERNS-JSON or @FILE; usage: ferryctl " + synopsis);
+            std::string text = args[0];
+            if (text.starts_with("@")) {
+                std::ifstream in(text.substr(1));
+                if (!in) return usage_error("cannot read " + text.substr(1));
+                text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+            }
+            json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+            // A whole config file, its dpi section, or the patterns themselves.
+            if (doc.is_object() && doc.contains("dpi")) doc = doc["dpi"];
+            if (doc.is_object() && doc.contains("patterns")) doc = doc["patterns"];
+            if (!doc.is_array())
+                return usage_error(
+                    "PATTERNS-JSON must be an array of patterns, e.g. "
+                    "'[{\"id\":1,\"regex\":\"evil\",\"action\":\"drop\"}]'");
+            (*params)["patterns"] = doc;
+            return 0;
+        }
+        case Args::kOptionalIds:
+            if (args.empty()) return 0;
+            [[fallthrough]];
         case Args::kIds: {
             if (args.empty()) return usage_error("expected ID ...; usage: ferryctl " + synopsis);
             json ids = json::array();
@@ -282,7 +320,7 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
                 errno = 0;
                 unsigned long long id = std::strtoull(a.c_str(), &end, 10);
                 if (a.empty() || *end != '\0' || errno != 0 || a[0] == '-')
-                    return usage_error("'" + a + "' is not a rule id");
+                    return usage_error("'" + a + "' is not an id");
                 ids.push_back(static_cast<uint64_t>(id));
             }
             (*params)["ids"] = ids;
