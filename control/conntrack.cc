@@ -167,6 +167,7 @@ json ConntrackControl::list(const CtFilter& f, uint64_t cursor, size_t limit,
                      {"reply", tuple_json(e.tuple[1])},
                      {"nat", nat.empty() ? json() : json(nat)},
                      {"mark", e.mark},
+                     {"blocked", (e.flags & kCtfBlocked) != 0},
                      {"ports", ports},
                      {"packets", {e.packets[0], e.packets[1]}},
                      {"bytes", {e.bytes[0], e.bytes[1]}},
@@ -215,6 +216,8 @@ json ConntrackControl::stats() const {
                {"foreign_reply", counter_read(c.foreign_reply)},
                {"redirects", counter_read(c.redirects)},
                {"notices_lost", counter_read(c.notices_lost)},
+               {"blocked", counter_read(c.blocked)},
+               {"blocked_drops", counter_read(c.blocked_drops)},
                {"handoff_out", counter_read(ws_[s->worker()]->counters.ct_handoff_out)},
                {"handoff_in", counter_read(ws_[s->worker()]->counters.ct_handoff_in)}};
         workers.push_back(w);
