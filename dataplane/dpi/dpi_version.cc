@@ -7,6 +7,11 @@ namespace ferry {
 std::unique_ptr<DpiVersion> DpiVersion::create(std::shared_ptr<const DpiDatabase> db,
                                                uint64_t generation, uint16_t workers,
                                                uint32_t slots, std::string* err) {
+    // Generation 0 marks a slot without streams (DpiWorker): a version must never have it.
+    if (generation == 0 || !db) {
+        if (err != nullptr) *err = "a DPI generation starts at 1";
+        return nullptr;
+    }
     std::unique_ptr<DpiVersion> v(new DpiVersion());
     v->db_ = std::move(db);
     v->generation_ = generation;

@@ -26,7 +26,9 @@ struct DpiWorkerStreams {
 class DpiVersion {
 public:
     /// Opens `slots` streams per direction with a database for each of `workers` workers.
-    /// Context: control. @return nullptr and *err when Hyperscan runs out of memory
+    /// generation must be above 0 and above every earlier one the workers saw.
+    /// Context: control. @return nullptr and *err on generation 0 or when Hyperscan runs out
+    ///         of memory
     static std::unique_ptr<DpiVersion> create(std::shared_ptr<const DpiDatabase> db,
                                               uint64_t generation, uint16_t workers, uint32_t slots,
                                               std::string* err);
