@@ -1,0 +1,365 @@
+#include "migrate/stream_codec.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "dataplane/ip_proto.h"
+#include "migrate/wire.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint32_t kMaxRemainingMs = 30u * 86400u * 1000u;  // the longest configurable timeout
+constexpr uint8_t kMaxWindowScale = 14;
+
+// ---- Tuples ------------------------------------------------------------------------------------
+
+void put_tuple(WireWriter& w, const CtTuple& t) {
+    w.u8(t.ip_version);
+    w.u8(t.proto);
+    w.u16(t.zone);
+    w.bytes(t.src, 16);
+    w.bytes(t.dst, 16);
+    w.u16(t.sport);
+    w.u16(t.dport);
+}
+
+/// Reads a tuple. @return "" or what is wrong
+std::string get_tuple(WireReader& r, CtTuple* t) {
+    *t = CtTuple{};
+    t->ip_version = r.u8();
+    t->proto = r.u8();
+    t->zone = r.u16();
+    r.bytes(t->src, 16);
+    r.bytes(t->dst, 16);
+    t->sport = r.u16();
+    t->dport = r.u16();
+    if (!r.ok()) return "truncated tuple";
+    if (t->ip_version != 4 && t->ip_version != 6)
+        return "tuple ip_version " + std::to_string(t->ip_version) + " (4 or 6)";
+    if (t->ip_version == 4) {
+        static const uint8_t zero[12] = {};
+        if (std::memcmp(t->src + 4, zero, 12) != 0 || std::memcmp(t->dst + 4, zero, 12) != 0)
+            return "IPv4 tuple with bytes after the address";
+    }
+    return "";
+}
+
+bool valid_port_name(const std::string& s) {
+    if (s.empty() || s.size() > kMaxPortName) return false;
+    return std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '.' || c == '-';
+    });
+}
+
+std::string port_ref(uint16_t port, const DecodeContext& ctx) {
+    if (port == kNoStreamPort || port < ctx.state->ports.size()) return "";
+    return "port " + std::to_string(port) + " (the stream has " +
+           std::to_string(ctx.state->ports.size()) + " ports)";
+}
+
+}  // namespace
+
+// ---- Encoders ----------------------------------------------------------------------------------
+
+void encode_port(const MigratedPort& p, std::vector<uint8_t>& out) {
+    WireWriter w(out);
+    w.str8(p.name);
+    w.bytes(p.mac.data(), 6);
+    w.u16(static_cast<uint16_t>(p.addresses.size()));
+    for (const MigratedAddress& a : p.addresses) {
+        w.u8(a.family);
+        w.u8(a.prefix_length);
+        w.u16(a.flags);
+        w.bytes(a.address.data(), 16);
+    }
+}
+
+void encode_macs(const std::vector<MigratedMac>& macs, std::vector<uint8_t>& out) {
+    WireWriter w(out);
+    w.u32(static_cast<uint32_t>(macs.size()));
+    for (const MigratedMac& m : macs) {
+        w.bytes(m.mac.data(), 6);
+        w.u16(m.vlan);
+        w.u16(m.port);
+        w.u32(m.age_ms);
+    }
+}
+
+void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
+    WireWriter w(out);
+    w.u32(static_cast<uint32_t>(n));
+    for (size_t i = 0; i < n; ++i) {
+        const MigratedConnection& e = c[i];
+        const size_t start = w.size();
+        put_tuple(w, e.orig);
+        put_tuple(w, e.reply);
+        w.u8(e.orig.proto == kProtoTcp ? kTcpStateWire[static_cast<size_t>(e.tcp_state)]
+             : e.other_state == CtOtherState::kFirst ? kOtherFirstWire
+                                                     : kOtherMultipleWire);
+        w.u8(0);
+        uint32_t flags = 0;
+        map_flags(kConnFlagWire, e.flags, true, &flags);
+        w.u16(static_cast<uint16_t>(flags));
+        w.u32(e.mark);
+        w.u32(e.remaining_ms);
+        w.u16(e.port[0]);
+        w.u16(e.port[1]);
+        w.u32(static_cast<uint32_t>(e.seq_offset[0]));
+        w.u32(static_cast<uint32_t>(e.seq_offset[1]));
+        for (const TcpPeer& p : e.peer) {
+            w.u32(p.end);
+            w.u32(p.maxend);
+            w.u32(p.maxwin);
+            w.u8(p.scale);
+            uint32_t pf = 0;
+            map_flags(kTcpPeerFlagWire, p.flags, true, &pf);
+            w.u8(static_cast<uint8_t>(pf));
+            w.u16(0);
+        }
+        w.u32(e.tcp_retrans);
+        for (int d = 0; d < 2; ++d) w.u64(e.packets[d]);
+        for (int d = 0; d < 2; ++d) w.u64(e.bytes[d]);
+        while (w.size() - start < kConnectionWireBytes) w.u8(0);
+    }
+}
+
+void encode_connections_gone(const std::vector<CtTuple>& gone, std::vector<uint8_t>& out) {
+    WireWriter w(out);
+    w.u32(static_cast<uint32_t>(gone.size()));
+    for (const CtTuple& t : gone) put_tuple(w, t);
+}
+
+void encode_dpi_streams(uint64_t hash, const std::vector<MigratedDpi>& dpi,
+                        std::vector<uint8_t>& out) {
+    WireWriter w(out);
+    w.u64(hash);
+    w.u32(static_cast<uint32_t>(dpi.size()));
+    for (const MigratedDpi& d : dpi) {
+        w.u32(d.connection);
+        for (int dir = 0; dir < 2; ++dir) {
+            w.u8(d.state.dir_state[dir]);
+            w.u32(d.state.seen[dir]);
+            w.u32(d.state.next_seq[dir]);
+            w.u32(static_cast<uint32_t>(d.state.streams[dir].size()));
+            w.bytes(d.state.streams[dir].data(), d.state.streams[dir].size());
+        }
+    }
+}
+
+void encode_rules(const std::string& json, std::vector<uint8_t>& out) {
+    WireWriter w(out);
+    w.u32(static_cast<uint32_t>(json.size()));
+    w.bytes(reinterpret_cast<const uint8_t*>(json.data()), json.size());
+}
+
+// ---- Decoders ----------------------------------------------------------------------------------
+
+std::string decode_port(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    MigrationState& s = *ctx.state;
+    if (!s.connections.empty() || ctx.mac_count != 0 || ctx.dpi_count != 0)
+        return "a PORT section after sections that refer to ports";
+    if (s.ports.size() == kMaxStreamPorts)
+        return "more than " + std::to_string(kMaxStreamPorts) + " ports";
+    WireReader r(p, n);
+    MigratedPort port;
+    if (!r.str8(&port.name, kMaxPortName) || !valid_port_name(port.name))
+        return "port name is not 1..31 of [A-Za-z0-9_.-]";
+    for (const MigratedPort& other : s.ports)
+        if (other.name == port.name) return "port " + port.name + " appears twice";
+    r.bytes(port.mac.data(), 6);
+    const uint16_t count = r.u16();
+    if (count > kMaxPortAddresses)
+        return "port " + port.name + ": " + std::to_string(count) + " addresses (at most " +
+               std::to_string(kMaxPortAddresses) + ")";
+    for (uint16_t i = 0; i < count && r.ok(); ++i) {
+        MigratedAddress a;
+        a.family = r.u8();
+        a.prefix_length = r.u8();
+        a.flags = r.u16();
+        r.bytes(a.address.data(), 16);
+        if (!r.ok()) break;
+        if (a.family != 4 && a.family != 6)
+            return "port " + port.name + ": address family " + std::to_string(a.family);
+        if (a.prefix_length > (a.family == 4 ? 32 : 128))
+            return "port " + port.name + ": prefix length " + std::to_string(a.prefix_length);
+        if ((a.flags & ~(kAddrConfigured | kAddrLearned | kAddrLinkLocal)) != 0)
+            return "port " + port.name + ": unknown address flags";
+        port.addresses.push_back(a);
+    }
+    if (!r.done()) return "PORT payload length does not match its contents";
+    s.ports.push_back(std::move(port));
+    return "";
+}
+
+std::string decode_macs(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    WireReader r(p, n);
+    const uint32_t count = r.u32();
+    if (count > kMaxMacs - ctx.mac_count) return "more than " + std::to_string(kMaxMacs) + " MACs";
+    if (n != 4 + size_t{count} * 14) return "MACS payload length does not match its count";
+    for (uint32_t i = 0; i < count; ++i) {
+        MigratedMac m;
+        r.bytes(m.mac.data(), 6);
+        m.vlan = r.u16();
+        m.port = r.u16();
+        m.age_ms = r.u32();
+        if (m.vlan > 4095 && m.vlan != 0xffff) return "MAC with VLAN " + std::to_string(m.vlan);
+        if (m.port == kNoStreamPort) return "MAC without a port";
+        if (std::string e = port_ref(m.port, ctx); !e.empty()) return "MAC on " + e;
+        ctx.state->macs.push_back(m);
+    }
+    ctx.mac_count += count;
+    return r.done() ? "" : "MACS payload length does not match its count";
+}
+
+std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    WireReader r(p, n);
+    const uint32_t count = r.u32();
+    if (count > kMaxConnectionsPerSection)
+        return std::to_string(count) + " connections in one section (at most " +
+               std::to_string(kMaxConnectionsPerSection) + ")";
+    if (n != 4 + size_t{count} * kConnectionWireBytes)
+        return "CONNECTIONS payload length does not match its count";
+    MigrationState& s = *ctx.state;
+    for (uint32_t i = 0; i < count; ++i) {
+        const std::string where = "connection " + std::to_string(ctx.entries) + ": ";
+        MigratedConnection c;
+        if (std::string e = get_tuple(r, &c.orig); !e.empty()) return where + e;
+        if (std::string e = get_tuple(r, &c.reply); !e.empty()) return where + e;
+        if (c.orig.ip_version != c.reply.ip_version || c.orig.proto != c.reply.proto ||
+            c.orig.zone != c.reply.zone)
+            return where + "orig and reply differ in IP version, protocol or zone";
+        const uint8_t state = r.u8();
+        r.u8();
+        if (c.orig.proto == kProtoTcp) {
+            auto it = std::find(kTcpStateWire.begin() + 1, kTcpStateWire.end(), state);
+            if (it == kTcpStateWire.end())
+                return where + "TCP state " + std::to_string(state) + " is not a TCP state";
+            c.tcp_state = static_cast<TcpState>(it - kTcpStateWire.begin());
+        } else if (state == kOtherFirstWire || state == kOtherMultipleWire) {
+            c.other_state =
+                state == kOtherFirstWire ? CtOtherState::kFirst : CtOtherState::kMultiple;
+        } else {
+            return where + "state " + std::to_string(state) + " is not a state of protocol " +
+                   std::to_string(c.orig.proto);
+        }
+        uint32_t flags = 0;
+        if (!map_flags(kConnFlagWire, r.u16(), false, &flags))
+            return where + "unknown connection flags";
+        c.flags = static_cast<uint8_t>(flags);
+        if (!(c.flags & (kCtfSrcNat | kCtfDstNat)) && !(c.reply == ct_tuple_reverse(c.orig)))
+            return where + "reply tuple is not the reverse of orig, without NAT";
+        c.mark = r.u32();
+        c.remaining_ms = r.u32();
+        if (c.remaining_ms > kMaxRemainingMs) return where + "remaining_ms beyond 30 days";
+        for (uint16_t& port : c.port) {
+            port = r.u16();
+            if (std::string e = port_ref(port, ctx); !e.empty()) return where + e;
+        }
+        for (int32_t& off : c.seq_offset) off = r.i32();
+        for (TcpPeer& peer : c.peer) {
+            peer.end = r.u32();
+            peer.maxend = r.u32();
+            peer.maxwin = r.u32();
+            peer.scale = r.u8();
+            uint32_t pf = 0;
+            if (!map_flags(kTcpPeerFlagWire, r.u8(), false, &pf))
+                return where + "unknown TCP peer flags";
+            peer.flags = static_cast<uint8_t>(pf);
+            r.u16();
+            if (peer.scale > kMaxWindowScale) return where + "window scale above 14";
+        }
+        c.tcp_retrans = r.u32();
+        for (uint64_t& v : c.packets) v = r.u64();
+        for (uint64_t& v : c.bytes) v = r.u64();
+        r.view(kConnectionWireBytes - 172);  // reserved
+        if (!r.ok()) return where + "truncated";
+        // A later entry of the same connection (a delta after pre-copy) replaces it.
+        const auto [it, fresh] =
+            ctx.slot_of_tuple.try_emplace(c.orig, static_cast<uint32_t>(s.connections.size()));
+        const uint32_t slot = it->second;
+        if (fresh) {
+            s.connections.push_back(c);
+            ctx.gone.push_back(false);
+        } else {
+            s.connections[slot] = c;
+        }
+        ctx.slot_of_number.push_back(slot);
+        ++ctx.entries;
+    }
+    return r.done() ? "" : "CONNECTIONS payload length does not match its count";
+}
+
+std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    WireReader r(p, n);
+    const uint32_t count = r.u32();
+    if (n != 4 + size_t{count} * kTupleWireBytes)
+        return "CONNECTIONS_GONE payload length does not match its count";
+    for (uint32_t i = 0; i < count; ++i) {
+        CtTuple t;
+        if (std::string e = get_tuple(r, &t); !e.empty()) return "gone connection: " + e;
+        auto it = ctx.slot_of_tuple.find(t);
+        if (it == ctx.slot_of_tuple.end()) return "a gone connection that the stream did not send";
+        ctx.gone[it->second] = true;
+        ctx.slot_of_tuple.erase(it);
+        ctx.state->gone.push_back(t);
+        ++ctx.gone_count;
+    }
+    return r.done() ? "" : "CONNECTIONS_GONE payload length does not match its count";
+}
+
+std::string decode_dpi_streams(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    WireReader r(p, n);
+    const uint64_t hash = r.u64();
+    const uint32_t count = r.u32();
+    if (ctx.dpi_count != 0 && hash != ctx.state->dpi_hash)
+        return "DPI_STREAMS sections of different databases";
+    ctx.state->dpi_hash = hash;
+    for (uint32_t i = 0; i < count; ++i) {
+        MigratedDpi d;
+        d.connection = r.u32();
+        if (r.ok() && d.connection >= ctx.slot_of_number.size())
+            return "DPI stream of connection " + std::to_string(d.connection) +
+                   ", which the stream did not send";
+        d.state.db_hash = hash;
+        for (int dir = 0; dir < 2; ++dir) {
+            d.state.dir_state[dir] = r.u8();
+            d.state.seen[dir] = r.u32();
+            d.state.next_seq[dir] = r.u32();
+            const uint32_t len = r.u32();
+            if (d.state.dir_state[dir] > kDpiDone) return "unknown DPI direction state";
+            if (len > kMaxDpiStreamBytes) return "DPI stream of " + std::to_string(len) + " bytes";
+            const uint8_t* v = r.view(len);
+            if (v == nullptr) return "truncated DPI stream";
+            d.state.streams[dir].assign(v, v + len);
+        }
+        if (!r.ok()) return "truncated DPI stream";
+        ctx.state->dpi.push_back(std::move(d));
+        ++ctx.dpi_count;
+    }
+    return r.done() ? "" : "DPI_STREAMS payload length does not match its contents";
+}
+
+std::string decode_rules(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    WireReader r(p, n);
+    const uint32_t len = r.u32();
+    const uint8_t* v = r.view(len);
+    if (v == nullptr || !r.done()) return "RULES payload length does not match its contents";
+    if (!ctx.state->rules_json.empty()) return "more than one RULES section";
+    ctx.state->rules_json.assign(reinterpret_cast<const char*>(v), len);
+    return "";
+}
+
+std::string decode_counters(const uint8_t* p, size_t n, DecodeContext& /*ctx*/) {
+    WireReader r(p, n);
+    const uint32_t count = r.u32();
+    for (uint32_t i = 0; i < count && r.ok(); ++i) {
+        std::string name;
+        if (!r.str8(&name, kMaxPortName)) break;
+        r.view(32);
+    }
+    return r.done() ? "" : "COUNTERS payload length does not match its contents";
+}
+
+}  // namespace ferry

@@ -1,0 +1,51 @@
+// Payload encoding of each section type of the migration stream (docs/migration-stream.md).
+// Encoders append to a byte vector; decoders parse one payload completely (every byte used,
+// every wire value known, every count within its limit) into MigrationState. Context: control.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "migrate/migration_state.h"
+
+namespace ferry {
+
+void encode_port(const MigratedPort& p, std::vector<uint8_t>& out);
+void encode_macs(const std::vector<MigratedMac>& macs, std::vector<uint8_t>& out);
+void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out);
+void encode_connections_gone(const std::vector<CtTuple>& gone, std::vector<uint8_t>& out);
+void encode_dpi_streams(uint64_t hash, const std::vector<MigratedDpi>& dpi,
+                        std::vector<uint8_t>& out);
+void encode_rules(const std::string& json, std::vector<uint8_t>& out);
+
+struct CtTupleHasher {
+    size_t operator()(const CtTuple& t) const { return ct_tuple_hash(t); }
+};
+
+/// What the reader keeps between sections: the state read so far and the numbering of
+/// connections (a number per entry in stream order; a later entry with the same orig tuple
+/// replaces the earlier one and both numbers name it).
+struct DecodeContext {
+    MigrationState* state = nullptr;
+    std::vector<uint32_t> slot_of_number;  // connection number -> index in state->connections
+    std::vector<bool> gone;                // by index in state->connections
+    std::unordered_map<CtTuple, uint32_t, CtTupleHasher> slot_of_tuple;  // live ones, by orig
+    uint32_t entries = 0;                                                // CONNECTIONS entries read
+    uint32_t gone_count = 0;  // CONNECTIONS_GONE tuples read
+    uint32_t dpi_count = 0;
+    uint32_t mac_count = 0;
+};
+
+/// Decodes one payload of a known section type into ctx. @return "" or what is wrong with it
+std::string decode_port(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_macs(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_dpi_streams(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_rules(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_counters(const uint8_t* p, size_t n, DecodeContext& ctx);
+
+}  // namespace ferry

@@ -1,0 +1,181 @@
+#include "migrate/stream_reader.h"
+
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "migrate/crc32c.h"
+#include "migrate/stream_codec.h"
+#include "migrate/wire.h"
+
+namespace ferry {
+namespace {
+
+using Decoder = std::string (*)(const uint8_t*, size_t, DecodeContext&);
+
+/// The sections this version knows: type, name, whether they must be critical, decoder.
+struct SectionKind {
+    SectionType type;
+    const char* name;
+    Decoder decode;
+};
+
+constexpr std::array<SectionKind, 7> kSectionKinds = {{
+    {SectionType::kPort, "PORT", decode_port},
+    {SectionType::kMacs, "MACS", decode_macs},
+    {SectionType::kConnections, "CONNECTIONS", decode_connections},
+    {SectionType::kConnectionsGone, "CONNECTIONS_GONE", decode_connections_gone},
+    {SectionType::kDpiStreams, "DPI_STREAMS", decode_dpi_streams},
+    {SectionType::kRules, "RULES", decode_rules},
+    {SectionType::kCounters, "COUNTERS", decode_counters},
+}};
+
+Error stream_error(const std::string& what, size_t offset) {
+    return make_error(ErrorCode::kInvalidParams,
+                      "migration stream: " + what + " (at offset " + std::to_string(offset) + ")");
+}
+
+std::string hex16(uint16_t v) {
+    static const char* d = "0123456789abcdef";
+    std::string s = "0x";
+    for (int i = 12; i >= 0; i -= 4) s += d[(v >> i) & 15];
+    return s;
+}
+
+/// Checks the trailer against what was read. @return "" or the mismatch
+std::string check_trailer(const uint8_t* p, size_t n, uint32_t sections, const DecodeContext& c,
+                          uint64_t before) {
+    WireReader r(p, n);
+    const uint32_t want[6] = {sections,     static_cast<uint32_t>(c.state->ports.size()),
+                              c.mac_count,  c.entries,
+                              c.gone_count, c.dpi_count};
+    static const char* names[6] = {"sections", "ports", "macs", "connections", "gone", "dpi"};
+    uint32_t got[6];
+    for (uint32_t& g : got) g = r.u32();
+    const uint64_t bytes = r.u64();
+    if (!r.done()) return "TRAILER payload is not 32 bytes";
+    for (int i = 0; i < 6; ++i)
+        if (got[i] != want[i])
+            return std::string("TRAILER counts ") + std::to_string(got[i]) + " " + names[i] +
+                   ", the stream has " + std::to_string(want[i]);
+    if (bytes != before)
+        return "TRAILER says " + std::to_string(bytes) + " bytes before it, the stream has " +
+               std::to_string(before);
+    return "";
+}
+
+/// Drops connections a CONNECTIONS_GONE removed and maps DPI entries to final indices.
+void compact(MigrationState& s, const DecodeContext& c) {
+    std::vector<uint32_t> final_index(s.connections.size(), UINT32_MAX);
+    std::vector<MigratedConnection> live;
+    live.reserve(s.connections.size());
+    for (size_t k = 0; k < s.connections.size(); ++k) {
+        if (c.gone[k]) continue;
+        final_index[k] = static_cast<uint32_t>(live.size());
+        live.push_back(s.connections[k]);
+    }
+    s.connections = std::move(live);
+    std::vector<MigratedDpi> dpi;
+    for (MigratedDpi& d : s.dpi) {
+        const uint32_t idx = final_index[c.slot_of_number[d.connection]];
+        if (idx == UINT32_MAX) continue;
+        d.connection = idx;
+        dpi.push_back(std::move(d));
+    }
+    s.dpi = std::move(dpi);
+}
+
+}  // namespace
+
+Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo* info) {
+    MigrationState s;
+    WireReader r(data, n);
+    std::array<uint8_t, 8> magic{};
+    r.bytes(magic.data(), 8);
+    if (!r.ok()) return stream_error("truncated header", 0);
+    std::array<uint8_t, 8> swapped = kStreamMagic;
+    std::reverse(swapped.begin(), swapped.end());
+    if (magic == swapped)
+        return stream_error("byte-swapped stream (written in the wrong byte order)", 0);
+    if (magic != kStreamMagic) return stream_error("not a ferry migration stream (bad magic)", 0);
+    const uint16_t version = r.u16();
+    const uint16_t compatible_since = r.u16();
+    const uint16_t header_length = r.u16();
+    if (!r.ok()) return stream_error("truncated header", r.pos());
+    if (version > kStreamVersion && compatible_since > kStreamVersion)
+        return stream_error("stream version " + std::to_string(version) +
+                                " needs a reader of version " + std::to_string(compatible_since) +
+                                " or later; this ferryd reads up to " +
+                                std::to_string(kStreamVersion),
+                            8);
+    if (version == 0 || compatible_since > version)
+        return stream_error("bad stream version " + std::to_string(version) +
+                                " (compatible since " + std::to_string(compatible_since) + ")",
+                            8);
+    if (header_length > n) return stream_error("truncated header", n);
+    if (header_length < 30)
+        return stream_error("header_length " + std::to_string(header_length), 12);
+    WireReader h(data, header_length - 4);
+    h.view(14);
+    const uint16_t scope = h.u16();
+    s.stream_id = h.u64();
+    if (!h.str8(&s.ferryd_version, kMaxVersionText) || s.ferryd_version.empty() ||
+        !h.str8(&s.hyperscan_version, kMaxVersionText))
+        return stream_error("malformed header", h.pos());
+    WireReader crc_at(data + header_length - 4, 4);
+    if (crc_at.u32() != crc32c(data, header_length - 4u))
+        return stream_error("header CRC mismatch", header_length - 4u);
+    if (scope > static_cast<uint16_t>(StreamScope::kPort))
+        return stream_error("unknown scope " + std::to_string(scope), 14);
+    s.scope = static_cast<StreamScope>(scope);
+
+    DecodeContext ctx;
+    ctx.state = &s;
+    StreamReadInfo seen;
+    seen.version = version;
+    size_t at = header_length;
+    for (;;) {
+        if (n - at < kSectionHeaderBytes) return stream_error("truncated before the trailer", n);
+        WireReader sh(data + at, kSectionHeaderBytes);
+        const uint16_t type = sh.u16();
+        const uint16_t flags = sh.u16();
+        const uint32_t length = sh.u32();
+        const uint32_t crc = sh.u32();
+        const bool critical = (flags & kSectionCritical) != 0;
+        if (length > kMaxSectionBytes)
+            return stream_error("section " + hex16(type) + " of " + std::to_string(length) +
+                                    " bytes (at most " + std::to_string(kMaxSectionBytes) + ")",
+                                at);
+        if (n - at - kSectionHeaderBytes < length)
+            return stream_error("truncated inside section " + hex16(type), n);
+        const uint8_t* payload = data + at + kSectionHeaderBytes;
+        if (crc32c(payload, length) != crc)
+            return stream_error("CRC mismatch in section " + hex16(type), at);
+        if (type == static_cast<uint16_t>(SectionType::kTrailer)) {
+            if (std::string e = check_trailer(payload, length, seen.sections, ctx, at); !e.empty())
+                return stream_error(e, at);
+            at += kSectionHeaderBytes + length;
+            if (at != n) return stream_error("bytes after the trailer", at);
+            break;
+        }
+        const SectionKind* kind = nullptr;
+        for (const SectionKind& k : kSectionKinds)
+            if (static_cast<uint16_t>(k.type) == type) kind = &k;
+        if (kind == nullptr) {
+            if (critical) return stream_error("unknown critical section type " + hex16(type), at);
+            ++seen.skipped;
+        } else if (std::string e = kind->decode(payload, length, ctx); !e.empty()) {
+            return stream_error(std::string(kind->name) + ": " + e, at);
+        }
+        ++seen.sections;
+        at += kSectionHeaderBytes + length;
+    }
+    if (s.scope == StreamScope::kPort && s.ports.size() != 1)
+        return stream_error("a one-port stream with " + std::to_string(s.ports.size()) + " ports",
+                            header_length);
+    compact(s, ctx);
+    if (info != nullptr) *info = seen;
+    return s;
+}
+
+}  // namespace ferry

@@ -1,0 +1,94 @@
+// Big-endian fixed-width encoding for the migration stream: a writer that appends to a byte
+// vector, and a bounded reader that never reads past its end (a short read sets a sticky
+// failure and yields zeros, so a parser checks once at the end). Context: control.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace ferry {
+
+class WireWriter {
+public:
+    explicit WireWriter(std::vector<uint8_t>& out) : out_(out) {}
+    void u8(uint8_t v) { out_.push_back(v); }
+    void u16(uint16_t v) { put(v, 2); }
+    void u32(uint32_t v) { put(v, 4); }
+    void u64(uint64_t v) { put(v, 8); }
+    void bytes(const uint8_t* p, size_t n) { out_.insert(out_.end(), p, p + n); }
+    /// A u8 length and the bytes; the caller keeps s within 255 bytes.
+    void str8(const std::string& s) {
+        u8(static_cast<uint8_t>(s.size()));
+        bytes(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+    }
+    size_t size() const { return out_.size(); }
+    /// Overwrites 4 bytes at `at` (a length or CRC written after its payload).
+    void patch32(size_t at, uint32_t v) {
+        for (int i = 0; i < 4; ++i) out_[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+    }
+
+private:
+    void put(uint64_t v, int n) {
+        for (int i = n - 1; i >= 0; --i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    }
+    std::vector<uint8_t>& out_;
+};
+
+class WireReader {
+public:
+    WireReader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+    uint8_t u8() { return static_cast<uint8_t>(get(1)); }
+    uint16_t u16() { return static_cast<uint16_t>(get(2)); }
+    uint32_t u32() { return static_cast<uint32_t>(get(4)); }
+    uint64_t u64() { return get(8); }
+    int32_t i32() { return static_cast<int32_t>(u32()); }
+    /// Copies n bytes to dst (zeros when short).
+    void bytes(uint8_t* dst, size_t n) {
+        if (!take(n)) {
+            std::memset(dst, 0, n);
+            return;
+        }
+        std::memcpy(dst, p_ + pos_ - n, n);
+    }
+    /// Points at the next n bytes and skips them; nullptr when short.
+    const uint8_t* view(size_t n) { return take(n) ? p_ + pos_ - n : nullptr; }
+    /// A u8 length and that many bytes, at most max_len of them.
+    bool str8(std::string* s, size_t max_len) {
+        const uint8_t n = u8();
+        const uint8_t* v = view(n);
+        if (v == nullptr || n > max_len) return fail();
+        s->assign(reinterpret_cast<const char*>(v), n);
+        return true;
+    }
+    size_t pos() const { return pos_; }
+    size_t remaining() const { return n_ - pos_; }
+    bool ok() const { return ok_; }
+    /// Whether everything was read, exactly.
+    bool done() const { return ok_ && pos_ == n_; }
+    bool fail() {
+        ok_ = false;
+        return false;
+    }
+
+private:
+    bool take(size_t n) {
+        if (!ok_ || n > n_ - pos_) return fail();
+        pos_ += n;
+        return true;
+    }
+    uint64_t get(int n) {
+        if (!take(static_cast<size_t>(n))) return 0;
+        uint64_t v = 0;
+        for (int i = 0; i < n; ++i) v = v << 8 | p_[pos_ - n + i];
+        return v;
+    }
+    const uint8_t* p_;
+    size_t n_;
+    size_t pos_ = 0;
+    bool ok_ = true;
+};
+
+}  // namespace ferry
