@@ -5,6 +5,7 @@
 #include "control/config.h"
 #include "control/conntrack.h"
 #include "control/dpi.h"
+#include "control/migration.h"
 #include "control/switch.h"
 #include "dataplane/rule.h"
 #include "ferry_version.h"
@@ -182,6 +183,7 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                  }});
     add_ct_commands(t, sw);
     add_dpi_commands(t, sw);
+    add_migrate_commands(t, sw);
     return t;
 }
 

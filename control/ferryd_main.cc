@@ -20,6 +20,7 @@
 #include "control/eal_setup.h"
 #include "control/jsonrpc.h"
 #include "control/log.h"
+#include "control/migration.h"
 #include "control/rule_config.h"
 #include "control/switch.h"
 #include "control/telemetry.h"
@@ -35,16 +36,20 @@ struct Options {
     std::string config;
     bool check_only = false;
     bool print_schema = false;
+    std::string restore;  // a stream file installed before the workers start
     ferry::LogLevel log_level = ferry::LogLevel::kInfo;
     std::vector<std::string> eal_passthrough;
 };
 
 void usage(FILE* out) {
     fprintf(out,
-            "usage: ferryd --config FILE [--check] [--log-level LEVEL] [-- EAL-ARGS...]\n"
+            "usage: ferryd --config FILE [--check] [--restore FILE] [--log-level LEVEL]\n"
+            "              [-- EAL-ARGS...]\n"
             "       ferryd --print-schema | --version\n"
             "  --config FILE      JSON configuration (see config/schema.json)\n"
             "  --check            validate the configuration and exit\n"
+            "  --restore FILE     install the state of a stream file (migrate.save) before\n"
+            "                     traffic starts; a stream that does not fit stops ferryd\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
             "  -- EAL-ARGS        appended to the configuration's \"eal\" arguments\n");
 }
@@ -59,6 +64,8 @@ int parse_args(int argc, char** argv, Options* o) {
         }
         if (a == "--config" && i + 1 < argc) {
             o->config = argv[++i];
+        } else if (a == "--restore" && i + 1 < argc) {
+            o->restore = argv[++i];
         } else if (a == "--check") {
             o->check_only = true;
         } else if (a == "--print-schema") {
@@ -97,13 +104,19 @@ int parse_args(int argc, char** argv, Options* o) {
 }
 
 /// Runs the switch until shutdown. Context: control thread (main lcore).
-int serve(const ferry::Config& cfg) {
+int serve(const ferry::Config& cfg, const std::string& restore) {
     auto sw = ferry::Switch::create(cfg);
     if (!sw) {
         FERRY_LOG_ERROR("%s", sw.error().message.c_str());
         return kExitConfig;
     }
     ferry::Switch& s = *sw.value();
+    if (!restore.empty()) {
+        if (auto r = ferry::restore_from_file(s, restore); !r) {
+            FERRY_LOG_ERROR("--restore %s", r.error().message.c_str());
+            return kExitConfig;
+        }
+    }
     std::unique_ptr<ferry::JsonRpcDispatcher> dispatcher;
     dispatcher = std::make_unique<ferry::JsonRpcDispatcher>(
         ferry::make_commands(
@@ -216,7 +229,7 @@ int main(int argc, char** argv) {
     }
     std::string runtime_dir = rte_eal_get_runtime_dir();
     if (rte_pdump_init() != 0) FERRY_LOG_WARN("packet capture (rte_pdump) unavailable");
-    rc = serve(cfg.value());
+    rc = serve(cfg.value(), opt.restore);
     rte_pdump_uninit();
     rte_eal_cleanup();
     ferry::remove_runtime_dir(runtime_dir);

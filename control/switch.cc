@@ -367,6 +367,17 @@ std::string Switch::port_name(uint16_t slot) const {
     return text;
 }
 
+std::vector<std::pair<std::string, uint16_t>> Switch::port_slots() const {
+    std::vector<std::pair<std::string, uint16_t>> out;
+    for (const auto& [name, rec] : ports_) out.emplace_back(name, rec.slot);
+    return out;
+}
+
+std::string Switch::port_mac_text(const std::string& name) const {
+    const PortRecord* r = find(name);
+    return r == nullptr ? std::string() : port_mac(r->dev.dpdk_port);
+}
+
 const Switch::PortRecord* Switch::find(const std::string& name) const {
     auto it = ports_.find(name);
     return it == ports_.end() ? nullptr : &it->second;

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -94,6 +95,15 @@ public:
     /// The name of the port in a slot ("#N" when the slot is free now). Context: control.
     std::string port_name(uint16_t slot) const;
 
+    /// Names and slots of every port, by name. Context: control.
+    std::vector<std::pair<std::string, uint16_t>> port_slots() const;
+    /// A port's MAC address as port.list shows it ("" when unknown). Context: control.
+    std::string port_mac_text(const std::string& name) const;
+    /// The learned MACs (the control thread is their only writer) and the clock their stamps
+    /// use, in seconds. Context: control.
+    MacTable& mac_table() { return *macs_; }
+    uint32_t clock_s() const { return clock_s_.load(std::memory_order_relaxed); }
+
     void request_shutdown() { shutdown_.store(true); }
     bool shutdown_requested() const { return shutdown_.load(); }
     uint16_t worker_count() const { return static_cast<uint16_t>(workers_.size()); }
@@ -137,7 +147,7 @@ private:
     std::unique_ptr<RuleTable> rules_;
     std::unique_ptr<ConntrackControl> ct_;
     std::unique_ptr<DpiControl> dpi_;  // after ct_: its streams follow the shards' connections
-    OffloadSync offload_;  // NIC flow rules of every port
+    OffloadSync offload_;              // NIC flow rules of every port
     std::atomic<const PortTable*> table_{nullptr};
     std::atomic<uint32_t> clock_s_{0};
     std::atomic<uint64_t> generation_{0};  // atomics: the telemetry thread reads these two

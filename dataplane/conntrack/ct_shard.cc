@@ -474,6 +474,34 @@ void ConntrackShard::translate(const CtEntry& e, unsigned dir, bool related, uin
         std::memcpy(key->ip_dst, pre.src, 16);
 }
 
+uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms) {
+    const uint32_t idx = table_->insert(from.tuple[0], from.tuple[1]);
+    if (idx == kCtNone) return kCtNone;
+    CtEntry& e = table_->entry(idx);
+    e.packets[0] = from.packets[0];
+    e.packets[1] = from.packets[1];
+    e.bytes[0] = from.bytes[0];
+    e.bytes[1] = from.bytes[1];
+    e.mark = from.mark;
+    e.flags = from.flags & static_cast<uint8_t>(~(kCtfForeignReply | kCtfRedirect));
+    e.other_state = from.other_state;
+    e.port[0] = from.port[0];
+    e.port[1] = from.port[1];
+    e.seq_offset[0] = from.seq_offset[0];
+    e.seq_offset[1] = from.seq_offset[1];
+    e.tcp = from.tcp;
+    e.expires_ms = now_ms + remaining_ms;
+    if ((e.flags & (kCtfSrcNat | kCtfDstNat)) && ct_owner(e.tuple[1], n_workers_) != worker_) {
+        e.flags |= kCtfForeignReply;
+        counter_add(counters_.foreign_reply, 1);
+        notify(CtNotice::kRedirectAdd, e.tuple[1]);
+    }
+    zones_->zones[e.tuple[0].zone].count.fetch_add(1, std::memory_order_relaxed);
+    account(e, +1);
+    counter_add(counters_.installed, 1);
+    return idx;
+}
+
 void ConntrackShard::block(uint32_t index, uint64_t now_ms) {
     CtEntry& e = table_->entry(index);
     if (e.flags & kCtfBlocked) return;

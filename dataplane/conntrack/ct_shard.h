@@ -79,6 +79,7 @@ struct CtShardCounters {
     uint64_t notices_lost;   // redirect notices that found no room (outbox or ring full)
     uint64_t blocked;        // connections ended by payload inspection
     uint64_t blocked_drops;  // their packets dropped since
+    uint64_t installed;      // connections installed from a migration stream or checkpoint
     uint64_t by_tcp_state[static_cast<size_t>(TcpState::kCount)];  // live TCP connections
     uint64_t udp;                                                  // live UDP pseudo-connections
     uint64_t icmp;                                                 // live ICMP echo
@@ -120,6 +121,16 @@ public:
     /// Removes one connection (flush, migration retire), keeping counts right. Context: owner,
     /// or control while the owner is paused.
     void remove(uint32_t index);
+
+    /// Installs a connection another ferryd (or an earlier run) tracked: tuples, state, NAT
+    /// binding, marks, counters and ports as in `from`, expiring remaining_ms from now. This
+    /// shard must be the owner of from.tuple[0]. When the reply tuple hashes to another worker
+    /// the redirect notice is queued, as a commit queues it. Counts the zone. Placement flags
+    /// of `from` (kCtfForeignReply, kCtfRedirect) are ignored. Context: owner, or control while
+    /// the owner is paused.
+    /// @return the entry index, or kCtNone when either tuple is already tracked here or the
+    ///         table has no room (nothing changed)
+    uint32_t install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms);
 
     /// Ends a connection on behalf of payload inspection: from now on its packets get
     /// kBlocked, and it is forgotten once none has been seen for a TIME_WAIT timeout.

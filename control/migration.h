@@ -1,0 +1,66 @@
+// Moving state out of and into this ferryd: capture the state of one port or the whole switch
+// into a MigrationState (stream form), install a validated MigrationState into the workers'
+// tables (all or nothing), retire moved state after the target committed, and the file
+// transport (migrate.save, migrate.load, ferryd --restore). Every operation here runs with the
+// workers paused or not yet started.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "control/command_table.h"
+#include "control/result.h"
+#include "migrate/migration_state.h"
+
+namespace ferry {
+
+class Switch;
+
+/// What install() did, for replies and logs.
+struct InstallReport {
+    size_t connections = 0;
+    size_t dpi_expanded = 0;
+    size_t dpi_restarted = 0;
+    size_t macs = 0;
+};
+
+class MigrationControl {
+public:
+    explicit MigrationControl(Switch& sw) : sw_(sw) {}
+
+    /// The state of one port (its connections: those whose either direction's first packet
+    /// came in on it; its learned MACs) or, without a port, of the whole switch.
+    /// Context: control, workers paused. @return kNotFound for an unknown port
+    Result<MigrationState> capture(const std::optional<std::string>& port) const;
+
+    /// Installs s: every stream port must exist here by name; no connection may clash with one
+    /// tracked here (either tuple, any worker); owner shards and zone limits must have room.
+    /// All of that is checked before anything changes; if an insertion still fails, what was
+    /// installed is removed again. Context: control, workers paused or not started.
+    /// @return the report, or kNotFound / kConflict / kFailed with the reason
+    Result<InstallReport> install(const MigrationState& s);
+
+    /// Removes the connections of s from this switch after the target committed them: no
+    /// packet is sent. Context: control, workers paused. @return connections removed
+    size_t retire(const MigrationState& s);
+
+private:
+    Switch& sw_;
+};
+
+/// Writes bytes to path atomically (a temporary file in the same directory, fsync, rename).
+Status write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
+/// Reads a whole file of at most max_bytes. @return kNotFound / kFailed / kInvalidParams
+Result<std::vector<uint8_t>> read_file_bounded(const std::string& path, size_t max_bytes);
+
+/// Reads, validates and installs a stream file (migrate.load, ferryd --restore).
+/// Context: control, workers paused or not started. @return a summary, or why nothing changed
+Result<nlohmann::json> restore_from_file(Switch& sw, const std::string& path);
+
+/// The migrate.* rows of the command table. Context: control.
+void add_migrate_commands(std::vector<CommandSpec>& t, Switch& sw);
+
+}  // namespace ferry
