@@ -122,6 +122,11 @@ DpiOutcome DpiWorker::inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketS
         counter_add(counters_.untracked, 1);
         return DpiOutcome::kPass;
     }
+    // The connection's verdicts stand for every later packet, including those of this burst
+    // that were tracked before an earlier packet's match changed the entry.
+    const CtEntry& entry = ct.table().entry(st.index);
+    if (entry.flags & kCtfBlocked) return DpiOutcome::kDrop;
+    key->ct_mark = entry.mark;
     const DpiDatabase& db = v.database();
     const unsigned dir = st.dir & 1u;
     uint32_t& so = slot_of_[st.index];
@@ -150,9 +155,11 @@ DpiOutcome DpiWorker::inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketS
         // past a gap ends this direction's inspection (nothing is buffered).
         const uint8_t* tcp = frame + layout.l4_offset;
         const uint32_t seq = load_be32(tcp + 4) + ((tcp[13] & kTcpSyn) ? 1 : 0);
-        if (s.state[dir] == kDpiFresh) s.next_seq[dir] = seq;
+        if (s.state[dir] == kDpiFresh) s.next_seq[dir] = s.first_seq[dir] = seq;
         const auto ahead = static_cast<int32_t>(seq - s.next_seq[dir]);
-        if (ahead > 0) {
+        if (ahead > 0 || static_cast<int32_t>(seq - s.first_seq[dir]) < 0) {
+            // Bytes past what was scanned, or from before where scanning started (the first
+            // data segment came out of order): they would leave a hole in the stream.
             counter_add(counters_.gaps, 1);
             s.state[dir] = kDpiDone;
         } else {
@@ -239,6 +246,7 @@ DpiImport DpiWorker::import_state(DpiVersion& v, uint32_t ct_index, const DpiStr
     for (unsigned d = 0; d < 2; ++d) {
         s.seen[d] = std::min(in.seen[d], depth_);
         s.next_seq[d] = in.next_seq[d];
+        s.first_seq[d] = in.next_seq[d] - s.seen[d];
         s.state[d] = std::min<uint8_t>(in.dir_state[d], kDpiDone);
     }
     s.generation = v.generation();

@@ -118,6 +118,7 @@ private:
         uint64_t generation;  // of the DpiVersion its streams were last reset under; 0: none
         uint32_t seen[2];
         uint32_t next_seq[2];
+        uint32_t first_seq[2];  // TCP: where scanning started; bytes before it were never seen
         uint8_t state[2];
         uint8_t pad[6];
     };

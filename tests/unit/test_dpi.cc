@@ -276,6 +276,17 @@ TEST_F(DpiTest, GapEndsTheDirectionsInspection) {
     EXPECT_EQ(matches(s, 0), 1u);
 }
 
+TEST_F(DpiTest, OutOfOrderFirstSegmentCountsAsAGap) {
+    Side s = make_side({pat(1, "/etc/passwd", DpiVerdictKind::kDrop)});
+    Conn c = open(s);
+    const uint32_t start = c.seq[0];
+    // The second half arrives first; the first half, from before it, cannot be scanned in order.
+    EXPECT_EQ(run(s, segment(c, 0, "swd HTTP/1.0", start + 12)).outcome, DpiOutcome::kPass);
+    EXPECT_EQ(run(s, segment(c, 0, "GET /etc/pas", start)).outcome, DpiOutcome::kPass);
+    EXPECT_EQ(s.dpi->counters().gaps, 1u);
+    EXPECT_EQ(s.dpi->counters().bytes, 12u);
+}
+
 TEST_F(DpiTest, InspectionStopsAtTheDepthAndFreesTheSlot) {
     Side s = make_side({pat(1, "late-pattern", DpiVerdictKind::kAlert, DpiDirection::kToServer)},
                        64, 32);
@@ -342,6 +353,41 @@ TEST_F(DpiTest, DropEndsTheConnectionInBothDirections) {
     // A new SYN on the same tuple is still the blocked connection's.
     EXPECT_EQ(run(s, tcp_frame(kClient4, c.sport, kServer4, 80, 1, 0, kSyn)).verdict,
               CtVerdict::kBlocked);
+}
+
+// A burst is tracked before its packets' actions run: packets tracked before an earlier one's
+// match must still get the connection's verdict at their dpi action.
+TEST_F(DpiTest, VerdictsReachPacketsTrackedEarlierInTheBurst) {
+    Side s = make_side({pat(9, "forbidden", DpiVerdictKind::kDrop),
+                        pat(5, "tagme", DpiVerdictKind::kMark, DpiDirection::kBoth, 0, 33)});
+    Conn c = open(s, 40001), d = open(s, 40002);
+    struct Tracked {
+        Bytes f;
+        Parsed p;
+        CtPacketState st;
+    };
+    auto track = [&](Bytes f) {
+        Tracked t{std::move(f), {}, {}};
+        EXPECT_TRUE(parse(t.f, &t.p));
+        CtParams params;
+        EXPECT_EQ(s.shard->process(t.f.data(), static_cast<uint32_t>(t.f.size()), t.p.layout,
+                                   &t.p.key, params, 1000, nullptr, &t.st),
+                  CtVerdict::kContinue);
+        return t;
+    };
+    auto inspect = [&](Tracked& t) {
+        return s.dpi->inspect(*s.version, *s.shard, t.st, t.f.data(),
+                              static_cast<uint32_t>(t.f.size()), t.p.layout, &t.p.key, 1000);
+    };
+    Tracked burst[] = {track(segment(c, 0, "forbidden")), track(segment(c, 0, "later")),
+                       track(segment(d, 0, "tagme")), track(segment(d, 1, "reply"))};
+    EXPECT_EQ(inspect(burst[0]), DpiOutcome::kDrop);
+    EXPECT_EQ(inspect(burst[1]), DpiOutcome::kDrop);
+    EXPECT_EQ(inspect(burst[2]), DpiOutcome::kPass);
+    EXPECT_EQ(burst[2].p.key.ct_mark, 33u);
+    EXPECT_EQ(burst[3].p.key.ct_mark, 0u);  // tracked before the mark was set
+    EXPECT_EQ(inspect(burst[3]), DpiOutcome::kPass);
+    EXPECT_EQ(burst[3].p.key.ct_mark, 33u);
 }
 
 TEST_F(DpiTest, BlockedConnectionIsForgottenAfterItsTimeout) {
