@@ -218,6 +218,7 @@ json ConntrackControl::stats() const {
                {"notices_lost", counter_read(c.notices_lost)},
                {"blocked", counter_read(c.blocked)},
                {"blocked_drops", counter_read(c.blocked_drops)},
+               {"installed", counter_read(c.installed)},
                {"handoff_out", counter_read(ws_[s->worker()]->counters.ct_handoff_out)},
                {"handoff_in", counter_read(ws_[s->worker()]->counters.ct_handoff_in)}};
         workers.push_back(w);

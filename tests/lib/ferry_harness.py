@@ -155,6 +155,7 @@ class Ferryd:
         self.config_path = os.path.join(self.dir, "ferryd.json")
         self.log_path = os.path.join(self.dir, "ferryd.log")
         self.log_level = log_level
+        self.args = []  # more ferryd arguments, e.g. ["--restore", FILE]
         self.proc = None
         self.rpc = None
 
@@ -166,7 +167,8 @@ class Ferryd:
             json.dump(self.config, f, indent=2)
         self.log = open(self.log_path, "w")
         self.proc = spawn([FERRYD, "--config", self.config_path, "--log-level",
-                                      self.log_level], stdout=self.log, stderr=subprocess.STDOUT)
+                                      self.log_level, *self.args], stdout=self.log,
+                          stderr=subprocess.STDOUT)
 
         def ready():
             if self.proc.poll() is not None:
