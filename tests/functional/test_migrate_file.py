@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ferry_harness import RpcError
-from ct_util import CLIENT, SERVER, bridges, stateful_rules, tcp
+from ct_util import CLIENT, R_EST_ORIG, SERVER, bridges, stateful_rules, tcp
 
 
 @pytest.fixture
@@ -26,10 +26,26 @@ def srv(cport, flags, seq, ack=0, payload=b""):
     return tcp(SERVER, CLIENT, 80, cport, flags, seq, ack, payload)
 
 
-def source_with_connection(ctb, cport=40001):
+def inspecting_rules():
+    """stateful_rules with the client's established traffic inspected before it leaves."""
+    rules = stateful_rules()
+    for r in rules:
+        if r["id"] == R_EST_ORIG:
+            r["actions"] = ["dpi"] + r["actions"]
+    return rules
+
+
+def dpi_config(regex):
+    return {"patterns": [{"id": 1, "regex": regex, "direction": "to_server", "action": "drop"}]}
+
+
+def source_with_connection(ctb, cport=40001, dpi=None):
     """Ferryd A with one ESTABLISHED connection CLIENT:cport -> SERVER:80 (ISNs 1000 / 5000)
-    that has carried 10 bytes each way. Its phase ports are lan1, wan1, lan2, wan2."""
-    a = ctb(rules=stateful_rules())
+    that has carried 10 bytes each way ("0123456789" from the client). Its phase ports are
+    lan1, wan1, lan2, wan2. dpi: a config dpi section (the client's data is inspected)."""
+    a = ctb(rules=inspecting_rules() if dpi else stateful_rules())
+    if dpi:
+        a.ferryd.config["dpi"] = dpi
     a.start()
     a.phase([cli(cport, "S", 1000)], out={"outside": [cli(cport, "S", 1000)]})
     a.phase([srv(cport, "SA", 5000, 1001)], out={"inside": [srv(cport, "SA", 5000, 1001)]})
@@ -42,10 +58,12 @@ def source_with_connection(ctb, cport=40001):
     return a
 
 
-def target(ctb, restore=None):
+def target(ctb, restore=None, dpi=None):
     """Ferryd B: the same rules and every port A had (a stream's ports must exist by name);
     its own phases continue after A's names."""
-    b = ctb(rules=stateful_rules())
+    b = ctb(rules=inspecting_rules() if dpi else stateful_rules())
+    if dpi:
+        b.ferryd.config["dpi"] = dpi
     for name in ("lan1", "wan1", "lan2", "wan2"):
         b.port(name)
     b.seq = {"lan": 2, "wan": 2}
@@ -166,3 +184,32 @@ def test_restore_of_a_bad_file_stops_ferryd(ctb, tmp_path):
     with pytest.raises(RuntimeError) as e:
         b.start()
     assert "--restore" in str(e.value)
+
+
+@pytest.mark.parametrize("same_patterns", [True, False])
+def test_half_seen_match_continues_on_the_target(ctb, same_patterns):
+    """A drop pattern "6789:tail" of which A saw "6789" (in the client's "0123456789"). With the
+    same patterns on B the stream state moves with the connection: the client's ":tail" on B
+    completes the match and is dropped (dpi_drop), and the connection stays blocked. With other
+    patterns on B its inspection restarts: ":tail" alone matches nothing and passes."""
+    a = source_with_connection(ctb, dpi=dpi_config("6789:tail"))
+    assert a.call("dpi.stats")["bytes"] == 10
+    path = a.ferryd.path("checkpoint.bin")
+    saved = a.call("migrate.save", {"file": path})
+    assert saved["dpi_streams"] == 1, saved
+    a.close()
+    b = target(ctb, dpi=dpi_config("6789:tail" if same_patterns else "6789:tail|other"))
+    b.start()
+    loaded = b.call("migrate.load", {"file": path})
+    assert (loaded["dpi_continued"], loaded["dpi_restarted"]) == ((1, 0) if same_patterns
+                                                                   else (0, 1)), loaded
+    tail = cli(40001, "PA", 1011, 5011, b":tail")
+    if same_patterns:
+        b.phase([tail], drops={"dpi_drop": 1})
+        b.phase([cli(40001, "PA", 1016, 5011, b"after")], drops={"dpi_drop": 1})
+        assert b.call("dpi.stats")["drops"] == 1
+    else:
+        b.phase([tail], out={"outside": [tail]})
+        assert b.call("dpi.stats")["restarts"] == 1
+    b.finish()
+    b.check_outputs()

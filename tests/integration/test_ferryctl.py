@@ -111,3 +111,35 @@ def test_ct_verbs(ferryd):
     r = ctl(ferryd, "ct", "list", "port=nosuch")
     assert r.returncode == 1 and "nosuch" in r.stderr
     assert ctl(ferryd, "ct", "limit", "zone=7", "limit=0", "liberal=false").returncode == 0
+
+
+def test_dpi_verbs(ferryd, tmp_path):
+    """dpi load takes an array, an object with patterns, or a config file (@FILE); dpi list and
+    dpi stats show what is loaded; a broken pattern is exit 1 naming its id and the set stays;
+    dpi clear removes one id, then all."""
+    r = ctl(ferryd, "--json", "dpi", "load", '[{"id":1,"regex":"evil","action":"drop"}]')
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["patterns"] == 1
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"workers": [1], "dpi": {"patterns": [
+        {"id": 2, "regex": "sqlmap", "flags": ["caseless"], "direction": "to_server"},
+        {"id": 3, "regex": "bt", "action": "mark", "mark": 5}]}}))
+    r = ctl(ferryd, "--json", "dpi", "load", f"@{cfg}")
+    assert r.returncode == 0, r.stderr
+    loaded = json.loads(r.stdout)
+    assert loaded["patterns"] == 3 and loaded["generation"] == first["generation"] + 1
+    listed = json.loads(ctl(ferryd, "--json", "dpi", "list").stdout)["patterns"]
+    assert [(p["id"], p["action"], p["direction"]) for p in listed] == [
+        (1, "drop", "both"), (2, "alert", "to_server"), (3, "mark", "both")]
+    table = ctl(ferryd, "dpi", "list").stdout
+    assert "sqlmap" in table and "caseless" in table
+    r = ctl(ferryd, "dpi", "load", '[{"id":9,"regex":"a("}]')
+    assert r.returncode == 1 and "pattern 9" in r.stderr, r.stderr
+    stats = json.loads(ctl(ferryd, "--json", "dpi", "stats").stdout)
+    assert stats["pattern_count"] == 3 and stats["hash"] == loaded["hash"]
+    r = ctl(ferryd, "dpi", "load", "replace")
+    assert r.returncode == 64
+    assert json.loads(ctl(ferryd, "--json", "dpi", "clear", "2").stdout)["patterns"] == 2
+    assert ctl(ferryd, "dpi", "clear", "2").returncode == 1
+    assert json.loads(ctl(ferryd, "--json", "dpi", "clear").stdout)["patterns"] == 0
