@@ -6,6 +6,7 @@
 #include "control/conntrack.h"
 #include "control/dpi.h"
 #include "control/migration.h"
+#include "control/migration_session.h"
 #include "control/switch.h"
 #include "dataplane/rule.h"
 #include "ferry_version.h"
@@ -184,6 +185,7 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
     add_ct_commands(t, sw);
     add_dpi_commands(t, sw);
     add_migrate_commands(t, sw);
+    add_migrate_session_commands(t, sw);
     return t;
 }
 

@@ -224,24 +224,31 @@ void Switch::stop_workers() {
 
 Status Switch::pause() {
     if (!workers_started_) return Ok{};
+    // Nested pauses (an unsafe command while a migration holds the workers) only count.
+    if (pause_depth_ > 0) {
+        ++pause_depth_;
+        return Ok{};
+    }
     // Release: the worker's acquire of pause_request sees everything written before it.
     for (WorkerState* w : workers_) w->pause_request.store(1, std::memory_order_release);
     auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
     for (WorkerState* w : workers_) {
         while (w->paused.load(std::memory_order_acquire) == 0) {
             if (std::chrono::steady_clock::now() > deadline) {
-                resume();
+                for (WorkerState* v : workers_) release_worker(v);
                 return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
                                                         " did not pause within 200 ms");
             }
             std::this_thread::yield();
         }
     }
+    pause_depth_ = 1;
     return Ok{};
 }
 
 void Switch::resume() {
-    for (WorkerState* w : workers_) resume_worker(w);
+    if (pause_depth_ == 0 || --pause_depth_ > 0) return;
+    for (WorkerState* w : workers_) release_worker(w);
 }
 
 Status Switch::pause_worker(WorkerState* w) {
@@ -260,6 +267,10 @@ Status Switch::pause_worker(WorkerState* w) {
 }
 
 void Switch::resume_worker(WorkerState* w) {
+    if (pause_depth_ == 0) release_worker(w);  // all paused: the outer pause lets them go
+}
+
+void Switch::release_worker(WorkerState* w) {
     // Release: whatever the control thread read or changed while the worker was parked is
     // ordered before the worker's next iteration.
     w->pause_request.store(0, std::memory_order_release);
@@ -648,10 +659,26 @@ void Switch::on_port_event(void* self) {
     (void)ignored;
 }
 
+void Switch::post(std::function<void()> task) {
+    {
+        std::lock_guard lock(posted_mutex_);
+        posted_.push_back(std::move(task));
+    }
+    uint64_t one = 1;
+    ssize_t ignored = write(event_fd_, &one, sizeof(one));
+    (void)ignored;
+}
+
 void Switch::handle_port_events() {
     uint64_t drained;
     while (read(event_fd_, &drained, sizeof(drained)) > 0) {
     }
+    std::vector<std::function<void()>> tasks;
+    {
+        std::lock_guard lock(posted_mutex_);
+        tasks.swap(posted_);
+    }
+    for (auto& t : tasks) t();
     events_pending_.store(false);
     poll_links();
 }

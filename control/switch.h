@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -104,6 +105,9 @@ public:
     MacTable& mac_table() { return *macs_; }
     uint32_t clock_s() const { return clock_s_.load(std::memory_order_relaxed); }
 
+    /// Runs task on the control thread soon, from its event loop. Context: any thread.
+    void post(std::function<void()> task);
+
     void request_shutdown() { shutdown_.store(true); }
     bool shutdown_requested() const { return shutdown_.load(); }
     uint16_t worker_count() const { return static_cast<uint16_t>(workers_.size()); }
@@ -125,6 +129,7 @@ private:
     /// Parks one worker (bounded wait) / lets it go. Context: control.
     Status pause_worker(WorkerState* w);
     void resume_worker(WorkerState* w);
+    void release_worker(WorkerState* w);
     /// Builds a new PortTable from the records, publishes it and frees the old one after a
     /// grace period. Context: control.
     void publish();
@@ -156,6 +161,9 @@ private:
     uint32_t last_link_poll_s_ = 0;
     std::atomic<uint64_t> mac_table_full_{0};
     bool workers_started_ = false;
+    unsigned pause_depth_ = 0;  // pause() calls not yet matched by resume()
+    std::mutex posted_mutex_;  // guards posted_ (any thread adds, the control thread runs)
+    std::vector<std::function<void()>> posted_;
     int event_fd_ = -1;
     std::atomic<bool> events_pending_{false};
     std::atomic<bool> shutdown_{false};

@@ -1,0 +1,320 @@
+#include "migrate/transport.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "migrate/stream_format.h"
+#include "migrate/wire.h"
+
+namespace ferry {
+namespace {
+
+constexpr size_t kAnswerHeader = 18;  // magic, stream_id, message length
+constexpr size_t kMaxAnswerMessage = 4096;
+
+Error sys_error(const std::string& what) {
+    return make_error(ErrorCode::kFailed, what + ": " + std::strerror(errno));
+}
+
+int remaining_ms(Deadline deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1 << 30));
+}
+
+/// Waits until fd is ready for events. @return false on timeout or error (errno set)
+bool wait_ready(int fd, short events, Deadline deadline) {
+    for (;;) {
+        pollfd p{fd, events, 0};
+        const int r = poll(&p, 1, remaining_ms(deadline));
+        if (r > 0) return true;
+        if (r == 0) {
+            errno = ETIMEDOUT;
+            return false;
+        }
+        if (errno != EINTR) return false;
+    }
+}
+
+struct Parsed {
+    bool unix_socket = false;
+    std::string path;  // unix
+    std::string host;  // tcp
+    std::string port;
+};
+
+Result<Parsed> parse_address(const std::string& a) {
+    Parsed p;
+    if (a.rfind("unix:", 0) == 0) {
+        p.unix_socket = true;
+        p.path = a.substr(5);
+        if (p.path.empty() || p.path.size() >= sizeof(sockaddr_un{}.sun_path))
+            return make_error(ErrorCode::kInvalidParams,
+                              "unix socket path must be 1.." +
+                                  std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes");
+        return p;
+    }
+    if (a.rfind("tcp:", 0) == 0) {
+        const std::string rest = a.substr(4);
+        const size_t colon = rest.rfind(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size())
+            return make_error(ErrorCode::kInvalidParams, "expected tcp:HOST:PORT, not " + a);
+        p.host = rest.substr(0, colon);
+        p.port = rest.substr(colon + 1);
+        if (p.host.size() > 2 && p.host.front() == '[' && p.host.back() == ']')
+            p.host = p.host.substr(1, p.host.size() - 2);
+        return p;
+    }
+    return make_error(ErrorCode::kInvalidParams,
+                      "address must be unix:/path or tcp:HOST:PORT, not " + a);
+}
+
+sockaddr_un unix_addr(const std::string& path) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::memcpy(sa.sun_path, path.c_str(), path.size());
+    return sa;
+}
+
+/// Reads exactly n bytes into dst. @return kFailed on EOF, error or deadline
+Status read_exact(int fd, uint8_t* dst, size_t n, Deadline deadline) {
+    size_t done = 0;
+    while (done < n) {
+        if (!wait_ready(fd, POLLIN, deadline)) return sys_error("migration stream");
+        const ssize_t r = recv(fd, dst + done, n - done, 0);
+        if (r == 0)
+            return make_error(ErrorCode::kFailed, "the peer closed the connection after " +
+                                                      std::to_string(done) + " of " +
+                                                      std::to_string(n) + " bytes");
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return sys_error("migration stream");
+        }
+        done += static_cast<size_t>(r);
+    }
+    return Ok{};
+}
+
+}  // namespace
+
+Result<int> transport_listen(const std::string& address) {
+    auto a = parse_address(address);
+    if (!a) return a.error();
+    if (a->unix_socket) {
+        const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return sys_error("socket");
+        sockaddr_un sa = unix_addr(a->path);
+        unlink(a->path.c_str());
+        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(fd, 4) != 0) {
+            Error e = sys_error("listen on " + address);
+            close(fd);
+            return e;
+        }
+        return fd;
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (const int rc = getaddrinfo(a->host.c_str(), a->port.c_str(), &hints, &res); rc != 0)
+        return make_error(ErrorCode::kInvalidParams, address + ": " + gai_strerror(rc));
+    int fd = -1;
+    Error last = make_error(ErrorCode::kFailed, "no address for " + address);
+    for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) continue;
+        const int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4) != 0) {
+            last = sys_error("listen on " + address);
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return last;
+    return fd;
+}
+
+std::string transport_local_address(int fd, const std::string& given) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return given;
+    char host[INET6_ADDRSTRLEN] = {};
+    if (ss.ss_family == AF_INET) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        return "tcp:" + std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+    }
+    if (ss.ss_family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        return "tcp:[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    }
+    return given;
+}
+
+Result<int> transport_accept(int listen_fd, Deadline deadline) {
+    if (!wait_ready(listen_fd, POLLIN, deadline)) return sys_error("waiting for the source");
+    const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return sys_error("accept");
+    return fd;
+}
+
+Result<int> transport_connect(const std::string& address, Deadline deadline) {
+    auto a = parse_address(address);
+    if (!a) return a.error();
+    auto finish = [&](int fd, const sockaddr* sa, socklen_t len) -> Result<int> {
+        const int flags = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+        if (connect(fd, sa, len) != 0 && errno != EINPROGRESS) {
+            Error e = sys_error("connect to " + address);
+            close(fd);
+            return e;
+        }
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        if (!wait_ready(fd, POLLOUT, deadline) ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0 || err != 0) {
+            if (err != 0) errno = err;
+            Error e = sys_error("connect to " + address);
+            close(fd);
+            return e;
+        }
+        fcntl(fd, F_SETFL, flags);
+        return fd;
+    };
+    if (a->unix_socket) {
+        const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return sys_error("socket");
+        sockaddr_un sa = unix_addr(a->path);
+        return finish(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (const int rc = getaddrinfo(a->host.c_str(), a->port.c_str(), &hints, &res); rc != 0)
+        return make_error(ErrorCode::kInvalidParams, address + ": " + gai_strerror(rc));
+    Result<int> out = make_error(ErrorCode::kFailed, "no address for " + address);
+    for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+        const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) continue;
+        out = finish(fd, ai->ai_addr, ai->ai_addrlen);
+        if (out) {
+            const int one = 1;
+            setsockopt(*out, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            break;
+        }
+    }
+    freeaddrinfo(res);
+    return out;
+}
+
+Status transport_send(int fd, const uint8_t* data, size_t n, Deadline deadline) {
+    size_t done = 0;
+    while (done < n) {
+        if (!wait_ready(fd, POLLOUT, deadline)) return sys_error("sending the stream");
+        const ssize_t w = send(fd, data + done, n - done, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return sys_error("sending the stream");
+        }
+        done += static_cast<size_t>(w);
+    }
+    return Ok{};
+}
+
+Result<std::vector<uint8_t>> transport_read_stream(
+    int fd, Deadline deadline, size_t max_bytes,
+    const std::function<void(size_t offset, size_t length)>& on_section) {
+    std::vector<uint8_t> buf(14);
+    if (Status s = read_exact(fd, buf.data(), 14, deadline); !s) return s.error();
+    if (!std::equal(kStreamMagic.begin(), kStreamMagic.end(), buf.begin())) {
+        std::array<uint8_t, 8> swapped = kStreamMagic;
+        std::reverse(swapped.begin(), swapped.end());
+        const bool sw = std::equal(swapped.begin(), swapped.end(), buf.begin());
+        return make_error(ErrorCode::kInvalidParams,
+                          sw ? "migration stream: byte-swapped stream (written in the wrong byte "
+                               "order) (at offset 0)"
+                             : "migration stream: not a ferry migration stream (bad magic) (at "
+                               "offset 0)");
+    }
+    const size_t header_length = size_t{buf[12]} << 8 | buf[13];
+    if (header_length < 14)
+        return make_error(ErrorCode::kInvalidParams,
+                          "migration stream: header_length " + std::to_string(header_length));
+    buf.resize(header_length);
+    if (Status s = read_exact(fd, buf.data() + 14, header_length - 14, deadline); !s)
+        return s.error();
+    for (;;) {
+        const size_t at = buf.size();
+        buf.resize(at + kSectionHeaderBytes);
+        if (Status s = read_exact(fd, buf.data() + at, kSectionHeaderBytes, deadline); !s)
+            return s.error();
+        WireReader h(buf.data() + at, kSectionHeaderBytes);
+        const uint16_t type = h.u16();
+        h.u16();
+        const uint32_t length = h.u32();
+        if (length > kMaxSectionBytes || buf.size() + length > max_bytes)
+            return make_error(ErrorCode::kInvalidParams,
+                              "migration stream: a section of " + std::to_string(length) +
+                                  " bytes (at offset " + std::to_string(at) + ")");
+        buf.resize(at + kSectionHeaderBytes + length);
+        if (Status s = read_exact(fd, buf.data() + at + kSectionHeaderBytes, length, deadline); !s)
+            return s.error();
+        if (on_section) on_section(at, kSectionHeaderBytes + length);
+        if (type == static_cast<uint16_t>(SectionType::kTrailer)) return buf;
+    }
+}
+
+Status transport_send_answer(int fd, const StreamAnswer& a, Deadline deadline) {
+    std::vector<uint8_t> out;
+    WireWriter w(out);
+    const auto& magic = a.commit ? kAnswerCommit : kAnswerRefuse;
+    w.bytes(magic.data(), magic.size());
+    w.u64(a.stream_id);
+    const std::string msg = a.message.substr(0, kMaxAnswerMessage);
+    w.u16(static_cast<uint16_t>(msg.size()));
+    w.bytes(reinterpret_cast<const uint8_t*>(msg.data()), msg.size());
+    return transport_send(fd, out.data(), out.size(), deadline);
+}
+
+Result<StreamAnswer> transport_read_answer(int fd, Deadline deadline) {
+    uint8_t head[kAnswerHeader];
+    if (Status s = read_exact(fd, head, sizeof(head), deadline); !s)
+        return make_error(ErrorCode::kFailed, "no answer from the target: " + s.error().message);
+    StreamAnswer a;
+    if (std::equal(kAnswerCommit.begin(), kAnswerCommit.end(), head))
+        a.commit = true;
+    else if (!std::equal(kAnswerRefuse.begin(), kAnswerRefuse.end(), head))
+        return make_error(ErrorCode::kFailed, "the target's answer is not an answer");
+    WireReader r(head + 8, 10);
+    a.stream_id = r.u64();
+    const uint16_t len = r.u16();
+    if (len > kMaxAnswerMessage)
+        return make_error(ErrorCode::kFailed, "the target's answer is too long");
+    a.message.resize(len);
+    if (len != 0) {
+        if (Status s = read_exact(fd, reinterpret_cast<uint8_t*>(a.message.data()), len, deadline);
+            !s)
+            return make_error(ErrorCode::kFailed,
+                              "no answer from the target: " + s.error().message);
+    }
+    return a;
+}
+
+}  // namespace ferry

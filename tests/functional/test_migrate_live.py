@@ -1,0 +1,151 @@
+"""Live migration between two ferryd over a unix or TCP socket (migrate.receive on the target,
+migrate.send on the source, migrate.status on both). The source pauses its workers, sends the
+state and waits for the target's commit; the connection then continues on the target with no
+new handshake while the source has retired it. Every failure (a target that refuses, dies
+mid-stream, or never answers) leaves the source exactly as it was, its workers running.
+"""
+import socket
+import threading
+import time
+
+import pytest
+
+from ferry_harness import wait_for
+from ct_util import bridges, stateful_rules
+from test_migrate_file import cli, continue_on, source_with_connection, srv, target
+
+
+@pytest.fixture
+def ctb():
+    yield from bridges()
+
+
+def wait_phase(b, phases=("committed", "refused", "failed"), timeout=20):
+    return wait_for(lambda: (s := b.call("migrate.status"))["phase"] in phases and s,
+                    timeout, what=f"migration to end ({phases})")
+
+
+def comparable(conns):
+    """ct.list entries without the fields that move with time."""
+    return sorted(({k: v for k, v in c.items() if k != "timeout_s"} for c in conns),
+                  key=lambda c: (c["orig"]["sport"], c["zone"]))
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_connection_moves_and_continues(ctb, transport):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    b.start()
+    listen = f"unix:{b.ferryd.path('migrate.sock')}" if transport == "unix" else "tcp:127.0.0.1:0"
+    address = b.call("migrate.receive", {"listen": listen, "timeout_s": 20})["address"]
+    if transport == "tcp":
+        assert address.startswith("tcp:127.0.0.1:") and not address.endswith(":0"), address
+    sent = a.call("migrate.send", {"to": address})
+    assert sent["connections"] == 1 and sent["phase"] == "sending", sent
+    src = wait_phase(a)
+    dst = wait_phase(b)
+    assert src["phase"] == "committed" and dst["phase"] == "committed", (src, dst)
+    assert src["role"] == "source" and dst["role"] == "target"
+    assert src["pause_ms"] > 0 and dst["pause_ms"] > 0
+    assert dst["connections"] == 1 and dst["bytes_done"] == src["stream_bytes"]
+    assert a.conns() == []  # retired on the source, quietly
+    a.finish()
+    a.check_outputs()  # nothing was sent by the source when it retired the connection
+    continue_on(b)
+
+
+def test_refused_stream_leaves_the_source_as_it_was(ctb):
+    a = source_with_connection(ctb)
+    before = comparable(a.conns())
+    b = ctb(rules=stateful_rules())  # without A's ports: the stream cannot be installed
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('m.sock')}"})["address"]
+    a.call("migrate.send", {"to": address})
+    src = wait_phase(a)
+    assert src["phase"] == "refused" and "lan1" in src["error"], src
+    assert wait_phase(b)["phase"] == "refused"
+    assert b.conns() == []
+    assert comparable(a.conns()) == before
+    # A's workers run again: the connection goes on there.
+    data = cli(40001, "PA", 1011, 5011, b"still A")
+    a.phase([data], out={"outside": [data]})
+
+
+def fake_target(path, behaviour):
+    """A unix socket that takes one connection and then: "close_early" reads 100 bytes and
+    closes; "silent" reads the whole stream and never answers."""
+    srv_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv_sock.bind(path)
+    srv_sock.listen(1)
+
+    def run():
+        conn, _ = srv_sock.accept()
+        if behaviour == "close_early":
+            conn.recv(100)
+            conn.close()
+        else:
+            conn.settimeout(5)
+            try:
+                while conn.recv(65536):
+                    pass
+            except socket.timeout:
+                pass
+            time.sleep(5)
+            conn.close()
+        srv_sock.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("behaviour", ["close_early", "silent"])
+def test_target_dying_or_silent_leaves_the_source_as_it_was(ctb, behaviour, tmp_path):
+    a = source_with_connection(ctb)
+    before = comparable(a.conns())
+    stats_before = a.call("ct.stats")["connections"]
+    path = str(tmp_path / "fake.sock")
+    fake_target(path, behaviour)
+    a.call("migrate.send", {"to": f"unix:{path}", "timeout_s": 2})
+    src = wait_phase(a)
+    assert src["phase"] == "failed", src
+    assert comparable(a.conns()) == before
+    assert a.call("ct.stats")["connections"] == stats_before
+    reply = srv(40001, "PA", 5011, 1011, b"A goes on")
+    a.phase([reply], out={"inside": [reply]})
+
+
+def test_a_to_b_to_a(ctb):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('b.sock')}"})["address"]
+    a.call("migrate.send", {"to": address})
+    assert wait_phase(a)["phase"] == "committed"
+    assert wait_phase(b)["phase"] == "committed"
+    reply = srv(40001, "PA", 5011, 1011, b"on B")
+    b.phase([reply], out={"inside": [reply]})
+    # Back to A, which listens now: the client's port's state (B has a port A lacks, wan3, so
+    # the whole switch's stream would be refused).
+    back = a.call("migrate.receive", {"listen": f"unix:{a.ferryd.path('a.sock')}"})["address"]
+    b.call("migrate.send", {"to": back, "port": "lan1"})
+    assert wait_phase(b)["phase"] == "committed"
+    assert wait_phase(a)["phase"] == "committed"
+    assert b.conns() == []
+    c = a.conn(sport=40001)
+    assert c["state"] == "ESTABLISHED" and c["packets"][1] == 3, c  # B's reply counted
+    more = cli(40001, "PA", 1011, 5015, b"back on A")
+    a.phase([more], out={"outside": [more]})
+
+
+def test_one_migration_at_a_time(ctb):
+    b = target(ctb)
+    b.start()
+    b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('x.sock')}", "timeout_s": 30})
+    from ferry_harness import RpcError
+    with pytest.raises(RpcError) as e:
+        b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('y.sock')}"})
+    assert e.value.code == -32001
+    with pytest.raises(RpcError) as e:
+        b.call("migrate.send", {"to": "tcp:nosuchhost.invalid:1"})
+    assert e.value.code == -32001
