@@ -39,16 +39,17 @@ constexpr double kDefaultTimeoutS = 30;  // unsafe commands pause workers; port 
 
 /// How a verb's arguments become params.
 enum class Args {
-    kNone,           // no arguments
-    kName,           // NAME -> {"name": NAME}
-    kOptionalName,   // [NAME]
-    kKeyValues,      // [key=value ...]
-    kNameKeyValues,  // NAME key=value ...
-    kMethodJson,     // METHOD [JSON-PARAMS]: the escape hatch
-    kRuleJson,       // RULE-JSON: an object -> {"rule": ...}, an array -> {"rules": [...]}
-    kIds,            // ID ... -> {"ids": [...]}
-    kOptionalIds,    // [ID ...]: none means all
-    kPatterns,       // [replace] PATTERNS-JSON|@FILE -> {"patterns": [...], "replace": bool}
+    kNone,            // no arguments
+    kName,            // NAME -> {"name": NAME}
+    kOptionalName,    // [NAME]
+    kKeyValues,       // [key=value ...]
+    kNameKeyValues,   // NAME key=value ...
+    kMethodJson,      // METHOD [JSON-PARAMS]: the escape hatch
+    kRuleJson,        // RULE-JSON: an object -> {"rule": ...}, an array -> {"rules": [...]}
+    kIds,             // ID ... -> {"ids": [...]}
+    kOptionalIds,     // [ID ...]: none means all
+    kPatterns,        // [replace] PATTERNS-JSON|@FILE -> {"patterns": [...], "replace": bool}
+    kFirstKeyValues,  // VALUE key=value ... -> {first_key: VALUE, key: value ...}
 };
 
 struct Verb {
@@ -58,6 +59,8 @@ struct Verb {
     std::string_view synopsis;  // the arguments, for the usage text
     std::string_view help;
     std::string_view columns;  // keys to show first (results carry no key order of their own)
+    std::string_view first_key = {};  // kFirstKeyValues: the params key of the first argument
+    bool follow = false;              // poll migrate.status until the migration ends
 };
 
 constexpr std::string_view kPortColumns =
@@ -67,6 +70,9 @@ constexpr std::string_view kPortColumns =
 constexpr std::string_view kCtColumns =
     "worker zone proto state orig reply nat mark ports packets bytes timeout_s";
 constexpr std::string_view kDpiColumns = "id action direction flags mark matches regex";
+constexpr std::string_view kMigrateColumns =
+    "role phase address port connections dpi_streams macs stream_bytes bytes_done pause_ms "
+    "elapsed_ms error";
 constexpr std::string_view kRuleColumns = "id table priority match actions packets bytes offload";
 
 // clang-format off
@@ -100,6 +106,15 @@ constexpr Verb kVerbs[] = {
     {"dpi stats",  "dpi.stats",  Args::kNone,          "",                "payload inspection counters, streams and database",
      "generation hash pattern_count streams_in_use packets bytes matches drops alerts marks"},
     {"dpi clear",  "dpi.clear",  Args::kOptionalIds,   "[ID ...]",        "remove payload patterns, all by default", "patterns generation hash"},
+    {"migrate save",    "migrate.save",    Args::kFirstKeyValues, "FILE [port=NAME]",
+     "checkpoint the switch's (or one port's) state into a file", "file bytes ports connections dpi_streams macs ms", "file"},
+    {"migrate load",    "migrate.load",    Args::kFirstKeyValues, "FILE",
+     "install a checkpoint (all or nothing)", "file bytes connections dpi_continued dpi_restarted macs ms", "file"},
+    {"migrate receive", "migrate.receive", Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [timeout_s=N]",
+     "wait for one incoming migration (returns at once; see migrate status)", "phase address", "listen"},
+    {"migrate send",    "migrate.send",    Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [port=NAME] [timeout_s=N]",
+     "move the switch's (or one port's) state to a target, showing progress until it commits", kMigrateColumns, "to", true},
+    {"migrate status",  "migrate.status",  Args::kNone,           "", "the current or last migration", kMigrateColumns},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
 // clang-format on
@@ -126,10 +141,11 @@ std::string usage_text() {
     std::string out =
         "usage: ferryctl [-s SOCKET] [--json] [--timeout SEC] COMMAND [ARGS...]\n\ncommands:\n";
     for (const Verb& v : kVerbs) {
-        std::string left = "  " + std::string(v.words);
-        if (!v.synopsis.empty()) left += " " + std::string(v.synopsis);
+        std::string left("  ");
+        left.append(v.words);
+        if (!v.synopsis.empty()) left.append(" ").append(v.synopsis);
         left.resize(std::max<size_t>(left.size() + 2, 34), ' ');
-        out += left + std::string(v.help) + "\n";
+        out.append(left).append(v.help).append("\n");
     }
     out +=
         "\noptions:\n"
@@ -309,6 +325,12 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             (*params)["patterns"] = doc;
             return 0;
         }
+        case Args::kFirstKeyValues:
+            if (args.empty() || args[0].find('=') != std::string::npos)
+                return usage_error("missing argument; usage: ferryctl " + synopsis);
+            (*params)[std::string(verb.first_key)] = args[0];
+            args.erase(args.begin());
+            break;
         case Args::kOptionalIds:
             if (args.empty()) return 0;
             [[fallthrough]];
@@ -340,7 +362,8 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             }
             return 0;
     }
-    if (verb.args == Args::kKeyValues || verb.args == Args::kNameKeyValues) {
+    if (verb.args == Args::kKeyValues || verb.args == Args::kNameKeyValues ||
+        verb.args == Args::kFirstKeyValues) {
         if (Status added = add_key_values(args, key_kinds(), params); !added) {
             return usage_error(added.error().message);
         }
@@ -430,6 +453,51 @@ Result<std::string> exchange(const std::string& path, const std::string& request
 }
 
 /// Runs one command. Context: ferryctl. @return the exit status.
+/// Polls migrate.status until the migration ends, showing its phase and progress on stderr.
+/// @return 0 when it committed, 1 when it was refused or failed, 2 when ferryd went away
+int follow_migration(const Options& opts) {
+    const bool tty = isatty(STDERR_FILENO) != 0;
+    std::string last;
+    for (;;) {
+        json request = {{"jsonrpc", "2.0"}, {"method", "migrate.status"}, {"id", 1}};
+        Result<std::string> line = exchange(opts.socket, request.dump() + "\n", opts.timeout_s);
+        if (!line) {
+            std::cerr << "ferryctl: " << line.error().message << "\n";
+            return kExitUnreachable;
+        }
+        ordered_json r = ordered_json::parse(*line, nullptr, false);
+        if (!r.is_object() || !r.contains("result")) {
+            std::cerr << "ferryctl: malformed answer from ferryd\n";
+            return kExitUnreachable;
+        }
+        const ordered_json& st = r["result"];
+        const std::string phase = st.value("phase", "");
+        const uint64_t total = st.value("stream_bytes", uint64_t{0});
+        const uint64_t done = st.value("bytes_done", uint64_t{0});
+        std::string progress("migrate: ");
+        progress.append(phase);
+        if (total != 0) {
+            progress.append(" ").append(std::to_string(done * 100 / total)).append("% (");
+            progress.append(std::to_string(done)).append(" of ").append(std::to_string(total));
+            progress.append(" bytes)");
+        }
+        if (tty)
+            std::cerr << "\r" << progress << "\x1b[K" << std::flush;
+        else if (progress != last)
+            std::cerr << progress << "\n";
+        last = progress;
+        if (phase == "committed" || phase == "refused" || phase == "failed" || phase == "idle") {
+            if (tty) std::cerr << "\n";
+            if (opts.json_output)
+                std::cout << st.dump(2) << "\n";
+            else
+                std::cout << format_result(st, kMigrateColumns);
+            return phase == "committed" ? 0 : kExitRefused;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
 int run(int argc, char** argv) {
     int exit_code = 0;
     std::optional<Options> opts = parse_options(argc, argv, &exit_code);
@@ -472,6 +540,7 @@ int run(int argc, char** argv) {
         std::cerr << "ferryctl: error " << code << ": " << message << "\n";
         return kExitRefused;
     }
+    if (verb->follow) return follow_migration(*opts);
     const ordered_json& result = response["result"];
     if (opts->json_output) {
         std::cout << result.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";

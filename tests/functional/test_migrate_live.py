@@ -149,3 +149,36 @@ def test_one_migration_at_a_time(ctb):
     with pytest.raises(RpcError) as e:
         b.call("migrate.send", {"to": "tcp:nosuchhost.invalid:1"})
     assert e.value.code == -32001
+
+
+def test_ferryctl_migrate_verbs(ctb, tmp_path):
+    """ferryctl migrate receive / send (progress until committed, exit 0) / status, and
+    migrate save / load; a send that fails is exit 1 with the reason."""
+    import subprocess
+    from ferry_harness import FERRYCTL
+
+    def ctl(b, *args):
+        return subprocess.run([FERRYCTL, "-s", b.ferryd.socket, *args], capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    b.start()
+    r = ctl(b, "migrate", "receive", f"unix:{b.ferryd.path('c.sock')}", "timeout_s=20")
+    assert r.returncode == 0 and "listening" in r.stdout, r.stderr
+    r = ctl(a, "migrate", "send", f"unix:{b.ferryd.path('c.sock')}")
+    assert r.returncode == 0, r.stderr
+    assert "migrate: committed" in r.stderr and "committed" in r.stdout, (r.stdout, r.stderr)
+    wait_phase(b)
+    r = ctl(b, "--json", "migrate", "status")
+    assert '"phase": "committed"' in r.stdout and '"role": "target"' in r.stdout, r.stdout
+    r = ctl(b, "migrate", "save", str(tmp_path / "b.bin"))
+    assert r.returncode == 0 and "connections" in r.stdout, r.stderr
+    r = ctl(a, "migrate", "load", str(tmp_path / "b.bin"))  # back to A through a file
+    assert r.returncode == 0 and "connections:      1" in r.stdout, (r.stdout, r.stderr)
+    r = ctl(a, "migrate", "load", str(tmp_path / "b.bin"))
+    assert r.returncode == 1 and "clashes" in r.stderr, r.stderr
+    r = ctl(a, "migrate", "send", f"unix:{tmp_path / 'nobody.sock'}", "timeout_s=1")
+    assert r.returncode == 1 and "failed" in r.stdout, (r.stdout, r.stderr)
+    r = ctl(a, "migrate", "send")
+    assert r.returncode == 64
