@@ -90,7 +90,8 @@ json MigrationSession::status() const {
            {"dpi_streams", st_.dpi_streams},
            {"macs", st_.macs},
            {"pause_ms", st_.pause_ms},
-           {"elapsed_ms", elapsed}};
+           {"elapsed_ms", elapsed},
+           {"steps_ms", st_.steps_ms}};
     if (!st_.port.empty()) j["port"] = st_.port;
     if (!st_.error.empty()) j["error"] = st_.error;
     return j;
@@ -119,6 +120,7 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         }
         active_fd_.store(*conn);
         set_phase("receiving");
+        const auto t_recv = Clock::now();
         auto bytes = transport_read_stream(*conn, deadline, kMaxStreamBytes,
                                            [this](size_t offset, size_t length) {
                                                std::lock_guard lock(mu_);
@@ -140,10 +142,13 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
             finish("failed", bytes.error().message);
             return;
         }
+        const auto t_parse = Clock::now();
         auto state = read_stream(bytes->data(), bytes->size());
         if (!state) return refuse(state.error().message);
         {
             std::lock_guard lock(mu_);
+            st_.steps_ms["receive"] = ms_between(t_recv, t_parse);
+            st_.steps_ms["parse"] = ms_between(t_parse, Clock::now());
             st_.connections = state->connections.size();
             st_.dpi_streams = state->dpi.size();
             st_.macs = state->macs.size();
@@ -159,11 +164,15 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
                 done->set_value(p.error());
                 return;
             }
+            const auto t_paused = Clock::now();
             auto r = MigrationControl(sw_).install(*shared);
+            const auto t_installed = Clock::now();
             sw_.resume();
             {
                 std::lock_guard lock(mu_);
                 st_.pause_ms = ms_between(t0, Clock::now());
+                st_.steps_ms["pause"] = ms_between(t0, t_paused);
+                st_.steps_ms["install"] = ms_between(t_paused, t_installed);
             }
             done->set_value(std::move(r));
         });
@@ -190,6 +199,7 @@ Result<json> MigrationSession::send(const std::string& address,
     if (Status p = sw_.pause(); !p) return p.error();
     holding_pause_ = true;
     paused_at_ = t0;
+    const auto t_paused = Clock::now();
     auto captured = MigrationControl(sw_).capture(port);
     if (!captured) {
         holding_pause_ = false;
@@ -197,10 +207,15 @@ Result<json> MigrationSession::send(const std::string& address,
         return captured.error();
     }
     auto shared = std::make_shared<MigrationState>(std::move(*captured));
+    const auto t_captured = Clock::now();
     auto bytes = std::make_shared<std::vector<uint8_t>>(write_stream(*shared));
+    const auto t_encoded = Clock::now();
     {
         std::lock_guard lock(mu_);
         st_ = Progress{};
+        st_.steps_ms["pause"] = ms_between(t0, t_paused);
+        st_.steps_ms["capture"] = ms_between(t_paused, t_captured);
+        st_.steps_ms["encode"] = ms_between(t_captured, t_encoded);
         st_.role = "source";
         st_.phase = "sending";
         st_.address = address;
@@ -213,6 +228,7 @@ Result<json> MigrationSession::send(const std::string& address,
     }
     const Deadline deadline = deadline_in(timeout_s);
     thread_ = std::thread([this, shared, bytes, address, deadline] {
+        const auto t_thread = Clock::now();
         Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
         auto fd = transport_connect(address, deadline);
         if (!fd) {
@@ -226,12 +242,16 @@ Result<json> MigrationSession::send(const std::string& address,
                 std::lock_guard lock(mu_);
                 st_.bytes_done = at + n;
             }
+            const auto t_sent = Clock::now();
             if (!sent) {
                 answer = sent.error();
             } else {
                 set_phase("waiting_commit");
                 answer = transport_read_answer(*fd, deadline);
             }
+            std::lock_guard lock(mu_);
+            st_.steps_ms["send"] = ms_between(t_thread, t_sent);
+            st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
             active_fd_.store(-1);
             close(*fd);
         }
@@ -239,7 +259,12 @@ Result<json> MigrationSession::send(const std::string& address,
         sw_.post([this, shared, answer] {
             const bool committed =
                 answer && answer->commit && answer->stream_id == shared->stream_id;
+            const auto t_retire = Clock::now();
             if (committed) MigrationControl(sw_).retire(*shared);
+            {
+                std::lock_guard lock(mu_);
+                st_.steps_ms["retire"] = ms_between(t_retire, Clock::now());
+            }
             holding_pause_ = false;
             sw_.resume();
             {

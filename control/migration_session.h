@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -60,6 +61,7 @@ private:
         size_t macs = 0;
         std::string error;
         double pause_ms = 0;  // workers paused on this side
+        std::map<std::string, double> steps_ms;  // where the time went, step by step
         double total_ms = 0;
         std::chrono::steady_clock::time_point started{};
     };
