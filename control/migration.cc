@@ -112,15 +112,17 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
     }
     // Conflicts, room per owner shard, zone limits: all before any change.
     std::vector<uint32_t> per_shard(n_workers, 0);
-    std::map<uint16_t, uint32_t> per_zone;
+    std::vector<uint32_t> per_zone(kCtZones, 0);
     for (const MigratedConnection& c : s.connections) {
-        for (const CtTuple* t : {&c.orig, &c.reply})
-            for (uint16_t w = 0; w < n_workers; ++w)
-                if (ct.shard(w).table().lookup(*t).found())
-                    return make_error(ErrorCode::kConflict, "connection " + tuple_text(c.orig) +
-                                                                " clashes with one tracked here (" +
-                                                                tuple_text(*t) + ", worker " +
-                                                                std::to_string(w) + ")");
+        // Each tuple can only be tracked by its owner (a redirect there names the owner).
+        for (const CtTuple* t : {&c.orig, &c.reply}) {
+            const uint16_t w = ct_owner(*t, n_workers);
+            if (ct.shard(w).table().lookup(*t).found())
+                return make_error(ErrorCode::kConflict, "connection " + tuple_text(c.orig) +
+                                                            " clashes with one tracked here (" +
+                                                            tuple_text(*t) + ", worker " +
+                                                            std::to_string(w) + ")");
+        }
         ++per_shard[ct_owner(c.orig, n_workers)];
         ++per_zone[c.orig.zone];
     }
@@ -132,7 +134,9 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
                                   std::to_string(t.capacity() - t.size()) + " connections, the " +
                                   "stream brings " + std::to_string(per_shard[w]));
     }
-    for (const auto& [zone, n] : per_zone) {
+    for (uint32_t zone = 0; zone < kCtZones; ++zone) {
+        const uint32_t n = per_zone[zone];
+        if (n == 0) continue;
         const CtZone& z = ct.zones().zones[zone];
         const uint32_t limit = z.limit.load(std::memory_order_relaxed);
         const uint32_t count = z.count.load(std::memory_order_relaxed);
@@ -170,7 +174,7 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
                                                       " (its buckets are full); nothing installed");
         }
         placed.emplace_back(w, idx);
-        deliver_notices();
+        if (ct.shard(w).notice_count() != 0) deliver_notices();
     }
     InstallReport report;
     report.connections = placed.size();
