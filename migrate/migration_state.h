@@ -64,7 +64,9 @@ struct MigrationState {
     std::vector<MigratedPort> ports;
     std::vector<MigratedMac> macs;
     std::vector<MigratedConnection> connections;  // in stream order, deltas applied
-    std::vector<CtTuple> gone;                    // orig tuples of connections that ended
+    // Orig tuples of connections that ended: the writer sends those of connections it also
+    // writes (a delta); the reader leaves here the ones that were sent and then ended.
+    std::vector<CtTuple> gone;
     uint64_t dpi_hash = 0;
     std::vector<MigratedDpi> dpi;
     std::string rules_json;  // empty: no RULES section

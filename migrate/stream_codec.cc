@@ -186,6 +186,9 @@ std::string decode_port(const uint8_t* p, size_t n, DecodeContext& ctx) {
             return "port " + port.name + ": prefix length " + std::to_string(a.prefix_length);
         if ((a.flags & ~(kAddrConfigured | kAddrLearned | kAddrLinkLocal)) != 0)
             return "port " + port.name + ": unknown address flags";
+        if (a.family == 4 &&
+            std::any_of(a.address.begin() + 4, a.address.end(), [](uint8_t b) { return b != 0; }))
+            return "port " + port.name + ": IPv4 address with bytes after it";
         port.addresses.push_back(a);
     }
     if (!r.done()) return "PORT payload length does not match its contents";

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <vector>
 
 #include "migrate/crc32c.h"
 #include "migrate/stream_codec.h"
@@ -64,7 +65,9 @@ std::string check_trailer(const uint8_t* p, size_t n, uint32_t sections, const D
     return "";
 }
 
-/// Drops connections a CONNECTIONS_GONE removed and maps DPI entries to final indices.
+/// Drops connections a CONNECTIONS_GONE removed and maps DPI entries to final indices. A gone
+/// tuple that a later entry sent again names a live connection: it leaves `gone`, so that the
+/// state written back (write_stream) does not end that connection.
 void compact(MigrationState& s, const DecodeContext& c) {
     std::vector<uint32_t> final_index(s.connections.size(), UINT32_MAX);
     std::vector<MigratedConnection> live;
@@ -83,6 +86,7 @@ void compact(MigrationState& s, const DecodeContext& c) {
         dpi.push_back(std::move(d));
     }
     s.dpi = std::move(dpi);
+    std::erase_if(s.gone, [&](const CtTuple& t) { return c.slot_of_tuple.count(t) != 0; });
 }
 
 }  // namespace
@@ -115,6 +119,10 @@ Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo
     if (header_length > n) return stream_error("truncated header", n);
     if (header_length < 30)
         return stream_error("header_length " + std::to_string(header_length), 12);
+    // The CRC first, as for sections: a damaged header is a CRC mismatch, not a malformed field.
+    WireReader crc_at(data + header_length - 4, 4);
+    if (crc_at.u32() != crc32c(data, header_length - 4u))
+        return stream_error("header CRC mismatch", header_length - 4u);
     WireReader h(data, header_length - 4);
     h.view(14);
     const uint16_t scope = h.u16();
@@ -122,9 +130,6 @@ Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo
     if (!h.str8(&s.ferryd_version, kMaxVersionText) || s.ferryd_version.empty() ||
         !h.str8(&s.hyperscan_version, kMaxVersionText))
         return stream_error("malformed header", h.pos());
-    WireReader crc_at(data + header_length - 4, 4);
-    if (crc_at.u32() != crc32c(data, header_length - 4u))
-        return stream_error("header CRC mismatch", header_length - 4u);
     if (scope > static_cast<uint16_t>(StreamScope::kPort))
         return stream_error("unknown scope " + std::to_string(scope), 14);
     s.scope = static_cast<StreamScope>(scope);
@@ -134,6 +139,7 @@ Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo
     StreamReadInfo seen;
     seen.version = version;
     size_t at = header_length;
+    bool past_ports = false;  // a known section other than PORT was read
     for (;;) {
         if (n - at < kSectionHeaderBytes) return stream_error("truncated before the trailer", n);
         WireReader sh(data + at, kSectionHeaderBytes);
@@ -161,12 +167,16 @@ Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo
         const SectionKind* kind = nullptr;
         for (const SectionKind& k : kSectionKinds)
             if (static_cast<uint16_t>(k.type) == type) kind = &k;
+        if (kind != nullptr && kind->type == SectionType::kPort && past_ports)
+            return stream_error(
+                "PORT: a PORT section after other sections (PORT sections come first)", at);
         if (kind == nullptr) {
             if (critical) return stream_error("unknown critical section type " + hex16(type), at);
             ++seen.skipped;
         } else if (std::string e = kind->decode(payload, length, ctx); !e.empty()) {
             return stream_error(std::string(kind->name) + ": " + e, at);
         }
+        if (kind != nullptr && kind->type != SectionType::kPort) past_ports = true;
         ++seen.sections;
         at += kSectionHeaderBytes + length;
     }

@@ -1,6 +1,7 @@
 #include "migrate/stream_writer.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "migrate/crc32c.h"
 #include "migrate/stream_codec.h"
@@ -11,6 +12,16 @@ namespace {
 
 // Connections per CONNECTIONS section: 13.6 MB, well inside the 64 MiB section limit.
 constexpr size_t kConnectionsPerSection = 65536;
+// Tuples per CONNECTIONS_GONE section: a u32 count and the tuples within 64 MiB.
+constexpr size_t kGonePerSection = (kMaxSectionBytes - 4) / kTupleWireBytes;
+// A DPI_STREAMS section: the database hash and count, then per entry the connection and per
+// direction state, seen, next_seq and length (13 bytes), then the stream bytes.
+constexpr size_t kDpiSectionFixedBytes = 12;
+constexpr size_t kDpiEntryFixedBytes = 4 + 2 * 13;
+
+size_t dpi_entry_bytes(const MigratedDpi& d) {
+    return kDpiEntryFixedBytes + d.state.streams[0].size() + d.state.streams[1].size();
+}
 
 std::string clip(const std::string& s, size_t n) {
     return s.size() <= n ? s : s.substr(0, n);
@@ -76,19 +87,50 @@ void StreamWriter::connections(const MigratedConnection* c, size_t n) {
 }
 
 void StreamWriter::connections_gone(const std::vector<CtTuple>& gone) {
-    scratch_.clear();
-    encode_connections_gone(gone, scratch_);
-    put_section(static_cast<uint16_t>(SectionType::kConnectionsGone), true, scratch_.data(),
-                scratch_.size());
-    gone_ += static_cast<uint32_t>(gone.size());
+    // Split so that every section stays within the reader's section limit.
+    size_t at = 0;
+    do {
+        const size_t end = std::min(gone.size(), at + kGonePerSection);
+        scratch_.clear();
+        if (at == 0 && end == gone.size()) {
+            encode_connections_gone(gone, scratch_);
+        } else {
+            encode_connections_gone(
+                std::vector<CtTuple>(gone.begin() + static_cast<ptrdiff_t>(at),
+                                     gone.begin() + static_cast<ptrdiff_t>(end)),
+                scratch_);
+        }
+        put_section(static_cast<uint16_t>(SectionType::kConnectionsGone), true, scratch_.data(),
+                    scratch_.size());
+        gone_ += static_cast<uint32_t>(end - at);
+        at = end;
+    } while (at < gone.size());
 }
 
 void StreamWriter::dpi_streams(uint64_t hash, const std::vector<MigratedDpi>& dpi) {
-    scratch_.clear();
-    encode_dpi_streams(hash, dpi, scratch_);
-    put_section(static_cast<uint16_t>(SectionType::kDpiStreams), false, scratch_.data(),
-                scratch_.size());
-    dpi_ += static_cast<uint32_t>(dpi.size());
+    // Compressed streams add up: split so that every section stays within the reader's section
+    // limit (the same hash in each). An entry too large for any section still goes, alone, and
+    // the reader refuses it.
+    size_t at = 0;
+    do {
+        size_t end = at, bytes = kDpiSectionFixedBytes;
+        while (end < dpi.size() &&
+               (end == at || bytes + dpi_entry_bytes(dpi[end]) <= kMaxSectionBytes))
+            bytes += dpi_entry_bytes(dpi[end++]);
+        scratch_.clear();
+        if (at == 0 && end == dpi.size()) {
+            encode_dpi_streams(hash, dpi, scratch_);
+        } else {
+            encode_dpi_streams(hash,
+                               std::vector<MigratedDpi>(dpi.begin() + static_cast<ptrdiff_t>(at),
+                                                        dpi.begin() + static_cast<ptrdiff_t>(end)),
+                               scratch_);
+        }
+        put_section(static_cast<uint16_t>(SectionType::kDpiStreams), false, scratch_.data(),
+                    scratch_.size());
+        dpi_ += static_cast<uint32_t>(end - at);
+        at = end;
+    } while (at < dpi.size());
 }
 
 void StreamWriter::rules(const std::string& json) {
@@ -118,7 +160,17 @@ std::vector<uint8_t> write_stream(const MigrationState& s) {
     for (const MigratedPort& p : s.ports) w.port(p);
     if (!s.macs.empty()) w.macs(s.macs);
     if (!s.connections.empty()) w.connections(s.connections.data(), s.connections.size());
-    if (!s.gone.empty()) w.connections_gone(s.gone);
+    if (!s.gone.empty()) {
+        // A gone tuple can only name a connection sent earlier in the stream: those of s.gone
+        // that are among s.connections, each once. The others (a state read from a stream with
+        // deltas holds the tuples whose connections it already dropped) have nothing to end.
+        std::unordered_set<CtTuple, CtTupleHasher> sent;
+        for (const MigratedConnection& c : s.connections) sent.insert(c.orig);
+        std::vector<CtTuple> gone;
+        for (const CtTuple& t : s.gone)
+            if (sent.erase(t) != 0) gone.push_back(t);
+        if (!gone.empty()) w.connections_gone(gone);
+    }
     if (!s.dpi.empty()) w.dpi_streams(s.dpi_hash, s.dpi);
     if (!s.rules_json.empty()) w.rules(s.rules_json);
     w.finish();
