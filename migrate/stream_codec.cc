@@ -14,7 +14,8 @@ constexpr uint8_t kMaxWindowScale = 14;
 
 // ---- Tuples ------------------------------------------------------------------------------------
 
-void put_tuple(WireWriter& w, const CtTuple& t) {
+template <class Writer>
+void put_tuple(Writer& w, const CtTuple& t) {
     w.u8(t.ip_version);
     w.u8(t.proto);
     w.u16(t.zone);
@@ -88,11 +89,13 @@ void encode_macs(const std::vector<MigratedMac>& macs, std::vector<uint8_t>& out
 }
 
 void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
-    WireWriter w(out);
+    const size_t base = out.size();
+    out.resize(base + 4 + n * kConnectionWireBytes);  // then written without bounds checks
+    RawWriter w(out.data() + base);
     w.u32(static_cast<uint32_t>(n));
     for (size_t i = 0; i < n; ++i) {
         const MigratedConnection& e = c[i];
-        const size_t start = w.size();
+        const uint8_t* start = w.at();
         put_tuple(w, e.orig);
         put_tuple(w, e.reply);
         w.u8(e.orig.proto == kProtoTcp ? kTcpStateWire[static_cast<size_t>(e.tcp_state)]
@@ -121,7 +124,7 @@ void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8
         w.u32(e.tcp_retrans);
         for (int d = 0; d < 2; ++d) w.u64(e.packets[d]);
         for (int d = 0; d < 2; ++d) w.u64(e.bytes[d]);
-        while (w.size() - start < kConnectionWireBytes) w.u8(0);
+        w.zeros(kConnectionWireBytes - static_cast<size_t>(w.at() - start));
     }
 }
 
@@ -225,40 +228,45 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
     if (n != 4 + size_t{count} * kConnectionWireBytes)
         return "CONNECTIONS payload length does not match its count";
     MigrationState& s = *ctx.state;
+    s.connections.reserve(s.connections.size() + count);
+    ctx.gone.reserve(ctx.gone.size() + count);
+    ctx.slot_of_number.reserve(ctx.slot_of_number.size() + count);
+    ctx.slot_of_tuple.reserve(ctx.slot_of_tuple.size() + count);
     for (uint32_t i = 0; i < count; ++i) {
-        const std::string where = "connection " + std::to_string(ctx.entries) + ": ";
+        // Built only for an error message.
+        auto where = [&ctx] { return "connection " + std::to_string(ctx.entries) + ": "; };
         MigratedConnection c;
-        if (std::string e = get_tuple(r, &c.orig); !e.empty()) return where + e;
-        if (std::string e = get_tuple(r, &c.reply); !e.empty()) return where + e;
+        if (std::string e = get_tuple(r, &c.orig); !e.empty()) return where() + e;
+        if (std::string e = get_tuple(r, &c.reply); !e.empty()) return where() + e;
         if (c.orig.ip_version != c.reply.ip_version || c.orig.proto != c.reply.proto ||
             c.orig.zone != c.reply.zone)
-            return where + "orig and reply differ in IP version, protocol or zone";
+            return where() + "orig and reply differ in IP version, protocol or zone";
         const uint8_t state = r.u8();
         r.u8();
         if (c.orig.proto == kProtoTcp) {
             auto it = std::find(kTcpStateWire.begin() + 1, kTcpStateWire.end(), state);
             if (it == kTcpStateWire.end())
-                return where + "TCP state " + std::to_string(state) + " is not a TCP state";
+                return where() + "TCP state " + std::to_string(state) + " is not a TCP state";
             c.tcp_state = static_cast<TcpState>(it - kTcpStateWire.begin());
         } else if (state == kOtherFirstWire || state == kOtherMultipleWire) {
             c.other_state =
                 state == kOtherFirstWire ? CtOtherState::kFirst : CtOtherState::kMultiple;
         } else {
-            return where + "state " + std::to_string(state) + " is not a state of protocol " +
+            return where() + "state " + std::to_string(state) + " is not a state of protocol " +
                    std::to_string(c.orig.proto);
         }
         uint32_t flags = 0;
         if (!map_flags(kConnFlagWire, r.u16(), false, &flags))
-            return where + "unknown connection flags";
+            return where() + "unknown connection flags";
         c.flags = static_cast<uint8_t>(flags);
         if (!(c.flags & (kCtfSrcNat | kCtfDstNat)) && !(c.reply == ct_tuple_reverse(c.orig)))
-            return where + "reply tuple is not the reverse of orig, without NAT";
+            return where() + "reply tuple is not the reverse of orig, without NAT";
         c.mark = r.u32();
         c.remaining_ms = r.u32();
-        if (c.remaining_ms > kMaxRemainingMs) return where + "remaining_ms beyond 30 days";
+        if (c.remaining_ms > kMaxRemainingMs) return where() + "remaining_ms beyond 30 days";
         for (uint16_t& port : c.port) {
             port = r.u16();
-            if (std::string e = port_ref(port, ctx); !e.empty()) return where + e;
+            if (std::string e = port_ref(port, ctx); !e.empty()) return where() + e;
         }
         for (int32_t& off : c.seq_offset) off = r.i32();
         for (TcpPeer& peer : c.peer) {
@@ -268,16 +276,16 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
             peer.scale = r.u8();
             uint32_t pf = 0;
             if (!map_flags(kTcpPeerFlagWire, r.u8(), false, &pf))
-                return where + "unknown TCP peer flags";
+                return where() + "unknown TCP peer flags";
             peer.flags = static_cast<uint8_t>(pf);
             r.u16();
-            if (peer.scale > kMaxWindowScale) return where + "window scale above 14";
+            if (peer.scale > kMaxWindowScale) return where() + "window scale above 14";
         }
         c.tcp_retrans = r.u32();
         for (uint64_t& v : c.packets) v = r.u64();
         for (uint64_t& v : c.bytes) v = r.u64();
         r.view(kConnectionWireBytes - 172);  // reserved
-        if (!r.ok()) return where + "truncated";
+        if (!r.ok()) return where() + "truncated";
         // A later entry of the same connection (a delta after pre-copy) replaces it.
         const auto [it, fresh] =
             ctx.slot_of_tuple.try_emplace(c.orig, static_cast<uint32_t>(s.connections.size()));

@@ -32,9 +32,39 @@ public:
 
 private:
     void put(uint64_t v, int n) {
-        for (int i = n - 1; i >= 0; --i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+        const size_t at = out_.size();
+        out_.resize(at + static_cast<size_t>(n));
+        const uint64_t be = __builtin_bswap64(v) >> (8 * (8 - n));
+        std::memcpy(out_.data() + at, &be, static_cast<size_t>(n));
     }
     std::vector<uint8_t>& out_;
+};
+
+/// Writes big-endian fields into memory the caller sized (bulk sections: no bounds checks).
+class RawWriter {
+public:
+    explicit RawWriter(uint8_t* p) : p_(p) {}
+    void u8(uint8_t v) { *p_++ = v; }
+    void u16(uint16_t v) { store(__builtin_bswap16(v)); }
+    void u32(uint32_t v) { store(__builtin_bswap32(v)); }
+    void u64(uint64_t v) { store(__builtin_bswap64(v)); }
+    void bytes(const uint8_t* src, size_t n) {
+        std::memcpy(p_, src, n);
+        p_ += n;
+    }
+    void zeros(size_t n) {
+        std::memset(p_, 0, n);
+        p_ += n;
+    }
+    uint8_t* at() const { return p_; }
+
+private:
+    template <class T>
+    void store(T v) {
+        std::memcpy(p_, &v, sizeof(v));
+        p_ += sizeof(v);
+    }
+    uint8_t* p_;
 };
 
 class WireReader {
@@ -82,8 +112,8 @@ private:
     uint64_t get(int n) {
         if (!take(static_cast<size_t>(n))) return 0;
         uint64_t v = 0;
-        for (int i = 0; i < n; ++i) v = v << 8 | p_[pos_ - n + i];
-        return v;
+        std::memcpy(&v, p_ + pos_ - n, static_cast<size_t>(n));
+        return __builtin_bswap64(v) >> (8 * (8 - n));
     }
     const uint8_t* p_;
     size_t n_;

@@ -474,7 +474,7 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
     for (const auto& [key, unused] : schema["properties"].items()) root.insert(key);
     EXPECT_EQ(root, (std::set<std::string>{"eal", "control", "workers", "ports", "idle_backoff",
                                            "flow_cache", "max_rules", "meters", "rules",
-                                           "mac_table", "mbufs", "conntrack"}));
+                                           "mac_table", "mbufs", "conntrack", "dpi"}));
     std::set<std::string> port;
     for (const auto& [key, unused] : schema["$defs"]["port"]["properties"].items()) {
         port.insert(key);
@@ -547,6 +547,56 @@ TEST(Config, HostileSizesAreRefusedNotCrashed) {
                   d["rules"] = json::array({{{"a", deep}}});
               }),
               "<root>: nested more than 64 levels");
+}
+
+}  // namespace
+}  // namespace ferry
+
+namespace ferry {
+namespace {
+
+using nlohmann::json;
+
+TEST(Config, DpiSectionAndPatterns) {
+    Result<Config> c = parse_config(json::parse(R"({"workers": [1], "dpi": {"depth_kib": 8,
+        "streams_per_worker": 64, "memory_mb": 2, "patterns": [
+        {"id": 1, "regex": "a.b", "flags": ["caseless", "single_match"], "direction": "to_client",
+         "action": "drop"},
+        {"id": 7, "regex": "x", "action": "mark", "mark": 9}]}})"));
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ(c->dpi.depth_kib, 8u);
+    EXPECT_EQ(c->dpi.streams_per_worker, 64u);
+    EXPECT_EQ(c->dpi.memory_mb, 2u);
+    ASSERT_EQ(c->dpi.patterns.size(), 2u);
+    EXPECT_EQ(c->dpi.patterns[0].flags, kDpiCaseless | kDpiSingleMatch);
+    EXPECT_EQ(c->dpi.patterns[0].direction, DpiDirection::kToClient);
+    EXPECT_EQ(c->dpi.patterns[0].action, DpiVerdictKind::kDrop);
+    EXPECT_EQ(c->dpi.patterns[1].action, DpiVerdictKind::kMark);
+    EXPECT_EQ(c->dpi.patterns[1].mark, 9u);
+    EXPECT_EQ(c->dpi.patterns[1].direction, DpiDirection::kBoth);
+}
+
+TEST(Config, DpiPatternErrorsNameTheKey) {
+    const std::pair<const char*, const char*> cases[] = {
+        {R"([{"id": 1, "regex": "a"}, {"id": 1, "regex": "b"}])",
+         "dpi.patterns[1].id: duplicate id 1"},
+        {R"([{"id": 1, "regex": "a", "mark": 3}])",
+         "dpi.patterns[0].mark: only allowed when action"},
+        {R"([{"id": 1, "regex": "a", "action": "mark"}])", "dpi.patterns[0].mark: required"},
+        {R"([{"id": 1, "regex": "a\u0000b"}])", "dpi.patterns[0].regex: contains a NUL byte"},
+        {R"([{"id": 1, "regex": ""}])", "dpi.patterns[0].regex"},
+        {R"([{"id": 1, "regex": "a", "flags": ["loud"]}])", "dpi.patterns[0].flags[0]"},
+        {R"([{"id": 1, "regex": "a", "direction": "up"}])", "dpi.patterns[0].direction"},
+        {R"([{"regex": "a"}])", "dpi.patterns[0].id: required"},
+    };
+    for (const auto& [patterns, want] : cases) {
+        const json doc =
+            json::parse(std::string(R"({"workers": [1], "dpi": {"patterns": )") + patterns + "}}");
+        Result<Config> c = parse_config(doc);
+        ASSERT_FALSE(c) << patterns;
+        EXPECT_NE(c.error().message.find(want), std::string::npos)
+            << patterns << " -> " << c.error().message;
+    }
 }
 
 }  // namespace
