@@ -121,13 +121,28 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         active_fd_.store(*conn);
         set_phase("receiving");
         const auto t_recv = Clock::now();
-        auto bytes = transport_read_stream(*conn, deadline, kMaxStreamBytes,
-                                           [this](size_t offset, size_t length) {
-                                               std::lock_guard lock(mu_);
-                                               st_.bytes_done = offset + length;
-                                               st_.stream_bytes = offset + length;
-                                               ++st_.sections;
-                                           });
+        // Sections are decoded as they arrive: what remains after the trailer is the delta.
+        StreamReader reader;
+        bool have_header = false;
+        double decode_ms = 0;
+        auto bytes = transport_read_stream(
+            *conn, deadline, kMaxStreamBytes,
+            [&](const uint8_t* stream, size_t offset, size_t length) -> ferry::Status {
+                const auto t = Clock::now();
+                if (!have_header) {
+                    auto h = reader.header(stream, offset);
+                    if (!h) return h.error();
+                    have_header = true;
+                }
+                auto used = reader.section(stream + offset, length, offset);
+                decode_ms += ms_between(t, Clock::now());
+                std::lock_guard lock(mu_);
+                st_.bytes_done = offset + length;
+                st_.stream_bytes = offset + length;
+                ++st_.sections;
+                if (!used) return used.error();
+                return Ok{};
+            });
         auto refuse = [&](const std::string& why) {
             transport_send_answer(*conn, StreamAnswer{false, 0, why}, deadline_in(2));
             active_fd_.store(-1);
@@ -143,12 +158,13 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
             return;
         }
         const auto t_parse = Clock::now();
-        auto state = read_stream(bytes->data(), bytes->size());
+        auto state = reader.finish();
         if (!state) return refuse(state.error().message);
         {
             std::lock_guard lock(mu_);
             st_.steps_ms["receive"] = ms_between(t_recv, t_parse);
-            st_.steps_ms["parse"] = ms_between(t_parse, Clock::now());
+            st_.steps_ms["decode_while_receiving"] = decode_ms;
+            st_.steps_ms["finish"] = ms_between(t_parse, Clock::now());
             st_.connections = state->connections.size();
             st_.dpi_streams = state->dpi.size();
             st_.macs = state->macs.size();

@@ -91,8 +91,7 @@ void compact(MigrationState& s, const DecodeContext& c) {
 
 }  // namespace
 
-Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo* info) {
-    MigrationState s;
+Result<size_t> StreamReader::header(const uint8_t* data, size_t n) {
     WireReader r(data, n);
     std::array<uint8_t, 8> magic{};
     r.bytes(magic.data(), 8);
@@ -126,66 +125,83 @@ Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo
     WireReader h(data, header_length - 4);
     h.view(14);
     const uint16_t scope = h.u16();
-    s.stream_id = h.u64();
-    if (!h.str8(&s.ferryd_version, kMaxVersionText) || s.ferryd_version.empty() ||
-        !h.str8(&s.hyperscan_version, kMaxVersionText))
+    state_.stream_id = h.u64();
+    if (!h.str8(&state_.ferryd_version, kMaxVersionText) || state_.ferryd_version.empty() ||
+        !h.str8(&state_.hyperscan_version, kMaxVersionText))
         return stream_error("malformed header", h.pos());
     if (scope > static_cast<uint16_t>(StreamScope::kPort))
         return stream_error("unknown scope " + std::to_string(scope), 14);
-    s.scope = static_cast<StreamScope>(scope);
+    state_.scope = static_cast<StreamScope>(scope);
+    ctx_.state = &state_;
+    seen_.version = version;
+    header_length_ = header_length;
+    return size_t{header_length};
+}
 
-    DecodeContext ctx;
-    ctx.state = &s;
-    StreamReadInfo seen;
-    seen.version = version;
-    size_t at = header_length;
-    bool past_ports = false;  // a known section other than PORT was read
-    for (;;) {
-        if (n - at < kSectionHeaderBytes) return stream_error("truncated before the trailer", n);
-        WireReader sh(data + at, kSectionHeaderBytes);
-        const uint16_t type = sh.u16();
-        const uint16_t flags = sh.u16();
-        const uint32_t length = sh.u32();
-        const uint32_t crc = sh.u32();
-        const bool critical = (flags & kSectionCritical) != 0;
-        if (length > kMaxSectionBytes)
-            return stream_error("section " + hex16(type) + " of " + std::to_string(length) +
-                                    " bytes (at most " + std::to_string(kMaxSectionBytes) + ")",
-                                at);
-        if (n - at - kSectionHeaderBytes < length)
-            return stream_error("truncated inside section " + hex16(type), n);
-        const uint8_t* payload = data + at + kSectionHeaderBytes;
-        if (crc32c(payload, length) != crc)
-            return stream_error("CRC mismatch in section " + hex16(type), at);
-        if (type == static_cast<uint16_t>(SectionType::kTrailer)) {
-            if (std::string e = check_trailer(payload, length, seen.sections, ctx, at); !e.empty())
-                return stream_error(e, at);
-            at += kSectionHeaderBytes + length;
-            if (at != n) return stream_error("bytes after the trailer", at);
-            break;
-        }
-        const SectionKind* kind = nullptr;
-        for (const SectionKind& k : kSectionKinds)
-            if (static_cast<uint16_t>(k.type) == type) kind = &k;
-        if (kind != nullptr && kind->type == SectionType::kPort && past_ports)
-            return stream_error(
-                "PORT: a PORT section after other sections (PORT sections come first)", at);
-        if (kind == nullptr) {
-            if (critical) return stream_error("unknown critical section type " + hex16(type), at);
-            ++seen.skipped;
-        } else if (std::string e = kind->decode(payload, length, ctx); !e.empty()) {
-            return stream_error(std::string(kind->name) + ": " + e, at);
-        }
-        if (kind != nullptr && kind->type != SectionType::kPort) past_ports = true;
-        ++seen.sections;
-        at += kSectionHeaderBytes + length;
+Result<size_t> StreamReader::section(const uint8_t* data, size_t avail, size_t at) {
+    if (avail < kSectionHeaderBytes)
+        return stream_error("truncated before the trailer", at + avail);
+    WireReader sh(data, kSectionHeaderBytes);
+    const uint16_t type = sh.u16();
+    const uint16_t flags = sh.u16();
+    const uint32_t length = sh.u32();
+    const uint32_t crc = sh.u32();
+    const bool critical = (flags & kSectionCritical) != 0;
+    if (length > kMaxSectionBytes)
+        return stream_error("section " + hex16(type) + " of " + std::to_string(length) +
+                                " bytes (at most " + std::to_string(kMaxSectionBytes) + ")",
+                            at);
+    if (avail - kSectionHeaderBytes < length)
+        return stream_error("truncated inside section " + hex16(type), at + avail);
+    const uint8_t* payload = data + kSectionHeaderBytes;
+    if (crc32c(payload, length) != crc)
+        return stream_error("CRC mismatch in section " + hex16(type), at);
+    if (type == static_cast<uint16_t>(SectionType::kTrailer)) {
+        if (std::string e = check_trailer(payload, length, seen_.sections, ctx_, at); !e.empty())
+            return stream_error(e, at);
+        done_ = true;
+        return kSectionHeaderBytes + length;
     }
-    if (s.scope == StreamScope::kPort && s.ports.size() != 1)
-        return stream_error("a one-port stream with " + std::to_string(s.ports.size()) + " ports",
-                            header_length);
-    compact(s, ctx);
-    if (info != nullptr) *info = seen;
-    return s;
+    const SectionKind* kind = nullptr;
+    for (const SectionKind& k : kSectionKinds)
+        if (static_cast<uint16_t>(k.type) == type) kind = &k;
+    if (kind != nullptr && kind->type == SectionType::kPort && past_ports_)
+        return stream_error("PORT: a PORT section after other sections (PORT sections come first)",
+                            at);
+    if (kind == nullptr) {
+        if (critical) return stream_error("unknown critical section type " + hex16(type), at);
+        ++seen_.skipped;
+    } else if (std::string e = kind->decode(payload, length, ctx_); !e.empty()) {
+        return stream_error(std::string(kind->name) + ": " + e, at);
+    }
+    if (kind != nullptr && kind->type != SectionType::kPort) past_ports_ = true;
+    ++seen_.sections;
+    return kSectionHeaderBytes + length;
+}
+
+Result<MigrationState> StreamReader::finish(StreamReadInfo* info) {
+    if (!done_) return stream_error("truncated before the trailer", 0);
+    if (state_.scope == StreamScope::kPort && state_.ports.size() != 1)
+        return stream_error(
+            "a one-port stream with " + std::to_string(state_.ports.size()) + " ports",
+            header_length_);
+    compact(state_, ctx_);
+    if (info != nullptr) *info = seen_;
+    return std::move(state_);
+}
+
+Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo* info) {
+    StreamReader reader;
+    auto header = reader.header(data, n);
+    if (!header) return header.error();
+    size_t at = *header;
+    while (!reader.done()) {
+        auto used = reader.section(data + at, n - at, at);
+        if (!used) return used.error();
+        at += *used;
+    }
+    if (at != n) return stream_error("bytes after the trailer", at);
+    return reader.finish(info);
 }
 
 }  // namespace ferry

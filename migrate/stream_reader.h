@@ -10,6 +10,7 @@
 
 #include "control/result.h"
 #include "migrate/migration_state.h"
+#include "migrate/stream_codec.h"
 
 namespace ferry {
 
@@ -18,6 +19,32 @@ struct StreamReadInfo {
     uint16_t version = 0;
     uint32_t sections = 0;
     uint32_t skipped = 0;  // unknown non-critical sections
+};
+
+/// The reader one piece at a time: the header, then each section as it arrives (a migration
+/// target decodes the pre-copy while the rest is still on the way), then finish().
+class StreamReader {
+public:
+    StreamReader() = default;
+    StreamReader(const StreamReader&) = delete;  // its decode context points at its state
+    StreamReader& operator=(const StreamReader&) = delete;
+    /// Checks the header at the start of data. @return its length, or the error
+    Result<size_t> header(const uint8_t* data, size_t n);
+    /// Checks and decodes the section at data (avail bytes there, at stream offset `at`).
+    /// @return the section's length (header and payload), or the error
+    Result<size_t> section(const uint8_t* data, size_t avail, size_t at);
+    /// Whether the trailer was read.
+    bool done() const { return done_; }
+    /// The state, once done(); call once.
+    Result<MigrationState> finish(StreamReadInfo* info = nullptr);
+
+private:
+    MigrationState state_;
+    DecodeContext ctx_;
+    StreamReadInfo seen_;
+    uint16_t header_length_ = 0;
+    bool past_ports_ = false;
+    bool done_ = false;
 };
 
 /// Parses data[0, n). Connections that a CONNECTIONS_GONE removed are dropped, and DPI

@@ -238,9 +238,8 @@ Status transport_send(int fd, const uint8_t* data, size_t n, Deadline deadline) 
     return Ok{};
 }
 
-Result<std::vector<uint8_t>> transport_read_stream(
-    int fd, Deadline deadline, size_t max_bytes,
-    const std::function<void(size_t offset, size_t length)>& on_section) {
+Result<std::vector<uint8_t>> transport_read_stream(int fd, Deadline deadline, size_t max_bytes,
+                                                   const SectionCallback& on_section) {
     std::vector<uint8_t> buf(14);
     if (Status s = read_exact(fd, buf.data(), 14, deadline); !s) return s.error();
     if (!std::equal(kStreamMagic.begin(), kStreamMagic.end(), buf.begin())) {
@@ -276,7 +275,10 @@ Result<std::vector<uint8_t>> transport_read_stream(
         buf.resize(at + kSectionHeaderBytes + length);
         if (Status s = read_exact(fd, buf.data() + at + kSectionHeaderBytes, length, deadline); !s)
             return s.error();
-        if (on_section) on_section(at, kSectionHeaderBytes + length);
+        if (on_section) {
+            Status s = on_section(buf.data(), at, kSectionHeaderBytes + length);
+            if (!s) return s.error();
+        }
         if (type == static_cast<uint16_t>(SectionType::kTrailer)) return buf;
     }
 }

@@ -32,13 +32,14 @@ Result<int> transport_connect(const std::string& address, Deadline deadline);
 Status transport_send(int fd, const uint8_t* data, size_t n, Deadline deadline);
 
 /// Reads one stream: the header, then sections up to and including the trailer, nothing more.
-/// on_section is called with each section's bytes (header and payload) as it completes, so a
-/// caller can decode while the rest arrives. @return the stream's bytes, or kInvalidParams
-/// for something that is not a stream (bad magic, a section beyond the size limit), kFailed
-/// when the peer closes early or the deadline passes
-Result<std::vector<uint8_t>> transport_read_stream(
-    int fd, Deadline deadline, size_t max_bytes,
-    const std::function<void(size_t offset, size_t length)>& on_section = {});
+/// on_section is called with the stream so far and each section's offset and length (header
+/// and payload) as it completes, so a caller can decode while the rest arrives; an error it
+/// returns ends the read. @return the stream's bytes, or kInvalidParams for something that is
+/// not a stream (bad magic, a section beyond the size limit, on_section's error), kFailed when
+/// the peer closes early or the deadline passes
+using SectionCallback = std::function<Status(const uint8_t* stream, size_t offset, size_t length)>;
+Result<std::vector<uint8_t>> transport_read_stream(int fd, Deadline deadline, size_t max_bytes,
+                                                   const SectionCallback& on_section = {});
 
 /// The target's answer: commit (message empty) or refusal (message says why).
 struct StreamAnswer {
