@@ -42,28 +42,36 @@ uint64_t random_id() {
 
 }  // namespace
 
-Result<MigrationState> MigrationControl::capture(const std::optional<std::string>& port) const {
-    MigrationState s;
-    s.scope = port ? StreamScope::kPort : StreamScope::kSwitch;
-    s.stream_id = random_id();
-    s.ferryd_version = FERRY_VERSION;
-    s.hyperscan_version = dpi_library_version();
-    std::vector<std::pair<std::string, uint16_t>> ports = sw_.port_slots();
+namespace {
+
+/// The stream's header fields and ports for a one-port (port given) or whole-switch stream;
+/// stream_port maps local slots to stream port numbers. @return kNotFound for an unknown port
+Status begin_state(Switch& sw, const std::optional<std::string>& port, MigrationState* s,
+                   std::vector<uint16_t>* stream_port, std::optional<uint16_t>* slot) {
+    s->scope = port ? StreamScope::kPort : StreamScope::kSwitch;
+    s->stream_id = random_id();
+    s->ferryd_version = FERRY_VERSION;
+    s->hyperscan_version = dpi_library_version();
+    std::vector<std::pair<std::string, uint16_t>> ports = sw.port_slots();
     if (port) {
-        std::optional<uint16_t> slot = sw_.port_slot(*port);
-        if (!slot) return make_error(ErrorCode::kNotFound, "no port named " + *port);
-        ports = {{*port, *slot}};
+        *slot = sw.port_slot(*port);
+        if (!*slot) return make_error(ErrorCode::kNotFound, "no port named " + *port);
+        ports = {{*port, **slot}};
     }
-    std::vector<uint16_t> stream_port(kPortSlots, kNoStreamPort);
+    stream_port->assign(kPortSlots, kNoStreamPort);
     for (size_t i = 0; i < ports.size(); ++i) {
-        stream_port[ports[i].second] = static_cast<uint16_t>(i);
+        (*stream_port)[ports[i].second] = static_cast<uint16_t>(i);
         MigratedPort p;
         p.name = ports[i].first;
-        p.mac = parse_mac(sw_.port_mac_text(p.name));
-        s.ports.push_back(std::move(p));
+        p.mac = parse_mac(sw.port_mac_text(p.name));
+        s->ports.push_back(std::move(p));
     }
-    const uint32_t now_s = sw_.clock_s();
-    sw_.mac_table().for_each([&](uint64_t key, MacEntry e) {
+    return Ok{};
+}
+
+void capture_macs(Switch& sw, const std::vector<uint16_t>& stream_port, MigrationState* s) {
+    const uint32_t now_s = sw.clock_s();
+    sw.mac_table().for_each([&](uint64_t key, MacEntry e) {
         if (e.port >= kPortSlots || stream_port[e.port] == kNoStreamPort) return;
         MigratedMac m;
         const uint64_t addr = mac_key_addr(key);
@@ -71,31 +79,123 @@ Result<MigrationState> MigrationControl::capture(const std::optional<std::string
         m.vlan = mac_key_vlan(key);
         m.port = stream_port[e.port];
         m.age_ms = (now_s - e.stamp_s) * 1000;
-        s.macs.push_back(m);
+        s->macs.push_back(m);
     });
+}
+
+/// Whether a connection belongs to a one-port migration of `slot` (any without a slot).
+bool in_scope(const CtEntry& e, const std::optional<uint16_t>& slot) {
+    if (e.flags & kCtfRedirect) return false;  // the owner's placement, not a connection
+    return !slot || e.port[0] == *slot || e.port[1] == *slot;
+}
+
+/// Appends connection (w, i) and its DPI state to s.
+void add_connection(Switch& sw, uint16_t w, uint32_t i, uint64_t now_ms,
+                    const std::vector<uint16_t>& stream_port, MigrationState* s) {
+    DpiControl& dpi = sw.dpi();
+    const CtEntry& e = sw.conntrack().shard(w).table().entry(i);
+    MigratedDpi d;
+    if (dpi.worker(w).export_state(dpi.current(), i, &d.state)) {
+        d.connection = static_cast<uint32_t>(s->connections.size());
+        s->dpi.push_back(std::move(d));
+    }
+    s->connections.push_back(connection_to_stream(e, now_ms, stream_port));
+}
+
+Precopy::Seen seen_of(uint16_t w, uint32_t i, const CtEntry& e) {
+    return Precopy::Seen{w,          i,
+                         e.tuple[0], e.packets[0] + e.packets[1],
+                         e.flags,    static_cast<uint8_t>(e.tcp.state),
+                         e.mark};
+}
+
+bool unchanged(const Precopy::Seen& a, const CtEntry& e) {
+    return a.orig == e.tuple[0] && a.packets == e.packets[0] + e.packets[1] && a.flags == e.flags &&
+           a.tcp_state == static_cast<uint8_t>(e.tcp.state) && a.mark == e.mark;
+}
+
+}  // namespace
+
+Result<MigrationState> MigrationControl::capture(const std::optional<std::string>& port) const {
+    MigrationState s;
+    std::vector<uint16_t> stream_port;
+    std::optional<uint16_t> slot;
+    if (Status b = begin_state(sw_, port, &s, &stream_port, &slot); !b) return b.error();
+    capture_macs(sw_, stream_port, &s);
     ConntrackControl& ct = sw_.conntrack();
-    DpiControl& dpi = sw_.dpi();
     const uint64_t now_ms = ct.now_ms();
-    s.dpi_hash = dpi.current().database().hash();
+    s.dpi_hash = sw_.dpi().current().database().hash();
     for (uint16_t w = 0; w < ct.shard_count(); ++w) {
+        const CtTable& t = ct.shard(w).table();
+        for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1))
+            if (in_scope(t.entry(i), slot)) add_connection(sw_, w, i, now_ms, stream_port, &s);
+    }
+    return s;
+}
+
+Result<Precopy> MigrationControl::precopy(const std::optional<std::string>& port,
+                                          uint32_t slice) const {
+    Precopy p;
+    if (Status b = begin_state(sw_, port, &p.state, &p.stream_port, &p.slot); !b) return b.error();
+    ConntrackControl& ct = sw_.conntrack();
+    p.state.dpi_hash = sw_.dpi().current().database().hash();
+    for (uint16_t w = 0; w < ct.shard_count(); ++w) {
+        const CtTable& t = ct.shard(w).table();
+        for (uint32_t from = 0; from < t.capacity(); from += slice) {
+            // A short pause per slice: the owner writes the entries, so they are read while
+            // it is parked; traffic flows between slices.
+            if (Status paused = sw_.pause(); !paused) return paused.error();
+            const uint64_t now_ms = ct.now_ms();
+            const uint32_t to = std::min<uint32_t>(t.capacity(), from + slice);
+            for (uint32_t i = t.next_live(from); i != kCtNone && i < to; i = t.next_live(i + 1)) {
+                const CtEntry& e = t.entry(i);
+                if (!in_scope(e, p.slot)) continue;
+                add_connection(sw_, w, i, now_ms, p.stream_port, &p.state);
+                p.seen.push_back(seen_of(w, i, e));
+            }
+            sw_.resume();
+        }
+    }
+    return p;
+}
+
+MigrationState MigrationControl::delta(const Precopy& p) const {
+    MigrationState d;
+    d.scope = p.state.scope;
+    d.stream_id = p.state.stream_id;
+    d.dpi_hash = p.state.dpi_hash;
+    capture_macs(sw_, p.stream_port, &d);
+    ConntrackControl& ct = sw_.conntrack();
+    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
+    const uint64_t now_ms = ct.now_ms();
+    // Where each pre-copied connection was: by worker, slot index -> position in p.seen + 1.
+    std::vector<std::vector<uint32_t>> at(n_workers);
+    for (uint16_t w = 0; w < n_workers; ++w) at[w].assign(ct.shard(w).table().capacity(), 0);
+    for (size_t k = 0; k < p.seen.size(); ++k)
+        at[p.seen[k].worker][p.seen[k].index] = static_cast<uint32_t>(k + 1);
+    std::vector<bool> still(p.seen.size(), false);
+    for (uint16_t w = 0; w < n_workers; ++w) {
         const CtTable& t = ct.shard(w).table();
         for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1)) {
             const CtEntry& e = t.entry(i);
-            if (e.flags & kCtfRedirect) continue;  // the owner's placement, not a connection
-            if (port) {
-                const bool on_port = (e.port[0] < kPortSlots && stream_port[e.port[0]] == 0) ||
-                                     (e.port[1] < kPortSlots && stream_port[e.port[1]] == 0);
-                if (!on_port) continue;
+            if (!in_scope(e, p.slot)) continue;
+            const uint32_t k = at[w][i];
+            if (k != 0 && unchanged(p.seen[k - 1], e)) {
+                still[k - 1] = true;
+                continue;
             }
-            MigratedDpi d;
-            if (dpi.worker(w).export_state(dpi.current(), i, &d.state)) {
-                d.connection = static_cast<uint32_t>(s.connections.size());
-                s.dpi.push_back(std::move(d));
-            }
-            s.connections.push_back(connection_to_stream(e, now_ms, stream_port));
+            if (k != 0 && p.seen[k - 1].orig == e.tuple[0]) still[k - 1] = true;  // re-sent
+            add_connection(sw_, w, i, now_ms, p.stream_port, &d);
         }
     }
-    return s;
+    // Connections sent that are gone now, unless their tuple is tracked again (re-sent above).
+    for (size_t k = 0; k < p.seen.size(); ++k) {
+        if (still[k]) continue;
+        const CtTuple& t = p.seen[k].orig;
+        if (ct.shard(ct_owner(t, n_workers)).table().lookup(t).found()) continue;
+        d.gone.push_back(t);
+    }
+    return d;
 }
 
 Result<InstallReport> MigrationControl::install(const MigrationState& s) {

@@ -27,6 +27,23 @@ struct InstallReport {
     size_t macs = 0;
 };
 
+/// What a pre-copy sent, to find by the time the workers pause what changed since.
+struct Precopy {
+    struct Seen {
+        uint16_t worker;
+        uint32_t index;
+        CtTuple orig;
+        uint64_t packets;  // both directions: any packet since changes it
+        uint8_t flags;
+        uint8_t tcp_state;
+        uint32_t mark;
+    };
+    MigrationState state;          // ports, connections and DPI streams as sent
+    std::vector<Seen> seen;        // one per connection of state, in the same order
+    std::optional<uint16_t> slot;  // the port of a one-port migration
+    std::vector<uint16_t> stream_port;
+};
+
 class MigrationControl {
 public:
     explicit MigrationControl(Switch& sw) : sw_(sw) {}
@@ -35,6 +52,14 @@ public:
     /// came in on it; its learned MACs) or, without a port, of the whole switch.
     /// Context: control, workers paused. @return kNotFound for an unknown port
     Result<MigrationState> capture(const std::optional<std::string>& port) const;
+
+    /// Pre-copy: the connections of a port or the switch while the workers run, pausing them
+    /// for one slice of `slice` table slots at a time. Context: control, workers running.
+    Result<Precopy> precopy(const std::optional<std::string>& port, uint32_t slice) const;
+    /// What changed since p: connections new or changed (state.connections, with their DPI
+    /// state), those that ended (state.gone), and the learned MACs. Context: control, workers
+    /// paused.
+    MigrationState delta(const Precopy& p) const;
 
     /// Installs s: every stream port must exist here by name; no connection may clash with one
     /// tracked here (either tuple, any worker); owner shards and zone limits must have room.

@@ -20,6 +20,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxStreamBytes = size_t{4} << 30;
 constexpr size_t kSendChunk = 1 << 20;
+constexpr uint32_t kPrecopySlice = 8192;  // table slots read per brief pause during pre-copy
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -90,6 +91,8 @@ json MigrationSession::status() const {
            {"dpi_streams", st_.dpi_streams},
            {"macs", st_.macs},
            {"pause_ms", st_.pause_ms},
+           {"delta_connections", st_.delta_connections},
+           {"gone", st_.gone},
            {"elapsed_ms", elapsed},
            {"steps_ms", st_.steps_ms}};
     if (!st_.port.empty()) j["port"] = st_.port;
@@ -208,55 +211,125 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
 }
 
 Result<json> MigrationSession::send(const std::string& address,
-                                    const std::optional<std::string>& port, double timeout_s) {
+                                    const std::optional<std::string>& port, double timeout_s,
+                                    bool precopy) {
     if (busy()) return make_error(ErrorCode::kBusy, "a migration is in progress");
     join();
     const auto t0 = Clock::now();
-    if (Status p = sw_.pause(); !p) return p.error();
-    holding_pause_ = true;
-    paused_at_ = t0;
-    const auto t_paused = Clock::now();
-    auto captured = MigrationControl(sw_).capture(port);
-    if (!captured) {
-        holding_pause_ = false;
-        sw_.resume();
-        return captured.error();
+    MigrationControl mc(sw_);
+    // What goes out: `first` now; with pre-copy, the rest (changes, trailer) once the
+    // workers are paused, which the control thread does when `first` has been sent.
+    auto moved = std::make_shared<MigrationState>();  // everything sent, for retire()
+    auto first = std::make_shared<std::vector<uint8_t>>();
+    std::shared_ptr<Precopy> pre;
+    std::shared_ptr<StreamWriter> writer;
+    auto buffer = std::make_shared<std::vector<uint8_t>>();
+    if (precopy) {
+        auto p = mc.precopy(port, kPrecopySlice);
+        if (!p) return p.error();
+        pre = std::make_shared<Precopy>(std::move(*p));
+        writer = std::make_shared<StreamWriter>(*buffer, pre->state);
+        for (const MigratedPort& mp : pre->state.ports) writer->port(mp);
+        writer->connections(pre->state.connections.data(), pre->state.connections.size());
+        if (!pre->state.dpi.empty()) writer->dpi_streams(pre->state.dpi_hash, pre->state.dpi);
+        *first = writer->take();
+        moved->connections = pre->state.connections;
+        moved->stream_id = pre->state.stream_id;
+    } else {
+        if (Status p = sw_.pause(); !p) return p.error();
+        holding_pause_ = true;
+        paused_at_ = t0;
+        auto captured = mc.capture(port);
+        if (!captured) {
+            holding_pause_ = false;
+            sw_.resume();
+            return captured.error();
+        }
+        *moved = std::move(*captured);
+        *first = write_stream(*moved);
     }
-    auto shared = std::make_shared<MigrationState>(std::move(*captured));
-    const auto t_captured = Clock::now();
-    auto bytes = std::make_shared<std::vector<uint8_t>>(write_stream(*shared));
-    const auto t_encoded = Clock::now();
+    const auto t_ready = Clock::now();
     {
         std::lock_guard lock(mu_);
         st_ = Progress{};
-        st_.steps_ms["pause"] = ms_between(t0, t_paused);
-        st_.steps_ms["capture"] = ms_between(t_paused, t_captured);
-        st_.steps_ms["encode"] = ms_between(t_captured, t_encoded);
+        st_.steps_ms[precopy ? "precopy_capture" : "capture"] = ms_between(t0, t_ready);
         st_.role = "source";
-        st_.phase = "sending";
+        st_.phase = precopy ? "precopy" : "sending";
         st_.address = address;
         st_.port = port.value_or("");
-        st_.stream_bytes = bytes->size();
-        st_.connections = shared->connections.size();
-        st_.dpi_streams = shared->dpi.size();
-        st_.macs = shared->macs.size();
+        st_.stream_bytes = first->size();
+        st_.connections = moved->connections.size();
+        st_.dpi_streams = precopy ? pre->state.dpi.size() : moved->dpi.size();
+        st_.macs = moved->macs.size();
         st_.started = t0;
     }
     const Deadline deadline = deadline_in(timeout_s);
-    thread_ = std::thread([this, shared, bytes, address, deadline] {
+    thread_ = std::thread([this, moved, first, pre, writer, buffer, address, deadline] {
         const auto t_thread = Clock::now();
         Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
+        auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
+            Status sent = Ok{};
+            for (size_t at = 0; at < part.size() && sent; at += kSendChunk) {
+                const size_t n = std::min(kSendChunk, part.size() - at);
+                sent = transport_send(fd, part.data() + at, n, deadline);
+                std::lock_guard lock(mu_);
+                st_.bytes_done = done + at + n;
+            }
+            return sent;
+        };
         auto fd = transport_connect(address, deadline);
         if (!fd) {
             answer = fd.error();
         } else {
             active_fd_.store(*fd);
-            Status sent = Ok{};
-            for (size_t at = 0; at < bytes->size() && sent; at += kSendChunk) {
-                const size_t n = std::min(kSendChunk, bytes->size() - at);
-                sent = transport_send(*fd, bytes->data() + at, n, deadline);
-                std::lock_guard lock(mu_);
-                st_.bytes_done = at + n;
+            Status sent = send_all(*fd, *first, 0);
+            if (sent && pre) {
+                // The changes since the pre-copy, computed by the control thread with the
+                // workers paused from now until the answer.
+                auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
+                std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
+                sw_.post([this, pre, writer, moved, rest] {
+                    const auto t_pause = Clock::now();
+                    if (Status p = sw_.pause(); !p) {
+                        rest->set_value({});
+                        return;
+                    }
+                    holding_pause_ = true;
+                    paused_at_ = t_pause;
+                    const auto t_paused = Clock::now();
+                    MigrationState d = MigrationControl(sw_).delta(*pre);
+                    const auto t_delta = Clock::now();
+                    if (!d.macs.empty()) writer->macs(d.macs);
+                    if (!d.connections.empty())
+                        writer->connections(d.connections.data(), d.connections.size());
+                    if (!d.gone.empty()) writer->connections_gone(d.gone);
+                    if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
+                    writer->finish();
+                    moved->connections.insert(moved->connections.end(), d.connections.begin(),
+                                              d.connections.end());
+                    std::lock_guard lock(mu_);
+                    st_.phase = "sending";
+                    st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
+                    st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
+                    st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
+                    st_.delta_connections = d.connections.size();
+                    st_.gone = d.gone.size();
+                    rest->set_value(writer->take());
+                });
+                if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
+                    sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
+                } else {
+                    std::vector<uint8_t> part = rest_bytes.get();
+                    if (part.empty()) {
+                        sent = make_error(ErrorCode::kBusy, "the workers did not pause in time");
+                    } else {
+                        {
+                            std::lock_guard lock(mu_);
+                            st_.stream_bytes = first->size() + part.size();
+                        }
+                        sent = send_all(*fd, part, first->size());
+                    }
+                }
             }
             const auto t_sent = Clock::now();
             if (!sent) {
@@ -272,18 +345,18 @@ Result<json> MigrationSession::send(const std::string& address,
             close(*fd);
         }
         if (abandoned_.load()) return;
-        sw_.post([this, shared, answer] {
+        sw_.post([this, moved, answer] {
             const bool committed =
-                answer && answer->commit && answer->stream_id == shared->stream_id;
+                answer && answer->commit && answer->stream_id == moved->stream_id;
             const auto t_retire = Clock::now();
-            if (committed) MigrationControl(sw_).retire(*shared);
+            if (committed) MigrationControl(sw_).retire(*moved);
             {
                 std::lock_guard lock(mu_);
                 st_.steps_ms["retire"] = ms_between(t_retire, Clock::now());
             }
-            holding_pause_ = false;
-            sw_.resume();
-            {
+            if (holding_pause_) {
+                holding_pause_ = false;
+                sw_.resume();
                 std::lock_guard lock(mu_);
                 st_.pause_ms = ms_between(paused_at_, Clock::now());
             }
@@ -297,12 +370,11 @@ Result<json> MigrationSession::send(const std::string& address,
                 finish("failed", answer.error().message);
         });
     });
-    return json{{"phase", "sending"},
+    return json{{"phase", precopy ? "precopy" : "sending"},
                 {"address", address},
-                {"stream_bytes", bytes->size()},
-                {"connections", shared->connections.size()},
-                {"dpi_streams", shared->dpi.size()},
-                {"macs", shared->macs.size()}};
+                {"stream_bytes", first->size()},
+                {"connections", moved->connections.size()},
+                {"precopy", precopy}};
 }
 
 void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
@@ -322,12 +394,15 @@ void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
                  true,
                  {{"to", ParamType::kString, true, "the target's unix:/path or tcp:HOST:PORT"},
                   {"port", ParamType::kString, false, "only this port's state"},
-                  {"timeout_s", ParamType::kUnsigned, false, "give up after (default 10)"}},
+                  {"timeout_s", ParamType::kUnsigned, false, "give up after (default 10)"},
+                  {"precopy", ParamType::kBoolean, false,
+                   "send the connections while traffic runs first, then only what changed "
+                   "with the workers paused"}},
                  [session](const json& p) -> Result<json> {
                      std::optional<std::string> port;
                      if (p.contains("port")) port = p["port"].get<std::string>();
                      return session->send(p["to"].get<std::string>(), port,
-                                          p.value("timeout_s", 10.0));
+                                          p.value("timeout_s", 10.0), p.value("precopy", false));
                  }});
     t.push_back({"migrate.status",
                  "the current or last migration: role, phase, progress",

@@ -43,7 +43,7 @@ public:
     /// Sends one port's state (or the switch's) to a target listening at address; the
     /// workers stay paused until the answer. @return {phase, bytes, connections, ...} at once
     Result<nlohmann::json> send(const std::string& address, const std::optional<std::string>& port,
-                                double timeout_s);
+                                double timeout_s, bool precopy);
     nlohmann::json status() const;
 
 private:
@@ -60,7 +60,9 @@ private:
         size_t dpi_streams = 0;
         size_t macs = 0;
         std::string error;
-        double pause_ms = 0;  // workers paused on this side
+        double pause_ms = 0;           // workers paused on this side
+        size_t delta_connections = 0;  // pre-copy: connections sent again with the workers paused
+        size_t gone = 0;               // pre-copy: connections that ended meanwhile
         std::map<std::string, double> steps_ms;  // where the time went, step by step
         double total_ms = 0;
         std::chrono::steady_clock::time_point started{};

@@ -140,8 +140,21 @@ void StreamWriter::rules(const std::string& json) {
                 scratch_.size());
 }
 
+std::vector<uint8_t> StreamWriter::take() {
+    if (start_ == 0) {
+        std::vector<uint8_t> part;
+        part.swap(out_);
+        taken_ += part.size();
+        return part;
+    }
+    std::vector<uint8_t> part(out_.begin() + static_cast<std::ptrdiff_t>(start_), out_.end());
+    out_.resize(start_);
+    taken_ += part.size();
+    return part;
+}
+
 void StreamWriter::finish() {
-    const uint64_t before = out_.size() - start_;
+    const uint64_t before = taken_ + (out_.size() - start_);
     std::vector<uint8_t> payload;
     WireWriter w(payload);
     w.u32(sections_);

@@ -28,12 +28,16 @@ public:
     void section(uint16_t type, bool critical, const std::vector<uint8_t>& payload);
     /// The trailer; nothing may follow it.
     void finish();
+    /// Hands over what was written so far (a part to send) and goes on in an empty buffer;
+    /// the trailer still counts every part. Context: control.
+    std::vector<uint8_t> take();
 
 private:
     void put_section(uint16_t type, bool critical, const uint8_t* payload, size_t n);
 
     std::vector<uint8_t>& out_;
     size_t start_;
+    uint64_t taken_ = 0;  // bytes of this stream handed over by take()
     uint32_t sections_ = 0, ports_ = 0, macs_ = 0, connections_ = 0, gone_ = 0, dpi_ = 0;
     std::vector<uint8_t> scratch_;
 };

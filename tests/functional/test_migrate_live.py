@@ -31,8 +31,8 @@ def comparable(conns):
                   key=lambda c: (c["orig"]["sport"], c["zone"]))
 
 
-@pytest.mark.parametrize("transport", ["unix", "tcp"])
-def test_connection_moves_and_continues(ctb, transport):
+@pytest.mark.parametrize("transport,precopy", [("unix", False), ("tcp", False), ("unix", True)])
+def test_connection_moves_and_continues(ctb, transport, precopy):
     a = source_with_connection(ctb)
     b = target(ctb)
     b.start()
@@ -40,14 +40,17 @@ def test_connection_moves_and_continues(ctb, transport):
     address = b.call("migrate.receive", {"listen": listen, "timeout_s": 20})["address"]
     if transport == "tcp":
         assert address.startswith("tcp:127.0.0.1:") and not address.endswith(":0"), address
-    sent = a.call("migrate.send", {"to": address})
-    assert sent["connections"] == 1 and sent["phase"] == "sending", sent
+    sent = a.call("migrate.send", {"to": address, "precopy": precopy})
+    assert sent["connections"] == 1, sent
+    assert sent["phase"] == ("precopy" if precopy else "sending"), sent
     src = wait_phase(a)
     dst = wait_phase(b)
     assert src["phase"] == "committed" and dst["phase"] == "committed", (src, dst)
     assert src["role"] == "source" and dst["role"] == "target"
     assert src["pause_ms"] > 0 and dst["pause_ms"] > 0
     assert dst["connections"] == 1 and dst["bytes_done"] == src["stream_bytes"]
+    if precopy:  # nothing changed between the pre-copy and the pause
+        assert src["delta_connections"] == 0 and src["gone"] == 0, src
     assert a.conns() == []  # retired on the source, quietly
     a.finish()
     a.check_outputs()  # nothing was sent by the source when it retired the connection
