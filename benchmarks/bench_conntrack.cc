@@ -40,6 +40,7 @@
 #include <random>
 #include <vector>
 
+#include "benchmarks/bench_frames.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/conntrack/ct_table.h"
 #include "dataplane/conntrack/ct_tuple.h"
@@ -191,42 +192,10 @@ constexpr uint32_t kTcpFrameLen = 54;  // Ethernet 14 + IPv4 20 + TCP 20, no opt
 constexpr uint8_t kTcpSyn = 0x02;
 constexpr uint8_t kTcpAck = 0x10;
 
-void store_be16(uint8_t* p, uint16_t v) {
-    p[0] = static_cast<uint8_t>(v >> 8);
-    p[1] = static_cast<uint8_t>(v);
-}
-
-void store_be32(uint8_t* p, uint32_t v) {
-    store_be16(p, static_cast<uint16_t>(v >> 16));
-    store_be16(p + 2, static_cast<uint16_t>(v));
-}
-
 /// Writes a TCP/IPv4 frame of t's direction (kTcpFrameLen bytes) at out. The IPv4 header checksum
 /// is right; the TCP checksum is left 0 (ct does not verify it). Context: setup.
 void write_tcp_frame(uint8_t* out, const CtTuple& t, uint32_t seq, uint32_t ack, uint8_t flags) {
-    std::memset(out, 0, kTcpFrameLen);
-    const uint8_t macs[12] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01};
-    std::memcpy(out, macs, sizeof(macs));
-    store_be16(out + 12, 0x0800);
-    uint8_t* ip = out + 14;
-    ip[0] = 0x45;
-    store_be16(ip + 2, 40);
-    ip[8] = 64;
-    ip[9] = 6;
-    std::memcpy(ip + 12, t.src, 4);
-    std::memcpy(ip + 16, t.dst, 4);
-    uint32_t sum = 0;
-    for (int i = 0; i < 20; i += 2) sum += static_cast<uint32_t>(ip[i] << 8 | ip[i + 1]);
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    store_be16(ip + 10, static_cast<uint16_t>(~sum));
-    uint8_t* tcp = ip + 20;
-    store_be16(tcp, t.sport);
-    store_be16(tcp + 2, t.dport);
-    store_be32(tcp + 4, seq);
-    store_be32(tcp + 8, ack);
-    tcp[12] = 5 << 4;
-    tcp[13] = flags;
-    store_be16(tcp + 14, 0xffff);
+    ferry::bench::write_tcp_headers(out, t, seq, ack, flags, 5, 0, false);
 }
 
 /// Frames parsed once: bytes at a fixed stride, with their keys and layouts.

@@ -60,6 +60,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/bench_frames.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/conntrack/ct_tuple.h"
 #include "dataplane/conntrack/ct_zone.h"
@@ -415,45 +416,12 @@ std::string http_response(Rng& r, bool passwd_leak) {
 
 // ---- Frames -----------------------------------------------------------------------------------
 
-void store_be16(uint8_t* p, uint16_t v) {
-    p[0] = static_cast<uint8_t>(v >> 8);
-    p[1] = static_cast<uint8_t>(v);
-}
-
-void store_be32(uint8_t* p, uint32_t v) {
-    store_be16(p, static_cast<uint16_t>(v >> 16));
-    store_be16(p + 2, static_cast<uint16_t>(v));
-}
-
 /// Writes a TCP/IPv4 frame of t's direction with the payload (kHeaderLen + plen bytes) at out.
 /// The TCP header has a timestamp option. The IPv4 checksum is right, the TCP one 0 (neither ct
 /// nor dpi verifies it). Context: setup.
 void write_frame(uint8_t* out, const CtTuple& t, uint32_t seq, uint32_t ack, uint8_t flags,
                  const char* payload, uint32_t plen) {
-    std::memset(out, 0, kHeaderLen);
-    const uint8_t macs[12] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01};
-    std::memcpy(out, macs, sizeof(macs));
-    store_be16(out + 12, 0x0800);
-    uint8_t* ip = out + 14;
-    ip[0] = 0x45;
-    store_be16(ip + 2, static_cast<uint16_t>(kHeaderLen - 14 + plen));
-    ip[6] = 0x40;  // don't fragment
-    ip[8] = 64;
-    ip[9] = 6;
-    std::memcpy(ip + 12, t.src, 4);
-    std::memcpy(ip + 16, t.dst, 4);
-    uint32_t sum = 0;
-    for (int i = 0; i < 20; i += 2) sum += static_cast<uint32_t>(ip[i] << 8 | ip[i + 1]);
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    store_be16(ip + 10, static_cast<uint16_t>(~sum));
-    uint8_t* tcp = ip + 20;
-    store_be16(tcp, t.sport);
-    store_be16(tcp + 2, t.dport);
-    store_be32(tcp + 4, seq);
-    store_be32(tcp + 8, ack);
-    tcp[12] = 8 << 4;  // 32 bytes
-    tcp[13] = flags;
-    store_be16(tcp + 14, 0xffff);
+    uint8_t* tcp = ferry::bench::write_tcp_headers(out, t, seq, ack, flags, 8, plen, true);
     const uint8_t ts[12] = {1, 1, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0x56, 0x78};  // NOP NOP TS
     std::memcpy(tcp + 20, ts, sizeof(ts));
     if (plen != 0) std::memcpy(out + kHeaderLen, payload, plen);
@@ -820,18 +788,29 @@ EngineSetup& engine_setup(uint32_t n, const Traffic& t, const Compiled& c) {
     return s;
 }
 
-void BM_DpiInspect(benchmark::State& state) {
-    const auto n = static_cast<uint32_t>(state.range(0));
-    Traffic& t = traffic();
-    if (t.error != nullptr) {
-        state.SkipWithError(t.error);
-        return;
+/// The traffic and the patterns of the benchmark's Arg, or nullptr once SkipWithError said
+/// why not. Context: benchmark setup.
+const Compiled* prologue(benchmark::State& state, Traffic** t) {
+    *t = &traffic();
+    if ((*t)->error != nullptr) {
+        state.SkipWithError((*t)->error);
+        return nullptr;
     }
-    const Compiled& c = compiled(n);
+    const Compiled& c = compiled(static_cast<uint32_t>(state.range(0)));
     if (!c.db) {
         state.SkipWithError(c.error.c_str());
-        return;
+        return nullptr;
     }
+    return &c;
+}
+
+void BM_DpiInspect(benchmark::State& state) {
+    const auto n = static_cast<uint32_t>(state.range(0));
+    Traffic* tp = nullptr;
+    const Compiled* cp = prologue(state, &tp);
+    if (cp == nullptr) return;
+    Traffic& t = *tp;
+    const Compiled& c = *cp;
     EngineSetup& s = engine_setup(n, t, c);
     if (!s.error.empty()) {
         state.SkipWithError(s.error.c_str());
@@ -854,7 +833,7 @@ void BM_DpiInspect(benchmark::State& state) {
         const uint32_t k = 2 * conn + sg.dir;
         Half& h = halves[k];
         uint8_t* f = frames.data() + sg.frame_off;
-        store_be32(f + h.layout.l4_offset + 4, s.next_seq[k]);
+        ferry::bench::store_be32(f + h.layout.l4_offset + 4, s.next_seq[k]);
         s.next_seq[k] += sg.payload_len;
         w.inspect(v, shard, s.st[k], f, sg.frame_len, h.layout, &h.key, kNowMs);
         bytes += sg.payload_len;
@@ -935,16 +914,11 @@ int count_match(unsigned /*id*/, unsigned long long /*from*/, unsigned long long
 
 void BM_HsScanStreamRaw(benchmark::State& state) {
     const auto n = static_cast<uint32_t>(state.range(0));
-    const Traffic& t = traffic();
-    if (t.error != nullptr) {
-        state.SkipWithError(t.error);
-        return;
-    }
-    const Compiled& c = compiled(n);
-    if (!c.db) {
-        state.SkipWithError(c.error.c_str());
-        return;
-    }
+    Traffic* tp = nullptr;
+    const Compiled* cp = prologue(state, &tp);
+    if (cp == nullptr) return;
+    const Traffic& t = *tp;
+    const Compiled& c = *cp;
     RawSetup& s = raw_setup(n, t, c);
     if (!s.error.empty()) {
         state.SkipWithError(s.error.c_str());

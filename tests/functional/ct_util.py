@@ -333,14 +333,14 @@ class CtBridge(PcapBridge):
             assert have == want, f"{port}: drops {have}, want {want}"
 
 
-def bridges():
-    """The body of the test modules' `ctb` fixture: yields a maker of CtBridges (started by the
-    test) and stops them afterwards; a bridge's directory is kept when the test failed before
-    reading its outputs."""
+def bridges(cls=None):
+    """The body of the test modules' bridge fixtures: yields a maker of CtBridges (or of cls, a
+    subclass; started by the test) and stops them afterwards; a bridge's directory is kept when
+    the test failed before reading its outputs."""
     made = []
 
     def make(**kw):
-        b = CtBridge(**kw)
+        b = (cls or CtBridge)(**kw)
         made.append(b)
         return b
 

@@ -400,3 +400,17 @@ def volume(frames):
 def drops(b, port):
     """The non-zero drop counters of a port of a finished PcapBridge."""
     return {r: n for r, n in b.final_stats[port]["drops"].items() if n}
+
+
+def settled_stats(b):
+    """port.stats and the workers' received packets once they stopped moving."""
+    def settled():
+        def snapshot():
+            return b.call("port.stats"), [w["packets"] for w in b.call("stats")["workers"]]
+
+        before = snapshot()
+        time.sleep(0.05)
+        after = snapshot()
+        return after if before == after else None
+
+    return wait_for(settled, WAIT_S, interval=0, what="counters to settle")

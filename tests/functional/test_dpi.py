@@ -16,7 +16,6 @@ port, dpi.stats / dpi.list counters exactly, and alert log lines by content.
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +24,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pcap_util import WAIT_S, rule  # noqa: E402
-from ct_util import CLIENT, INSIDE4, INSIDE_MAC, SERVER, CtBridge, tcp, udp  # noqa: E402
+from pcap_util import WAIT_S, rule, settled_stats  # noqa: E402
+from ct_util import CLIENT, INSIDE4, INSIDE_MAC, SERVER, CtBridge, bridges, tcp, udp  # noqa: E402
 from ferry_harness import FERRYD, RpcError, wait_for  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
@@ -175,20 +174,8 @@ def passes(b, frames):
 
 @pytest.fixture
 def dpib():
-    """DpiBridge(**kw) maker; the bridges stop after the test, their directories are kept only
-    when the test failed before reading the outputs."""
-    made = []
-
-    def make(**kw):
-        b = DpiBridge(**kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
-        if b.outputs is not None:
-            shutil.rmtree(b.ferryd.dir, ignore_errors=True)
+    """DpiBridge(**kw) maker; the bridges stop after the test (ct_util.bridges)."""
+    yield from bridges(DpiBridge)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,20 +440,6 @@ def test_mark_applies_to_the_rest_of_the_burst(dpib):
 
 # ---------------------------------------------------------------------------------------------
 # 6. Database swap under traffic
-
-
-def settled_stats(b):
-    """port.stats and the workers' received packets once they stopped moving."""
-    def settled():
-        def snapshot():
-            return b.call("port.stats"), [w["packets"] for w in b.call("stats")["workers"]]
-
-        before = snapshot()
-        time.sleep(0.05)
-        after = snapshot()
-        return after if before == after else None
-
-    return wait_for(settled, WAIT_S, interval=0, what="counters to settle")
 
 
 def test_database_swap_during_traffic(dpib):

@@ -19,7 +19,7 @@ from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 from ferry_harness import RpcError, wait_for  # noqa: E402
-from pcap_util import WAIT_S, PcapBridge, frame, mac, rule, tally_pcap  # noqa: E402
+from pcap_util import WAIT_S, PcapBridge, frame, mac, rule, settled_stats, tally_pcap  # noqa: E402
 
 INVALID_PARAMS, NOT_FOUND, CONFLICT = -32602, -32002, -32003
 UDP4 = {"eth_type": "ipv4", "ip_proto": "udp"}
@@ -240,16 +240,7 @@ SWAPS = 50
 def finish_without_reading(b):
     """PcapBridge.finish without reading the tx pcaps into memory (they are large here): takes
     the settled port.stats and switch stats, stops ferryd."""
-    def settled():
-        def snapshot():
-            return b.call("port.stats"), [w["packets"] for w in b.call("stats")["workers"]]
-
-        before = snapshot()
-        time.sleep(0.05)
-        after = snapshot()
-        return after if before == after else None
-
-    ports, workers = wait_for(settled, WAIT_S, interval=0, what="counters to settle")
+    ports, workers = settled_stats(b)
     b.final_stats = {s["name"]: s for s in ports}
     rc = b.ferryd.stop()
     assert rc == 0, f"ferryd exited with {rc}:\n{b.ferryd.read_log()}"
