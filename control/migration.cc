@@ -300,23 +300,23 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
     return report;
 }
 
-size_t MigrationControl::retire(const MigrationState& s) {
+size_t MigrationControl::retire(const MigrationState& s, size_t from, size_t count) {
     ConntrackControl& ct = sw_.conntrack();
     const auto n_workers = static_cast<uint16_t>(ct.shard_count());
-    size_t n = 0;
-    for (const MigratedConnection& c : s.connections) {
-        const uint16_t w = ct_owner(c.orig, n_workers);
-        const CtRef ref = ct.shard(w).table().lookup(c.orig);
-        if (!ref.found()) continue;
-        ct.shard(w).remove(ref.index);
-        ++n;
-    }
-    // Delete notices for the redirects of translated connections.
     const uint64_t now = ct.now_ms();
-    for (uint16_t w = 0; w < n_workers; ++w) {
+    size_t n = 0;
+    const size_t to = std::min(s.connections.size(), from + count);
+    for (size_t k = from; k < to; ++k) {
+        const CtTuple& t = s.connections[k].orig;
+        const uint16_t w = ct_owner(t, n_workers);
         ConntrackShard& sh = ct.shard(w);
-        for (unsigned k = 0; k < sh.notice_count(); ++k) {
-            const CtNotice& note = sh.notices()[k];
+        const CtRef ref = sh.table().lookup(t);
+        if (!ref.found()) continue;
+        sh.remove(ref.index);
+        ++n;
+        // A translated connection's redirect goes with it (the outbox holds a few notices).
+        for (unsigned i = 0; i < sh.notice_count(); ++i) {
+            const CtNotice& note = sh.notices()[i];
             if (note.to < n_workers) ct.shard(note.to).apply_notice(note, now);
         }
         sh.clear_notices();

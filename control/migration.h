@@ -68,9 +68,10 @@ public:
     /// @return the report, or kNotFound / kConflict / kFailed with the reason
     Result<InstallReport> install(const MigrationState& s);
 
-    /// Removes the connections of s from this switch after the target committed them: no
-    /// packet is sent. Context: control, workers paused. @return connections removed
-    size_t retire(const MigrationState& s);
+    /// Removes connections [from, from + count) of s from this switch after the target
+    /// committed them: no packet is sent. Context: control, workers paused.
+    /// @return connections removed
+    size_t retire(const MigrationState& s, size_t from, size_t count);
 
 private:
     Switch& sw_;

@@ -21,6 +21,7 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxStreamBytes = size_t{4} << 30;
 constexpr size_t kSendChunk = 1 << 20;
 constexpr uint32_t kPrecopySlice = 8192;  // table slots read per brief pause during pre-copy
+constexpr size_t kRetireSlice = 8192;     // connections retired per brief pause after a commit
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -139,6 +140,13 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
                 }
                 auto used = reader.section(stream + offset, length, offset);
                 decode_ms += ms_between(t, Clock::now());
+                // The source pauses its workers once the pre-copy is decoded here.
+                const uint16_t type =
+                    static_cast<uint16_t>(stream[offset] << 8 | stream[offset + 1]);
+                if (used && type == static_cast<uint16_t>(SectionType::kPrecopyEnd)) {
+                    if (Status ready = transport_send_ready(*conn, deadline); !ready)
+                        return ready.error();
+                }
                 std::lock_guard lock(mu_);
                 st_.bytes_done = offset + length;
                 st_.stream_bytes = offset + length;
@@ -232,6 +240,7 @@ Result<json> MigrationSession::send(const std::string& address,
         for (const MigratedPort& mp : pre->state.ports) writer->port(mp);
         writer->connections(pre->state.connections.data(), pre->state.connections.size());
         if (!pre->state.dpi.empty()) writer->dpi_streams(pre->state.dpi_hash, pre->state.dpi);
+        writer->precopy_end();
         *first = writer->take();
         moved->connections = pre->state.connections;
         moved->stream_id = pre->state.stream_id;
@@ -283,6 +292,10 @@ Result<json> MigrationSession::send(const std::string& address,
         } else {
             active_fd_.store(*fd);
             Status sent = send_all(*fd, *first, 0);
+            if (sent && pre) {
+                set_phase("precopy_sent");
+                sent = transport_await_ready(*fd, deadline);
+            }
             if (sent && pre) {
                 // The changes since the pre-copy, computed by the control thread with the
                 // workers paused from now until the answer.
@@ -348,17 +361,34 @@ Result<json> MigrationSession::send(const std::string& address,
         sw_.post([this, moved, answer] {
             const bool committed =
                 answer && answer->commit && answer->stream_id == moved->stream_id;
-            const auto t_retire = Clock::now();
-            if (committed) MigrationControl(sw_).retire(*moved);
-            {
-                std::lock_guard lock(mu_);
-                st_.steps_ms["retire"] = ms_between(t_retire, Clock::now());
-            }
             if (holding_pause_) {
                 holding_pause_ = false;
                 sw_.resume();
                 std::lock_guard lock(mu_);
                 st_.pause_ms = ms_between(paused_at_, Clock::now());
+            }
+            // The moved connections are retired after the workers resumed, a slice per brief
+            // pause: the VM that used them is gone, so nothing depends on them any more.
+            const auto t_retire = Clock::now();
+            MigrationControl mc(sw_);
+            size_t at = 0;
+            for (int refused = 0; committed && at < moved->connections.size();) {
+                if (!sw_.pause()) {
+                    if (++refused == 10) break;  // stuck workers: the rest expire there
+                    continue;
+                }
+                mc.retire(*moved, at, kRetireSlice);
+                sw_.resume();
+                at += kRetireSlice;
+            }
+            if (committed && at < moved->connections.size())
+                FERRY_LOG_WARN(
+                    "migration: %zu moved connections not retired (the workers did "
+                    "not pause); they expire here",
+                    moved->connections.size() - at);
+            {
+                std::lock_guard lock(mu_);
+                st_.steps_ms["retire_after_resume"] = ms_between(t_retire, Clock::now());
             }
             if (committed)
                 finish("committed", "");

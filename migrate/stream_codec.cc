@@ -373,4 +373,8 @@ std::string decode_counters(const uint8_t* p, size_t n, DecodeContext& /*ctx*/) 
     return r.done() ? "" : "COUNTERS payload length does not match its contents";
 }
 
+std::string decode_precopy_end(const uint8_t* /*p*/, size_t n, DecodeContext& /*ctx*/) {
+    return n == 0 ? "" : "PRECOPY_END payload must be empty";
+}
+
 }  // namespace ferry

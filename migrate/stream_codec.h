@@ -47,5 +47,6 @@ std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& c
 std::string decode_dpi_streams(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_rules(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_counters(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_precopy_end(const uint8_t* p, size_t n, DecodeContext& ctx);
 
 }  // namespace ferry

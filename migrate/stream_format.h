@@ -16,6 +16,7 @@ namespace ferry {
 inline constexpr std::array<uint8_t, 8> kStreamMagic = {0x89, 'F', 'E', 'R', 'R', 'Y', '\r', '\n'};
 inline constexpr std::array<uint8_t, 8> kAnswerCommit = {0x89, 'F', 'E', 'R', 'R', 'Y', 'O', 'K'};
 inline constexpr std::array<uint8_t, 8> kAnswerRefuse = {0x89, 'F', 'E', 'R', 'R', 'Y', 'N', 'O'};
+inline constexpr std::array<uint8_t, 8> kAnswerReady = {0x89, 'F', 'E', 'R', 'R', 'Y', 'G', 'O'};
 
 inline constexpr uint16_t kStreamVersion = 1;          // what this ferryd writes and reads up to
 inline constexpr uint16_t kStreamCompatibleSince = 1;  // the oldest reader of what it writes
@@ -30,6 +31,7 @@ enum class SectionType : uint16_t {
     kDpiStreams = 0x0005,
     kRules = 0x0006,
     kCounters = 0x0007,
+    kPrecopyEnd = 0x0008,
     kTrailer = 0x00ff,
 };
 inline constexpr uint16_t kSectionCritical = 0x0001;

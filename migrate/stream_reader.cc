@@ -21,7 +21,7 @@ struct SectionKind {
     Decoder decode;
 };
 
-constexpr std::array<SectionKind, 7> kSectionKinds = {{
+constexpr std::array<SectionKind, 8> kSectionKinds = {{
     {SectionType::kPort, "PORT", decode_port},
     {SectionType::kMacs, "MACS", decode_macs},
     {SectionType::kConnections, "CONNECTIONS", decode_connections},
@@ -29,6 +29,7 @@ constexpr std::array<SectionKind, 7> kSectionKinds = {{
     {SectionType::kDpiStreams, "DPI_STREAMS", decode_dpi_streams},
     {SectionType::kRules, "RULES", decode_rules},
     {SectionType::kCounters, "COUNTERS", decode_counters},
+    {SectionType::kPrecopyEnd, "PRECOPY_END", decode_precopy_end},
 }};
 
 Error stream_error(const std::string& what, size_t offset) {
@@ -69,24 +70,23 @@ std::string check_trailer(const uint8_t* p, size_t n, uint32_t sections, const D
 /// tuple that a later entry sent again names a live connection: it leaves `gone`, so that the
 /// state written back (write_stream) does not end that connection.
 void compact(MigrationState& s, const DecodeContext& c) {
+    // In place: a migration target reads this while the source's workers wait.
     std::vector<uint32_t> final_index(s.connections.size(), UINT32_MAX);
-    std::vector<MigratedConnection> live;
-    live.reserve(s.connections.size());
+    size_t kept = 0;
     for (size_t k = 0; k < s.connections.size(); ++k) {
         if (c.gone[k]) continue;
-        final_index[k] = static_cast<uint32_t>(live.size());
-        live.push_back(s.connections[k]);
+        final_index[k] = static_cast<uint32_t>(kept);
+        if (kept != k) s.connections[kept] = s.connections[k];
+        ++kept;
     }
-    s.connections = std::move(live);
-    std::vector<MigratedDpi> dpi;
-    for (MigratedDpi& d : s.dpi) {
+    s.connections.resize(kept);
+    std::erase_if(s.dpi, [&](MigratedDpi& d) {
         const uint32_t idx = final_index[c.slot_of_number[d.connection]];
-        if (idx == UINT32_MAX) continue;
         d.connection = idx;
-        dpi.push_back(std::move(d));
-    }
-    s.dpi = std::move(dpi);
-    std::erase_if(s.gone, [&](const CtTuple& t) { return c.slot_of_tuple.count(t) != 0; });
+        return idx == UINT32_MAX;
+    });
+    if (!s.gone.empty())
+        std::erase_if(s.gone, [&](const CtTuple& t) { return c.slot_of_tuple.count(t) != 0; });
 }
 
 }  // namespace

@@ -133,6 +133,10 @@ void StreamWriter::dpi_streams(uint64_t hash, const std::vector<MigratedDpi>& dp
     } while (at < dpi.size());
 }
 
+void StreamWriter::precopy_end() {
+    put_section(static_cast<uint16_t>(SectionType::kPrecopyEnd), false, nullptr, 0);
+}
+
 void StreamWriter::rules(const std::string& json) {
     scratch_.clear();
     encode_rules(json, scratch_);

@@ -24,6 +24,8 @@ public:
     void connections_gone(const std::vector<CtTuple>& gone);
     void dpi_streams(uint64_t hash, const std::vector<MigratedDpi>& dpi);
     void rules(const std::string& json);
+    /// Marks the end of a pre-copy: a target answers it with READY (docs/migration-stream.md).
+    void precopy_end();
     /// Any section, as given (tests write unknown types with it).
     void section(uint16_t type, bool critical, const std::vector<uint8_t>& payload);
     /// The trailer; nothing may follow it.

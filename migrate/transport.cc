@@ -295,6 +295,30 @@ Status transport_send_answer(int fd, const StreamAnswer& a, Deadline deadline) {
     return transport_send(fd, out.data(), out.size(), deadline);
 }
 
+Status transport_send_ready(int fd, Deadline deadline) {
+    uint8_t msg[kAnswerHeader] = {};
+    std::copy(kAnswerReady.begin(), kAnswerReady.end(), msg);
+    return transport_send(fd, msg, sizeof(msg), deadline);
+}
+
+Status transport_await_ready(int fd, Deadline deadline) {
+    uint8_t head[kAnswerHeader];
+    if (Status s = read_exact(fd, head, sizeof(head), deadline); !s)
+        return make_error(ErrorCode::kFailed,
+                          "the target did not take the pre-copy: " + s.error().message);
+    if (std::equal(kAnswerRefuse.begin(), kAnswerRefuse.end(), head)) {
+        WireReader r(head + 8, 10);
+        r.u64();
+        std::string why(r.u16(), '\0');
+        if (!why.empty())
+            read_exact(fd, reinterpret_cast<uint8_t*>(why.data()), why.size(), deadline);
+        return make_error(ErrorCode::kFailed, "the target refused the pre-copy: " + why);
+    }
+    if (!std::equal(kAnswerReady.begin(), kAnswerReady.end(), head))
+        return make_error(ErrorCode::kFailed, "the target's answer to the pre-copy is not READY");
+    return Ok{};
+}
+
 Result<StreamAnswer> transport_read_answer(int fd, Deadline deadline) {
     uint8_t head[kAnswerHeader];
     if (Status s = read_exact(fd, head, sizeof(head), deadline); !s)

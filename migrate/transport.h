@@ -48,6 +48,10 @@ struct StreamAnswer {
     std::string message;
 };
 Status transport_send_answer(int fd, const StreamAnswer& a, Deadline deadline);
+/// The target's READY after a PRECOPY_END section: it has decoded everything sent so far.
+Status transport_send_ready(int fd, Deadline deadline);
+/// Waits for READY. @return kFailed when something else, or nothing, arrives in time
+Status transport_await_ready(int fd, Deadline deadline);
 /// @return the answer, or kFailed when none arrives in time or it is malformed
 Result<StreamAnswer> transport_read_answer(int fd, Deadline deadline);
 
