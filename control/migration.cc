@@ -198,24 +198,19 @@ MigrationState MigrationControl::delta(const Precopy& p) const {
     return d;
 }
 
-Result<InstallReport> MigrationControl::install(const MigrationState& s) {
-    ConntrackControl& ct = sw_.conntrack();
+namespace {
+
+/// Room per owner shard and zone limits for conns, and with `conflicts` clashes with tracked
+/// connections: all checked before any change. Context: control.
+Status check_room(ConntrackControl& ct, const std::vector<MigratedConnection>& conns,
+                  bool conflicts) {
     const auto n_workers = static_cast<uint16_t>(ct.shard_count());
-    // Ports by name.
-    std::vector<uint16_t> local_port;
-    for (const MigratedPort& p : s.ports) {
-        std::optional<uint16_t> slot = sw_.port_slot(p.name);
-        if (!slot)
-            return make_error(ErrorCode::kNotFound,
-                              "the stream's port " + p.name + " does not exist here");
-        local_port.push_back(*slot);
-    }
-    // Conflicts, room per owner shard, zone limits: all before any change.
     std::vector<uint32_t> per_shard(n_workers, 0);
     std::vector<uint32_t> per_zone(kCtZones, 0);
-    for (const MigratedConnection& c : s.connections) {
+    for (const MigratedConnection& c : conns) {
         // Each tuple can only be tracked by its owner (a redirect there names the owner).
         for (const CtTuple* t : {&c.orig, &c.reply}) {
+            if (!conflicts) break;
             const uint16_t w = ct_owner(*t, n_workers);
             if (ct.shard(w).table().lookup(*t).found())
                 return make_error(ErrorCode::kConflict, "connection " + tuple_text(c.orig) +
@@ -246,6 +241,25 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
                                                         " connections, its limit is " +
                                                         std::to_string(limit));
     }
+
+    return Ok{};
+}
+
+}  // namespace
+
+Result<InstallReport> MigrationControl::install(const MigrationState& s) {
+    ConntrackControl& ct = sw_.conntrack();
+    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
+    // Ports by name.
+    std::vector<uint16_t> local_port;
+    for (const MigratedPort& p : s.ports) {
+        std::optional<uint16_t> slot = sw_.port_slot(p.name);
+        if (!slot)
+            return make_error(ErrorCode::kNotFound,
+                              "the stream's port " + p.name + " does not exist here");
+        local_port.push_back(*slot);
+    }
+    if (Status room = check_room(ct, s.connections, true); !room) return room.error();
 
     // Install; the redirect notices go straight to the shards they concern (all paused).
     auto deliver_notices = [&] {
@@ -297,6 +311,155 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
         MacEntry e{local_port[m.port], now_s > age_s ? now_s - age_s : 0};
         if (sw_.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report.macs;
     }
+    return report;
+}
+
+namespace {
+
+/// Delivers the redirect notices shards queued (all workers paused). Context: control.
+void deliver_notices(ConntrackControl& ct) {
+    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
+    const uint64_t now = ct.now_ms();
+    for (uint16_t w = 0; w < n_workers; ++w) {
+        ConntrackShard& sh = ct.shard(w);
+        for (unsigned k = 0; k < sh.notice_count(); ++k) {
+            const CtNotice& n = sh.notices()[k];
+            if (n.to < n_workers) ct.shard(n.to).apply_notice(n, now);
+        }
+        sh.clear_notices();
+    }
+}
+
+/// Places one connection in its owner's shard. @return (worker, index) or the clash / no room
+Result<std::pair<uint16_t, uint32_t>> place(ConntrackControl& ct, const MigratedConnection& c,
+                                            const std::vector<uint16_t>& local_port,
+                                            uint64_t now_ms, bool dormant) {
+    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
+    for (const CtTuple* t : {&c.orig, &c.reply}) {
+        const uint16_t w = ct_owner(*t, n_workers);
+        if (ct.shard(w).table().lookup(*t).found())
+            return make_error(ErrorCode::kConflict, "connection " + ct_tuple_text(c.orig) +
+                                                        " clashes with one tracked here (" +
+                                                        ct_tuple_text(*t) + ", worker " +
+                                                        std::to_string(w) + ")");
+    }
+    const uint16_t w = ct_owner(c.orig, n_workers);
+    const uint32_t idx =
+        ct.shard(w).install(connection_from_stream(c, local_port), now_ms, c.remaining_ms, dormant);
+    if (idx == kCtNone)
+        return make_error(ErrorCode::kFailed, "no room for connection " + ct_tuple_text(c.orig) +
+                                                  " on worker " + std::to_string(w));
+    if (ct.shard(w).notice_count() != 0) deliver_notices(ct);
+    return std::make_pair(w, idx);
+}
+
+constexpr std::pair<uint16_t, uint32_t> kNotPlaced{0, kCtNone};
+
+}  // namespace
+
+Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t slice) {
+    ConntrackControl& ct = sw_.conntrack();
+    Staged st;
+    for (const MigratedPort& p : partial.ports) {
+        std::optional<uint16_t> slot = sw_.port_slot(p.name);
+        if (!slot)
+            return make_error(ErrorCode::kNotFound,
+                              "the stream's port " + p.name + " does not exist here");
+        st.local_port.push_back(*slot);
+    }
+    if (Status room = check_room(ct, partial.connections, false); !room) return room.error();
+    st.slots = partial.connections.size();
+    st.placed.assign(st.slots, kNotPlaced);
+    for (size_t from = 0; from < st.slots; from += slice) {
+        if (Status p = sw_.pause(); !p) {
+            unstage(st, slice);
+            return p.error();
+        }
+        const uint64_t now_ms = ct.now_ms();
+        const size_t to = std::min<size_t>(st.slots, from + slice);
+        for (size_t k = from; k < to; ++k) {
+            auto where = place(ct, partial.connections[k], st.local_port, now_ms, true);
+            if (!where) {
+                sw_.resume();
+                unstage(st, slice);
+                return make_error(where.error().code,
+                                  where.error().message + "; nothing installed");
+            }
+            st.placed[k] = *where;
+        }
+        sw_.resume();
+    }
+    return st;
+}
+
+void MigrationControl::unstage(Staged& st, uint32_t slice) {
+    ConntrackControl& ct = sw_.conntrack();
+    for (size_t from = 0; from < st.placed.size(); from += slice) {
+        const bool paused = static_cast<bool>(sw_.pause());
+        const size_t to = std::min<size_t>(st.placed.size(), from + slice);
+        for (size_t k = from; k < to; ++k) {
+            if (st.placed[k].second == kCtNone) continue;
+            ct.shard(st.placed[k].first).remove(st.placed[k].second);
+            st.placed[k] = kNotPlaced;
+        }
+        deliver_notices(ct);
+        if (paused) sw_.resume();
+    }
+}
+
+Result<InstallReport> MigrationControl::commit_staged(Staged& st, const MigrationState& partial,
+                                                      const DecodeContext& ctx,
+                                                      uint32_t first_delta_entry) {
+    ConntrackControl& ct = sw_.conntrack();
+    const uint64_t now_ms = ct.now_ms();
+    const size_t slots = partial.connections.size();
+    st.placed.resize(slots, kNotPlaced);
+    // Slots sent again after the pre-copy (changed or new) are placed anew, active.
+    std::vector<bool> fresh(slots, false);
+    for (size_t e = first_delta_entry; e < ctx.slot_of_number.size(); ++e)
+        fresh[ctx.slot_of_number[e]] = true;
+    auto fail = [&](const Error& err) -> Result<InstallReport> {
+        for (auto& [w, idx] : st.placed)
+            if (idx != kCtNone) ct.shard(w).remove(idx), idx = kCtNone;
+        deliver_notices(ct);
+        return make_error(err.code, err.message + "; nothing installed");
+    };
+    InstallReport report;
+    for (size_t k = 0; k < slots; ++k) {
+        auto& [w, idx] = st.placed[k];
+        if (ctx.gone[k] || fresh[k]) {
+            if (idx != kCtNone) ct.shard(w).remove(idx);
+            idx = kCtNone;
+            if (ctx.gone[k]) continue;
+            auto where = place(ct, partial.connections[k], st.local_port, now_ms, false);
+            if (!where) return fail(where.error());
+            st.placed[k] = *where;
+        } else if (idx != kCtNone) {
+            ct.shard(w).activate(idx, now_ms, partial.connections[k].remaining_ms);
+        }
+        ++report.connections;
+    }
+    deliver_notices(ct);
+    DpiControl& dpi = sw_.dpi();
+    for (const MigratedDpi& d : partial.dpi) {
+        if (d.connection >= ctx.slot_of_number.size()) continue;
+        const auto [w, idx] = st.placed[ctx.slot_of_number[d.connection]];
+        if (idx == kCtNone) continue;
+        DpiStreamState s = d.state;
+        s.db_hash = partial.dpi_hash;
+        if (dpi.worker(w).import_state(dpi.current(), idx, s) == DpiImport::kExpanded)
+            ++report.dpi_expanded;
+        else
+            ++report.dpi_restarted;
+    }
+    const uint32_t now_s = sw_.clock_s();
+    for (const MigratedMac& m : partial.macs) {
+        if (m.port >= st.local_port.size()) continue;
+        const uint32_t age_s = m.age_ms / 1000;
+        MacEntry e{st.local_port[m.port], now_s > age_s ? now_s - age_s : 0};
+        if (sw_.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report.macs;
+    }
+    st.placed.clear();  // they are the switch's now
     return report;
 }
 

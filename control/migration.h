@@ -14,6 +14,7 @@
 #include "control/command_table.h"
 #include "control/result.h"
 #include "migrate/migration_state.h"
+#include "migrate/stream_codec.h"
 
 namespace ferry {
 
@@ -44,6 +45,14 @@ struct Precopy {
     std::vector<uint16_t> stream_port;
 };
 
+/// Connections a migration target placed ahead, dormant, while its traffic ran: by slot of
+/// the stream reader's partial state.
+struct Staged {
+    std::vector<uint16_t> local_port;                   // stream port number -> local slot
+    std::vector<std::pair<uint16_t, uint32_t>> placed;  // slot -> (worker, entry index)
+    size_t slots = 0;                                   // slots staged (the pre-copy's)
+};
+
 class MigrationControl {
 public:
     explicit MigrationControl(Switch& sw) : sw_(sw) {}
@@ -67,6 +76,20 @@ public:
     /// installed is removed again. Context: control, workers paused or not started.
     /// @return the report, or kNotFound / kConflict / kFailed with the reason
     Result<InstallReport> install(const MigrationState& s);
+
+    /// Places the connections of a pre-copy (partial) dormant, `slice` per brief pause while
+    /// traffic runs; their packets are dropped (ct_migrating) until commit_staged(). Checks as
+    /// install() does; on any failure what was placed is removed. Context: control.
+    Result<Staged> stage(const MigrationState& partial, uint32_t slice);
+    /// Applies the rest of the stream to what stage() placed, with the workers paused: slots
+    /// sent again since the pre-copy (entries numbered from first_delta_entry on) are placed
+    /// anew, gone ones removed, the others activated; then DPI states and MACs. On failure
+    /// everything placed is removed. Context: control, workers paused.
+    Result<InstallReport> commit_staged(Staged& st, const MigrationState& partial,
+                                        const DecodeContext& ctx, uint32_t first_delta_entry);
+    /// Removes what stage() placed (the migration failed), `slice` per brief pause.
+    /// Context: control.
+    void unstage(Staged& st, uint32_t slice);
 
     /// Removes connections [from, from + count) of s from this switch after the target
     /// committed them: no packet is sent. Context: control, workers paused.

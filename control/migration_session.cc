@@ -22,6 +22,7 @@ constexpr size_t kMaxStreamBytes = size_t{4} << 30;
 constexpr size_t kSendChunk = 1 << 20;
 constexpr uint32_t kPrecopySlice = 8192;  // table slots read per brief pause during pre-copy
 constexpr size_t kRetireSlice = 8192;     // connections retired per brief pause after a commit
+constexpr uint32_t kStageSlice = 8192;    // connections a target places ahead per brief pause
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -126,35 +127,65 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         set_phase("receiving");
         const auto t_recv = Clock::now();
         // Sections are decoded as they arrive: what remains after the trailer is the delta.
-        StreamReader reader;
+        // With a pre-copy, its connections are placed ahead (dormant) before READY.
+        auto reader = std::make_shared<StreamReader>();
+        auto staged = std::make_shared<std::optional<Staged>>();
+        uint32_t first_delta_entry = 0;
         bool have_header = false;
         double decode_ms = 0;
+        auto on_control = [this, deadline](auto task) {
+            using R = decltype(task());
+            auto done = std::make_shared<std::promise<R>>();
+            std::future<R> f = done->get_future();
+            sw_.post([task, done] { done->set_value(task()); });
+            if (f.wait_until(deadline) != std::future_status::ready || abandoned_.load())
+                return std::optional<R>();
+            return std::optional<R>(f.get());
+        };
         auto bytes = transport_read_stream(
             *conn, deadline, kMaxStreamBytes,
             [&](const uint8_t* stream, size_t offset, size_t length) -> ferry::Status {
                 const auto t = Clock::now();
                 if (!have_header) {
-                    auto h = reader.header(stream, offset);
+                    auto h = reader->header(stream, offset);
                     if (!h) return h.error();
                     have_header = true;
                 }
-                auto used = reader.section(stream + offset, length, offset);
+                auto used = reader->section(stream + offset, length, offset);
                 decode_ms += ms_between(t, Clock::now());
-                // The source pauses its workers once the pre-copy is decoded here.
+                {
+                    std::lock_guard lock(mu_);
+                    st_.bytes_done = offset + length;
+                    st_.stream_bytes = offset + length;
+                    ++st_.sections;
+                }
+                if (!used) return used.error();
                 const uint16_t type =
                     static_cast<uint16_t>(stream[offset] << 8 | stream[offset + 1]);
-                if (used && type == static_cast<uint16_t>(SectionType::kPrecopyEnd)) {
-                    if (Status ready = transport_send_ready(*conn, deadline); !ready)
-                        return ready.error();
+                if (type != static_cast<uint16_t>(SectionType::kPrecopyEnd)) return Ok{};
+                // The pre-copy is decoded: place it, then let the source pause its workers.
+                set_phase("staging");
+                const auto t_stage = Clock::now();
+                auto r = on_control([this, reader] {
+                    return MigrationControl(sw_).stage(reader->partial(), kStageSlice);
+                });
+                if (!r) return make_error(ErrorCode::kInvalidParams, "staging timed out");
+                if (!*r) return make_error(ErrorCode::kInvalidParams, r->error().message);
+                *staged = std::move(**r);
+                first_delta_entry = reader->context().entries;
+                {
+                    std::lock_guard lock(mu_);
+                    st_.steps_ms["stage_ahead"] = ms_between(t_stage, Clock::now());
+                    st_.phase = "receiving";
                 }
-                std::lock_guard lock(mu_);
-                st_.bytes_done = offset + length;
-                st_.stream_bytes = offset + length;
-                ++st_.sections;
-                if (!used) return used.error();
-                return Ok{};
+                return transport_send_ready(*conn, deadline);
             });
+        auto unstage = [this, staged] {
+            if (!staged->has_value()) return;
+            sw_.post([this, staged] { MigrationControl(sw_).unstage(**staged, kStageSlice); });
+        };
         auto refuse = [&](const std::string& why) {
+            unstage();
             transport_send_answer(*conn, StreamAnswer{false, 0, why}, deadline_in(2));
             active_fd_.store(-1);
             close(*conn);
@@ -163,52 +194,52 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         if (!bytes) {
             if (bytes.error().code == ErrorCode::kInvalidParams)
                 return refuse(bytes.error().message);
+            unstage();
             active_fd_.store(-1);
             close(*conn);
             finish("failed", bytes.error().message);
             return;
         }
-        const auto t_parse = Clock::now();
-        auto state = reader.finish();
-        if (!state) return refuse(state.error().message);
+        if (Status complete = reader->check_complete(); !complete)
+            return refuse(complete.error().message);
         {
+            const MigrationState& part = reader->partial();
             std::lock_guard lock(mu_);
-            st_.steps_ms["receive"] = ms_between(t_recv, t_parse);
+            st_.steps_ms["receive"] = ms_between(t_recv, Clock::now());
             st_.steps_ms["decode_while_receiving"] = decode_ms;
-            st_.steps_ms["finish"] = ms_between(t_parse, Clock::now());
-            st_.connections = state->connections.size();
-            st_.dpi_streams = state->dpi.size();
-            st_.macs = state->macs.size();
+            st_.connections = part.connections.size();
+            st_.dpi_streams = part.dpi.size();
+            st_.macs = part.macs.size();
             st_.phase = "installing";
         }
+        const uint64_t stream_id = reader->partial().stream_id;
         // The control thread installs (it owns the tables and the pause); this thread waits.
-        auto shared = std::make_shared<MigrationState>(std::move(*state));
-        auto done = std::make_shared<std::promise<Result<InstallReport>>>();
-        std::future<Result<InstallReport>> result = done->get_future();
-        sw_.post([this, shared, done] {
+        auto r = on_control([this, reader, staged, first_delta_entry]() -> Result<InstallReport> {
             const auto t0 = Clock::now();
-            if (Status p = sw_.pause(); !p) {
-                done->set_value(p.error());
-                return;
-            }
+            if (Status p = sw_.pause(); !p) return p.error();
             const auto t_paused = Clock::now();
-            auto r = MigrationControl(sw_).install(*shared);
+            MigrationControl mc(sw_);
+            Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
+            if (staged->has_value()) {
+                out = mc.commit_staged(**staged, reader->partial(), reader->context(),
+                                       first_delta_entry);
+                staged->reset();  // committed, or removed on failure
+            } else {
+                auto whole = reader->finish();
+                out = whole ? mc.install(*whole) : Result<InstallReport>(whole.error());
+            }
             const auto t_installed = Clock::now();
             sw_.resume();
-            {
-                std::lock_guard lock(mu_);
-                st_.pause_ms = ms_between(t0, Clock::now());
-                st_.steps_ms["pause"] = ms_between(t0, t_paused);
-                st_.steps_ms["install"] = ms_between(t_paused, t_installed);
-            }
-            done->set_value(std::move(r));
+            std::lock_guard lock(mu_);
+            st_.pause_ms = ms_between(t0, Clock::now());
+            st_.steps_ms["pause"] = ms_between(t0, t_paused);
+            st_.steps_ms["install"] = ms_between(t_paused, t_installed);
+            return out;
         });
-        if (result.wait_until(deadline) != std::future_status::ready || abandoned_.load())
-            return refuse("the target did not install the state in time");
-        Result<InstallReport> r = result.get();
-        if (!r) return refuse(r.error().message);
+        if (!r) return refuse("the target did not install the state in time");
+        if (!*r) return refuse(r->error().message);
         const Status sent =
-            transport_send_answer(*conn, StreamAnswer{true, shared->stream_id, ""}, deadline);
+            transport_send_answer(*conn, StreamAnswer{true, stream_id, ""}, deadline);
         active_fd_.store(-1);
         close(*conn);
         // The state is installed either way; a lost answer leaves the source as it was, and

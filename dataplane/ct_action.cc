@@ -88,6 +88,9 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
         case CtVerdict::kBlocked:
             drop(w, in_port, pkt, DropReason::kDpiDrop);
             return CtStep::kConsumed;
+        case CtVerdict::kDormant:
+            drop(w, in_port, pkt, DropReason::kCtMigrating);
+            return CtStep::kConsumed;
         case CtVerdict::kRedirect:
             // A translated connection whose reply tuple hashes here; its owner is elsewhere.
             // The reply reached the worker its hash names, directly or handed over once; one
@@ -171,6 +174,9 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
                 continue;
             case CtVerdict::kBlocked:
                 drop(w, in_port, pkts[i], DropReason::kDpiDrop);
+                continue;
+            case CtVerdict::kDormant:
+                drop(w, in_port, pkts[i], DropReason::kCtMigrating);
                 continue;
         }
         next_table[i] = static_cast<uint8_t>(a.arg32 >> kCtTableShift);

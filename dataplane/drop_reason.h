@@ -26,14 +26,15 @@ enum class DropReason : uint8_t {
     kCtFull,          // ct(commit) refused: connection table full or no free NAT address/port
     kCtHandoff,       // the ring to the connection's owner worker was full
     kDpiDrop,         // payload inspection matched a drop pattern (this or an earlier packet)
+    kCtMigrating,     // the connection is migrating here and its migration has not committed
     kCount
 };
 
 inline constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)>
-    kDropReasonNames = {"runt",      "bad_vlan",       "bad_l3",    "bad_l4",   "vlan_not_allowed",
-                        "hairpin",   "no_destination", "port_down", "tx_full",  "no_mbuf",
-                        "no_rule",   "rule_drop",      "meter",     "ct_limit", "ct_full",
-                        "ct_handoff", "dpi_drop"};
+    kDropReasonNames = {
+        "runt",           "bad_vlan",  "bad_l3",  "bad_l4",     "vlan_not_allowed", "hairpin",
+        "no_destination", "port_down", "tx_full", "no_mbuf",    "no_rule",          "rule_drop",
+        "meter",          "ct_limit",  "ct_full", "ct_handoff", "dpi_drop",         "ct_migrating"};
 static_assert(kDropReasonNames.size() == static_cast<size_t>(DropReason::kCount));
 
 inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);

@@ -179,6 +179,15 @@ Result<size_t> StreamReader::section(const uint8_t* data, size_t avail, size_t a
     return kSectionHeaderBytes + length;
 }
 
+Status StreamReader::check_complete() const {
+    if (!done_) return stream_error("truncated before the trailer", 0);
+    if (state_.scope == StreamScope::kPort && state_.ports.size() != 1)
+        return stream_error("a one-port stream with " + std::to_string(state_.ports.size()) +
+                                " ports",
+                            header_length_);
+    return Ok{};
+}
+
 Result<MigrationState> StreamReader::finish(StreamReadInfo* info) {
     if (!done_) return stream_error("truncated before the trailer", 0);
     if (state_.scope == StreamScope::kPort && state_.ports.size() != 1)

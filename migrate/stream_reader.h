@@ -38,6 +38,15 @@ public:
     /// The state, once done(); call once.
     Result<MigrationState> finish(StreamReadInfo* info = nullptr);
 
+    /// The state as decoded so far, before finish() drops gone connections: connections by
+    /// slot (a later entry of the same connection replaced its slot), with context() telling
+    /// which entry numbers went to which slot and which slots are gone. A migration target
+    /// installs a pre-copy from it ahead of the trailer.
+    const MigrationState& partial() const { return state_; }
+    const DecodeContext& context() const { return ctx_; }
+    /// The checks finish() makes besides compacting, once done(). @return Ok or the error
+    Status check_complete() const;
+
 private:
     MigrationState state_;
     DecodeContext ctx_;

@@ -11,6 +11,9 @@ namespace ferry {
 
 inline constexpr uint32_t kCtNone = 0xffffffffu;
 inline constexpr uint16_t kCtNoPort = 0xffff;
+/// CtEntry::redirect_owner of a connection (not a redirect) installed ahead by a migration that
+/// has not committed yet: its packets are dropped until ConntrackShard::activate().
+inline constexpr uint16_t kCtDormant = 0xffff;
 
 enum CtEntryFlag : uint8_t {
     kCtfSrcNat = 1 << 0,   // the original direction's source is rewritten
@@ -40,7 +43,7 @@ struct alignas(64) CtEntry {
     uint32_t mark;
     uint8_t flags;            // CtEntryFlag
     uint8_t other_state;      // CtOtherState for UDP/ICMP
-    uint16_t redirect_owner;  // kCtfRedirect entries only
+    uint16_t redirect_owner;  // kCtfRedirect entries; kCtDormant on a dormant connection
     // Third line: rarely written per packet.
     uint16_t port[2];       // ferry port the first packet of each direction came in on; kCtNoPort
     int32_t seq_offset[2];  // what a TCP sequence rewrite adds in each direction (0 today)

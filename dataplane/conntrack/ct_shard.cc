@@ -340,6 +340,10 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         redirect_to_ = r.redirect_owner;
         return CtVerdict::kRedirect;
     }
+    if (ref.found() && table_->entry(ref.index).redirect_owner == kCtDormant) {
+        counter_add(counters_.dormant_drops, 1);
+        return CtVerdict::kDormant;
+    }
     if (ref.found() && (table_->entry(ref.index).flags & kCtfBlocked)) {
         table_->entry(ref.index).expires_ms = now_ms + block_ttl_ms();
         counter_add(counters_.blocked_drops, 1);
@@ -474,7 +478,8 @@ void ConntrackShard::translate(const CtEntry& e, unsigned dir, bool related, uin
         std::memcpy(key->ip_dst, pre.src, 16);
 }
 
-uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms) {
+uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms,
+                                 bool dormant) {
     const uint32_t idx = table_->insert(from.tuple[0], from.tuple[1]);
     if (idx == kCtNone) return kCtNone;
     CtEntry& e = table_->entry(idx);
@@ -490,7 +495,8 @@ uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t 
     e.seq_offset[0] = from.seq_offset[0];
     e.seq_offset[1] = from.seq_offset[1];
     e.tcp = from.tcp;
-    e.expires_ms = now_ms + remaining_ms;
+    e.expires_ms = dormant ? UINT64_MAX : now_ms + remaining_ms;  // a dormant one never expires
+    e.redirect_owner = dormant ? kCtDormant : 0;
     if ((e.flags & (kCtfSrcNat | kCtfDstNat)) && ct_owner(e.tuple[1], n_workers_) != worker_) {
         e.flags |= kCtfForeignReply;
         counter_add(counters_.foreign_reply, 1);
@@ -500,6 +506,12 @@ uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t 
     account(e, +1);
     counter_add(counters_.installed, 1);
     return idx;
+}
+
+void ConntrackShard::activate(uint32_t index, uint64_t now_ms, uint64_t remaining_ms) {
+    CtEntry& e = table_->entry(index);
+    e.redirect_owner = 0;
+    e.expires_ms = now_ms + remaining_ms;
 }
 
 void ConntrackShard::block(uint32_t index, uint64_t now_ms) {

@@ -50,6 +50,7 @@ enum class CtVerdict : uint8_t {
     kFull,      // commit refused: table full or no free NAT port: drop
     kRedirect,  // the connection lives on worker redirect_to(): hand the packet there
     kBlocked,   // the connection was ended by payload inspection: drop
+    kDormant,   // the connection is being migrated here and not committed yet: drop
 };
 
 /// A message from a shard to another worker's shard, delivered by the worker over the
@@ -80,6 +81,7 @@ struct CtShardCounters {
     uint64_t blocked;        // connections ended by payload inspection
     uint64_t blocked_drops;  // their packets dropped since
     uint64_t installed;      // connections installed from a migration stream or checkpoint
+    uint64_t dormant_drops;  // packets of connections migrating in, before the commit
     uint64_t by_tcp_state[static_cast<size_t>(TcpState::kCount)];  // live TCP connections
     uint64_t udp;                                                  // live UDP pseudo-connections
     uint64_t icmp;                                                 // live ICMP echo
@@ -130,7 +132,11 @@ public:
     /// the owner is paused.
     /// @return the entry index, or kCtNone when either tuple is already tracked here or the
     ///         table has no room (nothing changed)
-    uint32_t install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms);
+    uint32_t install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms,
+                     bool dormant = false);
+    /// Makes a dormant connection (install(..., dormant)) a live one, expiring remaining_ms
+    /// from now. Context: owner, or control while the owner is paused.
+    void activate(uint32_t index, uint64_t now_ms, uint64_t remaining_ms);
 
     /// Ends a connection on behalf of payload inspection: from now on its packets get
     /// kBlocked, and it is forgotten once none has been seen for a TIME_WAIT timeout.

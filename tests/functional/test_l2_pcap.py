@@ -21,7 +21,7 @@ A, B, C, D, E, N, T, X = (mac(i) for i in range(1, 9))
 UNKNOWN = mac(0x77)
 DROP_REASONS = ("runt", "bad_vlan", "bad_l3", "bad_l4", "vlan_not_allowed", "hairpin",
                 "no_destination", "port_down", "tx_full", "no_mbuf", "no_rule", "rule_drop",
-                "meter", "ct_limit", "ct_full", "ct_handoff", "dpi_drop")
+                "meter", "ct_limit", "ct_full", "ct_handoff", "dpi_drop", "ct_migrating")
 
 
 def test_broadcast_arp_floods_to_all_other_ports(bridge):
