@@ -251,7 +251,7 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
 
 Result<json> MigrationSession::send(const std::string& address,
                                     const std::optional<std::string>& port, double timeout_s,
-                                    bool precopy) {
+                                    bool precopy, double settle_s) {
     if (busy()) return make_error(ErrorCode::kBusy, "a migration is in progress");
     join();
     const auto t0 = Clock::now();
@@ -278,7 +278,7 @@ Result<json> MigrationSession::send(const std::string& address,
     } else {
         if (Status p = sw_.pause(); !p) return p.error();
         holding_pause_ = true;
-        paused_at_ = t0;
+        paused_at_ = Clock::now();  // the blackout: from the workers parked to their resume
         auto captured = mc.capture(port);
         if (!captured) {
             holding_pause_ = false;
@@ -304,7 +304,7 @@ Result<json> MigrationSession::send(const std::string& address,
         st_.started = t0;
     }
     const Deadline deadline = deadline_in(timeout_s);
-    thread_ = std::thread([this, moved, first, pre, writer, buffer, address, deadline] {
+    thread_ = std::thread([this, moved, first, pre, writer, buffer, address, deadline, settle_s] {
         const auto t_thread = Clock::now();
         Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
         auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
@@ -326,6 +326,8 @@ Result<json> MigrationSession::send(const std::string& address,
             if (sent && pre) {
                 set_phase("precopy_sent");
                 sent = transport_await_ready(*fd, deadline);
+                if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
+                    std::this_thread::sleep_for(std::chrono::duration<double>(settle_s));
             }
             if (sent && pre) {
                 // The changes since the pre-copy, computed by the control thread with the
@@ -339,8 +341,8 @@ Result<json> MigrationSession::send(const std::string& address,
                         return;
                     }
                     holding_pause_ = true;
-                    paused_at_ = t_pause;
                     const auto t_paused = Clock::now();
+                    paused_at_ = t_paused;  // the blackout starts when the workers are parked
                     MigrationState d = MigrationControl(sw_).delta(*pre);
                     const auto t_delta = Clock::now();
                     if (!d.macs.empty()) writer->macs(d.macs);
@@ -458,12 +460,16 @@ void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
                   {"timeout_s", ParamType::kUnsigned, false, "give up after (default 10)"},
                   {"precopy", ParamType::kBoolean, false,
                    "send the connections while traffic runs first, then only what changed "
-                   "with the workers paused"}},
+                   "with the workers paused"},
+                  {"settle_ms", ParamType::kUnsigned, false,
+                   "with precopy: wait this long after the target took the pre-copy before "
+                   "pausing (default 0)"}},
                  [session](const json& p) -> Result<json> {
                      std::optional<std::string> port;
                      if (p.contains("port")) port = p["port"].get<std::string>();
                      return session->send(p["to"].get<std::string>(), port,
-                                          p.value("timeout_s", 10.0), p.value("precopy", false));
+                                          p.value("timeout_s", 10.0), p.value("precopy", false),
+                                          p.value("settle_ms", 0.0) / 1000.0);
                  }});
     t.push_back({"migrate.status",
                  "the current or last migration: role, phase, progress",

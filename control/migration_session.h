@@ -43,7 +43,7 @@ public:
     /// Sends one port's state (or the switch's) to a target listening at address; the
     /// workers stay paused until the answer. @return {phase, bytes, connections, ...} at once
     Result<nlohmann::json> send(const std::string& address, const std::optional<std::string>& port,
-                                double timeout_s, bool precopy);
+                                double timeout_s, bool precopy, double settle_s = 0);
     nlohmann::json status() const;
 
 private:

@@ -185,3 +185,36 @@ def test_ferryctl_migrate_verbs(ctb, tmp_path):
     assert r.returncode == 1 and "failed" in r.stdout, (r.stdout, r.stderr)
     r = ctl(a, "migrate", "send")
     assert r.returncode == 64
+
+
+def test_precopy_sends_what_changed_meanwhile(ctb):
+    """With pre-copy the target places the connections ahead, dormant: their packets are dropped
+    there (ct_migrating) until the commit. What changes on the source between the pre-copy and
+    the pause (held open 2 s by settle_ms) is sent with the workers paused: a connection that
+    carried more data (its new counters), one opened meanwhile, one that ended (flushed)."""
+    a = source_with_connection(ctb)  # 40001 ESTABLISHED; ports lan1, wan1, lan2, wan2
+    a.phase([cli(40002, "S", 3000)], out={"outside": [cli(40002, "S", 3000)]})  # on lan3
+    b = target(ctb)
+    b.port("lan3")
+    b.seq = {"lan": 3, "wan": 2}
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('p.sock')}"})["address"]
+    a.call("migrate.send", {"to": address, "precopy": True, "settle_ms": 2000})
+    wait_for(lambda: a.call("migrate.status")["phase"] == "precopy_sent", 10,
+             what="the pre-copy to be taken")
+    more = cli(40001, "PA", 1011, 5011, b"meanwhile")
+    a.phase([more], out={"outside": [more]})                                  # lan4
+    a.phase([cli(40003, "S", 9000)], out={"outside": [cli(40003, "S", 9000)]})  # lan5
+    assert a.call("ct.flush", {"port": "lan3"}) == {"flushed": 1}
+    early = srv(40001, "PA", 5011, 1020, b"too early")
+    b.phase([early], drops={"ct_migrating": 1})  # wan3: dormant on B until the commit
+    src, dst = wait_phase(a), wait_phase(b)
+    assert src["phase"] == "committed" and dst["phase"] == "committed", (src, dst)
+    assert (src["delta_connections"], src["gone"]) == (2, 1), src
+    assert a.conns() == []
+    moved = {c["orig"]["sport"]: c for c in b.conns()}
+    assert sorted(moved) == [40001, 40003], moved
+    assert moved[40001]["packets"] == [4, 2] and moved[40001]["state"] == "ESTABLISHED"
+    assert moved[40003]["state"] == "SYN_SENT"
+    reply = srv(40001, "PA", 5011, 1020, b"after the commit")
+    b.phase([reply], out={"inside": [reply]})
