@@ -168,6 +168,7 @@ json ConntrackControl::list(const CtFilter& f, uint64_t cursor, size_t limit,
                      {"nat", nat.empty() ? json() : json(nat)},
                      {"mark", e.mark},
                      {"blocked", (e.flags & kCtfBlocked) != 0},
+                     {"dormant", e.redirect_owner == kCtDormant},
                      {"ports", ports},
                      {"packets", {e.packets[0], e.packets[1]}},
                      {"bytes", {e.bytes[0], e.bytes[1]}},
@@ -219,6 +220,7 @@ json ConntrackControl::stats() const {
                {"blocked", counter_read(c.blocked)},
                {"blocked_drops", counter_read(c.blocked_drops)},
                {"installed", counter_read(c.installed)},
+               {"dormant_drops", counter_read(c.dormant_drops)},
                {"handoff_out", counter_read(ws_[s->worker()]->counters.ct_handoff_out)},
                {"handoff_in", counter_read(ws_[s->worker()]->counters.ct_handoff_in)}};
         workers.push_back(w);
