@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -247,73 +248,6 @@ Status check_room(ConntrackControl& ct, const std::vector<MigratedConnection>& c
 
 }  // namespace
 
-Result<InstallReport> MigrationControl::install(const MigrationState& s) {
-    ConntrackControl& ct = sw_.conntrack();
-    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
-    // Ports by name.
-    std::vector<uint16_t> local_port;
-    for (const MigratedPort& p : s.ports) {
-        std::optional<uint16_t> slot = sw_.port_slot(p.name);
-        if (!slot)
-            return make_error(ErrorCode::kNotFound,
-                              "the stream's port " + p.name + " does not exist here");
-        local_port.push_back(*slot);
-    }
-    if (Status room = check_room(ct, s.connections, true); !room) return room.error();
-
-    // Install; the redirect notices go straight to the shards they concern (all paused).
-    auto deliver_notices = [&] {
-        const uint64_t now = ct.now_ms();
-        for (uint16_t w = 0; w < n_workers; ++w) {
-            ConntrackShard& sh = ct.shard(w);
-            for (unsigned k = 0; k < sh.notice_count(); ++k) {
-                const CtNotice& n = sh.notices()[k];
-                if (n.to < n_workers) ct.shard(n.to).apply_notice(n, now);
-            }
-            sh.clear_notices();
-        }
-    };
-    const uint64_t now_ms = ct.now_ms();
-    std::vector<std::pair<uint16_t, uint32_t>> placed;  // (worker, index) per connection
-    placed.reserve(s.connections.size());
-    for (const MigratedConnection& c : s.connections) {
-        const uint16_t w = ct_owner(c.orig, n_workers);
-        const uint32_t idx =
-            ct.shard(w).install(connection_from_stream(c, local_port), now_ms, c.remaining_ms);
-        if (idx == kCtNone) {
-            for (const auto& [pw, pi] : placed) ct.shard(pw).remove(pi);
-            deliver_notices();
-            return make_error(ErrorCode::kFailed, "no room for connection " + tuple_text(c.orig) +
-                                                      " on worker " + std::to_string(w) +
-                                                      " (its buckets are full); nothing installed");
-        }
-        placed.emplace_back(w, idx);
-        if (ct.shard(w).notice_count() != 0) deliver_notices();
-    }
-    InstallReport report;
-    report.connections = placed.size();
-    DpiControl& dpi = sw_.dpi();
-    for (const MigratedDpi& d : s.dpi) {
-        if (d.connection >= placed.size()) continue;
-        const auto [w, idx] = placed[d.connection];
-        DpiStreamState st = d.state;
-        st.db_hash = s.dpi_hash;
-        const DpiImport r = dpi.worker(w).import_state(dpi.current(), idx, st);
-        if (r == DpiImport::kExpanded)
-            ++report.dpi_expanded;
-        else
-            ++report.dpi_restarted;
-    }
-    const uint32_t now_s = sw_.clock_s();
-    for (const MigratedMac& m : s.macs) {
-        if (m.port >= local_port.size()) continue;
-        const uint32_t age_s = m.age_ms / 1000;
-        MacEntry e{local_port[m.port], now_s > age_s ? now_s - age_s : 0};
-        if (sw_.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report.macs;
-    }
-    return report;
-}
-
 namespace {
 
 /// Delivers the redirect notices shards queued (all workers paused). Context: control.
@@ -355,18 +289,78 @@ Result<std::pair<uint16_t, uint32_t>> place(ConntrackControl& ct, const Migrated
 
 constexpr std::pair<uint16_t, uint32_t> kNotPlaced{0, kCtNone};
 
+/// Local slots of the stream's ports, by name. @return kNotFound naming a missing one
+Result<std::vector<uint16_t>> map_ports(Switch& sw, const std::vector<MigratedPort>& ports) {
+    std::vector<uint16_t> local_port;
+    for (const MigratedPort& p : ports) {
+        std::optional<uint16_t> slot = sw.port_slot(p.name);
+        if (!slot)
+            return make_error(ErrorCode::kNotFound,
+                              "the stream's port " + p.name + " does not exist here");
+        local_port.push_back(*slot);
+    }
+    return local_port;
+}
+
+/// After the connections: their DPI states (where(n): the entry of stream connection n, index
+/// kCtNone when it has none) and the learned MACs.
+void install_dpi_and_macs(Switch& sw, const MigrationState& s,
+                          const std::vector<uint16_t>& local_port,
+                          const std::function<std::pair<uint16_t, uint32_t>(uint32_t)>& where,
+                          InstallReport* report) {
+    DpiControl& dpi = sw.dpi();
+    for (const MigratedDpi& d : s.dpi) {
+        const auto [w, idx] = where(d.connection);
+        if (idx == kCtNone) continue;
+        DpiStreamState st = d.state;
+        st.db_hash = s.dpi_hash;
+        if (dpi.worker(w).import_state(dpi.current(), idx, st) == DpiImport::kExpanded)
+            ++report->dpi_expanded;
+        else
+            ++report->dpi_restarted;
+    }
+    const uint32_t now_s = sw.clock_s();
+    for (const MigratedMac& m : s.macs) {
+        if (m.port >= local_port.size()) continue;
+        const uint32_t age_s = m.age_ms / 1000;
+        MacEntry e{local_port[m.port], now_s > age_s ? now_s - age_s : 0};
+        if (sw.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report->macs;
+    }
+}
+
 }  // namespace
+
+Result<InstallReport> MigrationControl::install(const MigrationState& s) {
+    ConntrackControl& ct = sw_.conntrack();
+    auto local_port = map_ports(sw_, s.ports);
+    if (!local_port) return local_port.error();
+    if (Status room = check_room(ct, s.connections, false); !room) return room.error();
+    const uint64_t now_ms = ct.now_ms();
+    std::vector<std::pair<uint16_t, uint32_t>> placed;  // (worker, index) per connection
+    placed.reserve(s.connections.size());
+    for (const MigratedConnection& c : s.connections) {
+        auto where = place(ct, c, *local_port, now_ms, false);
+        if (!where) {
+            for (const auto& [w, idx] : placed) ct.shard(w).remove(idx);
+            deliver_notices(ct);
+            return make_error(where.error().code, where.error().message + "; nothing installed");
+        }
+        placed.push_back(*where);
+    }
+    InstallReport report;
+    report.connections = placed.size();
+    install_dpi_and_macs(
+        sw_, s, *local_port, [&](uint32_t n) { return n < placed.size() ? placed[n] : kNotPlaced; },
+        &report);
+    return report;
+}
 
 Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t slice) {
     ConntrackControl& ct = sw_.conntrack();
     Staged st;
-    for (const MigratedPort& p : partial.ports) {
-        std::optional<uint16_t> slot = sw_.port_slot(p.name);
-        if (!slot)
-            return make_error(ErrorCode::kNotFound,
-                              "the stream's port " + p.name + " does not exist here");
-        st.local_port.push_back(*slot);
-    }
+    auto local_port = map_ports(sw_, partial.ports);
+    if (!local_port) return local_port.error();
+    st.local_port = std::move(*local_port);
     if (Status room = check_room(ct, partial.connections, false); !room) return room.error();
     st.slots = partial.connections.size();
     st.placed.assign(st.slots, kNotPlaced);
@@ -440,25 +434,12 @@ Result<InstallReport> MigrationControl::commit_staged(Staged& st, const Migratio
         ++report.connections;
     }
     deliver_notices(ct);
-    DpiControl& dpi = sw_.dpi();
-    for (const MigratedDpi& d : partial.dpi) {
-        if (d.connection >= ctx.slot_of_number.size()) continue;
-        const auto [w, idx] = st.placed[ctx.slot_of_number[d.connection]];
-        if (idx == kCtNone) continue;
-        DpiStreamState s = d.state;
-        s.db_hash = partial.dpi_hash;
-        if (dpi.worker(w).import_state(dpi.current(), idx, s) == DpiImport::kExpanded)
-            ++report.dpi_expanded;
-        else
-            ++report.dpi_restarted;
-    }
-    const uint32_t now_s = sw_.clock_s();
-    for (const MigratedMac& m : partial.macs) {
-        if (m.port >= st.local_port.size()) continue;
-        const uint32_t age_s = m.age_ms / 1000;
-        MacEntry e{st.local_port[m.port], now_s > age_s ? now_s - age_s : 0};
-        if (sw_.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report.macs;
-    }
+    install_dpi_and_macs(
+        sw_, partial, st.local_port,
+        [&](uint32_t n) {
+            return n < ctx.slot_of_number.size() ? st.placed[ctx.slot_of_number[n]] : kNotPlaced;
+        },
+        &report);
     st.placed.clear();  // they are the switch's now
     return report;
 }
