@@ -804,6 +804,20 @@ const Compiled* prologue(benchmark::State& state, Traffic** t) {
     return &c;
 }
 
+/// The counters both benchmarks report (see the top of this file).
+void report(benchmark::State& state, const Compiled& c, uint64_t bytes, uint64_t matches) {
+    const auto iters = static_cast<double>(state.iterations());
+    state.SetBytesProcessed(static_cast<int64_t>(bytes));
+    state.counters["Gbit_per_s"] =
+        benchmark::Counter(static_cast<double>(bytes) * 8 / 1e9, benchmark::Counter::kIsRate);
+    state.counters["ns_per_packet"] =
+        benchmark::Counter(iters * 1e-9, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.counters["bytes_per_packet"] = static_cast<double>(bytes) / iters;
+    state.counters["matches"] = static_cast<double>(matches);
+    state.counters["stream_bytes"] = stream_bytes(*c.db);
+    state.counters["compile_ms"] = c.compile_ms;
+}
+
 void BM_DpiInspect(benchmark::State& state) {
     const auto n = static_cast<uint32_t>(state.range(0));
     Traffic* tp = nullptr;
@@ -848,16 +862,7 @@ void BM_DpiInspect(benchmark::State& state) {
         state.SkipWithError("the worker did not scan every byte");
         return;
     }
-    const auto iters = static_cast<double>(state.iterations());
-    state.SetBytesProcessed(static_cast<int64_t>(bytes));
-    state.counters["Gbit_per_s"] =
-        benchmark::Counter(static_cast<double>(bytes) * 8 / 1e9, benchmark::Counter::kIsRate);
-    state.counters["ns_per_packet"] =
-        benchmark::Counter(iters * 1e-9, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-    state.counters["bytes_per_packet"] = static_cast<double>(bytes) / iters;
-    state.counters["matches"] = static_cast<double>(after.matches - before.matches);
-    state.counters["stream_bytes"] = stream_bytes(*c.db);
-    state.counters["compile_ms"] = c.compile_ms;
+    report(state, c, bytes, after.matches - before.matches);
 }
 BENCHMARK(BM_DpiInspect)->Arg(10)->Arg(1000)->Arg(10000);
 
@@ -942,16 +947,7 @@ void BM_HsScanStreamRaw(benchmark::State& state) {
         state.SkipWithError("hs_scan_stream failed");
         return;
     }
-    const auto iters = static_cast<double>(state.iterations());
-    state.SetBytesProcessed(static_cast<int64_t>(bytes));
-    state.counters["Gbit_per_s"] =
-        benchmark::Counter(static_cast<double>(bytes) * 8 / 1e9, benchmark::Counter::kIsRate);
-    state.counters["ns_per_packet"] =
-        benchmark::Counter(iters * 1e-9, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-    state.counters["bytes_per_packet"] = static_cast<double>(bytes) / iters;
-    state.counters["matches"] = static_cast<double>(matches);
-    state.counters["stream_bytes"] = stream_bytes(*c.db);
-    state.counters["compile_ms"] = c.compile_ms;
+    report(state, c, bytes, matches);
 }
 BENCHMARK(BM_HsScanStreamRaw)->Arg(10)->Arg(1000)->Arg(10000);
 
