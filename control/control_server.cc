@@ -139,6 +139,38 @@ Result<std::unique_ptr<ControlServer>> ControlServer::listen(const std::string& 
     return server;
 }
 
+Result<std::unique_ptr<ControlServer>> ControlServer::adopt(int fd, const std::string& path,
+                                                            JsonRpcDispatcher* dispatcher,
+                                                            ControlServerLimits limits) {
+    std::unique_ptr<ControlServer> server(new ControlServer(path, dispatcher, limits));
+    server->listen_fd_ = fd;
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+        return make_error(ErrorCode::kFailed, "control socket: " + errno_text());
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) server->socket_inode_ = st.st_ino;
+    server->epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (server->epoll_fd_ < 0) return make_error(ErrorCode::kFailed, "epoll: " + errno_text());
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = pack(fd, 0);
+    if (::epoll_ctl(server->epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return make_error(ErrorCode::kFailed, "epoll_ctl: " + errno_text());
+    return server;
+}
+
+void ControlServer::hand_over() {
+    for (auto& [fd, client] : clients_) ::close(fd);
+    clients_.clear();
+    if (listen_fd_ >= 0) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        ::close(listen_fd_);
+        listen_fd_ = -1;
+    }
+    socket_inode_ = 0;  // the path is the successor's now: the destructor leaves it alone
+}
+
 ControlServer::~ControlServer() {
     for (auto& [fd, client] : clients_) ::close(fd);
     if (listen_fd_ >= 0) ::close(listen_fd_);

@@ -37,6 +37,17 @@ public:
                                                          JsonRpcDispatcher* dispatcher,
                                                          ControlServerLimits limits = {});
 
+    /// Serves on a socket that is already bound and listening at path (a live upgrade hands the
+    /// predecessor's over), so clients never find the path missing. Takes ownership of fd.
+    /// Context: control. @return the server, or kFailed
+    static Result<std::unique_ptr<ControlServer>> adopt(int fd, const std::string& path,
+                                                        JsonRpcDispatcher* dispatcher,
+                                                        ControlServerLimits limits = {});
+
+    /// Stops accepting and forgets the path without unlinking it (a successor serves on the
+    /// same socket now); connected clients are closed. Context: control.
+    void hand_over();
+
     /// Waits up to timeout_ms (-1: until something happens) for events and handles them all:
     /// accepts, requests, responses, watch callbacks, idle timeouts. Context: control. Returns
     /// early when an idle deadline falls inside the timeout. Handlers and watch callbacks run on

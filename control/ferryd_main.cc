@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -23,8 +24,10 @@
 #include "control/migration.h"
 #include "control/rule_config.h"
 #include "control/switch.h"
+#include "control/takeover.h"
 #include "control/telemetry.h"
 #include "ferry_version.h"
+#include "migrate/stream_reader.h"
 
 namespace {
 
@@ -36,18 +39,23 @@ struct Options {
     std::string config;
     bool check_only = false;
     bool print_schema = false;
-    std::string restore;  // a stream file installed before the workers start
+    std::string restore;   // a stream file installed before the workers start
+    std::string takeover;  // the running ferryd's takeover socket (live upgrade)
     ferry::LogLevel log_level = ferry::LogLevel::kInfo;
     std::vector<std::string> eal_passthrough;
 };
 
 void usage(FILE* out) {
     fprintf(out,
-            "usage: ferryd --config FILE [--check] [--restore FILE] [--log-level LEVEL]\n"
+            "usage: ferryd --config FILE [--check] [--restore FILE | --takeover PATH]\n"
+            "              [--log-level LEVEL]\n"
             "              [-- EAL-ARGS...]\n"
             "       ferryd --print-schema | --version\n"
             "  --config FILE      JSON configuration (see config/schema.json)\n"
             "  --check            validate the configuration and exit\n"
+            "  --takeover PATH    live upgrade: take the state, the control socket and the\n"
+            "                     ports over from the ferryd listening at PATH\n"
+            "                     (<control socket>.takeover)\n"
             "  --restore FILE     install the state of a stream file (migrate.save) before\n"
             "                     traffic starts; a stream that does not fit stops ferryd\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
@@ -66,6 +74,8 @@ int parse_args(int argc, char** argv, Options* o) {
             o->config = argv[++i];
         } else if (a == "--restore" && i + 1 < argc) {
             o->restore = argv[++i];
+        } else if (a == "--takeover" && i + 1 < argc) {
+            o->takeover = argv[++i];
         } else if (a == "--check") {
             o->check_only = true;
         } else if (a == "--print-schema") {
@@ -104,13 +114,52 @@ int parse_args(int argc, char** argv, Options* o) {
 }
 
 /// Runs the switch until shutdown. Context: control thread (main lcore).
-int serve(const ferry::Config& cfg, const std::string& restore) {
-    auto sw = ferry::Switch::create(cfg);
-    if (!sw) {
-        FERRY_LOG_ERROR("%s", sw.error().message.c_str());
-        return kExitConfig;
+int serve(const ferry::Config& cfg, const std::string& restore, const std::string& takeover) {
+    // A live upgrade: the running ferryd hands over its state and control socket and releases
+    // its ports before this one creates them.
+    ferry::Takeover handover;
+    if (!takeover.empty()) {
+        auto t = ferry::takeover_begin(takeover, 60);
+        if (!t) {
+            FERRY_LOG_ERROR("--takeover %s: %s", takeover.c_str(), t.error().message.c_str());
+            return kExitRuntime;
+        }
+        handover = std::move(*t);
+        // Before the point of no return: the stream must read and its ports exist here.
+        auto state = ferry::read_stream(handover.stream.data(), handover.stream.size());
+        std::string why = state ? "" : state.error().message;
+        for (size_t i = 0; state && why.empty() && i < state->ports.size(); ++i) {
+            const std::string& name = state->ports[i].name;
+            if (std::none_of(cfg.ports.begin(), cfg.ports.end(),
+                             [&](const ferry::PortConfig& p) { return p.name == name; }))
+                why = "the running switch's port " + name + " is not in this configuration";
+        }
+        if (!why.empty()) {
+            FERRY_LOG_ERROR("--takeover: %s; the running ferryd goes on", why.c_str());
+            ferry::takeover_abort(handover, why);
+            return kExitConfig;
+        }
+        if (ferry::Status r = ferry::takeover_release(handover); !r) {
+            FERRY_LOG_ERROR("--takeover: %s", r.error().message.c_str());
+            return kExitRuntime;
+        }
     }
+    auto fail = [&](const std::string& why, int rc) {
+        FERRY_LOG_ERROR("%s", why.c_str());
+        ferry::takeover_end(handover, false, why);
+        return rc;
+    };
+    auto sw = ferry::Switch::create(cfg);
+    if (!sw) return fail(sw.error().message, kExitConfig);
     ferry::Switch& s = *sw.value();
+    if (!takeover.empty()) {
+        auto state = ferry::read_stream(handover.stream.data(), handover.stream.size());
+        if (!state) return fail("--takeover: " + state.error().message, kExitRuntime);
+        auto r = ferry::MigrationControl(s).install(*state);
+        if (!r) return fail("--takeover: " + r.error().message, kExitRuntime);
+        FERRY_LOG_INFO("took over %zu connections from ferryd %s", r->connections,
+                       state->ferryd_version.c_str());
+    }
     if (!restore.empty()) {
         if (auto r = ferry::restore_from_file(s, restore); !r) {
             FERRY_LOG_ERROR("--restore %s", r.error().message.c_str());
@@ -122,12 +171,13 @@ int serve(const ferry::Config& cfg, const std::string& restore) {
         ferry::make_commands(
             s, [&dispatcher] { return ferry::describe_methods(dispatcher->table()); }),
         &s);
-    auto server = ferry::ControlServer::listen(cfg.control_socket, dispatcher.get());
-    if (!server) {
-        FERRY_LOG_ERROR("control socket %s: %s", cfg.control_socket.c_str(),
-                        server.error().message.c_str());
-        return kExitRuntime;
-    }
+    auto server =
+        handover.control_fd >= 0
+            ? ferry::ControlServer::adopt(handover.control_fd, cfg.control_socket, dispatcher.get())
+            : ferry::ControlServer::listen(cfg.control_socket, dispatcher.get());
+    if (!server)
+        return fail("control socket " + cfg.control_socket + ": " + server.error().message,
+                    kExitRuntime);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -144,11 +194,19 @@ int serve(const ferry::Config& cfg, const std::string& restore) {
     ferry::telemetry_attach(&s);
     auto st = s.start_workers();
     if (!st) {
-        FERRY_LOG_ERROR("%s", st.error().message.c_str());
         ferry::telemetry_detach();
         close(sfd);
-        return kExitRuntime;
+        return fail(st.error().message, kExitRuntime);
     }
+    ferry::takeover_end(handover, true, "");
+    // The next upgrade takes over from this one.
+    const std::string takeover_path = cfg.control_socket + ".takeover";
+    auto successor = ferry::TakeoverListener::listen(takeover_path, s, *server.value());
+    if (successor)
+        server.value()->add_watch(successor.value()->fd(),
+                                  [&successor] { successor.value()->on_readable(); });
+    else
+        FERRY_LOG_WARN("no live upgrade: %s", successor.error().message.c_str());
     FERRY_LOG_INFO("ready: %zu ports, %u workers, control socket %s", cfg.ports.size(),
                    s.worker_count(), cfg.control_socket.c_str());
     while (!s.shutdown_requested()) {
@@ -159,6 +217,8 @@ int serve(const ferry::Config& cfg, const std::string& restore) {
     server.value()->run_once(0);
     ferry::telemetry_detach();
     s.stop_workers();
+    if (successor) server.value()->remove_watch(successor.value()->fd());
+    successor = ferry::make_error(ferry::ErrorCode::kFailed, "stopped");
     server.value().reset();
     close(sfd);
     sw.value().reset();
@@ -204,6 +264,15 @@ int main(int argc, char** argv) {
     if (plan.no_huge)
         FERRY_LOG_WARN(
             "no free hugepages on this host: running with --no-huge (memfd-backed memory)");
+    if (!opt.takeover.empty()) {
+        // The predecessor runs with the configured prefix until the hand-over: a prefix of our
+        // own for the EAL's runtime files.
+        for (size_t i = 0; i + 1 < plan.args.size(); ++i)
+            if (plan.args[i] == "--file-prefix") {
+                plan.args[i + 1].append("-").append(std::to_string(getpid()));
+                plan.file_prefix = plan.args[i + 1];
+            }
+    }
 
     // Signals are taken through a signalfd by the control thread; block them before the EAL
     // starts its threads so they inherit the mask.
@@ -229,7 +298,7 @@ int main(int argc, char** argv) {
     }
     std::string runtime_dir = rte_eal_get_runtime_dir();
     if (rte_pdump_init() != 0) FERRY_LOG_WARN("packet capture (rte_pdump) unavailable");
-    rc = serve(cfg.value(), opt.restore);
+    rc = serve(cfg.value(), opt.restore, opt.takeover);
     rte_pdump_uninit();
     rte_eal_cleanup();
     ferry::remove_runtime_dir(runtime_dir);

@@ -378,6 +378,19 @@ std::string Switch::port_name(uint16_t slot) const {
     return text;
 }
 
+void Switch::release_ports() {
+    stop_workers();
+    {
+        std::lock_guard lock(registry_mutex_);
+        for (auto& [name, rec] : ports_) {
+            offload_.remove_port(rec.slot);
+            port_device_close(rec.dev);
+        }
+        ports_.clear();
+    }
+    publish();
+}
+
 std::vector<std::pair<std::string, uint16_t>> Switch::port_slots() const {
     std::vector<std::pair<std::string, uint16_t>> out;
     for (const auto& [name, rec] : ports_) out.emplace_back(name, rec.slot);

@@ -96,6 +96,10 @@ public:
     /// The name of the port in a slot ("#N" when the slot is free now). Context: control.
     std::string port_name(uint16_t slot) const;
 
+    /// Stops the workers and closes every port (a successor ferryd opens them next): the
+    /// switch keeps its tables but moves no packet any more. Context: control.
+    void release_ports();
+
     /// Names and slots of every port, by name. Context: control.
     std::vector<std::pair<std::string, uint16_t>> port_slots() const;
     /// A port's MAC address as port.list shows it ("" when unknown). Context: control.
@@ -162,7 +166,7 @@ private:
     std::atomic<uint64_t> mac_table_full_{0};
     bool workers_started_ = false;
     unsigned pause_depth_ = 0;  // pause() calls not yet matched by resume()
-    std::mutex posted_mutex_;  // guards posted_ (any thread adds, the control thread runs)
+    std::mutex posted_mutex_;   // guards posted_ (any thread adds, the control thread runs)
     std::vector<std::function<void()>> posted_;
     int event_fd_ = -1;
     std::atomic<bool> events_pending_{false};

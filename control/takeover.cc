@@ -1,0 +1,232 @@
+#include "control/takeover.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "control/control_server.h"
+#include "control/log.h"
+#include "control/migration.h"
+#include "control/switch.h"
+#include "migrate/stream_writer.h"
+#include "migrate/transport.h"
+
+namespace ferry {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kHello = "FERRY-TAKEOVER 1\n";
+constexpr size_t kMaxStreamBytes = size_t{4} << 30;
+
+Deadline in_seconds(double s) {
+    return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(s * 1e6));
+}
+
+/// Reads one line (without its newline), at most 512 bytes. @return kFailed on EOF/timeout
+Result<std::string> read_line(int fd, Deadline deadline) {
+    std::string line;
+    uint8_t c = 0;
+    while (line.size() < 512) {
+        // One byte at a time: the protocol's lines are few and short, and nothing after a
+        // line may be consumed (a stream or an fd may follow).
+        pollfd p{fd, POLLIN, 0};
+        const int left = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
+                   .count()));
+        if (::poll(&p, 1, left) <= 0)
+            return make_error(ErrorCode::kFailed, "takeover: no answer in time");
+        const ssize_t r = ::recv(fd, &c, 1, 0);
+        if (r <= 0) return make_error(ErrorCode::kFailed, "takeover: the peer went away");
+        if (c == '\n') return line;
+        line.push_back(static_cast<char>(c));
+    }
+    return make_error(ErrorCode::kFailed, "takeover: line too long");
+}
+
+Status send_text(int fd, const std::string& text, Deadline deadline) {
+    return transport_send(fd, reinterpret_cast<const uint8_t*>(text.data()), text.size(), deadline);
+}
+
+Status send_fd(int conn, int fd) {
+    char byte = 'F';
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    if (::sendmsg(conn, &msg, MSG_NOSIGNAL) != 1)
+        return make_error(ErrorCode::kFailed, std::string("takeover: sendmsg: ") + strerror(errno));
+    return Ok{};
+}
+
+Result<int> recv_fd(int conn, Deadline deadline) {
+    pollfd p{conn, POLLIN, 0};
+    const int left = static_cast<int>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+    if (::poll(&p, 1, left) <= 0)
+        return make_error(ErrorCode::kFailed, "takeover: no control socket in time");
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    if (::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) != 1 || byte != 'F')
+        return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+        return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TakeoverListener>> TakeoverListener::listen(const std::string& path,
+                                                                   Switch& sw,
+                                                                   ControlServer& server) {
+    std::unique_ptr<TakeoverListener> l(new TakeoverListener(path, sw, server));
+    auto fd = transport_listen("unix:" + path);
+    if (!fd) return fd.error();
+    l->fd_ = *fd;
+    ::chmod(path.c_str(), 0600);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) l->inode_ = st.st_ino;
+    return l;
+}
+
+TakeoverListener::~TakeoverListener() {
+    if (fd_ >= 0) ::close(fd_);
+    // Only our own socket: a successor may have bound the path already.
+    struct stat st {};
+    if (inode_ != 0 && ::lstat(path_.c_str(), &st) == 0 && st.st_ino == inode_)
+        ::unlink(path_.c_str());
+}
+
+void TakeoverListener::on_readable() {
+    auto conn = transport_accept(fd_, in_seconds(1));
+    if (!conn) return;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(*conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != ::getuid() && cred.uid != 0)) {
+        FERRY_LOG_WARN("takeover: refused a connection from uid %u", cred.uid);
+        ::close(*conn);
+        return;
+    }
+    FERRY_LOG_INFO("takeover: ferryd pid %d asks to take over", static_cast<int>(cred.pid));
+    if (Status s = hand_over(*conn); !s) FERRY_LOG_WARN("%s", s.error().message.c_str());
+    ::close(*conn);
+}
+
+Status TakeoverListener::hand_over(int conn) {
+    auto hello = read_line(conn, in_seconds(5));
+    if (!hello || *hello + "\n" != kHello)
+        return make_error(ErrorCode::kFailed, "takeover: not a ferryd asking to take over");
+    if (Status p = sw_.pause(); !p) return p.error();
+    auto state = MigrationControl(sw_).capture(std::nullopt);
+    if (!state) {
+        sw_.resume();
+        return state.error();
+    }
+    const std::vector<uint8_t> stream = write_stream(*state);
+    const Deadline deadline = in_seconds(60);
+    Status sent = transport_send(conn, stream.data(), stream.size(), deadline);
+    if (sent) sent = send_fd(conn, server_.listen_fd());
+    auto reply = sent ? read_line(conn, deadline) : Result<std::string>(sent.error());
+    if (!reply || *reply != "RELEASE") {
+        // ABORT: the successor found it cannot take this state; nothing changed here.
+        sw_.resume();  // nothing changed here: this ferryd goes on
+        return make_error(ErrorCode::kFailed, "takeover: the successor gave up (" +
+                                                  (reply ? *reply : reply.error().message) +
+                                                  "); going on");
+    }
+    // The point of no return: the successor has the state and the control socket.
+    const std::string checkpoint = path_ + ".checkpoint";
+    if (Status w = write_file_atomic(checkpoint, stream); !w)
+        FERRY_LOG_WARN("takeover: %s", w.error().message.c_str());
+    sw_.resume();
+    sw_.release_ports();
+    send_text(conn, "RELEASED\n", deadline);
+    auto done = read_line(conn, in_seconds(120));
+    server_.hand_over();  // the socket is the successor's either way
+    sw_.request_shutdown();
+    if (done && *done == "DONE") {
+        FERRY_LOG_INFO("takeover: the successor runs; %zu connections handed over, exiting",
+                       state->connections.size());
+        ::unlink(checkpoint.c_str());
+        return Ok{};
+    }
+    return make_error(ErrorCode::kFailed,
+                      "takeover: the successor failed (" + (done ? *done : done.error().message) +
+                          "); exiting: start ferryd with --restore " + checkpoint);
+}
+
+Result<Takeover> takeover_begin(const std::string& path, double timeout_s) {
+    const Deadline deadline = in_seconds(timeout_s);
+    auto conn = transport_connect("unix:" + path, deadline);
+    if (!conn) return conn.error();
+    Takeover t;
+    t.conn = *conn;
+    auto fail = [&](const Error& e) -> Result<Takeover> {
+        send_text(t.conn, "ABORT\n", in_seconds(1));
+        ::close(t.conn);
+        if (t.control_fd >= 0) ::close(t.control_fd);
+        return e;
+    };
+    if (Status s = send_text(t.conn, kHello, deadline); !s) return fail(s.error());
+    auto stream = transport_read_stream(t.conn, deadline, kMaxStreamBytes);
+    if (!stream) return fail(stream.error());
+    t.stream = std::move(*stream);
+    auto fd = recv_fd(t.conn, deadline);
+    if (!fd) return fail(fd.error());
+    t.control_fd = *fd;
+    return t;
+}
+
+Status takeover_release(Takeover& t) {
+    const Deadline deadline = in_seconds(60);
+    if (Status s = send_text(t.conn, "RELEASE\n", deadline); !s) return s;
+    auto released = read_line(t.conn, deadline);
+    if (!released || *released != "RELEASED")
+        return make_error(ErrorCode::kFailed,
+                          "takeover: the predecessor did not release its "
+                          "ports");
+    return Ok{};
+}
+
+void takeover_abort(Takeover& t, const std::string& why) {
+    if (t.conn < 0) return;
+    send_text(t.conn, "ABORT " + why + "\n", in_seconds(1));
+    ::close(t.conn);
+    t.conn = -1;
+    if (t.control_fd >= 0) ::close(t.control_fd);
+    t.control_fd = -1;
+}
+
+void takeover_end(Takeover& t, bool ok, const std::string& why) {
+    if (t.conn < 0) return;
+    send_text(t.conn, ok ? "DONE\n" : "FAILED " + why + "\n", in_seconds(5));
+    ::close(t.conn);
+    t.conn = -1;
+}
+
+}  // namespace ferry
