@@ -55,9 +55,12 @@ Status begin_state(Switch& sw, const std::optional<std::string>& port, Migration
     s->hyperscan_version = dpi_library_version();
     std::vector<std::pair<std::string, uint16_t>> ports = sw.port_slots();
     if (port) {
+        // The moved port first; the others follow so that its connections keep naming the
+        // port their other direction uses (the target maps those when it has them).
         *slot = sw.port_slot(*port);
         if (!*slot) return make_error(ErrorCode::kNotFound, "no port named " + *port);
-        ports = {{*port, **slot}};
+        std::erase_if(ports, [&](const auto& p) { return p.first == *port; });
+        ports.insert(ports.begin(), {*port, **slot});
     }
     stream_port->assign(kPortSlots, kNoStreamPort);
     for (size_t i = 0; i < ports.size(); ++i) {
@@ -70,10 +73,13 @@ Status begin_state(Switch& sw, const std::optional<std::string>& port, Migration
     return Ok{};
 }
 
-void capture_macs(Switch& sw, const std::vector<uint16_t>& stream_port, MigrationState* s) {
+/// The learned MACs of the stream's ports (of the moved port only, for a one-port stream).
+void capture_macs(Switch& sw, const std::vector<uint16_t>& stream_port,
+                  const std::optional<uint16_t>& slot, MigrationState* s) {
     const uint32_t now_s = sw.clock_s();
     sw.mac_table().for_each([&](uint64_t key, MacEntry e) {
         if (e.port >= kPortSlots || stream_port[e.port] == kNoStreamPort) return;
+        if (slot && e.port != *slot) return;
         MigratedMac m;
         const uint64_t addr = mac_key_addr(key);
         for (int i = 0; i < 6; ++i) m.mac[i] = static_cast<uint8_t>(addr >> (40 - 8 * i));
@@ -122,11 +128,12 @@ Result<MigrationState> MigrationControl::capture(const std::optional<std::string
     std::vector<uint16_t> stream_port;
     std::optional<uint16_t> slot;
     if (Status b = begin_state(sw_, port, &s, &stream_port, &slot); !b) return b.error();
-    capture_macs(sw_, stream_port, &s);
+    capture_macs(sw_, stream_port, slot, &s);
     ConntrackControl& ct = sw_.conntrack();
     const uint64_t now_ms = ct.now_ms();
     s.dpi_hash = sw_.dpi().current().database().hash();
-    for (uint16_t w = 0; w < ct.shard_count(); ++w) {
+    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
+    for (uint16_t w = 0; w < n_workers; ++w) {
         const CtTable& t = ct.shard(w).table();
         for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1))
             if (in_scope(t.entry(i), slot)) add_connection(sw_, w, i, now_ms, stream_port, &s);
@@ -140,7 +147,8 @@ Result<Precopy> MigrationControl::precopy(const std::optional<std::string>& port
     if (Status b = begin_state(sw_, port, &p.state, &p.stream_port, &p.slot); !b) return b.error();
     ConntrackControl& ct = sw_.conntrack();
     p.state.dpi_hash = sw_.dpi().current().database().hash();
-    for (uint16_t w = 0; w < ct.shard_count(); ++w) {
+    const auto n_workers = static_cast<uint16_t>(ct.shard_count());
+    for (uint16_t w = 0; w < n_workers; ++w) {
         const CtTable& t = ct.shard(w).table();
         for (uint32_t from = 0; from < t.capacity(); from += slice) {
             // A short pause per slice: the owner writes the entries, so they are read while
@@ -165,7 +173,7 @@ MigrationState MigrationControl::delta(const Precopy& p) const {
     d.scope = p.state.scope;
     d.stream_id = p.state.stream_id;
     d.dpi_hash = p.state.dpi_hash;
-    capture_macs(sw_, p.stream_port, &d);
+    capture_macs(sw_, p.stream_port, p.slot, &d);
     ConntrackControl& ct = sw_.conntrack();
     const auto n_workers = static_cast<uint16_t>(ct.shard_count());
     const uint64_t now_ms = ct.now_ms();
@@ -289,15 +297,17 @@ Result<std::pair<uint16_t, uint32_t>> place(ConntrackControl& ct, const Migrated
 
 constexpr std::pair<uint16_t, uint32_t> kNotPlaced{0, kCtNone};
 
-/// Local slots of the stream's ports, by name. @return kNotFound naming a missing one
-Result<std::vector<uint16_t>> map_ports(Switch& sw, const std::vector<MigratedPort>& ports) {
+/// Local slots of the stream's ports, by name. Every port of a whole-switch stream must exist
+/// here; of a one-port stream the moved one (the first), the others map to none when absent.
+/// @return kNotFound naming a missing one
+Result<std::vector<uint16_t>> map_ports(Switch& sw, const MigrationState& s) {
     std::vector<uint16_t> local_port;
-    for (const MigratedPort& p : ports) {
-        std::optional<uint16_t> slot = sw.port_slot(p.name);
-        if (!slot)
+    for (size_t i = 0; i < s.ports.size(); ++i) {
+        std::optional<uint16_t> slot = sw.port_slot(s.ports[i].name);
+        if (!slot && (s.scope == StreamScope::kSwitch || i == 0))
             return make_error(ErrorCode::kNotFound,
-                              "the stream's port " + p.name + " does not exist here");
-        local_port.push_back(*slot);
+                              "the stream's port " + s.ports[i].name + " does not exist here");
+        local_port.push_back(slot.value_or(kCtNoPort));
     }
     return local_port;
 }
@@ -321,7 +331,7 @@ void install_dpi_and_macs(Switch& sw, const MigrationState& s,
     }
     const uint32_t now_s = sw.clock_s();
     for (const MigratedMac& m : s.macs) {
-        if (m.port >= local_port.size()) continue;
+        if (m.port >= local_port.size() || local_port[m.port] == kCtNoPort) continue;
         const uint32_t age_s = m.age_ms / 1000;
         MacEntry e{local_port[m.port], now_s > age_s ? now_s - age_s : 0};
         if (sw.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report->macs;
@@ -332,7 +342,7 @@ void install_dpi_and_macs(Switch& sw, const MigrationState& s,
 
 Result<InstallReport> MigrationControl::install(const MigrationState& s) {
     ConntrackControl& ct = sw_.conntrack();
-    auto local_port = map_ports(sw_, s.ports);
+    auto local_port = map_ports(sw_, s);
     if (!local_port) return local_port.error();
     if (Status room = check_room(ct, s.connections, false); !room) return room.error();
     const uint64_t now_ms = ct.now_ms();
@@ -358,7 +368,7 @@ Result<InstallReport> MigrationControl::install(const MigrationState& s) {
 Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t slice) {
     ConntrackControl& ct = sw_.conntrack();
     Staged st;
-    auto local_port = map_ports(sw_, partial.ports);
+    auto local_port = map_ports(sw_, partial);
     if (!local_port) return local_port.error();
     st.local_port = std::move(*local_port);
     if (Status room = check_room(ct, partial.connections, false); !room) return room.error();

@@ -181,19 +181,15 @@ Result<size_t> StreamReader::section(const uint8_t* data, size_t avail, size_t a
 
 Status StreamReader::check_complete() const {
     if (!done_) return stream_error("truncated before the trailer", 0);
-    if (state_.scope == StreamScope::kPort && state_.ports.size() != 1)
-        return stream_error("a one-port stream with " + std::to_string(state_.ports.size()) +
-                                " ports",
-                            header_length_);
+    if (state_.scope == StreamScope::kPort && state_.ports.empty())
+        return stream_error("a one-port stream without a port", header_length_);
     return Ok{};
 }
 
 Result<MigrationState> StreamReader::finish(StreamReadInfo* info) {
     if (!done_) return stream_error("truncated before the trailer", 0);
-    if (state_.scope == StreamScope::kPort && state_.ports.size() != 1)
-        return stream_error(
-            "a one-port stream with " + std::to_string(state_.ports.size()) + " ports",
-            header_length_);
+    if (state_.scope == StreamScope::kPort && state_.ports.empty())
+        return stream_error("a one-port stream without a port", header_length_);
     compact(state_, ctx_);
     if (info != nullptr) *info = seen_;
     return std::move(state_);

@@ -1413,16 +1413,18 @@ TEST(PortValues, PortAfterOtherSections) {
     EXPECT_EQ(info.skipped, 1u);
 }
 
-TEST(PortValues, OnePortStreamWithOtherThanOnePort) {
-    EXPECT_TRUE(refused(build(
-                            [](StreamWriter& w) {
-                                w.port(make_port("p0"));
-                                w.port(make_port("p1"));
-                            },
-                            meta(StreamScope::kPort)),
-                        "a one-port stream with 2 ports"));
+TEST(PortValues, OnePortStreamNeedsItsPort) {
+    // The moved port first; the others its connections refer to may follow.
+    const MigrationState two = read_ok(build(
+        [](StreamWriter& w) {
+            w.port(make_port("p0"));
+            w.port(make_port("p1"));
+        },
+        meta(StreamScope::kPort)));
+    ASSERT_EQ(two.ports.size(), 2u);
+    EXPECT_EQ(two.ports[0].name, "p0");
     EXPECT_TRUE(refused(build([](StreamWriter&) {}, meta(StreamScope::kPort)),
-                        "a one-port stream with 0 ports"));
+                        "a one-port stream without a port"));
 }
 
 TEST(MacValues, Vlan5000) {
