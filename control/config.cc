@@ -359,6 +359,8 @@ std::string upper(std::string_view s) {
     return out;
 }
 
+constexpr uint64_t kMaxTimeoutS = uint64_t{30} * 86400;  // a connection timeout: 30 days
+
 const ObjectSpec& ct_timeouts_spec() {
     static const ObjectSpec spec = [] {
         const CtTimeouts d{};
@@ -366,23 +368,23 @@ const ObjectSpec& ct_timeouts_spec() {
         for (size_t i = 1; i < kTcpTimeoutKeys.size(); ++i)
             o.fields.push_back(
                 {.key = std::string(kTcpTimeoutKeys[i]),
-                 .rule = integer(1, 30 * 86400),
+                 .rule = integer(1, kMaxTimeoutS),
                  .default_value = d.tcp[i],
                  .description = "TCP state " + upper(kTcpTimeoutKeys[i].substr(4)) + "."});
         o.fields.push_back({.key = "udp_first",
-                            .rule = integer(1, 30 * 86400),
+                            .rule = integer(1, kMaxTimeoutS),
                             .default_value = d.udp_first,
                             .description = "UDP before a reply was seen."});
         o.fields.push_back({.key = "udp_stream",
-                            .rule = integer(1, 30 * 86400),
+                            .rule = integer(1, kMaxTimeoutS),
                             .default_value = d.udp_stream,
                             .description = "UDP after a reply."});
         o.fields.push_back({.key = "icmp",
-                            .rule = integer(1, 30 * 86400),
+                            .rule = integer(1, kMaxTimeoutS),
                             .default_value = d.icmp,
                             .description = "ICMP echo."});
         o.fields.push_back({.key = "other",
-                            .rule = integer(1, 30 * 86400),
+                            .rule = integer(1, kMaxTimeoutS),
                             .default_value = d.other,
                             .description = "Other IP protocols."});
         return o;

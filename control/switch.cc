@@ -344,9 +344,9 @@ void Switch::publish() {
             for (uint16_t v : r.cfg.trunks) s.trunks.set(v);
         }
         t->port_limit = std::max<uint16_t>(t->port_limit, r.slot + 1);
-        for (uint16_t q = 0; q < r.rx_worker.size(); ++q) {
+        for (size_t q = 0; q < r.rx_worker.size(); ++q) {
             uint16_t wi = r.rx_worker[q];
-            t->rx[wi][t->rx_count[wi]++] = RxAssignment{r.slot, q};
+            t->rx[wi][t->rx_count[wi]++] = RxAssignment{r.slot, static_cast<uint16_t>(q)};
         }
     }
     // Release: pairs with the workers' acquire load, so the table is complete when seen.
