@@ -55,21 +55,31 @@ Status send_text(int fd, const std::string& text, Deadline deadline) {
     return transport_send(fd, reinterpret_cast<const uint8_t*>(text.data()), text.size(), deadline);
 }
 
-Status send_fd(int conn, int fd) {
+/// A one-byte message ('F') with room for one descriptor in its control data.
+struct FdMessage {
     char byte = 'F';
-    iovec iov{&byte, 1};
+    iovec iov{};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
     msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    FdMessage() {
+        iov = iovec{&byte, 1};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof(control);
+    }
+    FdMessage(const FdMessage&) = delete;
+    FdMessage& operator=(const FdMessage&) = delete;
+};
+
+Status send_fd(int conn, int fd) {
+    FdMessage m;
+    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    if (::sendmsg(conn, &msg, MSG_NOSIGNAL) != 1)
+    if (::sendmsg(conn, &m.msg, MSG_NOSIGNAL) != 1)
         return make_error(ErrorCode::kFailed, std::string("takeover: sendmsg: ") + strerror(errno));
     return Ok{};
 }
@@ -80,17 +90,11 @@ Result<int> recv_fd(int conn, Deadline deadline) {
         0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
     if (::poll(&p, 1, left) <= 0)
         return make_error(ErrorCode::kFailed, "takeover: no control socket in time");
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    if (::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) != 1 || byte != 'F')
+    FdMessage m;
+    m.byte = 0;
+    if (::recvmsg(conn, &m.msg, MSG_CMSG_CLOEXEC) != 1 || m.byte != 'F')
         return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
     if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
         return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
     int fd = -1;
