@@ -1,0 +1,132 @@
+"""Minimal QEMU guests for the end-to-end tests, built at test time from Debian packages: the
+linux-image-amd64 kernel with its virtio modules and busybox-static in an initramfs whose /init
+loads the modules in dependency order, gives eth0 the address in `ferry.ip=` and runs the
+command in `ferry.run=` (spaces written as '+'), printing FERRY-GUEST-READY / -RUN / -EXIT lines
+on the serial console, then powers off.
+
+Guests run under TCG (KVM does not boot them on this kind of host), with guest RAM from a shared
+memfd and one virtio-net NIC on a vhost-user socket (no MSI-X: QEMU 7.2 under TCG crashes at
+vhost-user start otherwise; no option ROM, so no iPXE package is needed).
+"""
+import glob
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import ferry_harness as fh  # noqa: E402
+
+MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
+           "virtio_pci", "failover", "net_failover", "virtio_net"]
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in %s; do
+    insmod /lib/modules/$m.ko || echo "FERRY-GUEST: insmod $m failed"
+done
+arg() { sed -n "s/.*ferry\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
+ip link set lo up
+ip addr add "$(arg ip)" dev eth0
+ip link set eth0 up
+echo "FERRY-GUEST-READY $(arg ip)"
+run="$(arg run)"
+echo "FERRY-GUEST-RUN $run"
+sh -c "$(echo "$run" | tr '+' ' ')"
+echo "FERRY-GUEST-EXIT $?"
+poweroff -f
+""" % " ".join(MODULES)
+
+
+def _download(pkgs, into):
+    """apt-get download, with an update first if the package lists do not know them."""
+    for attempt in range(2):
+        r = subprocess.run(["apt-get", "download", *pkgs], cwd=into, capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        if attempt == 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+    raise RuntimeError(f"apt-get download {' '.join(pkgs)}: {r.stderr.strip()[-400:]}")
+
+
+def build(workdir):
+    """Kernel and initramfs in workdir (reused when already there). @return (kernel, initrd)"""
+    kernel = os.path.join(workdir, "vmlinuz")
+    initrd = os.path.join(workdir, "initrd.gz")
+    if os.path.exists(kernel) and os.path.exists(initrd):
+        return kernel, initrd
+    debs = os.path.join(workdir, "debs")
+    os.makedirs(debs, exist_ok=True)
+    _download(["linux-image-amd64", "busybox-static"], debs)
+    meta = glob.glob(os.path.join(debs, "linux-image-amd64_*.deb"))[0]
+    depends = subprocess.run(["dpkg-deb", "-f", meta, "Depends"], capture_output=True,
+                             text=True, check=True).stdout
+    image = depends.split(",")[0].split()[0].strip()  # linux-image-6.1.0-NN-amd64
+    _download([image], debs)
+    tree = os.path.join(workdir, "tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    for deb in glob.glob(os.path.join(debs, "*.deb")):
+        subprocess.run(["dpkg-deb", "-x", deb, tree], check=True)
+    root = os.path.join(workdir, "root")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(root, "bin"))
+    os.makedirs(os.path.join(root, "lib", "modules"))
+    shutil.copy(os.path.join(tree, "bin", "busybox"), os.path.join(root, "bin", "busybox"))
+    for m in MODULES:
+        found = glob.glob(os.path.join(tree, "lib", "modules", "*", "kernel", "**", m + ".ko"),
+                          recursive=True)
+        if not found:
+            raise RuntimeError(f"module {m}.ko is not in {image}")
+        shutil.copy(found[0], os.path.join(root, "lib", "modules"))
+    with open(os.path.join(root, "init"), "w") as f:
+        f.write(INIT)
+    os.chmod(os.path.join(root, "init"), 0o755)
+    listing = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
+    archive = subprocess.run([os.path.join(root, "bin", "busybox"), "cpio", "-o", "-H", "newc"],
+                             cwd=root, input=listing, capture_output=True, check=True).stdout
+    with gzip.open(initrd + ".tmp", "wb", compresslevel=1) as f:
+        f.write(archive)
+    shutil.copy(glob.glob(os.path.join(tree, "boot", "vmlinuz-*"))[0], kernel + ".tmp")
+    os.rename(initrd + ".tmp", initrd)
+    os.rename(kernel + ".tmp", kernel)
+    return kernel, initrd
+
+
+class Guest:
+    """One QEMU guest on a vhost-user socket, running `run` (a shell command) once booted."""
+
+    def __init__(self, kernel, initrd, socket, mac, ip, run, console, mem_mb=256):
+        self.console = console
+        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(mem_mb), "-smp", "1",
+               "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
+               "-numa", "node,memdev=mem", "-kernel", kernel, "-initrd", initrd,
+               "-append", f"console=ttyS0 quiet panic=-1 ferry.ip={ip} ferry.run={run.replace(' ', '+')}",
+               "-chardev", f"socket,id=c0,path={socket}", "-netdev", "vhost-user,id=n0,chardev=c0",
+               "-device", f"virtio-net-pci,netdev=n0,vectors=0,mac={mac},romfile=",
+               "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{console}"]
+        self.proc = fh.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def output(self):
+        try:
+            with open(self.console, "rb") as f:
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_exit(self, timeout):
+        """Waits for the guest's command to finish. @return its exit status"""
+        fh.wait_for(lambda: "FERRY-GUEST-EXIT" in self.output() or self.proc.poll() is not None,
+                    timeout, interval=0.2, what=f"the guest ({self.console}) to finish")
+        for line in self.output().splitlines():
+            if line.startswith("FERRY-GUEST-EXIT"):
+                return int(line.split()[1])
+        raise RuntimeError(f"the guest died: {self.proc.stderr.read().decode()[-400:]}"
+                           f"\n{self.output()[-2000:]}")
+
+    def stop(self):
+        fh.stop_process(self.proc, timeout=5)
