@@ -177,14 +177,7 @@ RuleContext Switch::rule_context() const {
 
 Switch::~Switch() {
     stop_workers();
-    {
-        std::lock_guard lock(registry_mutex_);
-        for (auto& [name, rec] : ports_) {
-            offload_.remove_port(rec.slot);
-            port_device_close(rec.dev);
-        }
-        ports_.clear();
-    }
+    close_ports();
     rules_.reset();
     dpi_.reset();
     ct_.reset();
@@ -378,16 +371,18 @@ std::string Switch::port_name(uint16_t slot) const {
     return text;
 }
 
+void Switch::close_ports() {
+    std::lock_guard lock(registry_mutex_);
+    for (auto& [name, rec] : ports_) {
+        offload_.remove_port(rec.slot);
+        port_device_close(rec.dev);
+    }
+    ports_.clear();
+}
+
 void Switch::release_ports() {
     stop_workers();
-    {
-        std::lock_guard lock(registry_mutex_);
-        for (auto& [name, rec] : ports_) {
-            offload_.remove_port(rec.slot);
-            port_device_close(rec.dev);
-        }
-        ports_.clear();
-    }
+    close_ports();
     publish();
 }
 

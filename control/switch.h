@@ -134,6 +134,8 @@ private:
     Status pause_worker(WorkerState* w);
     void resume_worker(WorkerState* w);
     void release_worker(WorkerState* w);
+    /// Closes every port's device and forgets the records (workers stopped). Context: control.
+    void close_ports();
     /// Builds a new PortTable from the records, publishes it and frees the old one after a
     /// grace period. Context: control.
     void publish();
