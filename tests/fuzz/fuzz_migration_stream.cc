@@ -105,8 +105,9 @@ void check_state(const MigrationState& s) {
     check(!s.ferryd_version.empty() && s.ferryd_version.size() <= ferry::kMaxVersionText);
     check(s.hyperscan_version.size() <= ferry::kMaxVersionText);
     check(s.ports.size() <= ferry::kMaxStreamPorts);
+    // A one-port stream names the moved port first, then the others its connections use.
     check(s.scope == ferry::StreamScope::kSwitch ||
-          (s.scope == ferry::StreamScope::kPort && s.ports.size() == 1));
+          (s.scope == ferry::StreamScope::kPort && !s.ports.empty()));
     for (size_t i = 0; i < s.ports.size(); ++i) {
         const ferry::MigratedPort& p = s.ports[i];
         check(valid_port_name(p.name));
