@@ -374,6 +374,14 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         }
     }
 
+    if (ref.found() && is_icmp(t.proto) && is_echo_request(*key) != (ref.dir == 0)) {
+        // Echo is keyed by identifier alone here, where netfilter keys it by type as well: a
+        // request travelling the reply way (or a reply the original way) is not part of the
+        // exchange, or a host outside could ping in with the identifier of a ping going out.
+        key->ct_state |= kCtInvalid;
+        counter_add(counters_.invalid, 1);
+        return CtVerdict::kContinue;
+    }
     if (ref.found()) {
         CtEntry& e = table_->entry(ref.index);
         if (t.proto == kProtoTcp) {

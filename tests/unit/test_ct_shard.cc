@@ -502,6 +502,27 @@ TEST_F(CtShardTest, IcmpEchoReplyWithoutRequestIsInvalid) {
     EXPECT_EQ(shard_->counters().invalid, 1u);
 }
 
+// A request from the answering side that reuses the identifier of a ping going the other way
+// is not its reply, nor is a reply in the original direction: both are invalid, and the
+// connection is unchanged.
+TEST_F(CtShardTest, IcmpEchoTypeMustMatchItsDirection) {
+    const CtTuple t = tuple(kIcmp, kClient4, 0x1234, kServer4, 0x1234);
+    ASSERT_EQ(st(run(echo_frame(true, kClient4, kServer4, 0x1234), commit(), 0).state()),
+              "+trk+new");
+    EXPECT_EQ(st(run(echo_frame(true, kServer4, kClient4, 0x1234), commit(), 1).state()),
+              "+trk+inv");
+    EXPECT_EQ(st(run(echo_frame(false, kClient4, kServer4, 0x1234), commit(), 2).state()),
+              "+trk+inv");
+    EXPECT_EQ(shard_->counters().invalid, 2u);
+    const CtEntry* e = find(t);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->packets[0], 1u);
+    EXPECT_EQ(e->packets[1], 0u);
+    EXPECT_EQ(st(run(echo_frame(false, kServer4, kClient4, 0x1234), track(), 3).state()),
+              "+trk+est+rpl");
+    EXPECT_EQ(shard_->table().size(), 1u);
+}
+
 // IPv6: UDP and ICMPv6 echo are tracked alike.
 TEST_F(CtShardTest, Ipv6UdpAndIcmpv6Echo) {
     EXPECT_EQ(st(run(udp_frame(kClient6, 5000, kServer6, 53, 6), commit(), 0).state()), "+trk+new");
