@@ -1,15 +1,17 @@
 """Minimal QEMU guests for the end-to-end tests, built at test time from Debian packages: the
 linux-image-amd64 kernel with its virtio modules and busybox-static in an initramfs whose /init
 loads the modules in dependency order, gives eth0 the address in `ferry.ip=` and runs the
-command in `ferry.run=` (spaces written as '+'), printing FERRY-GUEST-READY / -RUN / -EXIT lines
+shell script in `ferry.run=` (base64), printing FERRY-GUEST-READY / -RUN / -EXIT lines
 on the serial console, then powers off.
 
 Guests run under TCG (KVM does not boot them on this kind of host), with guest RAM from a shared
 memfd and one virtio-net NIC on a vhost-user socket (no MSI-X: QEMU 7.2 under TCG crashes at
 vhost-user start otherwise; no option ROM, so no iPXE package is needed).
 """
+import base64
 import glob
 import gzip
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,9 +37,9 @@ ip link set lo up
 ip addr add "$(arg ip)" dev eth0
 ip link set eth0 up
 echo "FERRY-GUEST-READY $(arg ip)"
-run="$(arg run)"
-echo "FERRY-GUEST-RUN $run"
-sh -c "$(echo "$run" | tr '+' ' ')"
+arg run | base64 -d > /run.sh
+echo "FERRY-GUEST-RUN $(head -c 200 /run.sh | tr '\\n' ' ')"
+sh /run.sh
 echo "FERRY-GUEST-EXIT $?"
 poweroff -f
 """ % " ".join(MODULES)
@@ -57,7 +59,8 @@ def _download(pkgs, into):
 def build(workdir):
     """Kernel and initramfs in workdir (reused when already there). @return (kernel, initrd)"""
     kernel = os.path.join(workdir, "vmlinuz")
-    initrd = os.path.join(workdir, "initrd.gz")
+    # Named for its /init, so that a changed /init is not served from an older build.
+    initrd = os.path.join(workdir, f"initrd-{hashlib.sha256(INIT.encode()).hexdigest()[:12]}.gz")
     if os.path.exists(kernel) and os.path.exists(initrd):
         return kernel, initrd
     debs = os.path.join(workdir, "debs")
@@ -100,15 +103,24 @@ def build(workdir):
 class Guest:
     """One QEMU guest on a vhost-user socket, running `run` (a shell command) once booted."""
 
-    def __init__(self, kernel, initrd, socket, mac, ip, run, console, mem_mb=256):
+    def __init__(self, kernel, initrd, socket, mac, ip, run, console, mem_mb=256, qmp=None,
+                 incoming=None):
+        """qmp: a unix socket path for QMP; incoming: a migration URI to wait on (-incoming)."""
         self.console = console
+        self.qmp = qmp
+        self.incoming = incoming
+        script = base64.b64encode(run.encode()).decode()
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(mem_mb), "-smp", "1",
                "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
                "-numa", "node,memdev=mem", "-kernel", kernel, "-initrd", initrd,
-               "-append", f"console=ttyS0 quiet panic=-1 ferry.ip={ip} ferry.run={run.replace(' ', '+')}",
+               "-append", f"console=ttyS0 quiet panic=-1 ferry.ip={ip} ferry.run={script}",
                "-chardev", f"socket,id=c0,path={socket}", "-netdev", "vhost-user,id=n0,chardev=c0",
                "-device", f"virtio-net-pci,netdev=n0,vectors=0,mac={mac},romfile=",
                "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{console}"]
+        if qmp:
+            cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]
+        if incoming:
+            cmd += ["-incoming", incoming]
         self.proc = fh.spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def output(self):

@@ -156,6 +156,7 @@ class Ferryd:
         self.log_path = os.path.join(self.dir, "ferryd.log")
         self.log_level = log_level
         self.args = []  # more ferryd arguments, e.g. ["--restore", FILE]
+        self.wrap = []  # a command prefix, e.g. ["ip", "netns", "exec", NAME]
         self.proc = None
         self.rpc = None
 
@@ -166,7 +167,7 @@ class Ferryd:
         with open(self.config_path, "w") as f:
             json.dump(self.config, f, indent=2)
         self.log = open(self.log_path, "w")
-        self.proc = spawn([FERRYD, "--config", self.config_path, "--log-level",
+        self.proc = spawn([*self.wrap, FERRYD, "--config", self.config_path, "--log-level",
                                       self.log_level, *self.args], stdout=self.log,
                           stderr=subprocess.STDOUT)
 
