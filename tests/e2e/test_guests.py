@@ -10,20 +10,10 @@ import shutil
 import pytest
 
 import guest as g
-from ferry_harness import BUILD, Ferryd
+from migration_scene import FIREWALL, GUEST_DIR
+from ferry_harness import Ferryd
 
-GUEST_DIR = os.path.join(BUILD, "e2e-guest")
 MESSAGE = "ferry-carries-this-stream-end-to-end"
-
-FIREWALL = [
-    {"id": 1, "priority": 10, "match": {"eth_type": "ipv4"}, "actions": ["ct(zone=1,table=1)"]},
-    {"id": 2, "priority": 0, "actions": ["normal"]},  # ARP and the rest of L2
-    {"id": 10, "table": 1, "priority": 20, "match": {"in_port": "vm1", "ct_state": "+trk+new"},
-     "actions": ["ct(zone=1,commit)", "normal"]},
-    {"id": 11, "table": 1, "priority": 10, "match": {"ct_state": "+trk+est"}, "actions": ["normal"]},
-    {"id": 12, "table": 1, "priority": 10, "match": {"ct_state": "+trk+rel"}, "actions": ["normal"]},
-    {"id": 19, "table": 1, "priority": 0, "actions": ["drop"]},
-]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,8 @@ def test_two_guests_through_a_stateful_firewall(images, tmp_path):
                           "nc -l -p 5000; ping -c 2 -W 2 10.0.0.1", str(tmp_path / "vm2.txt"))
         guests.append(outside)
         inside = g.Guest(kernel, initrd, d.path("vm1.sock"), "52:54:00:00:00:01", "10.0.0.1/24",
-                         f"sleep 8; ping -c 3 -W 3 10.0.0.2; echo {MESSAGE} | nc 10.0.0.2 5000",
+                         f"sleep 8; ping -c 3 -W 3 10.0.0.2; echo {MESSAGE} | nc 10.0.0.2 5000; "
+                         "sleep 8",  # up while the outside guest tries to ping in
                          str(tmp_path / "vm1.txt"))
         guests.append(inside)
         assert inside.wait_exit(120) == 0, inside.output()

@@ -1,0 +1,194 @@
+"""Two hosts on one machine for live-migrating a real guest: ferryd A and ferryd B, each with a
+vhost-user port `vm1` for the guest and an uplink (a DPDK tap port) on one L2 segment, a Linux
+bridge in a network namespace of its own. The far end of the guest's connections lives on that
+bridge (10.0.0.2), outside both switches' stateful firewalls: the guest (10.0.0.1) may open
+connections, and only their return traffic comes in. So after a move, the target ferryd must
+already track the guest's connections, or their return traffic is dropped.
+
+Used by tests/e2e/test_live_migration.py and by scripts/demo.
+"""
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import ferry_harness as fh  # noqa: E402
+import guest as g  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VM_MIGRATE = os.path.join(fh.ROOT, "scripts", "vm-migrate")
+GUEST_DIR = os.path.join(fh.BUILD, "e2e-guest")
+PEER_IP = "10.0.0.2"
+GUEST_IP = "10.0.0.1"
+GUEST_MAC = "52:54:00:00:00:01"
+STREAM_PORT = 5000
+
+# A stateful firewall: vm1 is inside (may open connections), every other port outside (only the
+# return traffic of connections vm1 opened comes in).
+FIREWALL = [
+    {"id": 1, "priority": 10, "match": {"eth_type": "ipv4"}, "actions": ["ct(zone=1,table=1)"]},
+    {"id": 2, "priority": 0, "actions": ["normal"]},  # ARP and the rest of L2
+    {"id": 10, "table": 1, "priority": 20, "match": {"in_port": "vm1", "ct_state": "+trk+new"},
+     "actions": ["ct(zone=1,commit)", "normal"]},
+    {"id": 11, "table": 1, "priority": 10, "match": {"ct_state": "+trk+est"}, "actions": ["normal"]},
+    {"id": 12, "table": 1, "priority": 10, "match": {"ct_state": "+trk+rel"}, "actions": ["normal"]},
+    {"id": 19, "table": 1, "priority": 0, "actions": ["drop"]},
+]
+
+
+def stream_script(seconds, period_us=20000):
+    """The guest's job: after ARP settles, numbered lines to the peer for `seconds`."""
+    return (f"sleep 1; ping -c 1 -W 5 {PEER_IP} >/dev/null; i=0; end=$(($(date +%s)+{seconds}))\n"
+            f"while [ $(date +%s) -lt $end ]; do echo line-$i; i=$((i+1)); usleep {period_us}; done"
+            f" | nc {PEER_IP} {STREAM_PORT}\n")
+
+
+def expected_stream(text):
+    """True when text is exactly line-0 .. line-N, each ending in a newline."""
+    lines = text.split("\n")
+    return lines[-1] == "" and lines[:-1] == [f"line-{i}" for i in range(len(lines) - 1)]
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process and its threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Netns:
+    """A network namespace holding the bridge that is both hosts' L2 segment, and the peer."""
+
+    def __init__(self):
+        self.name = f"ferry-e2e-{os.getpid()}"
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        for cmd in (["ip", "netns", "add", self.name], ["link", "set", "lo", "up"],
+                    ["link", "add", "br0", "type", "bridge"],
+                    ["addr", "add", f"{PEER_IP}/24", "dev", "br0"], ["link", "set", "br0", "up"]):
+            full = cmd if cmd[0] == "ip" else ["ip", "-n", self.name, *cmd]
+            subprocess.run(full, check=True, capture_output=True)
+        self.prefix = ["ip", "netns", "exec", self.name]
+
+    def attach(self, iface, timeout=10.0):
+        """Puts a host's uplink (created by its ferryd) on the bridge."""
+        def present():
+            return subprocess.run(["ip", "-n", self.name, "link", "show", iface],
+                                  capture_output=True).returncode == 0
+        fh.wait_for(present, timeout, what=f"{iface} in {self.name}")
+        subprocess.run(["ip", "-n", self.name, "link", "set", iface, "master", "br0", "up"],
+                       check=True, capture_output=True)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+class Scene:
+    """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
+
+    def __init__(self, workdir, log=print):
+        self.dir = workdir
+        self.log = log
+        self.kernel, self.initrd = g.build(GUEST_DIR)
+        self.ns = None
+        self.hosts = {}
+        self.qemus = []
+        self.peer = None
+        self.qemu_seq = 0
+
+    def start(self):
+        self.ns = Netns()
+        for label in ("a", "b"):
+            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": 4096}},
+                          tmpdir=self._subdir(f"host-{label}"))
+            d.config["ports"] = [
+                {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"), "mode": "server"},
+                {"name": "uplink", "type": "dpdk", "devargs": f"net_tap0,iface=up-{label}"}]
+            d.wrap = self.ns.prefix
+            self.hosts[label] = d
+            d.start()
+            self.ns.attach(f"up-{label}")
+        return self
+
+    def _subdir(self, name):
+        path = os.path.join(self.dir, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def start_peer(self, timeout_s):
+        out = os.path.join(self.dir, "stream.bin")
+        self.peer = fh.spawn([*self.ns.prefix, sys.executable, os.path.join(HERE, "stream_peer.py"),
+                              PEER_IP, str(STREAM_PORT), out, str(timeout_s)])
+        fh.wait_for(lambda: os.path.exists(out + ".times"), 10, what="the stream peer")
+        return out
+
+    def guest(self, host, run, incoming=False):
+        """Boots the guest on a host's vm1 port, or (incoming) a QEMU waiting for it there."""
+        self.qemu_seq += 1
+        name = f"qemu{self.qemu_seq}-{host}"
+        q = g.Guest(self.kernel, self.initrd, self.hosts[host].path("vm1.sock"), GUEST_MAC,
+                    f"{GUEST_IP}/24", run, os.path.join(self.dir, f"{name}.console"),
+                    qmp=os.path.join(self.dir, f"{name}.qmp"),
+                    incoming=f"unix:{os.path.join(self.dir, name + '.incoming')}" if incoming else None)
+        self.qemus.append(q)
+        fh.wait_for(lambda: os.path.exists(q.qmp), 10, what=f"{name}'s QMP socket")
+        return q
+
+    def vm_migrate(self, source, target, src_host, dst_host, extra=()):
+        """scripts/vm-migrate, as an operator runs it. @return the CompletedProcess"""
+        cmd = [sys.executable, VM_MIGRATE, "--qmp", source.qmp, "--uri", target.incoming,
+               "--target-qmp", target.qmp, "--from", self.hosts[src_host].socket,
+               "--to", self.hosts[dst_host].socket, "--port", "vm1", "--json", "--timeout", "60",
+               *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def stop(self):
+        for q in self.qemus:
+            q.stop()
+        if self.peer is not None:
+            fh.stop_process(self.peer, timeout=2)
+        for d in self.hosts.values():
+            d.stop()
+        if self.ns is not None:
+            self.ns.delete()
+
+
+def arrivals(out):
+    """The peer's (time, total bytes) per read, and how the stream ended ('closed', 'error ...')."""
+    points, end = [], None
+    with open(out + ".times") as f:
+        for line in f:
+            t, what = line.split(" ", 1)
+            what = what.strip()
+            if what.isdigit():
+                points.append((float(t), int(what)))
+            elif what != "listening":
+                end = what
+    return points, end
+
+
+def longest_gap(points, start, stop):
+    """The longest time without data in [start, stop], in seconds: (gap, when it began)."""
+    times = [t for t, _ in points if start <= t <= stop]
+    before = [t for t, _ in points if t < start]
+    if before:
+        times.insert(0, before[-1])
+    best = (0.0, start)
+    for a, b in zip(times, times[1:]):
+        if b - a > best[0]:
+            best = (b - a, a)
+    return best
+
+
+def wait_bytes(out, at_least, timeout):
+    """Waits until the peer has received at_least bytes. @return the total"""
+    def total():
+        pts, _ = arrivals(out)
+        return pts[-1][1] if pts else 0
+    fh.wait_for(lambda: total() >= at_least, timeout, interval=0.2,
+                what=f"{at_least} bytes of the guest's stream")
+    return total()
+
+
+def now():
+    return time.monotonic()

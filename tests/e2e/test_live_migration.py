@@ -1,0 +1,114 @@
+"""Live migration of a real guest between two ferryd (see migration_scene.py): the guest streams
+numbered lines over TCP to a peer outside the stateful firewall of both hosts; scripts/vm-migrate
+moves it from host A to host B with QEMU and ferry together. The stream goes on byte for byte,
+its interruption is measured from the peer's arrival times and printed, and B never refuses the
+connection's return traffic. Before that, a move whose flows cannot go (the target cannot listen)
+is cancelled: the guest goes on on A with A's tables unchanged.
+"""
+import json
+import shutil
+import statistics
+import time
+
+import pytest
+
+import migration_scene as ms
+
+STREAM_S = 30
+
+
+def tcp_stream(d):
+    """The guest's stream connection in a ferryd's ct.list, or None."""
+    for c in d.call("ct.list")["connections"]:
+        if c["proto"] == "tcp" and c["orig"]["dport"] == ms.STREAM_PORT:
+            return c
+    return None
+
+
+def identity(c):
+    return {k: c[k] for k in ("zone", "proto", "orig", "reply", "state", "ports", "nat", "mark")}
+
+
+def cpu_share(pids, seconds):
+    """Each process's CPU use over `seconds`, in percent of one core."""
+    before = {k: ms.cpu_seconds(p) for k, p in pids.items()}
+    t0 = ms.now()
+    time.sleep(seconds)
+    wall = ms.now() - t0
+    return {k: round(100.0 * (ms.cpu_seconds(p) - before[k]) / wall, 1) for k, p in pids.items()}
+
+
+@pytest.fixture
+def scene(tmp_path):
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 is not installed (scripts/setup installs it)")
+    s = ms.Scene(str(tmp_path))
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+
+
+def test_guest_moves_to_another_host_with_its_tcp_stream(scene, capsys):
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 120)
+    source = scene.guest("a", ms.stream_script(STREAM_S))
+    ms.wait_bytes(out, 200, 90)
+    assert tcp_stream(b) is None
+
+    # ferryd's idle back-off leaves the cores to QEMU: both switches, one guest streaming.
+    share = cpu_share({"ferryd_a": a.proc.pid, "ferryd_b": b.proc.pid,
+                       "qemu": source.proc.pid}, 3.0)
+
+    # A move whose flows cannot go: cancelled, the guest goes on on A, A as it was.
+    before = tcp_stream(a)
+    doomed = scene.guest("b", "true", incoming=True)
+    r = scene.vm_migrate(source, doomed, "a", "b",
+                         ["--listen", "unix:/nonexistent-dir/ferry-migrate.sock"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cancelled, the guest goes on on the source" in r.stderr, r.stderr
+    doomed.stop()
+    after = tcp_stream(a)
+    assert after is not None and identity(after) == identity(before)
+    assert tcp_stream(b) is None
+    total = ms.wait_bytes(out, ms.arrivals(out)[0][-1][1] + 100, 30)  # the stream goes on on A
+
+    # The move: QEMU and the flows together.
+    target = scene.guest("b", ms.stream_script(STREAM_S), incoming=True)
+    refused_before = b.port_stats("uplink")["drops"]["rule_drop"]  # the bridge's own IGMP, say
+    t_start = ms.now()
+    r = scene.vm_migrate(source, target, "a", "b")
+    t_done = ms.now()
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["connections"] >= 1, report
+    moved = tcp_stream(b)
+    assert moved is not None and moved["ports"] == ["vm1", "uplink"], moved
+    assert moved["packets"][0] >= after["packets"][0], (moved, after)  # counters continue
+    assert tcp_stream(a) is None  # retired on the source
+    source.stop()
+
+    # The stream ends when the guest's script does, on B: every byte, in order, once.
+    assert target.wait_exit(STREAM_S + 60) == 0, target.output()[-2000:]
+    scene.peer.wait(30)
+    points, end = ms.arrivals(out)
+    assert end == "closed", end
+    with open(out) as f:
+        data = f.read()
+    assert ms.expected_stream(data), data[-300:]
+    after_move = [p for p in points if p[0] > t_done]
+    assert after_move and after_move[-1][1] - after_move[0][1] > 500, "too little after the move"
+    assert points[-1][1] > total
+    ct_b = {s_["worker"]: s_ for s_ in b.call("ct.stats")["workers"]}
+    assert sum(w["installed"] for w in ct_b.values()) >= 1
+    # No return traffic refused on B.
+    assert b.port_stats("uplink")["drops"]["rule_drop"] == refused_before
+
+    gap, gap_at = ms.longest_gap(points, t_start, t_done + 5.0)
+    normal = statistics.median(t2 - t1 for (t1, _), (t2, _) in zip(points, points[1:]))
+    with capsys.disabled():
+        print(f"\n  live migration of a guest with a TCP stream: {json.dumps(report)}"
+              f"\n  stream interruption {gap * 1000:.0f} ms (starting {gap_at - t_start:.2f} s "
+              f"into the move; median gap between arrivals {normal * 1000:.0f} ms); "
+              f"{len(data.splitlines())} lines, byte-exact"
+              f"\n  CPU, % of one core while the guest streams: {share}")
