@@ -7,6 +7,8 @@ already track the guest's connections, or their return traffic is dropped.
 
 Used by tests/e2e/test_live_migration.py and by scripts/demo.
 """
+import importlib.machinery
+import importlib.util
 import os
 import subprocess
 import sys
@@ -57,6 +59,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def vm_migrate_module():
+    """scripts/vm-migrate as a module, for its QMP client."""
+    loader = importlib.machinery.SourceFileLoader("vm_migrate", VM_MIGRATE)
+    spec = importlib.util.spec_from_loader("vm_migrate", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 class Netns:
     """A network namespace holding the bridge that is both hosts' L2 segment, and the peer."""
 
@@ -86,9 +97,9 @@ class Netns:
 class Scene:
     """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
 
-    def __init__(self, workdir, log=print):
+    def __init__(self, workdir, idle_backoff=True):
         self.dir = workdir
-        self.log = log
+        self.idle_backoff = idle_backoff  # False: the workers busy-poll, for comparison
         self.kernel, self.initrd = g.build(GUEST_DIR)
         self.ns = None
         self.hosts = {}
@@ -99,7 +110,8 @@ class Scene:
     def start(self):
         self.ns = Netns()
         for label in ("a", "b"):
-            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": 4096}},
+            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": 4096},
+                                 "idle_backoff": {"enabled": self.idle_backoff}},
                           tmpdir=self._subdir(f"host-{label}"))
             d.config["ports"] = [
                 {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"), "mode": "server"},

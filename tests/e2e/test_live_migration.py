@@ -3,7 +3,9 @@ numbered lines over TCP to a peer outside the stateful firewall of both hosts; s
 moves it from host A to host B with QEMU and ferry together. The stream goes on byte for byte,
 its interruption is measured from the peer's arrival times and printed, and B never refuses the
 connection's return traffic. Before that, a move whose flows cannot go (the target cannot listen)
-is cancelled: the guest goes on on A with A's tables unchanged.
+is cancelled: the guest goes on on A with A's tables unchanged. And the control: QEMU's
+migration alone (as with a switch that keeps no state across hosts) loses the connection, since
+B's firewall refuses both directions of a connection it does not know.
 """
 import json
 import shutil
@@ -112,3 +114,28 @@ def test_guest_moves_to_another_host_with_its_tcp_stream(scene, capsys):
               f"into the move; median gap between arrivals {normal * 1000:.0f} ms); "
               f"{len(data.splitlines())} lines, byte-exact"
               f"\n  CPU, % of one core while the guest streams: {share}")
+
+
+def test_without_the_flows_the_connection_is_lost(scene):
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 120)
+    source = scene.guest("a", ms.stream_script(STREAM_S))
+    ms.wait_bytes(out, 200, 90)
+    target = scene.guest("b", ms.stream_script(STREAM_S), incoming=True)
+    refused = {p: b.port_stats(p)["drops"]["rule_drop"] for p in ("vm1", "uplink")}
+
+    qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
+    qmp.call("migrate", uri=target.incoming)
+    deadline = ms.now() + 60
+    while qmp.call("query-migrate").get("status") != "completed":
+        assert ms.now() < deadline, qmp.call("query-migrate")
+        time.sleep(0.05)
+    t_done = ms.now()
+    source.stop()
+
+    time.sleep(4)  # the guest retransmits; B's firewall refuses it and the peer's ACKs
+    points, end = ms.arrivals(out)
+    assert end is None  # not closed: stalled
+    assert not [p for p in points if p[0] > t_done + 1.0], "data arrived after the move"
+    assert tcp_stream(b) is None
+    assert b.port_stats("vm1")["drops"]["rule_drop"] > refused["vm1"]

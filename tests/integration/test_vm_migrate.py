@@ -1,0 +1,429 @@
+"""scripts/vm-migrate, run as an operator runs it, against two real ferryd and a fake QEMU.
+
+The fake QEMU is a QMP server in a thread (FakeQmp): it greets, answers the commands the script
+sends as the test scripted them (query-status, query-migrate's succession of statuses), sends
+MIGRATION events the script must skip, and records every command in order. Ferryd A tracks an
+ESTABLISHED connection through ct_util's stateful firewall whose first packet came in on vm1,
+the guest's port; ferryd B has a port vm1 too and, like A, the uplink wan1.
+
+Checked: a move puts the flows on B while the guest is stopped, before QEMU is told to switch
+over, and reports its times as JSON; flows that cannot move cancel the QEMU migration and leave
+A exactly as it was; a QEMU failure after the hand-over brings the flows back to A, also when
+the target QEMU named by --target-qmp died; the pre-flight checks refuse before QEMU migrates
+anything; a QEMU failure before the switch-over touches no ferryd and leaves B ready for the
+next move; bad arguments are exit 2. The path with a real QEMU is
+tests/e2e/test_live_migration.py.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "functional"))
+
+from ferry_harness import ROOT  # noqa: E402
+from ct_util import bridges, stateful_rules  # noqa: E402
+from test_migrate_file import cli, srv  # noqa: E402
+from test_migrate_live import comparable  # noqa: E402
+
+VM_MIGRATE = os.path.join(ROOT, "scripts", "vm-migrate")
+CPORT = 40001  # the guest's connection: CLIENT:40001 -> SERVER:80
+DOWNTIME = 37  # what the fake QEMU reports as its downtime, ms
+GREETING = {"QMP": {"version": {"qemu": {"major": 8, "minor": 2, "micro": 2}, "package": ""},
+                    "capabilities": ["oob"]}}
+KNOWN = ("qmp_capabilities", "query-status", "migrate-set-capabilities", "migrate",
+         "query-migrate", "migrate-continue", "migrate_cancel")
+
+
+def completed():
+    return {"status": "completed", "downtime": DOWNTIME, "total-time": 900}
+
+
+def failed(desc):
+    return {"status": "failed", "error-desc": desc}
+
+
+class FakeQmp:
+    """A QEMU monitor on a unix socket, served by a thread, one client at a time.
+
+    status: the query-status answers in turn, the last one repeating, or a function giving it;
+    migrate / resume: the query-migrate answers (status names or dicts) in turn after `migrate`
+    and after `migrate-continue`, the last repeating; `migrate_cancel` makes it "cancelled".
+    hooks: {command: f()} run when the command arrives, before the answer; their results are
+    kept in seen[command]. Every command is recorded in `commands` as (name, arguments); a
+    query-migrate answer with a new status is preceded by a MIGRATION event, as QEMU sends them.
+    """
+
+    def __init__(self, path, status=("running",), migrate=("active", "active", "pre-switchover"),
+                 resume=("active", completed()), hooks=None):
+        self.path = path
+        self.status = status if callable(status) else list(status)
+        self.after = {"migrate": [s if isinstance(s, dict) else {"status": s} for s in migrate],
+                      "migrate-continue": [s if isinstance(s, dict) else {"status": s}
+                                           for s in resume],
+                      "migrate_cancel": [{"status": "cancelled"}]}
+        self.migration = [{}]  # query-migrate before any migration: an empty answer
+        self.reported = None
+        self.hooks = hooks or {}
+        self.seen = {}
+        self.commands = []
+        self.events = 0
+        self.error = None
+        self.stopping = False
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.listener.settimeout(0.1)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def names(self):
+        """The commands received, runs of query-migrate counted as one."""
+        out = []
+        for name, _ in self.commands:
+            if not (name == "query-migrate" and out and out[-1] == name):
+                out.append(name)
+        return out
+
+    def args(self, name):
+        return [a for n, a in self.commands if n == name]
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    self.session(conn)
+                except Exception as e:  # the test sees it in `error`
+                    self.error = e
+
+    def session(self, conn):
+        conn.settimeout(0.1)
+        send = lambda obj: conn.sendall(json.dumps(obj).encode() + b"\r\n")  # noqa: E731
+        send(GREETING)
+        buf = b""
+        while not self.stopping:
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                req = json.loads(line)
+                for obj in self.answer(req["execute"], req.get("arguments", {})):
+                    send(obj)
+
+    def answer(self, name, args):
+        self.commands.append((name, args))
+        if name not in KNOWN:
+            return [{"error": {"class": "CommandNotFound",
+                               "desc": f"The command {name} has not been found"}}]
+        if name in self.hooks:
+            self.seen.setdefault(name, []).append(self.hooks[name]())
+        if name == "query-status":
+            s = (self.status() if callable(self.status)
+                 else self.status.pop(0) if len(self.status) > 1 else self.status[0])
+            return [{"return": {"status": s, "running": s == "running", "singlestep": False}}]
+        if name == "query-migrate":
+            info = self.migration.pop(0) if len(self.migration) > 1 else self.migration[0]
+            out = []
+            if info.get("status") != self.reported:
+                self.reported = info.get("status")
+                self.events += 1
+                out.append({"event": "MIGRATION", "data": {"status": self.reported},
+                            "timestamp": {"seconds": 1700000000, "microseconds": 0}})
+            return out + [{"return": info}]
+        if name in self.after:
+            self.migration = list(self.after[name])
+        return [{"return": {}}]
+
+    def crash(self):
+        """Stops serving at once, the client's connection closed: a QEMU that died."""
+        self.stopping = True
+        self.thread.join(5)
+        self.listener.close()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.listener.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        return not self.thread.is_alive()
+
+
+@pytest.fixture
+def ctb(request):
+    """ct_util's maker of bridges, stopped after the test; their directories (config, log,
+    pcaps) are removed unless the test failed."""
+    failed = request.session.testsfailed
+    made, bridges_of_test = [], bridges()
+    make = next(bridges_of_test)
+
+    def make_kept(**kw):
+        made.append(make(**kw))
+        return made[-1]
+
+    yield make_kept
+    next(bridges_of_test, None)  # stops them
+    if request.session.testsfailed == failed:
+        for b in made:
+            shutil.rmtree(b.ferryd.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def qmp(tmp_path):
+    """A maker of FakeQmp servers in tmp_path; all stopped (threads joined, sockets removed)
+    after the test, which fails if one of them raised."""
+    made = []
+
+    def make(name="src", **kw):
+        q = FakeQmp(str(tmp_path / f"{name}.qmp"), **kw)
+        made.append(q)
+        return q
+
+    yield make
+    stopped = [q.stop() for q in made]  # all of them first, then the verdict
+    for q, ok in zip(made, stopped):
+        assert ok, f"{q.path}: server thread still running"
+        assert not os.path.exists(q.path)
+        assert q.error is None, f"{q.path}: {q.error!r}"
+
+
+def source_with_connection(ctb):
+    """Ferryd A with CLIENT:40001 -> SERVER:80 ESTABLISHED, 10 bytes sent, its first packet in
+    on vm1 (the guest's port); the other phases come in on wan1 and lan1."""
+    a = ctb(rules=stateful_rules())
+    a.start()
+    syn = cli(CPORT, "S", 1000)
+    a.phase([syn], out={"outside": [syn]}, side="vm")
+    synack = srv(CPORT, "SA", 5000, 1001)
+    a.phase([synack], out={"inside": [synack]})
+    ack, data = cli(CPORT, "A", 1001, 5001), cli(CPORT, "PA", 1001, 5001, b"0123456789")
+    a.phase([ack, data], out={"outside": [ack, data]})
+    c = a.conn(sport=CPORT)
+    assert c["state"] == "ESTABLISHED" and c["ports"] == ["vm1", "wan1"], c
+    return a
+
+
+def target(ctb, port="vm1"):
+    """Ferryd B: the same rules, the guest's port (or another one), the uplink wan1 as on A,
+    and no connection; its own phases come in on wan2, ..."""
+    b = ctb(rules=stateful_rules())
+    b.port(port)
+    b.port("wan1")
+    b.seq = {"wan": 1}
+    return b.start()
+
+
+def vm_migrate(qmp_path, src_ctl, dst_ctl, *extra):
+    """scripts/vm-migrate moving port vm1, as an operator runs it. @return the CompletedProcess"""
+    cmd = [sys.executable, VM_MIGRATE, "--qmp", qmp_path, "--uri", "unix:/run/qemu-incoming.sock",
+           "--from", src_ctl, "--to", dst_ctl, "--port", "vm1", "--timeout", "15", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def sports(b):
+    return [c["orig"]["sport"] for c in b.conns()]
+
+
+def identity(c):
+    """What must survive a move: the connection itself, not its worker or timeout."""
+    return {k: c[k] for k in ("zone", "proto", "orig", "reply", "state", "ports", "nat", "mark",
+                              "packets", "bytes")}
+
+
+def test_move_puts_the_flows_on_the_target_before_the_switch_over(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = a.conn(sport=CPORT)
+    src = qmp("src", hooks={"migrate": lambda: sports(b),
+                            "migrate-continue": lambda: (sports(a), b.conns(),
+                                                         b.call("migrate.status"))})
+    # The target QEMU runs the guest once the source switched over.
+    dst = qmp("dst", status=lambda: ("running" if "migrate-continue" in src.names()
+                                     else "inmigrate"))
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, "--target-qmp", dst.path,
+                   "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+
+    # QEMU's part, in order, MIGRATION events skipped.
+    assert src.names() == ["qmp_capabilities", "query-status", "migrate-set-capabilities",
+                           "migrate", "query-migrate", "migrate-continue", "query-migrate"]
+    assert src.args("migrate-set-capabilities") == [
+        {"capabilities": [{"capability": "pause-before-switchover", "state": True}]}]
+    assert src.args("migrate") == [{"uri": "unix:/run/qemu-incoming.sock"}]
+    assert src.args("migrate-continue") == [{"state": "pre-switchover"}]
+    assert src.events >= 3  # active, pre-switchover, completed
+    assert set(dst.names()) == {"qmp_capabilities", "query-status"}  # only looked at
+
+    # The flows moved while the guest was stopped, not before: B had nothing when the RAM copy
+    # began, and had the connection (A no longer) when QEMU was told to switch over.
+    assert src.seen["migrate"] == [[]]
+    (a_then, b_then, b_status), = src.seen["migrate-continue"]
+    assert a_then == []
+    assert [identity(c) for c in b_then] == [identity(before)]
+    assert b_status["role"] == "target" and b_status["phase"] == "committed", b_status
+
+    report = json.loads(r.stdout)
+    assert set(report) == {"port", "ram_copy_ms", "flows_ms", "ferry_pause_ms", "connections",
+                           "macs", "dpi_streams", "qemu_downtime_ms", "total_ms",
+                           "stopped_to_running_ms"}, report
+    assert report["port"] == "vm1" and report["connections"] == 1, report
+    assert report["qemu_downtime_ms"] == DOWNTIME, report
+    assert report["ram_copy_ms"] > 0 and report["flows_ms"] > 0, report
+    assert 0 < report["ferry_pause_ms"] <= report["flows_ms"], report
+    assert report["total_ms"] >= report["ram_copy_ms"] + report["flows_ms"], report
+    assert report["stopped_to_running_ms"] >= report["flows_ms"], report
+
+    # Afterwards: on B, not on A, and B forwards the server's reply with no new handshake.
+    assert a.conns() == []
+    assert [identity(c) for c in b.conns()] == [identity(before)]
+    reply = srv(CPORT, "PA", 5001, 1011, b"abcdefghij")
+    b.phase([reply], out={"inside": [reply]})
+
+
+def test_flows_that_cannot_move_cancel_the_qemu_migration(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    src = qmp("src")
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket,
+                   "--listen", "unix:/nonexistent-dir/x.sock")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "QEMU migration cancelled, the guest goes on on the source" in r.stderr, r.stderr
+    assert "migrate.receive" in r.stderr, r.stderr  # the reason: B cannot listen there
+    assert src.names() == ["qmp_capabilities", "query-status", "migrate-set-capabilities",
+                           "migrate", "query-migrate", "migrate_cancel", "query-migrate"]
+    assert src.reported == "cancelled"  # waited until QEMU said so
+    assert comparable(a.conns()) == before
+    assert b.conns() == []
+    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+
+
+def test_a_source_that_cannot_send_leaves_the_target_free(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    # A is busy (a migration of its own waits to be received), so its migrate.send fails after
+    # B listens: B must not stay listening until its time limit.
+    a.call("migrate.receive", {"listen": "unix:" + a.ferryd.path("busy.sock"), "timeout_s": 30})
+    src = qmp("src")
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "migrate.send" in r.stderr and "cancelled" in r.stderr, r.stderr
+    assert "migrate_cancel" in src.names() and "migrate-continue" not in src.names()
+    assert b.call("migrate.status")["phase"] == "failed"  # its wait ended, not "listening"
+    assert comparable(a.conns()) == before and b.conns() == []
+
+
+@pytest.mark.parametrize("target_qmp", [None, "died"])
+def test_qemu_failing_after_the_hand_over_brings_the_flows_back(ctb, qmp, target_qmp):
+    """QEMU fails after migrate-continue; with "died", --target-qmp names a target QEMU that dies
+    at the switch-over (the guest cannot run there either)."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    extra, dst = [], None
+    if target_qmp:
+        dst = qmp("dst", status=("inmigrate",))
+        extra = ["--target-qmp", dst.path]
+    src = qmp("src", resume=("active", failed("Unable to write to socket: Broken pipe")),
+              hooks={"migrate-continue": lambda: (sports(b), dst and dst.crash())})
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, *extra)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "QEMU migration failed: Unable to write to socket: Broken pipe" in r.stderr, r.stderr
+    assert "the flows went back" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert src.seen["migrate-continue"][0][0] == [CPORT]  # they had moved
+    assert "migrate_cancel" not in src.names()
+    assert comparable(a.conns()) == before  # back, as they were
+    assert b.conns() == []
+    # And A forwards the connection again.
+    reply = srv(CPORT, "PA", 5001, 1011, b"abcdefghij")
+    a.phase([reply], out={"inside": [reply]})
+
+
+@pytest.mark.parametrize("case", ["target_without_port", "source_paused", "target_not_incoming",
+                                  "no_control_socket"])
+def test_pre_flight_refusals_migrate_nothing(ctb, qmp, case):
+    a = source_with_connection(ctb)
+    b = target(ctb, port="vm2" if case == "target_without_port" else "vm1")
+    before = comparable(a.conns())
+    src = qmp("src", status=("paused",) if case == "source_paused" else ("running",))
+    extra, src_ctl = [], a.ferryd.socket
+    if case == "target_not_incoming":
+        dst = qmp("dst", status=("running",))
+        extra = ["--target-qmp", dst.path]
+    if case == "no_control_socket":
+        src_ctl = a.ferryd.path("nosuch.sock")
+    r = vm_migrate(src.path, src_ctl, b.ferryd.socket, *extra)
+    assert r.returncode == 1, r.stdout + r.stderr
+    want = {"target_without_port": "vm-migrate: target ferryd has no port vm1",
+            "source_paused": "vm-migrate: the source guest is not running",
+            "target_not_incoming": "vm-migrate: the target QEMU is not waiting for an incoming "
+                                   "migration",
+            "no_control_socket": f"vm-migrate: source ferryd: cannot connect to {src_ctl}: "
+                                 f"No such file or directory"}[case]
+    assert r.stderr.strip() == want
+    assert "migrate" not in src.names() and "migrate-set-capabilities" not in src.names()
+    if case == "source_paused":
+        assert src.names() == ["qmp_capabilities", "query-status"]
+    if case == "target_not_incoming":
+        assert dst.names() == ["qmp_capabilities", "query-status"]
+    assert comparable(a.conns()) == before
+    assert b.conns() == []
+    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+
+
+def test_qemu_failing_before_the_switch_over_touches_no_ferryd(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    doomed = qmp("doomed", migrate=("active", failed("Connection refused")))
+    r = vm_migrate(doomed.path, a.ferryd.socket, b.ferryd.socket)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.strip() == "vm-migrate: QEMU migration failed: Connection refused"
+    assert doomed.names() == ["qmp_capabilities", "query-status", "migrate-set-capabilities",
+                              "migrate", "query-migrate"]
+    assert comparable(a.conns()) == before
+    assert b.conns() == []
+    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+    # Nothing left behind on B: the next move (reported as text this time) goes through.
+    src = qmp("src")
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("guest moved: RAM copied in ") and "(1 connections" in r.stdout \
+        and f"QEMU downtime {DOWNTIME} ms" in r.stdout, r.stdout
+    assert a.conns() == [] and sports(b) == [CPORT]
+
+
+@pytest.mark.parametrize("args", [
+    [],                                                   # nothing at all
+    ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b"],  # no --port
+    ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1",
+     "--timeout", "soon"],                                # not a number
+    ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1", "--bogus"],
+])
+def test_bad_arguments_are_exit_2(args):
+    r = subprocess.run([sys.executable, VM_MIGRATE, *args], capture_output=True, text=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("usage: vm-migrate") and "error:" in r.stderr, r.stderr
+    assert r.stdout == ""
