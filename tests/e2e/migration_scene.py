@@ -73,13 +73,23 @@ class Netns:
 
     def __init__(self):
         self.name = f"ferry-e2e-{os.getpid()}"
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        self._remove_stale()
         for cmd in (["ip", "netns", "add", self.name], ["link", "set", "lo", "up"],
                     ["link", "add", "br0", "type", "bridge"],
                     ["addr", "add", f"{PEER_IP}/24", "dev", "br0"], ["link", "set", "br0", "up"]):
             full = cmd if cmd[0] == "ip" else ["ip", "-n", self.name, *cmd]
             subprocess.run(full, check=True, capture_output=True)
         self.prefix = ["ip", "netns", "exec", self.name]
+
+    def _remove_stale(self):
+        """Namespaces of runs that were killed: their pid is gone (and this run's own)."""
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            name = line.split()[0] if line.split() else ""
+            pid = name[len("ferry-e2e-"):]
+            if name.startswith("ferry-e2e-") and pid.isdigit() and (
+                    name == self.name or not os.path.exists(f"/proc/{pid}")):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
     def attach(self, iface, timeout=10.0):
         """Puts a host's uplink (created by its ferryd) on the bridge."""
@@ -144,6 +154,9 @@ class Scene:
                     incoming=f"unix:{os.path.join(self.dir, name + '.incoming')}" if incoming else None)
         self.qemus.append(q)
         fh.wait_for(lambda: os.path.exists(q.qmp), 10, what=f"{name}'s QMP socket")
+        if incoming:  # QEMU listens for the migration a little after its QMP socket appears
+            fh.wait_for(lambda: os.path.exists(q.incoming[len("unix:"):]), 10,
+                        what=f"{name}'s incoming migration socket")
         return q
 
     def vm_migrate(self, source, target, src_host, dst_host, extra=()):
