@@ -17,6 +17,7 @@ tests/e2e/test_live_migration.py.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "functional"))
 
-from ferry_harness import ROOT  # noqa: E402
+from ferry_harness import ROOT, wait_for  # noqa: E402
 from ct_util import bridges, stateful_rules  # noqa: E402
 from test_migrate_file import cli, srv  # noqa: E402
 from test_migrate_live import comparable  # noqa: E402
@@ -310,7 +311,9 @@ def test_flows_that_cannot_move_cancel_the_qemu_migration(ctb, qmp):
     assert "QEMU migration cancelled, the guest goes on on the source" in r.stderr, r.stderr
     assert "migrate.receive" in r.stderr, r.stderr  # the reason: B cannot listen there
     assert src.names() == ["qmp_capabilities", "query-status", "migrate-set-capabilities",
-                           "migrate", "query-migrate", "migrate_cancel", "query-migrate"]
+                           "migrate", "query-migrate", "migrate_cancel", "query-migrate",
+                           "migrate-set-capabilities"]
+    assert src.args("migrate-set-capabilities")[-1]["capabilities"][0]["state"] is False
     assert src.reported == "cancelled"  # waited until QEMU said so
     assert comparable(a.conns()) == before
     assert b.conns() == []
@@ -399,9 +402,11 @@ def test_qemu_failing_before_the_switch_over_touches_no_ferryd(ctb, qmp):
     doomed = qmp("doomed", migrate=("active", failed("Connection refused")))
     r = vm_migrate(doomed.path, a.ferryd.socket, b.ferryd.socket)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert r.stderr.strip() == "vm-migrate: QEMU migration failed: Connection refused"
+    assert r.stderr.strip() == ("vm-migrate: QEMU migration failed: Connection refused; "
+                                "the guest goes on on the source")
     assert doomed.names() == ["qmp_capabilities", "query-status", "migrate-set-capabilities",
-                              "migrate", "query-migrate"]
+                              "migrate", "query-migrate", "migrate-set-capabilities"]
+    assert doomed.args("migrate-set-capabilities")[-1]["capabilities"][0]["state"] is False
     assert comparable(a.conns()) == before
     assert b.conns() == []
     assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
@@ -411,6 +416,41 @@ def test_qemu_failing_before_the_switch_over_touches_no_ferryd(ctb, qmp):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("guest moved: RAM copied in ") and "(1 connections" in r.stdout \
         and f"QEMU downtime {DOWNTIME} ms" in r.stdout, r.stdout
+    assert a.conns() == [] and sports(b) == [CPORT]
+
+
+def test_interrupt_during_the_ram_copy_cancels(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    src = qmp("src", migrate=("active",))  # the RAM copy never ends by itself
+    p = subprocess.Popen([sys.executable, VM_MIGRATE, "--qmp", src.path, "--uri", "unix:/x",
+                          "--from", a.ferryd.socket, "--to", b.ferryd.socket, "--port", "vm1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "query-migrate" in src.names(), 15, what="the RAM copy")
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "interrupted; QEMU migration cancelled, the guest goes on on the source" in err, err
+    assert src.names()[-3:] == ["migrate_cancel", "query-migrate", "migrate-set-capabilities"]
+    assert comparable(a.conns()) == before and b.conns() == []
+
+
+def test_interrupt_while_the_guest_is_stopped_waits_for_the_move(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    script = []
+    # The interrupt arrives when the flows have moved and QEMU is told to switch over.
+    src = qmp("src", hooks={"migrate-continue": lambda: script[0].send_signal(signal.SIGINT)})
+    script.append(subprocess.Popen(
+        [sys.executable, VM_MIGRATE, "--qmp", src.path, "--uri", "unix:/x", "--from",
+         a.ferryd.socket, "--to", b.ferryd.socket, "--port", "vm1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    out, err = script[0].communicate(timeout=30)
+    assert script[0].returncode == 0, err
+    assert "interrupted while the guest was stopped; the move was completed first" in err, err
+    assert json.loads(out)["qemu_downtime_ms"] == DOWNTIME
+    assert "migrate_cancel" not in src.names()
     assert a.conns() == [] and sports(b) == [CPORT]
 
 
