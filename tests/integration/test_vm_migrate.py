@@ -436,6 +436,17 @@ def test_interrupt_during_the_ram_copy_cancels(ctb, qmp):
     assert comparable(a.conns()) == before and b.conns() == []
 
 
+def test_a_ram_copy_past_the_time_limit_is_cancelled(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    src = qmp("src", migrate=("active",))
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, "--timeout", "2")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "still active at the time limit; QEMU migration cancelled" in r.stderr, r.stderr
+    assert src.names()[-3:] == ["migrate_cancel", "query-migrate", "migrate-set-capabilities"]
+    assert sports(a) == [CPORT] and b.conns() == []
+
+
 def test_interrupt_while_the_guest_is_stopped_waits_for_the_move(ctb, qmp):
     a = source_with_connection(ctb)
     b = target(ctb)
