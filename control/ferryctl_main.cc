@@ -112,8 +112,10 @@ constexpr Verb kVerbs[] = {
      "install a checkpoint (all or nothing)", "file bytes connections dpi_continued dpi_restarted macs ms", "file"},
     {"migrate receive", "migrate.receive", Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [timeout_s=N]",
      "wait for one incoming migration (returns at once; see migrate status)", "phase address", "listen"},
-    {"migrate send",    "migrate.send",    Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [port=NAME] [timeout_s=N]",
+    {"migrate send",    "migrate.send",    Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [port=NAME] [timeout_s=N] [precopy=true [hold=true]]",
      "move the switch's (or one port's) state to a target, showing progress until it commits", kMigrateColumns, "to", true},
+    {"migrate continue", "migrate.continue", Args::kNone,         "", "a send held in phase ready (hold=true): go on, showing progress until it commits", kMigrateColumns, "", true},
+    {"migrate cancel",  "migrate.cancel",  Args::kNone,           "", "a send held in phase ready: give it up; nothing changes here", "phase"},
     {"migrate status",  "migrate.status",  Args::kNone,           "", "the current or last migration", kMigrateColumns},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
@@ -486,6 +488,12 @@ int follow_migration(const Options& opts) {
         else if (progress != last)
             std::cerr << progress << "\n";
         last = progress;
+        if (phase == "ready") {  // held after the pre-copy (hold=true): someone continues
+            if (tty) std::cerr << "\n";
+            std::cerr << "migrate: held after the pre-copy: ferryctl migrate continue (or "
+                         "cancel)\n";
+            return 0;
+        }
         if (phase == "committed" || phase == "refused" || phase == "failed" || phase == "idle") {
             if (tty) std::cerr << "\n";
             if (opts.json_output)

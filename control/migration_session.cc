@@ -35,11 +35,15 @@ Deadline deadline_in(double seconds) {
 }  // namespace
 
 MigrationSession::~MigrationSession() {
-    // Wake a migration thread blocked on its socket; it gives up and exits.
+    // Wake a migration thread blocked on its socket or held; it gives up and exits.
     if (listen_fd_ >= 0) shutdown(listen_fd_, SHUT_RDWR);
     const int fd = active_fd_.load();
     if (fd >= 0) shutdown(fd, SHUT_RDWR);
-    abandoned_.store(true);
+    {
+        std::lock_guard lock(mu_);
+        abandoned_.store(true);
+    }
+    released_.notify_all();
     join();
     if (holding_pause_) sw_.resume();
 }
@@ -77,6 +81,29 @@ void MigrationSession::finish(const std::string& phase, const std::string& error
     else
         FERRY_LOG_WARN("migration (%s, %s): %s: %s", st_.role.c_str(), st_.address.c_str(),
                        phase.c_str(), error.c_str());
+}
+
+Status MigrationSession::await_release(Deadline deadline) {
+    const auto t = Clock::now();
+    std::unique_lock lock(mu_);
+    st_.phase = "ready";
+    released_.wait_until(lock, deadline, [this] { return release_ != 0 || abandoned_.load(); });
+    st_.steps_ms["held"] = ms_between(t, Clock::now());
+    if (release_ > 0) return Ok{};
+    if (release_ < 0) return make_error(ErrorCode::kFailed, "cancelled by migrate.cancel");
+    return make_error(ErrorCode::kFailed, "held: no migrate.continue within timeout_s");
+}
+
+Result<json> MigrationSession::go_on(bool cancel) {
+    {
+        std::lock_guard lock(mu_);
+        if (st_.role != "source" || st_.phase != "ready" || release_ != 0)
+            return make_error(ErrorCode::kBusy, "no migration is held in phase ready");
+        release_ = cancel ? -1 : 1;
+        st_.phase = cancel ? "cancelling" : "continuing";  // no poll sees "ready" again
+    }
+    released_.notify_all();
+    return json{{"phase", cancel ? "cancelling" : "continuing"}};
 }
 
 json MigrationSession::status() const {
@@ -251,8 +278,9 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
 
 Result<json> MigrationSession::send(const std::string& address,
                                     const std::optional<std::string>& port, double timeout_s,
-                                    bool precopy, double settle_s) {
+                                    bool precopy, double settle_s, bool hold) {
     if (busy()) return make_error(ErrorCode::kBusy, "a migration is in progress");
+    if (hold && !precopy) return make_error(ErrorCode::kInvalidParams, "hold needs precopy");
     join();
     const auto t0 = Clock::now();
     MigrationControl mc(sw_);
@@ -302,137 +330,141 @@ Result<json> MigrationSession::send(const std::string& address,
         st_.dpi_streams = precopy ? pre->state.dpi.size() : moved->dpi.size();
         st_.macs = moved->macs.size();
         st_.started = t0;
+        release_ = 0;
     }
     const Deadline deadline = deadline_in(timeout_s);
-    thread_ = std::thread([this, moved, first, pre, writer, buffer, address, deadline, settle_s] {
-        const auto t_thread = Clock::now();
-        Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
-        auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
-            Status sent = Ok{};
-            for (size_t at = 0; at < part.size() && sent; at += kSendChunk) {
-                const size_t n = std::min(kSendChunk, part.size() - at);
-                sent = transport_send(fd, part.data() + at, n, deadline);
-                std::lock_guard lock(mu_);
-                st_.bytes_done = done + at + n;
-            }
-            return sent;
-        };
-        auto fd = transport_connect(address, deadline);
-        if (!fd) {
-            answer = fd.error();
-        } else {
-            active_fd_.store(*fd);
-            Status sent = send_all(*fd, *first, 0);
-            if (sent && pre) {
-                set_phase("precopy_sent");
-                sent = transport_await_ready(*fd, deadline);
-                if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
-                    std::this_thread::sleep_for(std::chrono::duration<double>(settle_s));
-            }
-            if (sent && pre) {
-                // The changes since the pre-copy, computed by the control thread with the
-                // workers paused from now until the answer.
-                auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
-                std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
-                sw_.post([this, pre, writer, moved, rest] {
-                    const auto t_pause = Clock::now();
-                    if (Status p = sw_.pause(); !p) {
-                        rest->set_value({});
-                        return;
-                    }
-                    holding_pause_ = true;
-                    const auto t_paused = Clock::now();
-                    paused_at_ = t_paused;  // the blackout starts when the workers are parked
-                    MigrationState d = MigrationControl(sw_).delta(*pre);
-                    const auto t_delta = Clock::now();
-                    if (!d.macs.empty()) writer->macs(d.macs);
-                    if (!d.connections.empty())
-                        writer->connections(d.connections.data(), d.connections.size());
-                    if (!d.gone.empty()) writer->connections_gone(d.gone);
-                    if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
-                    writer->finish();
-                    moved->connections.insert(moved->connections.end(), d.connections.begin(),
-                                              d.connections.end());
+    thread_ =
+        std::thread([this, moved, first, pre, writer, buffer, address, deadline, settle_s, hold] {
+            const auto t_thread = Clock::now();
+            Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
+            auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
+                Status sent = Ok{};
+                for (size_t at = 0; at < part.size() && sent; at += kSendChunk) {
+                    const size_t n = std::min(kSendChunk, part.size() - at);
+                    sent = transport_send(fd, part.data() + at, n, deadline);
                     std::lock_guard lock(mu_);
-                    st_.phase = "sending";
-                    st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
-                    st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
-                    st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
-                    st_.delta_connections = d.connections.size();
-                    st_.gone = d.gone.size();
-                    rest->set_value(writer->take());
-                });
-                if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
-                    sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
-                } else {
-                    std::vector<uint8_t> part = rest_bytes.get();
-                    if (part.empty()) {
-                        sent = make_error(ErrorCode::kBusy, "the workers did not pause in time");
-                    } else {
-                        {
-                            std::lock_guard lock(mu_);
-                            st_.stream_bytes = first->size() + part.size();
+                    st_.bytes_done = done + at + n;
+                }
+                return sent;
+            };
+            auto fd = transport_connect(address, deadline);
+            if (!fd) {
+                answer = fd.error();
+            } else {
+                active_fd_.store(*fd);
+                Status sent = send_all(*fd, *first, 0);
+                if (sent && pre) {
+                    set_phase("precopy_sent");
+                    sent = transport_await_ready(*fd, deadline);
+                    if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
+                        std::this_thread::sleep_for(std::chrono::duration<double>(settle_s));
+                    if (sent && hold) sent = await_release(deadline);
+                }
+                if (sent && pre) {
+                    // The changes since the pre-copy, computed by the control thread with the
+                    // workers paused from now until the answer.
+                    auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
+                    std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
+                    sw_.post([this, pre, writer, moved, rest] {
+                        const auto t_pause = Clock::now();
+                        if (Status p = sw_.pause(); !p) {
+                            rest->set_value({});
+                            return;
                         }
-                        sent = send_all(*fd, part, first->size());
+                        holding_pause_ = true;
+                        const auto t_paused = Clock::now();
+                        paused_at_ = t_paused;  // the blackout starts when the workers are parked
+                        MigrationState d = MigrationControl(sw_).delta(*pre);
+                        const auto t_delta = Clock::now();
+                        if (!d.macs.empty()) writer->macs(d.macs);
+                        if (!d.connections.empty())
+                            writer->connections(d.connections.data(), d.connections.size());
+                        if (!d.gone.empty()) writer->connections_gone(d.gone);
+                        if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
+                        writer->finish();
+                        moved->connections.insert(moved->connections.end(), d.connections.begin(),
+                                                  d.connections.end());
+                        std::lock_guard lock(mu_);
+                        st_.phase = "sending";
+                        st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
+                        st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
+                        st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
+                        st_.delta_connections = d.connections.size();
+                        st_.gone = d.gone.size();
+                        rest->set_value(writer->take());
+                    });
+                    if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
+                        sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
+                    } else {
+                        std::vector<uint8_t> part = rest_bytes.get();
+                        if (part.empty()) {
+                            sent =
+                                make_error(ErrorCode::kBusy, "the workers did not pause in time");
+                        } else {
+                            {
+                                std::lock_guard lock(mu_);
+                                st_.stream_bytes = first->size() + part.size();
+                            }
+                            sent = send_all(*fd, part, first->size());
+                        }
                     }
                 }
-            }
-            const auto t_sent = Clock::now();
-            if (!sent) {
-                answer = sent.error();
-            } else {
-                set_phase("waiting_commit");
-                answer = transport_read_answer(*fd, deadline);
-            }
-            std::lock_guard lock(mu_);
-            st_.steps_ms["send"] = ms_between(t_thread, t_sent);
-            st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
-            active_fd_.store(-1);
-            close(*fd);
-        }
-        if (abandoned_.load()) return;
-        sw_.post([this, moved, answer] {
-            const bool committed =
-                answer && answer->commit && answer->stream_id == moved->stream_id;
-            if (holding_pause_) {
-                holding_pause_ = false;
-                sw_.resume();
-                std::lock_guard lock(mu_);
-                st_.pause_ms = ms_between(paused_at_, Clock::now());
-            }
-            // The moved connections are retired after the workers resumed, a slice per brief
-            // pause: the VM that used them is gone, so nothing depends on them any more.
-            const auto t_retire = Clock::now();
-            MigrationControl mc(sw_);
-            size_t at = 0;
-            for (int refused = 0; committed && at < moved->connections.size();) {
-                if (!sw_.pause()) {
-                    if (++refused == 10) break;  // stuck workers: the rest expire there
-                    continue;
+                const auto t_sent = Clock::now();
+                if (!sent) {
+                    answer = sent.error();
+                } else {
+                    set_phase("waiting_commit");
+                    answer = transport_read_answer(*fd, deadline);
                 }
-                mc.retire(*moved, at, kRetireSlice);
-                sw_.resume();
-                at += kRetireSlice;
-            }
-            if (committed && at < moved->connections.size())
-                FERRY_LOG_WARN(
-                    "migration: %zu moved connections not retired (the workers did "
-                    "not pause); they expire here",
-                    moved->connections.size() - at);
-            {
                 std::lock_guard lock(mu_);
-                st_.steps_ms["retire_after_resume"] = ms_between(t_retire, Clock::now());
+                st_.steps_ms["send"] = ms_between(t_thread, t_sent);
+                st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
+                active_fd_.store(-1);
+                close(*fd);
             }
-            if (committed)
-                finish("committed", "");
-            else if (answer && !answer->commit)
-                finish("refused", "the target refused: " + answer->message);
-            else if (answer)
-                finish("failed", "the target answered another stream");
-            else
-                finish("failed", answer.error().message);
+            if (abandoned_.load()) return;
+            sw_.post([this, moved, answer] {
+                const bool committed =
+                    answer && answer->commit && answer->stream_id == moved->stream_id;
+                if (holding_pause_) {
+                    holding_pause_ = false;
+                    sw_.resume();
+                    std::lock_guard lock(mu_);
+                    st_.pause_ms = ms_between(paused_at_, Clock::now());
+                }
+                // The moved connections are retired after the workers resumed, a slice per brief
+                // pause: the VM that used them is gone, so nothing depends on them any more.
+                const auto t_retire = Clock::now();
+                MigrationControl mc(sw_);
+                size_t at = 0;
+                for (int refused = 0; committed && at < moved->connections.size();) {
+                    if (!sw_.pause()) {
+                        if (++refused == 10) break;  // stuck workers: the rest expire there
+                        continue;
+                    }
+                    mc.retire(*moved, at, kRetireSlice);
+                    sw_.resume();
+                    at += kRetireSlice;
+                }
+                if (committed && at < moved->connections.size())
+                    FERRY_LOG_WARN(
+                        "migration: %zu moved connections not retired (the workers did "
+                        "not pause); they expire here",
+                        moved->connections.size() - at);
+                {
+                    std::lock_guard lock(mu_);
+                    st_.steps_ms["retire_after_resume"] = ms_between(t_retire, Clock::now());
+                }
+                if (committed)
+                    finish("committed", "");
+                else if (answer && !answer->commit)
+                    finish("refused", "the target refused: " + answer->message);
+                else if (answer)
+                    finish("failed", "the target answered another stream");
+                else
+                    finish("failed", answer.error().message);
+            });
         });
-    });
     return json{{"phase", precopy ? "precopy" : "sending"},
                 {"address", address},
                 {"stream_bytes", first->size()},
@@ -463,14 +495,30 @@ void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
                    "with the workers paused"},
                   {"settle_ms", ParamType::kUnsigned, false,
                    "with precopy: wait this long after the target took the pre-copy before "
-                   "pausing (default 0)"}},
+                   "pausing (default 0)"},
+                  {"hold", ParamType::kBoolean, false,
+                   "with precopy: after the target took the pre-copy, wait in phase ready for "
+                   "migrate.continue (or migrate.cancel) before pausing"}},
                  [session](const json& p) -> Result<json> {
                      std::optional<std::string> port;
                      if (p.contains("port")) port = p["port"].get<std::string>();
                      return session->send(p["to"].get<std::string>(), port,
                                           p.value("timeout_s", 10.0), p.value("precopy", false),
-                                          p.value("settle_ms", 0.0) / 1000.0);
+                                          p.value("settle_ms", 0.0) / 1000.0,
+                                          p.value("hold", false));
                  }});
+    t.push_back({"migrate.continue",
+                 "a source held in phase ready: pause the workers, send what changed since the "
+                 "pre-copy and wait for the commit",
+                 true,
+                 {},
+                 [session](const json&) -> Result<json> { return session->go_on(false); }});
+    t.push_back({"migrate.cancel",
+                 "a source held in phase ready: give the migration up; the target drops what it "
+                 "placed ahead and nothing changes here",
+                 true,
+                 {},
+                 [session](const json&) -> Result<json> { return session->go_on(true); }});
     t.push_back({"migrate.status",
                  "the current or last migration: role, phase, progress",
                  true,

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -42,15 +43,23 @@ public:
     Result<nlohmann::json> receive(const std::string& address, double timeout_s);
     /// Sends one port's state (or the switch's) to a target listening at address; the
     /// workers stay paused until the answer. @return {phase, bytes, connections, ...} at once
+    /// With hold (and precopy), the source waits in phase "ready" after the target took the
+    /// pre-copy until go_on() says continue or cancel, or timeout_s runs out.
     Result<nlohmann::json> send(const std::string& address, const std::optional<std::string>& port,
-                                double timeout_s, bool precopy, double settle_s = 0);
+                                double timeout_s, bool precopy, double settle_s = 0,
+                                bool hold = false);
+    /// A held source: continue (pause the workers, send what changed, wait for the commit) or
+    /// cancel (the target drops the pre-copy; nothing changes here). @return {phase} or kBusy
+    /// when no migration waits in "ready"
+    Result<nlohmann::json> go_on(bool cancel);
     nlohmann::json status() const;
 
 private:
     struct Progress {
         std::string role;   // "source", "target", "" (none yet)
-        std::string phase;  // idle listening receiving installing capturing sending
-                            // waiting_commit committed refused failed
+        std::string phase;  // idle listening receiving installing capturing precopy
+                            // precopy_sent ready sending waiting_commit committed refused
+                            // failed
         std::string address;
         std::string port;
         uint64_t stream_bytes = 0;
@@ -68,6 +77,8 @@ private:
         std::chrono::steady_clock::time_point started{};
     };
     bool busy() const;
+    /// A held source's migration thread: waits for go_on() or the deadline. Ok to continue.
+    Status await_release(std::chrono::steady_clock::time_point deadline);
     void set_phase(const std::string& phase);
     void finish(const std::string& phase, const std::string& error);
     void join();
@@ -79,6 +90,8 @@ private:
     int listen_fd_ = -1;
     std::atomic<int> active_fd_{-1};      // the migration thread's connection
     std::atomic<bool> abandoned_{false};  // the session is going away: post nothing more
+    std::condition_variable released_;    // a held source: go_on() or the session's end
+    int release_ = 0;                     // under mu_: 1 continue, -1 cancel, 0 not yet
     bool holding_pause_ = false;          // source: the workers are paused for this migration
     std::chrono::steady_clock::time_point paused_at_{};
 };

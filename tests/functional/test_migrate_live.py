@@ -218,3 +218,69 @@ def test_precopy_sends_what_changed_meanwhile(ctb):
     assert moved[40003]["state"] == "SYN_SENT"
     reply = srv(40001, "PA", 5011, 1020, b"after the commit")
     b.phase([reply], out={"inside": [reply]})
+
+
+def test_held_precopy_waits_for_continue(ctb):
+    """hold=true: after the target took the pre-copy the source waits in phase ready, its
+    workers forwarding, for as long as an orchestrator needs (a VM's RAM copy); what changed
+    meanwhile goes with the workers paused after migrate.continue."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    b.start()
+    with pytest.raises(Exception, match="no migration is held"):
+        a.call("migrate.continue")
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('h.sock')}"})["address"]
+    with pytest.raises(Exception, match="hold needs precopy"):
+        a.call("migrate.send", {"to": address, "hold": True})
+    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": 30})
+    wait_phase(a, ("ready",))
+    time.sleep(0.5)  # held: nothing is paused or committed meanwhile
+    assert a.call("migrate.status")["phase"] == "ready"
+    assert b.call("migrate.status")["phase"] not in ("committed", "failed")
+    more = cli(40001, "PA", 1011, 5011, b"while held")
+    a.phase([more], out={"outside": [more]})  # A forwards while held
+    assert [c["dormant"] for c in b.conns()] == [True]
+    assert a.call("migrate.continue") == {"phase": "continuing"}
+    src, dst = wait_phase(a), wait_phase(b)
+    assert src["phase"] == "committed" and dst["phase"] == "committed", (src, dst)
+    assert src["delta_connections"] == 1 and src["steps_ms"]["held"] >= 500, src
+    assert a.conns() == []
+    moved = b.conns()
+    assert len(moved) == 1 and not moved[0]["dormant"] and moved[0]["packets"][0] == 4, moved
+
+
+def test_held_precopy_cancelled_changes_nothing(ctb):
+    a = source_with_connection(ctb)
+    before = comparable(a.conns())
+    b = target(ctb)
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('c.sock')}"})["address"]
+    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": 30})
+    wait_phase(a, ("ready",))
+    assert [c["dormant"] for c in b.conns()] == [True]
+    assert a.call("migrate.cancel") == {"phase": "cancelling"}
+    src, dst = wait_phase(a), wait_phase(b)
+    assert src["phase"] == "failed" and "cancelled" in src["error"], src
+    assert dst["phase"] == "failed", dst
+    assert comparable(a.conns()) == before  # the source as it was
+    assert b.conns() == []  # what the target placed ahead is gone
+    with pytest.raises(Exception, match="no migration is held"):
+        a.call("migrate.cancel")
+    # Both free for the next migration, which goes through.
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('d.sock')}"})["address"]
+    a.call("migrate.send", {"to": address})
+    assert wait_phase(a)["phase"] == "committed"
+    assert [c["orig"]["sport"] for c in b.conns()] == [40001]
+
+
+def test_held_precopy_gives_up_at_its_time_limit(ctb):
+    a = source_with_connection(ctb)
+    before = comparable(a.conns())
+    b = target(ctb)
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('t.sock')}"})["address"]
+    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": 2})
+    src = wait_phase(a, timeout=10)
+    assert src["phase"] == "failed" and "no migrate.continue" in src["error"], src
+    assert wait_phase(b)["phase"] == "failed"
+    assert comparable(a.conns()) == before and b.conns() == []

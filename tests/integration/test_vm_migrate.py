@@ -231,10 +231,12 @@ def target(ctb, port="vm1"):
     return b.start()
 
 
-def vm_migrate(qmp_path, src_ctl, dst_ctl, *extra):
-    """scripts/vm-migrate moving port vm1, as an operator runs it. @return the CompletedProcess"""
+def vm_migrate(qmp_path, src_ctl, dst_ctl, *extra, precopy=False):
+    """scripts/vm-migrate moving port vm1, as an operator runs it; the flows all at once once the
+    guest stopped, or (precopy) their pre-copy during the RAM copy. @return the CompletedProcess"""
     cmd = [sys.executable, VM_MIGRATE, "--qmp", qmp_path, "--uri", "unix:/run/qemu-incoming.sock",
-           "--from", src_ctl, "--to", dst_ctl, "--port", "vm1", "--timeout", "15", *extra]
+           "--from", src_ctl, "--to", dst_ctl, "--port", "vm1", "--timeout", "15", *extra,
+           *([] if precopy else ["--no-precopy"])]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
 
@@ -283,7 +285,8 @@ def test_move_puts_the_flows_on_the_target_before_the_switch_over(ctb, qmp):
     assert b_status["role"] == "target" and b_status["phase"] == "committed", b_status
 
     report = json.loads(r.stdout)
-    assert set(report) == {"port", "ram_copy_ms", "flows_ms", "ferry_pause_ms", "connections",
+    assert set(report) == {"port", "precopy", "ram_copy_ms", "flows_ms", "ferry_pause_ms",
+                           "connections",
                            "macs", "dpi_streams", "qemu_downtime_ms", "total_ms",
                            "stopped_to_running_ms"}, report
     assert report["port"] == "vm1" and report["connections"] == 1, report
@@ -298,6 +301,56 @@ def test_move_puts_the_flows_on_the_target_before_the_switch_over(ctb, qmp):
     assert [identity(c) for c in b.conns()] == [identity(before)]
     reply = srv(CPORT, "PA", 5001, 1011, b"abcdefghij")
     b.phase([reply], out={"inside": [reply]})
+
+
+def test_precopy_places_the_flows_ahead_during_the_ram_copy(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = a.conn(sport=CPORT)
+    # While QEMU copies the RAM, B already has the connection, dormant; A still forwards it.
+    src = qmp("src", migrate=("active",) * 40 + ("pre-switchover",), hooks={
+        "migrate-continue": lambda: (a.conns(), b.conns(), a.call("migrate.status"))})
+    src.hooks["query-migrate"] = lambda: [c["dormant"] for c in b.conns()]
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, "--json", precopy=True)
+    assert r.returncode == 0, r.stderr
+    assert [True] in src.seen["query-migrate"], "never dormant on B during the RAM copy"
+    (a_then, b_then, a_status), = src.seen["migrate-continue"]
+    assert a_then == [] and [identity(c) for c in b_then] == [identity(before)]
+    assert not b_then[0]["dormant"]  # activated by the commit, before the switch-over
+    assert a_status["phase"] == "committed" and "held" in a_status["steps_ms"], a_status
+    report = json.loads(r.stdout)
+    assert report["precopy"] is True and report["connections_changed_meanwhile"] == 0, report
+    reply = srv(CPORT, "PA", 5001, 1011, b"abcdefghij")
+    b.phase([reply], out={"inside": [reply]})
+
+
+def test_precopy_given_up_when_qemu_fails_during_the_ram_copy(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    src = qmp("src", migrate=("active",) * 20 + (failed("Connection reset by peer"),))
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, precopy=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "QEMU migration failed: Connection reset by peer; the guest goes on" in r.stderr
+    assert "migrate_cancel" not in src.names() and "migrate-continue" not in src.names()
+    st = a.call("migrate.status")
+    assert st["phase"] == "failed" and "cancelled" in st["error"], st
+    assert wait_for(lambda: b.call("migrate.status")["phase"] == "failed", 10)
+    assert comparable(a.conns()) == before
+    assert b.conns() == []  # what B placed ahead, dormant, is gone
+
+
+def test_precopy_target_that_cannot_listen_stops_before_qemu(ctb, qmp):
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    src = qmp("src")
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket,
+                   "--listen", "unix:/nonexistent-dir/x.sock", precopy=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "migrate.receive" in r.stderr and "QEMU not asked to migrate" in r.stderr, r.stderr
+    assert "migrate" not in src.names() and "migrate_cancel" not in src.names()
+    assert src.args("migrate-set-capabilities")[-1]["capabilities"][0]["state"] is False
+    assert sports(a) == [CPORT] and b.conns() == []
 
 
 def test_flows_that_cannot_move_cancel_the_qemu_migration(ctb, qmp):
