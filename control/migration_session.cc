@@ -287,6 +287,8 @@ Result<json> MigrationSession::send(const std::string& address,
     // What goes out: `first` now; with pre-copy, the rest (changes, trailer) once the
     // workers are paused, which the control thread does when `first` has been sent.
     auto moved = std::make_shared<MigrationState>();  // everything sent, for retire()
+    // With pre-copy: the connections sent again with the workers paused (retired too).
+    auto late = std::make_shared<std::vector<MigratedConnection>>();
     auto first = std::make_shared<std::vector<uint8_t>>();
     std::shared_ptr<Precopy> pre;
     std::shared_ptr<StreamWriter> writer;
@@ -333,138 +335,139 @@ Result<json> MigrationSession::send(const std::string& address,
         release_ = 0;
     }
     const Deadline deadline = deadline_in(timeout_s);
-    thread_ =
-        std::thread([this, moved, first, pre, writer, buffer, address, deadline, settle_s, hold] {
-            const auto t_thread = Clock::now();
-            Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
-            auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
-                Status sent = Ok{};
-                for (size_t at = 0; at < part.size() && sent; at += kSendChunk) {
-                    const size_t n = std::min(kSendChunk, part.size() - at);
-                    sent = transport_send(fd, part.data() + at, n, deadline);
-                    std::lock_guard lock(mu_);
-                    st_.bytes_done = done + at + n;
-                }
-                return sent;
-            };
-            auto fd = transport_connect(address, deadline);
-            if (!fd) {
-                answer = fd.error();
-            } else {
-                active_fd_.store(*fd);
-                Status sent = send_all(*fd, *first, 0);
-                if (sent && pre) {
-                    set_phase("precopy_sent");
-                    sent = transport_await_ready(*fd, deadline);
-                    if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
-                        std::this_thread::sleep_for(std::chrono::duration<double>(settle_s));
-                    if (sent && hold) sent = await_release(deadline);
-                }
-                if (sent && pre) {
-                    // The changes since the pre-copy, computed by the control thread with the
-                    // workers paused from now until the answer.
-                    auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
-                    std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
-                    sw_.post([this, pre, writer, moved, rest] {
-                        const auto t_pause = Clock::now();
-                        if (Status p = sw_.pause(); !p) {
-                            rest->set_value({});
-                            return;
-                        }
-                        holding_pause_ = true;
-                        const auto t_paused = Clock::now();
-                        paused_at_ = t_paused;  // the blackout starts when the workers are parked
-                        MigrationState d = MigrationControl(sw_).delta(*pre);
-                        const auto t_delta = Clock::now();
-                        if (!d.macs.empty()) writer->macs(d.macs);
-                        if (!d.connections.empty())
-                            writer->connections(d.connections.data(), d.connections.size());
-                        if (!d.gone.empty()) writer->connections_gone(d.gone);
-                        if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
-                        writer->finish();
-                        moved->connections.insert(moved->connections.end(), d.connections.begin(),
-                                                  d.connections.end());
-                        std::lock_guard lock(mu_);
-                        st_.phase = "sending";
-                        st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
-                        st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
-                        st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
-                        st_.delta_connections = d.connections.size();
-                        st_.gone = d.gone.size();
-                        rest->set_value(writer->take());
-                    });
-                    if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
-                        sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
-                    } else {
-                        std::vector<uint8_t> part = rest_bytes.get();
-                        if (part.empty()) {
-                            sent =
-                                make_error(ErrorCode::kBusy, "the workers did not pause in time");
-                        } else {
-                            {
-                                std::lock_guard lock(mu_);
-                                st_.stream_bytes = first->size() + part.size();
-                            }
-                            sent = send_all(*fd, part, first->size());
-                        }
-                    }
-                }
-                const auto t_sent = Clock::now();
-                if (!sent) {
-                    answer = sent.error();
-                } else {
-                    set_phase("waiting_commit");
-                    answer = transport_read_answer(*fd, deadline);
-                }
+    thread_ = std::thread([this, moved, late, first, pre, writer, buffer, address, deadline,
+                           settle_s, hold] {
+        const auto t_thread = Clock::now();
+        Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
+        auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
+            Status sent = Ok{};
+            for (size_t at = 0; at < part.size() && sent; at += kSendChunk) {
+                const size_t n = std::min(kSendChunk, part.size() - at);
+                sent = transport_send(fd, part.data() + at, n, deadline);
                 std::lock_guard lock(mu_);
-                st_.steps_ms["send"] = ms_between(t_thread, t_sent);
-                st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
-                active_fd_.store(-1);
-                close(*fd);
+                st_.bytes_done = done + at + n;
             }
-            if (abandoned_.load()) return;
-            sw_.post([this, moved, answer] {
-                const bool committed =
-                    answer && answer->commit && answer->stream_id == moved->stream_id;
-                if (holding_pause_) {
-                    holding_pause_ = false;
-                    sw_.resume();
-                    std::lock_guard lock(mu_);
-                    st_.pause_ms = ms_between(paused_at_, Clock::now());
-                }
-                // The moved connections are retired after the workers resumed, a slice per brief
-                // pause: the VM that used them is gone, so nothing depends on them any more.
-                const auto t_retire = Clock::now();
-                MigrationControl mc(sw_);
-                size_t at = 0;
-                for (int refused = 0; committed && at < moved->connections.size();) {
-                    if (!sw_.pause()) {
-                        if (++refused == 10) break;  // stuck workers: the rest expire there
-                        continue;
+            return sent;
+        };
+        auto fd = transport_connect(address, deadline);
+        if (!fd) {
+            answer = fd.error();
+        } else {
+            active_fd_.store(*fd);
+            Status sent = send_all(*fd, *first, 0);
+            if (sent && pre) {
+                set_phase("precopy_sent");
+                sent = transport_await_ready(*fd, deadline);
+                if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
+                    std::this_thread::sleep_for(std::chrono::duration<double>(settle_s));
+                if (sent && hold) sent = await_release(deadline);
+            }
+            if (sent && pre) {
+                // The changes since the pre-copy, computed by the control thread with the
+                // workers paused from now until the answer.
+                auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
+                std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
+                sw_.post([this, pre, writer, late, rest] {
+                    const auto t_pause = Clock::now();
+                    if (Status p = sw_.pause(); !p) {
+                        rest->set_value({});
+                        return;
                     }
-                    mc.retire(*moved, at, kRetireSlice);
-                    sw_.resume();
-                    at += kRetireSlice;
-                }
-                if (committed && at < moved->connections.size())
-                    FERRY_LOG_WARN(
-                        "migration: %zu moved connections not retired (the workers did "
-                        "not pause); they expire here",
-                        moved->connections.size() - at);
-                {
+                    holding_pause_ = true;
+                    const auto t_paused = Clock::now();
+                    paused_at_ = t_paused;  // the blackout starts when the workers are parked
+                    MigrationState d = MigrationControl(sw_).delta(*pre);
+                    const auto t_delta = Clock::now();
+                    if (!d.macs.empty()) writer->macs(d.macs);
+                    if (!d.connections.empty())
+                        writer->connections(d.connections.data(), d.connections.size());
+                    if (!d.gone.empty()) writer->connections_gone(d.gone);
+                    if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
+                    writer->finish();
+                    // Appended to what retire() walks only after the workers resume:
+                    // growing that vector here could copy every pre-copied connection.
+                    *late = std::move(d.connections);
                     std::lock_guard lock(mu_);
-                    st_.steps_ms["retire_after_resume"] = ms_between(t_retire, Clock::now());
+                    st_.phase = "sending";
+                    st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
+                    st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
+                    st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
+                    st_.delta_connections = late->size();
+                    st_.gone = d.gone.size();
+                    rest->set_value(writer->take());
+                });
+                if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
+                    sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
+                } else {
+                    std::vector<uint8_t> part = rest_bytes.get();
+                    if (part.empty()) {
+                        sent = make_error(ErrorCode::kBusy, "the workers did not pause in time");
+                    } else {
+                        {
+                            std::lock_guard lock(mu_);
+                            st_.stream_bytes = first->size() + part.size();
+                        }
+                        sent = send_all(*fd, part, first->size());
+                    }
                 }
-                if (committed)
-                    finish("committed", "");
-                else if (answer && !answer->commit)
-                    finish("refused", "the target refused: " + answer->message);
-                else if (answer)
-                    finish("failed", "the target answered another stream");
-                else
-                    finish("failed", answer.error().message);
-            });
+            }
+            const auto t_sent = Clock::now();
+            if (!sent) {
+                answer = sent.error();
+            } else {
+                set_phase("waiting_commit");
+                answer = transport_read_answer(*fd, deadline);
+            }
+            std::lock_guard lock(mu_);
+            st_.steps_ms["send"] = ms_between(t_thread, t_sent);
+            st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
+            active_fd_.store(-1);
+            close(*fd);
+        }
+        if (abandoned_.load()) return;
+        sw_.post([this, moved, late, answer] {
+            const bool committed =
+                answer && answer->commit && answer->stream_id == moved->stream_id;
+            if (holding_pause_) {
+                holding_pause_ = false;
+                sw_.resume();
+                std::lock_guard lock(mu_);
+                st_.pause_ms = ms_between(paused_at_, Clock::now());
+            }
+            moved->connections.insert(moved->connections.end(), late->begin(), late->end());
+            // The moved connections are retired after the workers resumed, a slice per brief
+            // pause: the VM that used them is gone, so nothing depends on them any more.
+            const auto t_retire = Clock::now();
+            MigrationControl mc(sw_);
+            size_t at = 0;
+            for (int refused = 0; committed && at < moved->connections.size();) {
+                if (!sw_.pause()) {
+                    if (++refused == 10) break;  // stuck workers: the rest expire there
+                    continue;
+                }
+                mc.retire(*moved, at, kRetireSlice);
+                sw_.resume();
+                at += kRetireSlice;
+            }
+            if (committed && at < moved->connections.size())
+                FERRY_LOG_WARN(
+                    "migration: %zu moved connections not retired (the workers did "
+                    "not pause); they expire here",
+                    moved->connections.size() - at);
+            {
+                std::lock_guard lock(mu_);
+                st_.steps_ms["retire_after_resume"] = ms_between(t_retire, Clock::now());
+            }
+            if (committed)
+                finish("committed", "");
+            else if (answer && !answer->commit)
+                finish("refused", "the target refused: " + answer->message);
+            else if (answer)
+                finish("failed", "the target answered another stream");
+            else
+                finish("failed", answer.error().message);
         });
+    });
     return json{{"phase", precopy ? "precopy" : "sending"},
                 {"address", address},
                 {"stream_bytes", first->size()},

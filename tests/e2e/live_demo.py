@@ -53,16 +53,25 @@ def main():
     p.add_argument("--workdir")
     p.add_argument("--no-idle-backoff", action="store_true",
                    help="ferryd's workers busy-poll (to compare what the back-off leaves QEMU)")
+    p.add_argument("--connections", type=int, default=0,
+                   help="also give the guest's port on A this many synthetic established "
+                   "connections (make_migration_stream) that move with it")
+    p.add_argument("--no-precopy", action="store_true",
+                   help="vm-migrate --no-precopy: the flows move only once the guest stopped")
     a = p.parse_args()
     workdir = a.workdir or tempfile.mkdtemp(prefix="ferry-demo-")
     say(f"== building the guest (Debian kernel + busybox initramfs) and starting host A and host B;"
         f" files in {workdir}")
-    scene = ms.Scene(workdir, idle_backoff=not a.no_idle_backoff)
+    scene = ms.Scene(workdir, idle_backoff=not a.no_idle_backoff,
+                     ct_capacity=max(4096, 2 * a.connections + 4096))
     try:
         scene.start()
         for label, d in scene.hosts.items():
             ports = ", ".join(f"{x['name']} ({x['type']})" for x in d.call("port.list"))
             say(f"   host {label.upper()}: ferryd pid {d.proc.pid}, ports {ports}")
+        if a.connections:
+            say(f"   host A: {scene.load_connections('a', a.connections)} synthetic connections "
+                f"of port vm1 loaded (migrate.load)")
         out = scene.start_peer(a.stream_seconds + 120)
         say(f"== booting the guest on host A (QEMU, TCG); it streams to {ms.PEER_IP}:"
             f"{ms.STREAM_PORT} for {a.stream_seconds} s")
@@ -81,7 +90,8 @@ def main():
         r = subprocess.run([sys.executable, ms.VM_MIGRATE, "--qmp", source.qmp, "--uri",
                             target.incoming, "--target-qmp", target.qmp, "--from",
                             scene.hosts["a"].socket, "--to", scene.hosts["b"].socket,
-                            "--port", "vm1"], capture_output=True, text=True, timeout=120)
+                            "--port", "vm1", *(["--no-precopy"] if a.no_precopy else [])],
+                           capture_output=True, text=True, timeout=120)
         t_done = ms.now()
         say("   " + (r.stdout.strip() or r.stderr.strip()))
         if r.returncode != 0:

@@ -107,9 +107,10 @@ class Netns:
 class Scene:
     """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
 
-    def __init__(self, workdir, idle_backoff=True):
+    def __init__(self, workdir, idle_backoff=True, ct_capacity=4096):
         self.dir = workdir
         self.idle_backoff = idle_backoff  # False: the workers busy-poll, for comparison
+        self.ct_capacity = ct_capacity
         self.kernel, self.initrd = g.build(GUEST_DIR)
         self.ns = None
         self.hosts = {}
@@ -120,7 +121,7 @@ class Scene:
     def start(self):
         self.ns = Netns()
         for label in ("a", "b"):
-            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": 4096},
+            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": self.ct_capacity},
                                  "idle_backoff": {"enabled": self.idle_backoff}},
                           tmpdir=self._subdir(f"host-{label}"))
             d.config["ports"] = [
@@ -158,6 +159,14 @@ class Scene:
             fh.wait_for(lambda: os.path.exists(q.incoming[len("unix:"):]), 10,
                         what=f"{name}'s incoming migration socket")
         return q
+
+    def load_connections(self, host, n):
+        """n synthetic established connections of port vm1 (make_migration_stream), as if the
+        guest had them, loaded with migrate.load. @return how many were installed"""
+        stream = os.path.join(self.dir, f"synthetic-{n}.bin")
+        subprocess.run([os.path.join(fh.BUILD, "benchmarks", "make_migration_stream"), str(n),
+                        "vm1", stream], check=True, stdout=subprocess.DEVNULL)
+        return self.hosts[host].call("migrate.load", {"file": stream})["connections"]
 
     def vm_migrate(self, source, target, src_host, dst_host, extra=()):
         """scripts/vm-migrate, as an operator runs it. @return the CompletedProcess"""
