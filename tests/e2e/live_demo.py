@@ -56,6 +56,8 @@ def main():
     p.add_argument("--connections", type=int, default=0,
                    help="also give the guest's port on A this many synthetic established "
                    "connections (make_migration_stream) that move with it")
+    p.add_argument("--worker-cpus", default="1,1",
+                   help="the cpus of host A's and host B's worker (default 1,1; main lcores on 0)")
     p.add_argument("--no-precopy", action="store_true",
                    help="vm-migrate --no-precopy: the flows move only once the guest stopped")
     a = p.parse_args()
@@ -63,7 +65,8 @@ def main():
     say(f"== building the guest (Debian kernel + busybox initramfs) and starting host A and host B;"
         f" files in {workdir}")
     scene = ms.Scene(workdir, idle_backoff=not a.no_idle_backoff,
-                     ct_capacity=max(4096, 2 * a.connections + 4096))
+                     ct_capacity=max(4096, 2 * a.connections + 4096),
+                     worker_cpus=[int(c) for c in a.worker_cpus.split(",")])
     try:
         scene.start()
         for label, d in scene.hosts.items():

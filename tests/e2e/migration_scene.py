@@ -107,8 +107,9 @@ class Netns:
 class Scene:
     """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
 
-    def __init__(self, workdir, idle_backoff=True, ct_capacity=4096):
+    def __init__(self, workdir, idle_backoff=True, ct_capacity=4096, worker_cpus=(1, 1)):
         self.dir = workdir
+        self.worker_cpus = dict(zip("ab", worker_cpus))  # each host's worker (main: cpu 0)
         self.idle_backoff = idle_backoff  # False: the workers busy-poll, for comparison
         self.ct_capacity = ct_capacity
         self.kernel, self.initrd = g.build(GUEST_DIR)
@@ -123,6 +124,7 @@ class Scene:
         for label in ("a", "b"):
             d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": self.ct_capacity},
                                  "idle_backoff": {"enabled": self.idle_backoff}},
+                          lcores=f"0@0,1@{self.worker_cpus[label]}",
                           tmpdir=self._subdir(f"host-{label}"))
             d.config["ports"] = [
                 {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"), "mode": "server"},
