@@ -185,6 +185,18 @@ def test_ferryctl_migrate_verbs(ctb, tmp_path):
     assert r.returncode == 1 and "failed" in r.stdout, (r.stdout, r.stderr)
     r = ctl(a, "migrate", "send")
     assert r.returncode == 64
+    # A held pre-copy: send returns once held, continue follows it to the commit (B -> A, the
+    # connection is on A since the load above: flush A's copy, move B's).
+    assert ctl(a, "migrate", "continue").returncode == 1  # nothing held
+    a.call("ct.flush")
+    r = ctl(a, "migrate", "receive", f"unix:{a.ferryd.path('h.sock')}", "timeout_s=20")
+    assert r.returncode == 0, r.stderr
+    r = ctl(b, "migrate", "send", f"unix:{a.ferryd.path('h.sock')}", "precopy=true", "hold=true")
+    assert r.returncode == 0 and "held after the pre-copy" in r.stderr, (r.stdout, r.stderr)
+    assert b.call("migrate.status")["phase"] == "ready"
+    r = ctl(b, "migrate", "continue")
+    assert r.returncode == 0 and "migrate: committed" in r.stderr, (r.stdout, r.stderr)
+    assert b.conns() == [] and [c["orig"]["sport"] for c in a.conns()] == [40001]
 
 
 def test_precopy_sends_what_changed_meanwhile(ctb):
