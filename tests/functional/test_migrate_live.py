@@ -232,19 +232,23 @@ def test_precopy_sends_what_changed_meanwhile(ctb):
     b.phase([reply], out={"inside": [reply]})
 
 
+def held_migration(ctb, timeout_s=30):
+    """A (40001 ESTABLISHED) sends its pre-copy to B with hold=true. @return (a, b)"""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('h.sock')}"})["address"]
+    with pytest.raises(Exception, match="hold needs precopy"):
+        a.call("migrate.send", {"to": address, "hold": True})
+    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": timeout_s})
+    return a, b
+
+
 def test_held_precopy_waits_for_continue(ctb):
     """hold=true: after the target took the pre-copy the source waits in phase ready, its
     workers forwarding, for as long as an orchestrator needs (a VM's RAM copy); what changed
     meanwhile goes with the workers paused after migrate.continue."""
-    a = source_with_connection(ctb)
-    b = target(ctb)
-    b.start()
-    with pytest.raises(Exception, match="no migration is held"):
-        a.call("migrate.continue")
-    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('h.sock')}"})["address"]
-    with pytest.raises(Exception, match="hold needs precopy"):
-        a.call("migrate.send", {"to": address, "hold": True})
-    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": 30})
+    a, b = held_migration(ctb)
     wait_phase(a, ("ready",))
     time.sleep(0.5)  # held: nothing is paused or committed meanwhile
     assert a.call("migrate.status")["phase"] == "ready"
@@ -262,12 +266,8 @@ def test_held_precopy_waits_for_continue(ctb):
 
 
 def test_held_precopy_cancelled_changes_nothing(ctb):
-    a = source_with_connection(ctb)
+    a, b = held_migration(ctb)
     before = comparable(a.conns())
-    b = target(ctb)
-    b.start()
-    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('c.sock')}"})["address"]
-    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": 30})
     wait_phase(a, ("ready",))
     assert [c["dormant"] for c in b.conns()] == [True]
     assert a.call("migrate.cancel") == {"phase": "cancelling"}
@@ -286,12 +286,8 @@ def test_held_precopy_cancelled_changes_nothing(ctb):
 
 
 def test_held_precopy_gives_up_at_its_time_limit(ctb):
-    a = source_with_connection(ctb)
+    a, b = held_migration(ctb, timeout_s=2)
     before = comparable(a.conns())
-    b = target(ctb)
-    b.start()
-    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('t.sock')}"})["address"]
-    a.call("migrate.send", {"to": address, "precopy": True, "hold": True, "timeout_s": 2})
     src = wait_phase(a, timeout=10)
     assert src["phase"] == "failed" and "no migrate.continue" in src["error"], src
     assert wait_phase(b)["phase"] == "failed"
