@@ -115,7 +115,7 @@ constexpr Verb kVerbs[] = {
     {"migrate send",    "migrate.send",    Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [port=NAME] [timeout_s=N] [precopy=true [hold=true]]",
      "move the switch's (or one port's) state to a target, showing progress until it commits", kMigrateColumns, "to", true},
     {"migrate continue", "migrate.continue", Args::kNone,         "", "a send held in phase ready (hold=true): go on, showing progress until it commits", kMigrateColumns, "", true},
-    {"migrate cancel",  "migrate.cancel",  Args::kNone,           "", "a send held in phase ready: give it up; nothing changes here", "phase"},
+    {"migrate cancel",  "migrate.cancel",  Args::kNone,           "", "a send held in phase ready, or a receive nobody connected to: give it up", "phase"},
     {"migrate status",  "migrate.status",  Args::kNone,           "", "the current or last migration", kMigrateColumns},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };

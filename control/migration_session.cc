@@ -97,8 +97,17 @@ Status MigrationSession::await_release(Deadline deadline) {
 Result<json> MigrationSession::go_on(bool cancel) {
     {
         std::lock_guard lock(mu_);
+        if (cancel && st_.role == "target" && st_.phase == "listening" && release_ == 0) {
+            // No source came: stop listening (the accept wakes up and gives up).
+            release_ = -1;
+            st_.phase = "cancelling";
+            shutdown(listen_fd_, SHUT_RDWR);
+            return json{{"phase", "cancelling"}};
+        }
         if (st_.role != "source" || st_.phase != "ready" || release_ != 0)
-            return make_error(ErrorCode::kBusy, "no migration is held in phase ready");
+            return make_error(ErrorCode::kBusy, cancel ? "no migration is held in phase ready or "
+                                                         "listening"
+                                                       : "no migration is held in phase ready");
         release_ = cancel ? -1 : 1;
         st_.phase = cancel ? "cancelling" : "continuing";  // no poll sees "ready" again
     }
@@ -142,12 +151,18 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         st_.phase = "listening";
         st_.address = transport_local_address(listen_fd_, address);
         st_.started = Clock::now();
+        release_ = 0;
     }
     const Deadline deadline = deadline_in(timeout_s);
     thread_ = std::thread([this, deadline] {
         auto conn = transport_accept(listen_fd_, deadline);
         if (!conn) {
-            finish("failed", conn.error().message);
+            bool cancelled = false;
+            {
+                std::lock_guard lock(mu_);
+                cancelled = release_ < 0;
+            }
+            finish("failed", cancelled ? "cancelled by migrate.cancel" : conn.error().message);
             return;
         }
         active_fd_.store(*conn);
@@ -517,8 +532,8 @@ void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
                  {},
                  [session](const json&) -> Result<json> { return session->go_on(false); }});
     t.push_back({"migrate.cancel",
-                 "a source held in phase ready: give the migration up; the target drops what it "
-                 "placed ahead and nothing changes here",
+                 "a source held in phase ready: give the migration up (the target drops what it "
+                 "placed ahead; nothing changes here); a target still listening: stop",
                  true,
                  {},
                  [session](const json&) -> Result<json> { return session->go_on(true); }});

@@ -49,8 +49,8 @@ public:
                                 double timeout_s, bool precopy, double settle_s = 0,
                                 bool hold = false);
     /// A held source: continue (pause the workers, send what changed, wait for the commit) or
-    /// cancel (the target drops the pre-copy; nothing changes here). @return {phase} or kBusy
-    /// when no migration waits in "ready"
+    /// cancel (the target drops the pre-copy; nothing changes here). Cancel also stops a target
+    /// still listening. @return {phase} or kBusy when no migration waits so
     Result<nlohmann::json> go_on(bool cancel);
     nlohmann::json status() const;
 

@@ -292,3 +292,19 @@ def test_held_precopy_gives_up_at_its_time_limit(ctb):
     assert src["phase"] == "failed" and "no migrate.continue" in src["error"], src
     assert wait_phase(b)["phase"] == "failed"
     assert comparable(a.conns()) == before and b.conns() == []
+
+
+def test_cancel_stops_a_listening_target(ctb):
+    b = target(ctb)
+    b.start()
+    b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('l.sock')}", "timeout_s": 60})
+    assert b.call("migrate.cancel") == {"phase": "cancelling"}
+    st = wait_phase(b, timeout=5)
+    assert st["phase"] == "failed" and st["error"] == "cancelled by migrate.cancel", st
+    # Free again: the next migration is received.
+    a = source_with_connection(ctb)
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('m.sock')}"})["address"]
+    a.call("migrate.send", {"to": address})
+    assert wait_phase(b)["phase"] == "committed"
+    with pytest.raises(Exception, match="no migration is held"):
+        b.call("migrate.cancel")
