@@ -11,6 +11,7 @@ two ferryd took while the guest ran.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,9 +62,23 @@ def main():
     p.add_argument("--no-precopy", action="store_true",
                    help="vm-migrate --no-precopy: the flows move only once the guest stopped")
     a = p.parse_args()
+    if a.stream_seconds < 10:  # it must outlast the 3 s shown on A and the move
+        p.error("--stream-seconds must be at least 10")
     workdir = a.workdir or tempfile.mkdtemp(prefix="ferry-demo-")
     say(f"== building the guest (Debian kernel + busybox initramfs) and starting host A and host B;"
         f" files in {workdir}")
+    rc = 1
+    try:
+        rc = run(a, workdir)
+    finally:
+        if rc == 0 and not a.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif rc != 0:
+            say(f"== logs, consoles and the stream kept in {workdir}")
+    return rc
+
+
+def run(a, workdir):
     scene = ms.Scene(workdir, idle_backoff=not a.no_idle_backoff,
                      ct_capacity=max(4096, 2 * a.connections + 4096),
                      worker_cpus=[int(c) for c in a.worker_cpus.split(",")])
