@@ -8,6 +8,7 @@ already track the guest's connections, or their return traffic is dropped.
 Used by tests/e2e/test_live_migration.py and by scripts/demo.
 """
 import importlib.machinery
+import json
 import importlib.util
 import os
 import subprocess
@@ -26,17 +27,13 @@ GUEST_IP = "10.0.0.1"
 GUEST_MAC = "52:54:00:00:00:01"
 STREAM_PORT = 5000
 
-# A stateful firewall: vm1 is inside (may open connections), every other port outside (only the
-# return traffic of connections vm1 opened comes in).
-FIREWALL = [
-    {"id": 1, "priority": 10, "match": {"eth_type": "ipv4"}, "actions": ["ct(zone=1,table=1)"]},
-    {"id": 2, "priority": 0, "actions": ["normal"]},  # ARP and the rest of L2
-    {"id": 10, "table": 1, "priority": 20, "match": {"in_port": "vm1", "ct_state": "+trk+new"},
-     "actions": ["ct(zone=1,commit)", "normal"]},
-    {"id": 11, "table": 1, "priority": 10, "match": {"ct_state": "+trk+est"}, "actions": ["normal"]},
-    {"id": 12, "table": 1, "priority": 10, "match": {"ct_state": "+trk+rel"}, "actions": ["normal"]},
-    {"id": 19, "table": 1, "priority": 0, "actions": ["drop"]},
-]
+# A host's configuration for moving VMs, the same on both hosts: a stateful firewall where the
+# guest's port vm1 is inside (it may open connections) and every other port outside (only the
+# return traffic of connections vm1 opened comes in). The scene takes its rules and gives each
+# host its own ports, sockets, EAL prefix and table size.
+HOST_CONFIG = os.path.join(fh.ROOT, "config", "migration-host.json")
+with open(HOST_CONFIG) as _f:
+    FIREWALL = json.load(_f)["rules"]
 
 
 def stream_script(seconds, period_us=20000):
