@@ -245,6 +245,13 @@ def sports(b):
     return [c["orig"]["sport"] for c in b.conns()]
 
 
+def as_before(a, b, before):
+    """A has its connections exactly as they were, B has none and is not left listening."""
+    assert comparable(a.conns()) == before
+    assert b.conns() == []  # also nothing B placed ahead, dormant
+    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+
+
 def identity(c):
     """What must survive a move: the connection itself, not its worker or timeout."""
     return {k: c[k] for k in ("zone", "proto", "orig", "reply", "state", "ports", "nat", "mark",
@@ -287,7 +294,7 @@ def test_move_puts_the_flows_on_the_target_before_the_switch_over(ctb, qmp):
     assert set(report) == {"port", "precopy", "ram_copy_ms", "flows_ms", "ferry_pause_ms",
                            "connections",
                            "macs", "dpi_streams", "qemu_downtime_ms", "total_ms", "ferry_steps_ms",
-                           "stopped_to_running_ms"}, report
+                           "stopped_to_running_ms", "stopped_at_s", "running_at_s"}, report
     assert report["port"] == "vm1" and report["connections"] == 1, report
     assert report["qemu_downtime_ms"] == DOWNTIME, report
     assert report["ram_copy_ms"] > 0 and report["flows_ms"] > 0, report
@@ -337,8 +344,7 @@ def test_precopy_given_up_when_qemu_fails_during_the_ram_copy(ctb, qmp):
     st = a.call("migrate.status")
     assert st["phase"] == "failed" and "cancelled" in st["error"], st
     assert wait_for(lambda: b.call("migrate.status")["phase"] == "failed", 10)
-    assert comparable(a.conns()) == before
-    assert b.conns() == []  # what B placed ahead, dormant, is gone
+    as_before(a, b, before)
 
 
 def test_precopy_target_that_cannot_listen_stops_before_qemu(ctb, qmp):
@@ -369,9 +375,7 @@ def test_flows_that_cannot_move_cancel_the_qemu_migration(ctb, qmp):
                            "migrate-set-capabilities"]
     assert src.args("migrate-set-capabilities")[-1]["capabilities"][0]["state"] is False
     assert src.reported == "cancelled"  # waited until QEMU said so
-    assert comparable(a.conns()) == before
-    assert b.conns() == []
-    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+    as_before(a, b, before)
 
 
 def test_a_source_that_cannot_send_leaves_the_target_free(ctb, qmp):
@@ -387,7 +391,7 @@ def test_a_source_that_cannot_send_leaves_the_target_free(ctb, qmp):
     assert "migrate.send" in r.stderr and "cancelled" in r.stderr, r.stderr
     assert "migrate_cancel" in src.names() and "migrate-continue" not in src.names()
     assert b.call("migrate.status")["phase"] == "failed"  # its wait ended, not "listening"
-    assert comparable(a.conns()) == before and b.conns() == []
+    as_before(a, b, before)
 
 
 @pytest.mark.parametrize("target_qmp", [None, "died"])
@@ -410,8 +414,7 @@ def test_qemu_failing_after_the_hand_over_brings_the_flows_back(ctb, qmp, target
     assert "Traceback" not in r.stderr, r.stderr
     assert src.seen["migrate-continue"][0][0] == [CPORT]  # they had moved
     assert "migrate_cancel" not in src.names()
-    assert comparable(a.conns()) == before  # back, as they were
-    assert b.conns() == []
+    as_before(a, b, before)  # back, as they were
     # And A forwards the connection again.
     reply = srv(CPORT, "PA", 5001, 1011, b"abcdefghij")
     a.phase([reply], out={"inside": [reply]})
@@ -444,9 +447,7 @@ def test_pre_flight_refusals_migrate_nothing(ctb, qmp, case):
         assert src.names() == ["qmp_capabilities", "query-status"]
     if case == "target_not_incoming":
         assert dst.names() == ["qmp_capabilities", "query-status"]
-    assert comparable(a.conns()) == before
-    assert b.conns() == []
-    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+    as_before(a, b, before)
 
 
 def test_qemu_failing_before_the_switch_over_touches_no_ferryd(ctb, qmp):
@@ -461,9 +462,7 @@ def test_qemu_failing_before_the_switch_over_touches_no_ferryd(ctb, qmp):
     assert doomed.names() == ["qmp_capabilities", "query-status", "migrate-set-capabilities",
                               "migrate", "query-migrate", "migrate-set-capabilities"]
     assert doomed.args("migrate-set-capabilities")[-1]["capabilities"][0]["state"] is False
-    assert comparable(a.conns()) == before
-    assert b.conns() == []
-    assert b.call("migrate.status")["phase"] not in ("listening", "receiving")
+    as_before(a, b, before)
     # Nothing left behind on B: the next move (reported as text this time) goes through.
     src = qmp("src")
     r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket)
@@ -487,7 +486,7 @@ def test_interrupt_during_the_ram_copy_cancels(ctb, qmp):
     assert p.returncode == 130, err
     assert "interrupted; QEMU migration cancelled, the guest goes on on the source" in err, err
     assert src.names()[-3:] == ["migrate_cancel", "query-migrate", "migrate-set-capabilities"]
-    assert comparable(a.conns()) == before and b.conns() == []
+    as_before(a, b, before)
 
 
 def test_a_ram_copy_past_the_time_limit_is_cancelled(ctb, qmp):
