@@ -10,9 +10,8 @@ two ferryd took while the guest ran.
     python3 tests/e2e/live_demo.py [--stream-seconds N] [--workdir DIR]
 """
 import argparse
-import os
+import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,23 +24,18 @@ def say(text):
 
 
 def connection(d):
-    for c in d.call("ct.list")["connections"]:
-        if c["proto"] == "tcp" and c["orig"]["dport"] == ms.STREAM_PORT:
-            return (f"{c['orig']['src']}:{c['orig']['sport']} -> {c['orig']['dst']}:"
-                    f"{c['orig']['dport']} {c['state']}, packets {c['packets'][0]}/"
-                    f"{c['packets'][1]}, ports {'/'.join(c['ports'])}")
-    return "no connection of the stream"
-
-
-def received(out):
-    points, end = ms.arrivals(out)
-    return (points[-1][1] if points else 0), end
+    c = ms.stream_connection(d)
+    if c is None:
+        return "no connection of the stream"
+    return (f"{c['orig']['src']}:{c['orig']['sport']} -> {c['orig']['dst']}:{c['orig']['dport']} "
+            f"{c['state']}, packets {c['packets'][0]}/{c['packets'][1]}, ports "
+            f"{'/'.join(c['ports'])}")
 
 
 def watch(out, seconds, hosts):
     for _ in range(seconds):
         time.sleep(1)
-        total, end = received(out)
+        total, end = ms.received(out)
         say(f"   peer has {total:6d} bytes | A: {connection(hosts['a'])}\n"
             f"                      | B: {connection(hosts['b'])}")
         if end:
@@ -93,48 +87,49 @@ def run(a, workdir):
         out = scene.start_peer(a.stream_seconds + 120)
         say(f"== booting the guest on host A (QEMU, TCG); it streams to {ms.PEER_IP}:"
             f"{ms.STREAM_PORT} for {a.stream_seconds} s")
-        t_boot = ms.now()
+        t_boot = time.monotonic()
         source = scene.guest("a", ms.stream_script(a.stream_seconds))
         ms.wait_bytes(out, 200, 300)
-        say(f"   the guest's stream reached the peer {ms.now() - t_boot:.1f} s after QEMU started")
-        cpu0 = {k: ms.cpu_seconds(d.proc.pid) for k, d in scene.hosts.items()}
-        t_cpu = ms.now()
+        say(f"   the guest's stream reached the peer {time.monotonic() - t_boot:.1f} s after QEMU "
+            f"started")
+        cpu = ms.CpuMeter({k: d.proc.pid for k, d in scene.hosts.items()})
         watch(out, 3, scene.hosts)
 
         say("== a QEMU waits on host B (-incoming); moving the guest with scripts/vm-migrate")
         target = scene.guest("b", ms.stream_script(a.stream_seconds), incoming=True)
-        refused0 = scene.hosts["b"].port_stats("uplink")["drops"]["rule_drop"]
-        t_start = ms.now()
-        r = subprocess.run([sys.executable, ms.VM_MIGRATE, "--qmp", source.qmp, "--uri",
-                            target.incoming, "--target-qmp", target.qmp, "--from",
-                            scene.hosts["a"].socket, "--to", scene.hosts["b"].socket,
-                            "--port", "vm1", *(["--no-precopy"] if a.no_precopy else [])],
-                           capture_output=True, text=True, timeout=120)
-        t_done = ms.now()
-        say("   " + (r.stdout.strip() or r.stderr.strip()))
+        dropped = ms.drops(scene.hosts)
+        t_start = time.monotonic()
+        r = scene.vm_migrate(source, target, "a", "b", ["--no-precopy"] if a.no_precopy else [])
+        t_done = time.monotonic()
         if r.returncode != 0:
+            say("   " + r.stderr.strip())
             return 1
+        report = json.loads(r.stdout)
+        say("   " + ms.vm_migrate_module().describe(report))
         source.stop()
         watch(out, a.stream_seconds, scene.hosts)
         target.wait_exit(a.stream_seconds + 60)
         scene.peer.wait(30)
-        cpu = {k: round(100 * (ms.cpu_seconds(d.proc.pid) - cpu0[k]) / (ms.now() - t_cpu), 1)
-               for k, d in scene.hosts.items()}
+        used = cpu.percent()
 
         points, end = ms.arrivals(out)
         with open(out) as f:
             data = f.read()
-        gap, gap_at = ms.longest_gap(points, t_start, t_done + 5.0)
+        gap, _ = ms.longest_gap(points, t_start, t_done + 5.0)
         exact = ms.expected_stream(data)
+        resumed = ms.first_arrival_after(points, report["running_at_s"])
         say(f"== the stream {end}: {len(data.splitlines())} lines, "
             f"{'byte-exact' if exact else 'NOT as sent'}; the longest pause in it around the move:"
-            f" {gap * 1000:.0f} ms")
+            f" {gap * 1000:.0f} ms, of which {resumed * 1000:.0f} ms after the guest ran on B")
         installed = sum(w["installed"] for w in scene.hosts["b"].call("ct.stats")["workers"])
-        refused = scene.hosts["b"].port_stats("uplink")["drops"]["rule_drop"] - refused0
-        say(f"   host B: {installed} connections installed by the move; packets its firewall "
-            f"refused on the uplink since: {refused}")
-        say(f"   CPU of the two ferryd while the guest ran, % of one core: A {cpu['a']}, B {cpu['b']}"
-            f" (idle back-off {'on' if scene.idle_backoff else 'OFF'})")
+        lost = ms.drops_since(dropped, scene.hosts)
+        nowhere = sum(n for k, n in lost.items() if k.endswith("no_destination"))
+        other = {k: n for k, n in lost.items() if not k.endswith("no_destination")}
+        say(f"   host B: {installed} connections installed by the move; drops since the move "
+            f"began: {other or 'none'} (and {nowhere} flooded frames with no port to go to, such "
+            f"as the guest's announcements reaching A)")
+        say(f"   CPU of the two ferryd while the guest ran, % of one core: A {used['a']}, "
+            f"B {used['b']} (idle back-off {'on' if scene.idle_backoff else 'OFF'})")
         return 0 if exact and end == "closed" else 1
     finally:
         scene.stop()
@@ -142,5 +137,4 @@ def run(a, workdir):
 
 
 if __name__ == "__main__":
-    os.chdir(os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main())

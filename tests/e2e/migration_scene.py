@@ -56,6 +56,28 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """The CPU some processes use from now on, in percent of one core."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.before = {k: cpu_seconds(p) for k, p in pids.items()}
+
+    def percent(self):
+        wall = time.monotonic() - self.t0
+        return {k: round(100.0 * (cpu_seconds(p) - self.before[k]) / wall, 1)
+                for k, p in self.pids.items()}
+
+
+def stream_connection(d):
+    """The guest's stream connection in a ferryd's ct.list, or None."""
+    for c in d.call("ct.list")["connections"]:
+        if c["proto"] == "tcp" and c["orig"]["dport"] == STREAM_PORT:
+            return c
+    return None
+
+
 def vm_migrate_module():
     """scripts/vm-migrate as a module, for its QMP client."""
     loader = importlib.machinery.SourceFileLoader("vm_migrate", VM_MIGRATE)
@@ -167,12 +189,12 @@ class Scene:
                         "vm1", stream], check=True, stdout=subprocess.DEVNULL)
         return self.hosts[host].call("migrate.load", {"file": stream})["connections"]
 
-    def vm_migrate(self, source, target, src_host, dst_host, extra=()):
+    def vm_migrate(self, source, target, src_host, dst_host, extra=(), as_json=True):
         """scripts/vm-migrate, as an operator runs it. @return the CompletedProcess"""
         cmd = [sys.executable, VM_MIGRATE, "--qmp", source.qmp, "--uri", target.incoming,
                "--target-qmp", target.qmp, "--from", self.hosts[src_host].socket,
-               "--to", self.hosts[dst_host].socket, "--port", "vm1", "--json", "--timeout", "60",
-               *extra]
+               "--to", self.hosts[dst_host].socket, "--port", "vm1", "--timeout", "60",
+               *(["--json"] if as_json else []), *extra]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     def stop(self):
@@ -213,15 +235,37 @@ def longest_gap(points, start, stop):
     return best
 
 
+def first_arrival_after(points, t):
+    """Seconds from t until the peer next received data, or None."""
+    later = [p for p, _ in points if p > t]
+    return later[0] - t if later else None
+
+
+def drops(hosts):
+    """Every ferryd's drop counters: {"a uplink rule_drop": n, ...}, the non-zero ones."""
+    out = {}
+    for label, d in hosts.items():
+        for port in d.call("port.stats"):
+            for reason, n in port["drops"].items():
+                if n:
+                    out[f"{label} {port['name']} {reason}"] = n
+    return out
+
+
+def drops_since(before, hosts):
+    """What drops() counted since `before`: the non-zero differences."""
+    now = drops(hosts)
+    return {k: n - before.get(k, 0) for k, n in now.items() if n != before.get(k, 0)}
+
+
+def received(out):
+    """(bytes the peer has received, how the stream ended or None)"""
+    points, end = arrivals(out)
+    return (points[-1][1] if points else 0), end
+
+
 def wait_bytes(out, at_least, timeout):
     """Waits until the peer has received at_least bytes. @return the total"""
-    def total():
-        pts, _ = arrivals(out)
-        return pts[-1][1] if pts else 0
-    fh.wait_for(lambda: total() >= at_least, timeout, interval=0.2,
+    fh.wait_for(lambda: received(out)[0] >= at_least, timeout, interval=0.2,
                 what=f"{at_least} bytes of the guest's stream")
-    return total()
-
-
-def now():
-    return time.monotonic()
+    return received(out)[0]
