@@ -222,11 +222,12 @@ Status Switch::pause() {
         ++pause_depth_;
         return Ok{};
     }
-    // Release: the worker's acquire of pause_request sees everything written before it.
-    for (WorkerState* w : workers_) w->pause_request.store(1, std::memory_order_release);
+    uint32_t epochs[kWorkerSlots] = {};
+    for (size_t i = 0; i < workers_.size(); ++i) epochs[i] = workers_[i]->pause.request();
     auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
-    for (WorkerState* w : workers_) {
-        while (w->paused.load(std::memory_order_acquire) == 0) {
+    for (size_t i = 0; i < workers_.size(); ++i) {
+        WorkerState* w = workers_[i];
+        while (!w->pause.parked(epochs[i])) {
             if (std::chrono::steady_clock::now() > deadline) {
                 for (WorkerState* v : workers_) release_worker(v);
                 return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
@@ -246,9 +247,9 @@ void Switch::resume() {
 
 Status Switch::pause_worker(WorkerState* w) {
     if (!workers_started_) return Ok{};
-    w->pause_request.store(1, std::memory_order_release);
+    const uint32_t epoch = w->pause.request();
     auto deadline = std::chrono::steady_clock::now() + kPauseTimeout;
-    while (w->paused.load(std::memory_order_acquire) == 0) {
+    while (!w->pause.parked(epoch)) {
         if (std::chrono::steady_clock::now() > deadline) {
             resume_worker(w);
             return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
@@ -264,9 +265,7 @@ void Switch::resume_worker(WorkerState* w) {
 }
 
 void Switch::release_worker(WorkerState* w) {
-    // Release: whatever the control thread read or changed while the worker was parked is
-    // ordered before the worker's next iteration.
-    w->pause_request.store(0, std::memory_order_release);
+    w->pause.release();
 }
 
 Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {

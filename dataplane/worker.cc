@@ -14,28 +14,32 @@
 namespace ferry {
 namespace {
 
-/// Parks the worker until the control thread clears pause_request. Buffered packets are sent
+/// Parks the worker until the control thread releases its pause. Buffered packets are sent
 /// first and the lcore goes RCU-offline, so neither a pause nor a grace period waits on the
 /// other. Context: worker lcore.
 void park(WorkerState& w) {
     const PortTable* t = w.table->load(std::memory_order_acquire);
     worker_flush_tx(w, *t);
     rte_rcu_qsbr_thread_offline(w.qsbr, w.index);
-    // Release: everything this worker wrote (counters, tables it owns) is visible to the control
-    // thread once it sees paused == 1.
-    w.paused.store(1, std::memory_order_release);
-    uint64_t spins = 0;
-    // Acquire: pairs with the control thread's release of pause_request = 0, so whatever it
-    // changed while we were parked is visible when we resume.
-    while (w.pause_request.load(std::memory_order_acquire) != 0 &&
-           !w.stop.load(std::memory_order_acquire)) {
-        if (++spins < 4096)
+    w.pause.hold(w.stop, [](uint64_t spins) {
+        if (spins < 4096)
             rte_pause();  // short pauses resume fastest by spinning
         else
             rte_delay_us_sleep(20);  // long ones must not burn a core the VMs need
-    }
+    });
     rte_rcu_qsbr_thread_online(w.qsbr, w.index);
-    w.paused.store(0, std::memory_order_release);
+}
+
+/// Sleeps about us microseconds while idle, in slices short enough that a pause request or a
+/// stop is seen within about kIdleSliceUs: a long back-off (max_us up to a second) must not
+/// make the control thread's pause time out. Context: worker lcore, not the packet path.
+void idle_sleep(const WorkerState& w, uint32_t us) {
+    constexpr uint32_t kIdleSliceUs = 1000;
+    while (us > 0 && !w.pause.requested() && !w.stop.load(std::memory_order_acquire)) {
+        const uint32_t slice = us < kIdleSliceUs ? us : kIdleSliceUs;
+        rte_delay_us_sleep(slice);
+        us -= slice;
+    }
 }
 
 }  // namespace
@@ -80,7 +84,7 @@ int worker_main(void* arg) {
     uint64_t t0 = rte_rdtsc();
 
     while (!w.stop.load(std::memory_order_acquire)) {
-        if (w.pause_request.load(std::memory_order_acquire) != 0) {
+        if (w.pause.requested()) {
             park(w);
             t0 = rte_rdtsc();
             continue;
@@ -132,7 +136,7 @@ int worker_main(void* arg) {
         }
         if (w.backoff.enabled && ++idle_polls >= w.backoff.idle_polls) {
             // Idle: give the core back for a bounded, growing while. Not the packet path.
-            rte_delay_us_sleep(sleep_us);
+            idle_sleep(w, sleep_us);
             counter_add(w.counters.sleeps, 1);
             sleep_us = sleep_us * 2 > w.backoff.max_us ? w.backoff.max_us : sleep_us * 2;
             t1 = rte_rdtsc();

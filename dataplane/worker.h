@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "dataplane/counters.h"
+#include "dataplane/pause_gate.h"
 #include "dataplane/port_table.h"
 
 struct rte_mbuf;
@@ -89,12 +90,12 @@ struct alignas(64) WorkerState {
     const std::atomic<DpiVersion*>* dpi_version = nullptr;
     rte_ring* dpi_alerts = nullptr;
 
+    // Control <-> worker: the pause handshake (its own cache lines for each direction).
+    PauseGate pause;
     // Control -> worker. Release by the control thread, acquire by the worker.
-    alignas(64) std::atomic<uint32_t> pause_request{0};
-    std::atomic<bool> stop{false};
-    // Worker -> control: set (release) once the worker has flushed and parked, cleared on resume.
-    alignas(64) std::atomic<uint32_t> paused{0};
-    std::atomic<bool> running{false};
+    alignas(64) std::atomic<bool> stop{false};
+    // Worker -> control: set (release) once the worker runs, cleared when it returns.
+    alignas(64) std::atomic<bool> running{false};
 
     // Owned by the worker.
     alignas(64) WorkerCounters counters{};
