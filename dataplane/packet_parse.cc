@@ -1,4 +1,5 @@
 // Frame parser of the fast path: Ethernet -> up to two VLAN tags -> IPv4/IPv6 -> transport ports.
+// A frame with more tags, or with a tag behind a priority tag (VID 0), is dropped.
 // One forward pass over the frame, every read bounds-checked against the bytes the layer below
 // says are there. No DPDK here: the same object is linked into unit tests, fuzzers and tools.
 //
@@ -218,6 +219,13 @@ std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t len, uint16_
         ethertype = load_be16(data + off);
         ++tags;
     }
+    // A priority tag only carries a priority: the frame behind it is untagged, so a VLAN tag
+    // there is an attempt to choose a VLAN past the port's (an access port would take the
+    // frame into its own VLAN and a trunk whose native VLAN that is would send it out with the
+    // inner tag, in another VLAN). A tag beyond the ones read would hide the frame's real
+    // protocol from the rules and connection tracking.
+    if (tags == 2 && key->vlan == 0) return DropReason::kVlanAfterPriorityTag;
+    if (is_vlan_tpid(ethertype)) return DropReason::kVlanTooDeep;
     const uint32_t l3 = off + 2;
     key->ethertype = ethertype;
     layout->vlan_tags = static_cast<uint8_t>(tags);

@@ -21,7 +21,8 @@ A, B, C, D, E, N, T, X = (mac(i) for i in range(1, 9))
 UNKNOWN = mac(0x77)
 DROP_REASONS = ("runt", "bad_vlan", "bad_l3", "bad_l4", "vlan_not_allowed", "hairpin",
                 "no_destination", "port_down", "tx_full", "no_mbuf", "no_rule", "rule_drop",
-                "meter", "ct_limit", "ct_full", "ct_handoff", "dpi_drop", "ct_migrating")
+                "meter", "ct_limit", "ct_full", "ct_handoff", "dpi_drop", "ct_migrating",
+                "vlan_after_priority_tag", "vlan_too_deep")
 
 
 def test_broadcast_arp_floods_to_all_other_ports(bridge):
@@ -256,6 +257,54 @@ def test_priority_tagged_frame_accepted_on_access_port(bridge):
     assert out["tr"] == [set_vid(p, 10)]
     assert out["tr"][0][14] >> 5 == 5
     assert not drops(bridge, "a10")
+    bridge.check_counters()
+
+
+def test_priority_tag_over_another_tag_does_not_hop_vlans(bridge):
+    """VLAN hopping with a priority tag. Ports: a10 (access, tag 10), trn (trunk, native tag 10,
+    trunks [20], silent), a20 (access, tag 20, silent), b10 (access, tag 10, silent).
+    a10 sends a broadcast whose outer tag is a priority tag (VID 0) and whose inner tag is VID
+    20, then an untagged broadcast.
+
+    Expects the double-tagged frame dropped on a10 as vlan_after_priority_tag: a priority tag
+    only carries a priority, and what an access port accepts is untagged after it (before, it
+    entered VLAN 10 and left the trunk, whose native VLAN 10 is untagged, tagged VID 20: in
+    another tenant's VLAN). The untagged frame reaches b10 unchanged and trn untagged.
+    """
+    hop = tag(tagged_udp(A, BROADCAST, 20, payload=b"hop to 20"), 0, pcp=3)
+    u = udp_frame(A, BROADCAST, b"untagged on a10")
+    bridge.port("a10", [hop, u], vlan_mode="access", tag=10)
+    bridge.port("trn", vlan_mode="trunk", tag=10, trunks=[20])
+    bridge.port("a20", vlan_mode="access", tag=20)
+    bridge.port("b10", vlan_mode="access", tag=10)
+    bridge.start()
+    bridge.wait_counts(rx={"a10": 2}, tx={"trn": 1, "b10": 1, "a20": 0},
+                       drops={("a10", "vlan_after_priority_tag"): 1})
+    out = bridge.finish()
+    assert out["trn"] == [u]
+    assert out["b10"] == [u]
+    assert out["a20"] == []
+    assert drops(bridge, "a10") == {"vlan_after_priority_tag": 1}
+    bridge.check_counters()
+
+
+def test_frames_with_more_tags_than_parsed_are_dropped(bridge):
+    """Ports: tr (trunk, all VLANs), t2 (trunk, all VLANs, silent).
+    tr sends a broadcast with three tags (VIDs 10, 20, 30) and one with two (10, 20).
+
+    Expects the three-tag frame dropped on tr as vlan_too_deep (ferry reads two tags; what lies
+    behind a third was never seen by the rules or connection tracking, and used to be forwarded
+    untracked by a catch-all rule); the two-tag frame on t2 unchanged.
+    """
+    two = tagged_udp(T, BROADCAST, 20, payload=b"two tags")
+    three = tag(tag(tagged_udp(T, BROADCAST, 30, payload=b"three tags"), 20), 10)
+    bridge.port("tr", [three, tag(two, 10)])
+    bridge.port("t2")
+    bridge.start()
+    bridge.wait_counts(rx={"tr": 2}, tx={"t2": 1}, drops={("tr", "vlan_too_deep"): 1})
+    out = bridge.finish()
+    assert out["t2"] == [tag(two, 10)]
+    assert drops(bridge, "tr") == {"vlan_too_deep": 1}
     bridge.check_counters()
 
 

@@ -366,12 +366,23 @@ TEST(ParseVlan, PriorityTagGivesVidZero) {
     expect_parsed(f, want, 18, 0, 1);
 }
 
-TEST(ParseVlan, ThirdTagIsLeftAsEthertype) {
-    // Only two tags are parsed; the third TPID becomes the frame's ethertype and nothing more.
-    const Bytes f = eth(0x0800, ipv4(17, udp(1, 2)), {{0x88a8, 10}, {0x8100, 20}, {0x8100, 30}});
-    FlowKey want = base_key(0x8100);
-    want.vlan = 10;
-    expect_parsed(f, want, 22, 0, 2);
+TEST(ParseVlan, ThirdTagIsTooDeep) {
+    // Only two tags are read; what a third hides would pass the rules and conntrack unseen.
+    expect_drop(eth(0x0800, ipv4(17, udp(1, 2)), {{0x88a8, 10}, {0x8100, 20}, {0x8100, 30}}),
+                DropReason::kVlanTooDeep);
+    expect_drop(eth(0x0800, ipv4(17, udp(1, 2)), {{0x8100, 10}, {0x8100, 20}, {0x9100, 30}}),
+                DropReason::kVlanTooDeep);
+}
+
+TEST(ParseVlan, TagBehindPriorityTagIsDropped) {
+    // PCP 3, VID 0 outside; VID 20 inside: a choice of VLAN the port never offered.
+    expect_drop(eth(0x0800, ipv4(17, udp(1, 2)), {{0x8100, 0x6000}, {0x8100, 20}}),
+                DropReason::kVlanAfterPriorityTag);
+    // A priority tag inside a real tag is only a priority: accepted, the outer VID counts.
+    const Bytes f = eth(0x0800, ipv4(17, udp(1, 2)), {{0x88a8, 7}, {0x8100, 0x2000}});
+    FlowKey want = ipv4_key(17, 1, 2);
+    want.vlan = 7;
+    expect_parsed(f, want, 22, 42, 2);
 }
 
 TEST(ParseVlan, TruncatedTagIsBadVlan) {
