@@ -32,13 +32,16 @@ SHELL_WORDS = {"[", "test", "echo", "printf", "true", "false", "kill", "pwd", "t
 
 
 def setup_packages(path):
-    """The PACKAGES array of a setup script (scripts/setup), as a list of names."""
+    """The PACKAGES and BACKPORTS arrays of a setup script (scripts/setup), as a list of names."""
     text = open(path).read()
-    m = re.search(r"^PACKAGES=\((.*?)^\)", text, re.S | re.M)
-    if not m:
-        sys.exit("check_deps: no PACKAGES=( ... ) in scripts/setup")
-    body = "\n".join(line.split("#", 1)[0] for line in m.group(1).splitlines())
-    return body.split()
+    names = []
+    for array in ("PACKAGES", "BACKPORTS"):
+        m = re.search(rf"^{array}=\((.*?)\)", text, re.S | re.M)
+        if not m:
+            sys.exit(f"check_deps: no {array}=( ... ) in {path}")
+        body = "\n".join(line.split("#", 1)[0] for line in m.group(1).splitlines())
+        names += body.split()
+    return names
 
 
 def installed_packages():
