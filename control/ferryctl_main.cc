@@ -1,6 +1,9 @@
 // ferryctl: the command-line client of ferryd's control socket. One table maps command words to
 // JSON-RPC methods; a new verb is one row. Exit status: 0 done, 1 ferryd refused the command,
-// 2 ferryd could not be reached or did not answer, 64 usage error.
+// 2 ferryd could not be reached or did not answer, 64 usage error. `help`, `--help`,
+// `COMMAND --help` and `--version` answer without ferryd. With --json every outcome is JSON on
+// stdout, errors as {"error": {"code", "message"[, "data"]}}: ferryd's JSON-RPC error object
+// (negative codes), or ferryctl's own with the exit status as code (2 or 64).
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -23,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/ferryctl_format.h"
+#include "ferry_version.h"
 
 namespace ferry {
 namespace {
@@ -50,6 +54,7 @@ enum class Args {
     kOptionalIds,     // [ID ...]: none means all
     kPatterns,        // [replace] PATTERNS-JSON|@FILE -> {"patterns": [...], "replace": bool}
     kFirstKeyValues,  // VALUE key=value ... -> {first_key: VALUE, key: value ...}
+    kLogLevel,        // [SUBSYSTEM] [LEVEL] -> {"subsystem": ..., "level": ...}
 };
 
 struct Verb {
@@ -81,7 +86,9 @@ constexpr Verb kVerbs[] = {
     {"stats",      "stats",      Args::kNone,          "",                "switch-wide counters and per-worker load",
      "uptime_s ports macs workers lcore packets busy_cycles idle_cycles cycles_per_packet"},
     {"shutdown",   "shutdown",   Args::kNone,          "",                "stop ferryd", ""},
-    {"help",       "help",       Args::kNone,          "",                "the methods ferryd offers, with their params", ""},
+    {"methods",    "help",       Args::kNone,          "",                "the methods ferryd offers, with their params", ""},
+    {"log level",  "log.level",  Args::kLogLevel,      "[SUBSYSTEM] [LEVEL]",
+     "show or set log levels (debug info warn error), one subsystem's or all", "subsystem level"},
     {"port list",  "port.list",  Args::kNone,          "",                "ports and their state", kPortColumns},
     {"port add",   "port.add",   Args::kNameKeyValues, "NAME key=value ...",
      "add a port, e.g. type=vhost-user path=/tmp/vm.sock mode=client queues=2", kPortColumns},
@@ -119,6 +126,9 @@ constexpr Verb kVerbs[] = {
     {"migrate status",  "migrate.status",  Args::kNone,           "", "the current or last migration", kMigrateColumns},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
+// The words ferryctl answers itself, shown in the usage text beside the verbs.
+constexpr std::string_view kHelpSynopsis = "help [COMMAND]";
+constexpr std::string_view kHelpText = "this text, or one command's (also: COMMAND --help)";
 // clang-format on
 
 /// Value conversions of key=value arguments, shared by every verb. Context: ferryctl.
@@ -134,44 +144,112 @@ const CliKeyKinds& key_kinds() {
 struct Options {
     std::string socket;
     bool json_output = false;
+    bool help = false;  // -h/--help: the usage text, or the command's own
     double timeout_s = kDefaultTimeoutS;
     std::vector<std::string> command;  // command words and their arguments
 };
+
+/// One line of the usage text: words and synopsis, then the help in a column. Context: ferryctl.
+std::string usage_line(std::string_view words, std::string_view synopsis, std::string_view help) {
+    std::string left("  ");
+    left.append(words);
+    if (!synopsis.empty()) left.append(" ").append(synopsis);
+    left.resize(std::max<size_t>(left.size() + 2, 34), ' ');
+    return left.append(help).append("\n");
+}
 
 /// The usage text, built from the verb table. Context: ferryctl.
 std::string usage_text() {
     std::string out =
         "usage: ferryctl [-s SOCKET] [--json] [--timeout SEC] COMMAND [ARGS...]\n\ncommands:\n";
-    for (const Verb& v : kVerbs) {
-        std::string left("  ");
-        left.append(v.words);
-        if (!v.synopsis.empty()) left.append(" ").append(v.synopsis);
-        left.resize(std::max<size_t>(left.size() + 2, 34), ' ');
-        out.append(left).append(v.help).append("\n");
-    }
+    for (const Verb& v : kVerbs) out += usage_line(v.words, v.synopsis, v.help);
+    out += usage_line(kHelpSynopsis, "", kHelpText);
     out +=
         "\noptions:\n"
         "  -s, --socket PATH   control socket (default: $FERRY_SOCKET, else " +
         std::string(kDefaultSocket) +
         ")\n"
-        "  --json              print the result as JSON\n"
+        "  --json              print the result as JSON, and errors as {\"error\": {\"code\",\n"
+        "                      \"message\"}} on stdout: ferryd's (negative codes) or ferryctl's\n"
+        "                      own (code 2 or 64, as the exit status)\n"
         "  --timeout SEC       wait at most SEC seconds for the answer (default 30)\n"
-        "  -h, --help          show this text\n"
+        "  -h, --help          show this text, or after a command that command's help\n"
+        "  --version           show ferryctl's version\n"
         "\nexit status: 0 done, 1 ferryd refused the command, 2 ferryd unreachable or silent,\n"
         "64 usage error\n";
     return out;
 }
 
-/// Prints a usage error and the usage text. Context: ferryctl.
-/// @return kExitUsage, for `return usage_error(...)`.
-int usage_error(const std::string& message) {
-    std::cerr << "ferryctl: " << message << "\n\n" << usage_text();
-    return kExitUsage;
+/// One verb's synopsis and help, for `ferryctl COMMAND --help`. Context: ferryctl.
+std::string verb_help_text(const Verb& v) {
+    std::string out("usage: ferryctl [-s SOCKET] [--json] [--timeout SEC] ");
+    out.append(v.words);
+    if (!v.synopsis.empty()) out.append(" ").append(v.synopsis);
+    out.append("\n\n").append(v.help).append("\n");
+    if (!v.method.empty()) {
+        out.append("\nJSON-RPC method: ").append(v.method);
+        out.append(" (`ferryctl methods` lists its params; docs/control-api.md)\n");
+    }
+    return out;
+}
+
+/// Where ferryctl's own failures and ferryd's refusals are reported: a line on stderr, or with
+/// --json an {"error": {...}} object on stdout, so a script reads every outcome from one place.
+/// Context: ferryctl.
+struct Reporter {
+    bool json = false;
+
+    /// Reports a failure of ferryctl's own (exit_code 2 or 64 is also the JSON code); a usage
+    /// error adds the usage text in the human form. @return exit_code.
+    int fail(int exit_code, const std::string& message) const {
+        if (json) {
+            ordered_json e = {{"error", {{"code", exit_code}, {"message", message}}}};
+            std::cout << e.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
+        } else if (exit_code == kExitUsage) {
+            std::cerr << "ferryctl: " << message << "\n\n" << usage_text();
+        } else {
+            std::cerr << "ferryctl: " << message << "\n";
+        }
+        return exit_code;
+    }
+    /// A usage error. @return kExitUsage, for `return rep.usage(...)`.
+    int usage(const std::string& message) const { return fail(kExitUsage, message); }
+    /// Reports ferryd's JSON-RPC error object as it came. @return kExitRefused.
+    int refused(const ordered_json& error) const {
+        if (json) {
+            ordered_json e = {{"error", error}};
+            std::cout << e.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
+            return kExitRefused;
+        }
+        std::string code = "?";
+        std::string message = error.dump();
+        if (error.is_object()) {
+            if (auto c = error.find("code"); c != error.end() && c->is_number_integer()) {
+                code = c->dump();
+            }
+            if (auto m = error.find("message"); m != error.end() && m->is_string()) {
+                message = m->get<std::string>();
+            }
+        }
+        std::cerr << "ferryctl: error " << code << ": " << message << "\n";
+        return kExitRefused;
+    }
+};
+
+/// Whether --json is among the options (before "--"), so that even an error in an earlier
+/// option is reported as JSON. Context: ferryctl.
+bool wants_json(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "--") return false;
+        if (arg == "--json") return true;
+    }
+    return false;
 }
 
 /// Parses options, which may come anywhere before "--". Context: ferryctl.
-/// @return the options, or nullopt after printing a usage error (*exit_code set).
-std::optional<Options> parse_options(int argc, char** argv, int* exit_code) {
+/// @return the options, or nullopt after printing a usage error or the version (*exit_code set).
+std::optional<Options> parse_options(int argc, char** argv, const Reporter& rep, int* exit_code) {
     Options opts;
     const char* env = std::getenv("FERRY_SOCKET");
     opts.socket = env != nullptr && *env != '\0' ? env : kDefaultSocket;
@@ -198,14 +276,19 @@ std::optional<Options> parse_options(int argc, char** argv, int* exit_code) {
         if (arg == "--") {
             options_done = true;
         } else if (arg == "-h" || arg == "--help") {
-            std::cout << usage_text();
+            opts.help = true;
+        } else if (arg == "--version") {
+            if (rep.json)
+                std::cout << ordered_json{{"ferryctl", FERRY_VERSION}}.dump(2) << "\n";
+            else
+                std::cout << "ferryctl " << FERRY_VERSION << "\n";
             *exit_code = 0;
             return std::nullopt;
         } else if (arg == "--json") {
             opts.json_output = true;
         } else if (arg == "-s" || arg == "--socket") {
             if (!take_value() || value.empty()) {
-                *exit_code = usage_error(arg + " needs a path");
+                *exit_code = rep.usage(arg + " needs a path");
                 return std::nullopt;
             }
             opts.socket = value;
@@ -213,16 +296,16 @@ std::optional<Options> parse_options(int argc, char** argv, int* exit_code) {
             char* end = nullptr;
             if (take_value()) opts.timeout_s = std::strtod(value.c_str(), &end);
             if (end == nullptr || end == value.c_str() || *end != '\0' || !(opts.timeout_s > 0)) {
-                *exit_code = usage_error("--timeout needs a positive number of seconds");
+                *exit_code = rep.usage("--timeout needs a positive number of seconds");
                 return std::nullopt;
             }
         } else {
-            *exit_code = usage_error("unknown option '" + arg + "'");
+            *exit_code = rep.usage("unknown option '" + arg + "'");
             return std::nullopt;
         }
     }
-    if (opts.command.empty()) {
-        *exit_code = usage_error("no command given");
+    if (opts.command.empty() && !opts.help) {
+        *exit_code = rep.usage("no command given");
         return std::nullopt;
     }
     return opts;
@@ -249,7 +332,8 @@ const Verb* find_verb(const std::vector<std::string>& command, size_t* consumed)
 }
 
 /// Explains a command that matches no verb, naming the subcommands of a known group.
-int unknown_command(const std::vector<std::string>& command) {
+/// Context: ferryctl. @return kExitUsage.
+int unknown_command(const std::vector<std::string>& command, const Reporter& rep) {
     std::string subcommands;
     std::string group = command[0] + " ";
     for (const Verb& v : kVerbs) {
@@ -258,15 +342,15 @@ int unknown_command(const std::vector<std::string>& command) {
         subcommands += v.words.substr(group.size());
     }
     if (!subcommands.empty()) {
-        return usage_error("'" + command[0] + "' needs a subcommand:" + subcommands);
+        return rep.usage("'" + command[0] + "' needs a subcommand:" + subcommands);
     }
-    return usage_error("unknown command '" + command[0] + "'");
+    return rep.usage("unknown command '" + command[0] + "'");
 }
 
 /// Builds the method and params from the verb's arguments. Context: ferryctl.
 /// @return 0, or the exit code after printing a usage error.
 int build_request(const Verb& verb, std::vector<std::string> args, std::string* method,
-                  json* params) {
+                  json* params, const Reporter& rep) {
     *method = verb.method;
     *params = json::object();
     std::string synopsis = std::string(verb.words) + " " + std::string(verb.synopsis);
@@ -281,7 +365,7 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             break;
         case Args::kName:
         case Args::kNameKeyValues:
-            if (!take_name(true)) return usage_error("missing NAME; usage: ferryctl " + synopsis);
+            if (!take_name(true)) return rep.usage("missing NAME; usage: ferryctl " + synopsis);
             break;
         case Args::kOptionalName:
             take_name(false);
@@ -290,14 +374,14 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             break;
         case Args::kRuleJson: {
             if (args.size() != 1)
-                return usage_error("expected RULE-JSON; usage: ferryctl " + synopsis);
+                return rep.usage("expected RULE-JSON; usage: ferryctl " + synopsis);
             json rule = json::parse(args[0], nullptr, /*allow_exceptions=*/false);
             if (rule.is_object()) {
                 (*params)["rule"] = rule;
             } else if (rule.is_array()) {
                 (*params)["rules"] = rule;
             } else {
-                return usage_error(
+                return rep.usage(
                     "RULE-JSON must be a JSON object or array, e.g. "
                     "'{\"id\":1,\"match\":{\"in_port\":\"vm1\"},\"actions\":[\"output:vm2\"]}'");
             }
@@ -309,11 +393,11 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
                 args.erase(args.begin());
             }
             if (args.size() != 1)
-                return usage_error("expected PATTERNS-JSON or @FILE; usage: ferryctl " + synopsis);
+                return rep.usage("expected PATTERNS-JSON or @FILE; usage: ferryctl " + synopsis);
             std::string text = args[0];
             if (text.starts_with("@")) {
                 std::ifstream in(text.substr(1));
-                if (!in) return usage_error("cannot read " + text.substr(1));
+                if (!in) return rep.usage("cannot read " + text.substr(1));
                 text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
             }
             json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -321,7 +405,7 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             if (doc.is_object() && doc.contains("dpi")) doc = doc["dpi"];
             if (doc.is_object() && doc.contains("patterns")) doc = doc["patterns"];
             if (!doc.is_array())
-                return usage_error(
+                return rep.usage(
                     "PATTERNS-JSON must be an array of patterns, e.g. "
                     "'[{\"id\":1,\"regex\":\"evil\",\"action\":\"drop\"}]'");
             (*params)["patterns"] = doc;
@@ -329,7 +413,7 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
         }
         case Args::kFirstKeyValues:
             if (args.empty() || args[0].find('=') != std::string::npos)
-                return usage_error("missing argument; usage: ferryctl " + synopsis);
+                return rep.usage("missing argument; usage: ferryctl " + synopsis);
             (*params)[std::string(verb.first_key)] = args[0];
             args.erase(args.begin());
             break;
@@ -337,28 +421,43 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
             if (args.empty()) return 0;
             [[fallthrough]];
         case Args::kIds: {
-            if (args.empty()) return usage_error("expected ID ...; usage: ferryctl " + synopsis);
+            if (args.empty()) return rep.usage("expected ID ...; usage: ferryctl " + synopsis);
             json ids = json::array();
             for (const std::string& a : args) {
                 char* end = nullptr;
                 errno = 0;
                 unsigned long long id = std::strtoull(a.c_str(), &end, 10);
                 if (a.empty() || *end != '\0' || errno != 0 || a[0] == '-')
-                    return usage_error("'" + a + "' is not an id");
+                    return rep.usage("'" + a + "' is not an id");
                 ids.push_back(static_cast<uint64_t>(id));
             }
             (*params)["ids"] = ids;
             return 0;
         }
+        case Args::kLogLevel: {
+            // A level name alone sets every subsystem; any other word names a subsystem.
+            auto is_level = [](const std::string& w) {
+                return w == "debug" || w == "info" || w == "warn" || w == "warning" || w == "error";
+            };
+            if (args.size() > 2)
+                return rep.usage("expected [SUBSYSTEM] [LEVEL]; usage: ferryctl " + synopsis);
+            if (args.size() == 2) {
+                (*params)["subsystem"] = args[0];
+                (*params)["level"] = args[1];
+            } else if (args.size() == 1) {
+                (*params)[is_level(args[0]) ? "level" : "subsystem"] = args[0];
+            }
+            return 0;
+        }
         case Args::kMethodJson:
             if (args.empty() || args.size() > 2) {
-                return usage_error("expected METHOD [JSON-PARAMS]; usage: ferryctl " + synopsis);
+                return rep.usage("expected METHOD [JSON-PARAMS]; usage: ferryctl " + synopsis);
             }
             *method = args[0];
             if (args.size() == 2) {
                 *params = json::parse(args[1], nullptr, /*allow_exceptions=*/false);
                 if (!params->is_object()) {
-                    return usage_error(
+                    return rep.usage(
                         "JSON-PARAMS must be a JSON object, e.g. '{\"name\":\"vm1\"}'");
                 }
             }
@@ -367,10 +466,10 @@ int build_request(const Verb& verb, std::vector<std::string> args, std::string* 
     if (verb.args == Args::kKeyValues || verb.args == Args::kNameKeyValues ||
         verb.args == Args::kFirstKeyValues) {
         if (Status added = add_key_values(args, key_kinds(), params); !added) {
-            return usage_error(added.error().message);
+            return rep.usage(added.error().message);
         }
     } else if (!args.empty()) {
-        return usage_error("unexpected argument '" + args[0] + "'; usage: ferryctl " + synopsis);
+        return rep.usage("unexpected argument '" + args[0] + "'; usage: ferryctl " + synopsis);
     }
     return 0;
 }
@@ -454,23 +553,19 @@ Result<std::string> exchange(const std::string& path, const std::string& request
     }
 }
 
-/// Runs one command. Context: ferryctl. @return the exit status.
 /// Polls migrate.status until the migration ends, showing its phase and progress on stderr.
+/// Context: ferryctl.
 /// @return 0 when it committed, 1 when it was refused or failed, 2 when ferryd went away
-int follow_migration(const Options& opts) {
+int follow_migration(const Options& opts, const Reporter& rep) {
     const bool tty = isatty(STDERR_FILENO) != 0;
     std::string last;
     for (;;) {
         json request = {{"jsonrpc", "2.0"}, {"method", "migrate.status"}, {"id", 1}};
         Result<std::string> line = exchange(opts.socket, request.dump() + "\n", opts.timeout_s);
-        if (!line) {
-            std::cerr << "ferryctl: " << line.error().message << "\n";
-            return kExitUnreachable;
-        }
+        if (!line) return rep.fail(kExitUnreachable, line.error().message);
         ordered_json r = ordered_json::parse(*line, nullptr, false);
         if (!r.is_object() || !r.contains("result")) {
-            std::cerr << "ferryctl: malformed answer from ferryd\n";
-            return kExitUnreachable;
+            return rep.fail(kExitUnreachable, "malformed answer from ferryd");
         }
         const ordered_json& st = r["result"];
         const std::string phase = st.value("phase", "");
@@ -506,49 +601,49 @@ int follow_migration(const Options& opts) {
     }
 }
 
+/// Runs one command line. Context: ferryctl. @return the exit status.
 int run(int argc, char** argv) {
+    const Reporter rep{.json = wants_json(argc, argv)};
     int exit_code = 0;
-    std::optional<Options> opts = parse_options(argc, argv, &exit_code);
+    std::optional<Options> opts = parse_options(argc, argv, rep, &exit_code);
     if (!opts) return exit_code;
 
+    // `help [COMMAND]` and `COMMAND --help` are answered here, without ferryd.
+    std::vector<std::string> command = opts->command;
+    bool help = opts->help;
+    if (!command.empty() && command[0] == "help") {
+        help = true;
+        command.erase(command.begin());
+    }
     size_t consumed = 0;
-    const Verb* verb = find_verb(opts->command, &consumed);
-    if (verb == nullptr) return unknown_command(opts->command);
+    const Verb* verb = command.empty() ? nullptr : find_verb(command, &consumed);
+    if (help) {
+        if (command.empty()) {
+            std::cout << usage_text();
+            return 0;
+        }
+        if (verb == nullptr) return unknown_command(command, rep);
+        std::cout << verb_help_text(*verb);
+        return 0;
+    }
+    if (verb == nullptr) return unknown_command(command, rep);
     std::string method;
     json params;
-    std::vector<std::string> args(opts->command.begin() + static_cast<long>(consumed),
-                                  opts->command.end());
-    if (int rc = build_request(*verb, std::move(args), &method, &params); rc != 0) return rc;
+    std::vector<std::string> args(command.begin() + static_cast<long>(consumed), command.end());
+    if (int rc = build_request(*verb, std::move(args), &method, &params, rep); rc != 0) return rc;
 
     json request = {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}, {"id", 1}};
     Result<std::string> line =
         exchange(opts->socket, request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
                  opts->timeout_s);
-    if (!line) {
-        std::cerr << "ferryctl: " << line.error().message << "\n";
-        return kExitUnreachable;
-    }
+    if (!line) return rep.fail(kExitUnreachable, line.error().message);
     // ordered_json keeps the daemon's member order for --json and for keys not in `columns`.
     ordered_json response = ordered_json::parse(*line, nullptr, /*allow_exceptions=*/false);
     if (!response.is_object() || (!response.contains("result") && !response.contains("error"))) {
-        std::cerr << "ferryctl: malformed answer from ferryd: " << line->substr(0, 200) << "\n";
-        return kExitUnreachable;
+        return rep.fail(kExitUnreachable, "malformed answer from ferryd: " + line->substr(0, 200));
     }
-    if (auto error = response.find("error"); error != response.end()) {
-        std::string code = "?";
-        std::string message = error->dump();
-        if (error->is_object()) {
-            if (auto c = error->find("code"); c != error->end() && c->is_number_integer()) {
-                code = c->dump();
-            }
-            if (auto m = error->find("message"); m != error->end() && m->is_string()) {
-                message = m->get<std::string>();
-            }
-        }
-        std::cerr << "ferryctl: error " << code << ": " << message << "\n";
-        return kExitRefused;
-    }
-    if (verb->follow) return follow_migration(*opts);
+    if (auto error = response.find("error"); error != response.end()) return rep.refused(*error);
+    if (verb->follow) return follow_migration(*opts, rep);
     const ordered_json& result = response["result"];
     if (opts->json_output) {
         std::cout << result.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
@@ -567,7 +662,7 @@ int main(int argc, char** argv) {
     try {
         return ferry::run(argc, argv);
     } catch (const std::exception& e) {
-        std::cerr << "ferryctl: " << e.what() << "\n";
-        return ferry::kExitUnreachable;
+        return ferry::Reporter{.json = ferry::wants_json(argc, argv)}.fail(ferry::kExitUnreachable,
+                                                                           e.what());
     }
 }

@@ -143,3 +143,64 @@ def test_dpi_verbs(ferryd, tmp_path):
     assert json.loads(ctl(ferryd, "--json", "dpi", "clear", "2").stdout)["patterns"] == 2
     assert ctl(ferryd, "dpi", "clear", "2").returncode == 1
     assert json.loads(ctl(ferryd, "--json", "dpi", "clear").stdout)["patterns"] == 0
+
+
+def offline(*args):
+    """ferryctl with a socket nobody listens on: what it prints must not need ferryd."""
+    return subprocess.run([FERRYCTL, "-s", "/nonexistent/ferryd.sock", *args],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_help_and_version_need_no_ferryd():
+    """--version, help, --help and COMMAND --help answer with exit 0 and no socket; the command's
+    help shows its synopsis and method; an unknown command's help is a usage error."""
+    r = offline("--version")
+    assert r.returncode == 0 and r.stdout.startswith("ferryctl "), r.stderr
+    assert json.loads(offline("--json", "--version").stdout)["ferryctl"] == r.stdout.split()[1]
+    for args in (["help"], ["--help"], ["-h"]):
+        r = offline(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "port add NAME key=value" in r.stdout and "log level" in r.stdout
+    for args in (["port", "add", "--help"], ["help", "port", "add"], ["--help", "port", "add"],
+                 ["port", "add", "vm9", "--help"]):
+        r = offline(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert "ferryctl [-s SOCKET] [--json] [--timeout SEC] port add NAME key=value" in r.stdout
+        assert "JSON-RPC method: port.add" in r.stdout
+        assert "migrate send" not in r.stdout  # that verb's text only
+    r = offline("log", "level", "--help")
+    assert r.returncode == 0 and "log level [SUBSYSTEM] [LEVEL]" in r.stdout
+    r = offline("frobnicate", "--help")
+    assert r.returncode == 64 and "frobnicate" in r.stderr
+
+
+def test_json_errors(ferryd):
+    """With --json every failure is an {"error": {code, message}} object on stdout and the exit
+    status is the same as without: ferryd's refusal carries its JSON-RPC code (exit 1); an
+    unreachable ferryd is code 2 and a usage error code 64 (their exit statuses)."""
+    r = ctl(ferryd, "--json", "port", "del", "nosuch")
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == -32002 and "nosuch" in err["message"]
+    r = offline("--json", "port", "list")
+    assert r.returncode == 2
+    err = json.loads(r.stdout)["error"]
+    assert err["code"] == 2 and "/nonexistent/ferryd.sock" in err["message"]
+    for args in (["frobnicate"], ["rule", "add", "not json"], ["port"], ["--bogus"],
+                 ["--timeout", "x"]):
+        r = ctl(ferryd, "--json", *args)
+        assert r.returncode == 64, (args, r.stdout, r.stderr)
+        err = json.loads(r.stdout)["error"]
+        assert err["code"] == 64 and err["message"], args
+    # Options after the command words count too; without --json the text stays on stderr.
+    r = ctl(ferryd, "port", "del", "nosuch", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == -32002
+    r = ctl(ferryd, "port", "del", "nosuch")
+    assert r.stdout == "" and "error -32002" in r.stderr
+
+
+def test_methods_lists_ferryd_methods(ferryd):
+    """`ferryctl methods` shows ferryd's own method list (the help method)."""
+    r = ctl(ferryd, "methods")
+    assert r.returncode == 0, r.stderr
+    assert "port.add" in r.stdout and "rule.add" in r.stdout
