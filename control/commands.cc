@@ -5,6 +5,7 @@
 #include "control/config.h"
 #include "control/conntrack.h"
 #include "control/dpi.h"
+#include "control/log.h"
 #include "control/migration.h"
 #include "control/migration_session.h"
 #include "control/switch.h"
@@ -20,10 +21,66 @@ std::string opt_string(const nlohmann::json& p, const char* key) {
     return p.contains(key) ? p[key].get<std::string>() : std::string();
 }
 
+/// The names of a table, "a, b, c", for error messages. Context: any.
+template <size_t N>
+std::string joined(const std::array<std::string_view, N>& names) {
+    std::string out;
+    for (std::string_view n : names) out.append(out.empty() ? "" : ", ").append(n);
+    return out;
+}
+
+/// log.level: shows every subsystem's level, or one's; with a level, sets it first (for the
+/// named subsystem, or for all). Context: control.
+/// @return [{subsystem, level}] of the subsystems concerned, or kInvalidParams for an unknown
+///         subsystem or level
+Result<nlohmann::json> log_level_command(const nlohmann::json& p) {
+    std::optional<LogSubsystem> only;
+    if (p.contains("subsystem")) {
+        const std::string name = p["subsystem"].get<std::string>();
+        only = log_subsystem_from_name(name);
+        if (!only)
+            return make_error(ErrorCode::kInvalidParams,
+                              "params.subsystem: unknown subsystem '" + name +
+                                  "' (known: " + joined(kLogSubsystemNames) + ")");
+    }
+    if (p.contains("level")) {
+        const std::string name = p["level"].get<std::string>();
+        std::optional<LogLevel> level = log_level_from_name(name);
+        if (!level)
+            return make_error(ErrorCode::kInvalidParams, "params.level: unknown level '" + name +
+                                                             "' (known: " + joined(kLogLevelNames) +
+                                                             ")");
+        if (only)
+            log_set_level(*only, *level);
+        else
+            log_set_level(*level);
+        FERRY_LOG_INFO_IN(kControl, "log level of %s: %s",
+                          only ? std::string(log_subsystem_name(*only)).c_str() : "every subsystem",
+                          std::string(log_level_name(*level)).c_str());
+    }
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < kLogSubsystemNames.size(); ++i) {
+        const auto s = static_cast<LogSubsystem>(i);
+        if (only && *only != s) continue;
+        out.push_back(
+            {{"subsystem", kLogSubsystemNames[i]}, {"level", log_level_name(log_level(s))}});
+    }
+    return out;
+}
+
+/// Applies the config's log levels: every subsystem's, then single ones. Context: control.
+void apply_log_config(const LogConfig& cfg) {
+    if (cfg.level) log_set_level(*cfg.level);
+    for (const auto& [subsystem, level] : cfg.subsystems) log_set_level(subsystem, level);
+}
+
 }  // namespace
 
 std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json()> describe) {
     using json = nlohmann::json;
+    // The config's log levels take effect here, once the switch is built: ferryd's main reads
+    // the config but applies only --log-level, and this is the first step that sees both.
+    apply_log_config(sw.config().log);
     std::vector<CommandSpec> t;
     t.push_back(
         {"version",
@@ -182,6 +239,12 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                      sw.request_shutdown();
                      return json{{"shutting_down", true}};
                  }});
+    t.push_back({"log.level",
+                 "show the log levels of the subsystems, or set one's (subsystem) or every one's",
+                 true,
+                 {{"subsystem", ParamType::kString, false, "only this subsystem, e.g. migrate"},
+                  {"level", ParamType::kString, false, "set it: debug, info, warn or error"}},
+                 log_level_command});
     add_ct_commands(t, sw);
     add_dpi_commands(t, sw);
     add_migrate_commands(t, sw);

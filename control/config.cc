@@ -479,6 +479,34 @@ const ObjectSpec& dpi_pattern_spec() {
     return spec;
 }
 
+const ObjectSpec& log_subsystems_spec() {
+    static const ObjectSpec spec = [] {
+        ObjectSpec s{.description = "Levels of single subsystems, after \"level\"."};
+        for (std::string_view name : kLogSubsystemNames)
+            s.fields.push_back({.key = std::string(name), .rule = one_of(kLogLevelNames)});
+        return s;
+    }();
+    return spec;
+}
+
+const ObjectSpec& log_spec() {
+    static const ObjectSpec spec{
+        .description =
+            "Log levels at start; the log.level method changes them at run time. "
+            "They take effect once the switch is built; before that, ferryd's "
+            "--log-level applies.",
+        .fields =
+            {
+                {.key = "level",
+                 .rule = one_of(kLogLevelNames),
+                 .default_value = std::string(log_level_name(LogLevel::kInfo)),
+                 .description = "Lowest level printed, for every subsystem."},
+                {.key = "subsystems", .rule = object(log_subsystems_spec())},
+            },
+    };
+    return spec;
+}
+
 const ObjectSpec& dpi_spec() {
     static const ObjectSpec spec = [] {
         const DpiConfig d{};
@@ -548,6 +576,7 @@ const ObjectSpec& root_spec() {
                      .description = "Rule slots; each costs 16 bytes of counters per worker."},
                     {.key = "conntrack", .rule = object(conntrack_spec())},
                     {.key = "dpi", .rule = object(dpi_spec())},
+                    {.key = "log", .rule = object(log_spec())},
                 },
         };
     }();
@@ -1033,6 +1062,19 @@ Result<Config> parse_config(const json& doc) {
         auto patterns = dpi_patterns_from(*it, "dpi.patterns");
         if (!patterns) return patterns.error();
         c.dpi.patterns = std::move(*patterns);
+    }
+    const json& log = member_or_empty(doc, "log");
+    if (log.contains("level")) {
+        LogLevel level = LogLevel::kInfo;
+        take_enum(log, "level", kLogLevelNames, level);
+        c.log.level = level;
+    }
+    const json& subsystems = member_or_empty(log, "subsystems");
+    for (size_t i = 0; i < kLogSubsystemNames.size(); ++i) {
+        LogLevel level = LogLevel::kInfo;
+        if (!subsystems.contains(kLogSubsystemNames[i])) continue;
+        take_enum(subsystems, std::string(kLogSubsystemNames[i]).c_str(), kLogLevelNames, level);
+        c.log.subsystems.emplace_back(static_cast<LogSubsystem>(i), level);
     }
     return c;
 }

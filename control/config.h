@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/log.h"
 #include "control/result.h"
 #include "dataplane/conntrack/ct_zone.h"
 #include "dataplane/dpi/dpi_pattern.h"
@@ -88,6 +89,12 @@ struct DpiConfig {
     std::vector<DpiPattern> patterns;
 };
 
+/// The log levels ferryd starts with (log.level changes them at run time).
+struct LogConfig {
+    std::optional<LogLevel> level;                              // every subsystem
+    std::vector<std::pair<LogSubsystem, LogLevel>> subsystems;  // then these, in order
+};
+
 struct Config {
     std::vector<std::string> eal;  // EAL arguments as given
     std::string control_socket = "/run/ferry/ferryd.sock";
@@ -103,6 +110,7 @@ struct Config {
     uint32_t max_rules = 65536;           // rule slots (per-worker hit counters)
     ConntrackConfig conntrack;
     DpiConfig dpi;
+    LogConfig log;
 };
 
 /// Parses and validates a whole configuration document. Context: control.

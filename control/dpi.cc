@@ -157,9 +157,10 @@ Result<json> DpiControl::publish(std::vector<DpiPattern> patterns) {
     for (const DpiPattern& p : patterns_)
         if (auto it = retired_.find(p.id); it != retired_.end()) kept.insert(*it);
     retired_ = std::move(kept);
-    FERRY_LOG_INFO("dpi: generation %" PRIu64 ": %zu patterns, database %s, %" PRIu64
-                   " bytes of stream state per connection",
-                   generation_, patterns_.size(), hash_text(db->hash()).c_str(), per_stream);
+    FERRY_LOG_INFO_IN(kDpi,
+                      "generation %" PRIu64 ": %zu patterns, database %s, %" PRIu64
+                      " bytes of stream state per connection",
+                      generation_, patterns_.size(), hash_text(db->hash()).c_str(), per_stream);
     return json{{"patterns", patterns_.size()},
                 {"generation", generation_},
                 {"hash", hash_text(db->hash())},
@@ -260,9 +261,9 @@ void DpiControl::drain_alerts() {
             for (unsigned i = 0; i < n; ++i) {
                 if (alert_window_logged_++ >= kAlertLogsPerSecond) continue;  // counted, not logged
                 ++alerts_logged_;
-                FERRY_LOG_WARN("dpi alert: pattern %u %s at byte %" PRIu64 ": %s", a[i].pattern_id,
-                               a[i].dir == 0 ? "to_server" : "to_client", a[i].offset,
-                               ct_tuple_text(a[i].tuple).c_str());
+                FERRY_LOG_WARN_IN(kDpi, "dpi alert: pattern %u %s at byte %" PRIu64 ": %s",
+                                  a[i].pattern_id, a[i].dir == 0 ? "to_server" : "to_client",
+                                  a[i].offset, ct_tuple_text(a[i].tuple).c_str());
             }
         }
     }

@@ -65,7 +65,7 @@ Status prepare_server_socket(const std::string& path) {
     close(fd);
     if (live) return make_error(ErrorCode::kConflict, path + " is in use by another process");
     unlink(path.c_str());
-    FERRY_LOG_INFO("removed stale vhost-user socket %s", path.c_str());
+    FERRY_LOG_INFO_IN(kPort, "removed stale vhost-user socket %s", path.c_str());
     return Ok{};
 }
 
@@ -120,8 +120,8 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
                 " tx queues, ferryd needs one per worker (" + std::to_string(n_workers) + ")"));
     // Marks set by NIC flow rules let workers skip the lookup; ask for them before configure.
     if (Status st = OffloadManager::negotiate_mark_delivery(pid); !st)
-        FERRY_LOG_INFO("port %s: flow marks not delivered: %s", cfg.name.c_str(),
-                       st.error().message.c_str());
+        FERRY_LOG_INFO_IN(kPort, "port %s: flow marks not delivered: %s", cfg.name.c_str(),
+                          st.error().message.c_str());
     rte_eth_conf conf{};
     if (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) conf.intr_conf.lsc = 1;
     rc = rte_eth_dev_configure(pid, cfg.queues, n_workers, &conf);
@@ -148,6 +148,8 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
         return fail(dpdk_error("cannot start " + dev.dev_name, rc));
     }
     rte_eth_promiscuous_enable(pid);  // a bridge port sees every address; not all devices can
+    FERRY_LOG_DEBUG_IN(kPort, "port %s: device %s is DPDK port %u, %u rx and %u tx queues",
+                       cfg.name.c_str(), dev.devargs.c_str(), pid, cfg.queues, n_workers);
     return dev;
 }
 
@@ -157,7 +159,8 @@ void port_device_close(const PortDevice& dev) {
     rte_eth_dev_callback_unregister(dev.dpdk_port, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event,
                                     reinterpret_cast<void*>(-1));
     int rc = rte_eth_dev_stop(dev.dpdk_port);
-    if (rc != 0) FERRY_LOG_WARN("stopping %s: %s", dev.dev_name.c_str(), rte_strerror(-rc));
+    if (rc != 0)
+        FERRY_LOG_WARN_IN(kPort, "stopping %s: %s", dev.dev_name.c_str(), rte_strerror(-rc));
     close_and_detach(dev.dpdk_port);
 }
 

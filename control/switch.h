@@ -109,6 +109,9 @@ public:
     MacTable& mac_table() { return *macs_; }
     uint32_t clock_s() const { return clock_s_.load(std::memory_order_relaxed); }
 
+    /// The configuration the switch was built from. Context: control.
+    const Config& config() const { return cfg_; }
+
     /// Runs task on the control thread soon, from its event loop. Context: any thread.
     void post(std::function<void()> task);
 

@@ -157,6 +157,7 @@ class Ferryd:
         self.log_level = log_level
         self.args = []  # more ferryd arguments, e.g. ["--restore", FILE]
         self.wrap = []  # a command prefix, e.g. ["ip", "netns", "exec", NAME]
+        self.env = None  # ferryd's environment (None: this process's)
         self.proc = None
         self.rpc = None
 
@@ -169,7 +170,7 @@ class Ferryd:
         self.log = open(self.log_path, "w")
         self.proc = spawn([*self.wrap, FERRYD, "--config", self.config_path, "--log-level",
                                       self.log_level, *self.args], stdout=self.log,
-                          stderr=subprocess.STDOUT)
+                          stderr=subprocess.STDOUT, env=self.env)
 
         def ready():
             if self.proc.poll() is not None:

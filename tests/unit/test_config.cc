@@ -474,7 +474,7 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
     for (const auto& [key, unused] : schema["properties"].items()) root.insert(key);
     EXPECT_EQ(root, (std::set<std::string>{"eal", "control", "workers", "ports", "idle_backoff",
                                            "flow_cache", "max_rules", "meters", "rules",
-                                           "mac_table", "mbufs", "conntrack", "dpi"}));
+                                           "mac_table", "mbufs", "conntrack", "dpi", "log"}));
     std::set<std::string> port;
     for (const auto& [key, unused] : schema["$defs"]["port"]["properties"].items()) {
         port.insert(key);
