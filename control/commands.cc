@@ -9,6 +9,7 @@
 #include "control/migration.h"
 #include "control/migration_session.h"
 #include "control/switch.h"
+#include "control/telemetry.h"
 #include "dataplane/rule.h"
 #include "ferry_version.h"
 
@@ -249,6 +250,9 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
     add_dpi_commands(t, sw);
     add_migrate_commands(t, sw);
     add_migrate_session_commands(t, sw);
+    // Telemetry's /ferry/ct, /ferry/dpi and /ferry/migration run these rows' handlers; the
+    // migration session is reachable only through them.
+    telemetry_bind_methods(t);
     return t;
 }
 
