@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "control/log.h"
 #include "dataplane/ct_action.h"
 #include "dataplane/ip_proto.h"
 
@@ -188,6 +189,7 @@ json ConntrackControl::flush(const CtFilter& f) {
             ++n;
         }
     }
+    FERRY_LOG_INFO_IN(kCt, "flushed %llu connections", static_cast<unsigned long long>(n));
     return json{{"flushed", n}};
 }
 
@@ -256,6 +258,10 @@ json ConntrackControl::limit(uint16_t zone, std::optional<uint32_t> limit,
     // Relaxed: workers read these once per new connection; a late view is harmless.
     if (limit) z.limit.store(*limit, std::memory_order_relaxed);
     if (liberal) z.liberal.store(*liberal ? 1 : 0, std::memory_order_relaxed);
+    if (limit || liberal)
+        FERRY_LOG_INFO_IN(kCt, "zone %u: limit %u, liberal %s", zone,
+                          z.limit.load(std::memory_order_relaxed),
+                          z.liberal.load(std::memory_order_relaxed) != 0 ? "yes" : "no");
     return json{{"zone", zone},
                 {"limit", z.limit.load(std::memory_order_relaxed)},
                 {"liberal", z.liberal.load(std::memory_order_relaxed) != 0},

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <set>
 
+#include "control/log.h"
 #include "dataplane/classifier.h"
 #include "dataplane/worker.h"
 
@@ -176,6 +177,10 @@ Status RuleTable::publish(const RuleDelta& delta) {
         rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
         delete old;
     }
+    FERRY_LOG_DEBUG_IN(kRule,
+                       "generation %llu published: %zu rules, %zu entries added, %zu removed",
+                       static_cast<unsigned long long>(generation_), records_.size(),
+                       delta.added.size(), delta.removed.size());
     if (after_publish_) after_publish_();
     return Ok{};
 }

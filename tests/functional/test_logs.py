@@ -111,3 +111,22 @@ def test_journal_priority_prefixes(matching):
     else:
         assert re.search(r"ferryd info main: ready:", log), log
         assert not re.search(r"^<\d>", log, re.M), log
+
+
+def test_rule_and_ct_subsystems():
+    """Adds a rule with rule at debug, then at info; sets a zone limit and flushes. Expects the
+    rule subsystem's debug line for the first publication only, and ct's info lines."""
+    with Ferryd() as d:
+        rule = {"id": 1, "priority": 1, "match": {}, "actions": ["normal"]}
+        d.call("log.level", {"subsystem": "rule", "level": "debug"})
+        d.call("rule.add", {"rule": rule})
+        d.call("log.level", {"subsystem": "rule", "level": "info"})
+        d.call("rule.del", {"id": 1})
+        d.call("ct.limit", {"zone": 3, "limit": 10})
+        d.call("ct.flush")
+        log = d.read_log()
+    # One publication at start (no rules), one per change: only the rule.add one is at debug.
+    published = re.findall(r"ferryd debug rule: generation \d+ published: (\d+) rules", log)
+    assert published == ["1"], log
+    assert "ferryd info ct: zone 3: limit 10, liberal no" in log
+    assert "ferryd info ct: flushed 0 connections" in log
