@@ -2,8 +2,9 @@
 
 Asks ferryd for its methods (`help`: every row of the command table with its params) and reads
 the document's method table (rows "| `name` | params | result |"). Expects every method
-documented, no documented method that ferryd lacks, and each of a method's params named in its
-row, so a new row or param that the document misses fails here.
+documented, no documented method that ferryd lacks, each of a method's params named in its
+row, and the keys of what the read-only methods return named in their result, so a new row,
+param or result key that the document misses fails here.
 """
 import os
 import re
@@ -29,10 +30,25 @@ def documented():
     return rows
 
 
+# Read-only methods with the params that make them answer; their result keys are checked: an
+# object's own keys, or those of an array's elements (mac.list is empty without traffic).
+READ_ONLY = [("version", None), ("stats", None), ("port.list", None),
+             ("rule.list", None), ("flow.dump", None), ("ct.stats", None), ("ct.limit", {"zone": 1}),
+             ("dpi.stats", None), ("dpi.list", None), ("migrate.status", None), ("log.level", None)]
+
+
 @pytest.fixture(scope="module")
-def methods():
-    with Ferryd() as d:
-        yield {m["name"]: m for m in d.call("help")}
+def ferryd():
+    d = Ferryd()
+    d.config["ports"] = [{"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock")}]
+    d.config["rules"] = [{"id": 1, "priority": 1, "match": {"in_port": "vm1"}, "actions": ["drop"]}]
+    with d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def methods(ferryd):
+    return {m["name"]: m for m in ferryd.call("help")}
 
 
 def test_every_method_is_documented(methods):
@@ -52,3 +68,18 @@ def test_every_param_is_named(methods):
             if not re.search(r"\b%s\b" % re.escape(p["name"]), params_cell):
                 missing.append(f"{name}: {p['name']}")
     assert missing == [], "params missing from their rows in docs/control-api.md"
+
+
+def test_result_keys_are_named(ferryd):
+    rows = documented()
+    missing = []
+    for name, params in READ_ONLY:
+        result = ferryd.call(name, params)
+        if isinstance(result, list):
+            assert result, f"{name} returned nothing to check"
+            result = result[0]
+        result_cell = re.split(r"(?<!\\)\|", rows[name])[1]
+        for key in result:
+            if not re.search(r"\b%s\b" % re.escape(key), result_cell):
+                missing.append(f"{name}: {key}")
+    assert missing == [], "result keys missing from their rows in docs/control-api.md"
