@@ -4,11 +4,12 @@ These endpoints run the control methods' handlers (ct.stats, dpi.stats, migrate.
 control thread, so their values must be those of the control socket, flattened as telemetry
 flattens them (nested objects joined by "_", booleans 0/1, milliseconds as strings, arrays left
 out). No traffic: zones get limits, patterns are loaded, and a migration target listens and is
-cancelled, which changes what each endpoint reports.
+cancelled, and an empty switch moves here from a second ferryd, which changes what each
+endpoint reports.
 """
 import pytest
 
-from ferry_harness import Ferryd
+from ferry_harness import Ferryd, wait_for
 from test_telemetry_pdump import Telemetry, flatten
 
 
@@ -99,8 +100,34 @@ def test_migration(ferryd, tel):
         s = ferryd.call("migrate.status")
         return s if s["phase"] not in ("listening", "cancelling") else None
 
-    from ferry_harness import wait_for
     status = wait_for(ended, 10, what="the cancelled receive to end")
     t = tel.query("/ferry/migration")
     assert t["phase"] == status["phase"] and t.get("error") == status.get("error")
     assert t == telemetry_form(status)
+
+
+def test_migration_committed(ferryd):
+    """Moves an empty switch from a second ferryd to this one over a unix socket. Expects
+    /ferry/migration on both sides to show the committed migration as migrate.status reports
+    it: role, phase, bytes, and the durations (pause_ms, elapsed_ms, steps_ms_<step>) as
+    strings."""
+    address = ferryd.call("migrate.receive", {"listen": "unix:" + ferryd.path("mig2.sock"),
+                                              "timeout_s": 30})["address"]
+    with Ferryd() as source:
+        source.call("migrate.send", {"to": address})
+
+        def committed(d):
+            s = d.call("migrate.status")
+            return s if s["phase"] in ("committed", "refused", "failed") else None
+
+        for d, role in ((source, "source"), (ferryd, "target")):
+            status = wait_for(lambda: committed(d), 20, what=f"the {role} to finish")
+            assert (status["role"], status["phase"]) == (role, "committed"), status
+            t = Telemetry(d.prefix)
+            try:
+                shown = t.query("/ferry/migration")
+            finally:
+                t.close()
+            assert shown == telemetry_form(status)
+            assert any(k.startswith("steps_ms_") for k in shown), shown
+            assert float(shown["pause_ms"]) > 0 and shown["stream_bytes"] > 0
