@@ -250,8 +250,8 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
     add_dpi_commands(t, sw);
     add_migrate_commands(t, sw);
     add_migrate_session_commands(t, sw);
-    // Telemetry's /ferry/ct, /ferry/dpi and /ferry/migration run these rows' handlers; the
-    // migration session is reachable only through them.
+    // Telemetry's /ferry/stats, /ferry/ct, /ferry/dpi, /ferry/migration... run these rows'
+    // handlers; the migration session is reachable only through them.
     telemetry_bind_methods(t);
     return t;
 }

@@ -91,13 +91,15 @@ std::optional<nlohmann::json> call_on_control(std::string_view method) {
     return std::move(r.value());
 }
 
+/// /ferry/stats: the stats method without its workers. It runs on the control thread because
+/// Switch::stats() reads the rule table, which only the control thread may read while it
+/// changes. Context: telemetry thread.
 int cb_stats(const char*, const char*, rte_tel_data* d) {
-    Switch* sw = g_switch.load();
-    if (sw == nullptr) return -1;
-    nlohmann::json s = sw->stats();
-    s.erase("workers");
+    std::optional<nlohmann::json> s = call_on_control("stats");
+    if (!s || !s->is_object()) return -1;
+    s->erase("workers");
     rte_tel_data_start_dict(d);
-    add_flat(d, s);
+    add_flat(d, *s);
     return 0;
 }
 
@@ -120,16 +122,17 @@ int cb_port_stats(const char*, const char* params, rte_tel_data* d) {
     return 0;
 }
 
+/// /ferry/workers: the stats method's workers, from the control thread as /ferry/stats.
+/// Context: telemetry thread.
 int cb_workers(const char*, const char*, rte_tel_data* d) {
-    Switch* sw = g_switch.load();
-    if (sw == nullptr) return -1;
+    // Keep the stats alive for the loop: iterating a member of a temporary would walk what is
+    // gone before the first iteration.
+    const std::optional<nlohmann::json> stats = call_on_control("stats");
+    if (!stats || !stats->is_object()) return -1;
     // DPDK 22.11 takes only arrays as containers, so each worker's counters are flat keys
     // prefixed with its lcore: lcore1_packets, lcore1_busy_cycles, ...
     rte_tel_data_start_dict(d);
-    // Keep the stats alive for the loop: iterating stats()["workers"] directly would walk a
-    // member of a temporary that is gone before the first iteration.
-    const nlohmann::json stats = sw->stats();
-    for (const auto& w : stats["workers"])
+    for (const auto& w : (*stats)["workers"])
         add_flat(d, w, "lcore" + std::to_string(w["lcore"].get<unsigned>()) + "_");
     return 0;
 }
@@ -195,7 +198,8 @@ void telemetry_bind_methods(const std::vector<CommandSpec>& table) {
     std::lock_guard lock(g_bound_mutex);
     g_bound.clear();
     for (const CommandSpec& row : table)
-        if (row.name == "ct.stats" || row.name == "dpi.stats" || row.name == "migrate.status")
+        if (row.name == "stats" || row.name == "ct.stats" || row.name == "dpi.stats" ||
+            row.name == "migrate.status")
             g_bound.emplace(std::string(row.name), row.handler);
 }
 

@@ -1,6 +1,7 @@
-// ferryd's counters in DPDK telemetry (`dpdk-telemetry.py`): /ferry/stats, /ferry/ports,
-// /ferry/port_stats,<name>, /ferry/workers, and from the control methods' own handlers
-// /ferry/ct, /ferry/ct_zones, /ferry/dpi and /ferry/migration (docs/architecture.md#telemetry).
+// ferryd's counters in DPDK telemetry (`dpdk-telemetry.py`): /ferry/ports and
+// /ferry/port_stats,<name> from the switch's locked port registry; /ferry/stats, /ferry/workers,
+// /ferry/ct, /ferry/ct_zones, /ferry/dpi and /ferry/migration from the control methods' own
+// handlers, run on the control thread (docs/architecture.md#telemetry).
 #pragma once
 
 #include <vector>
@@ -12,7 +13,7 @@ namespace ferry {
 class Switch;
 
 /// Registers the /ferry/* telemetry commands for sw. Context: control, after rte_eal_init.
-/// The callbacks run on DPDK's telemetry thread; the counters read through Switch's locked
+/// The callbacks run on DPDK's telemetry thread; the port endpoints read through Switch's locked
 /// accessors, the method-backed endpoints run their handler on the control thread.
 /// Call telemetry_detach() before sw is destroyed.
 void telemetry_attach(Switch* sw);
@@ -20,9 +21,9 @@ void telemetry_attach(Switch* sw);
 /// running meanwhile answers with an error. Context: control.
 void telemetry_detach();
 
-/// Keeps copies of the handlers of ct.stats, dpi.stats and migrate.status from the command
-/// table for /ferry/ct, /ferry/ct_zones, /ferry/dpi and /ferry/migration (the migration session
-/// is reachable only through its rows). Rows missing from the table leave their endpoint
+/// Keeps copies of the handlers of stats, ct.stats, dpi.stats and migrate.status from the
+/// command table for the endpoints built on them (the migration session is reachable only
+/// through its rows). Rows missing from the table leave their endpoint
 /// answering with an error. Context: control, before telemetry_attach.
 void telemetry_bind_methods(const std::vector<CommandSpec>& table);
 
