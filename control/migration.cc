@@ -1,10 +1,12 @@
 #include "control/migration.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -478,29 +480,75 @@ size_t MigrationControl::retire(const MigrationState& s, size_t from, size_t cou
     return n;
 }
 
+namespace {
+
+/// 16 hex digits from the kernel's random source: a temporary name no one can guess.
+std::string random_suffix() {
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != static_cast<ssize_t>(sizeof(r)))
+        r = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+            (static_cast<uint64_t>(getpid()) << 32);
+    char buf[17];
+    std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(r));
+    return buf;
+}
+
+Error file_error(const std::string& what, const std::string& file, int err) {
+    return make_error(ErrorCode::kFailed, what + " " + file + ": " + std::strerror(err));
+}
+
+}  // namespace
+
 Status write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-    const std::string tmp = path + ".tmp." + std::to_string(getpid());
-    const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return make_error(ErrorCode::kFailed, "cannot create " + tmp + ": " + std::strerror(errno));
+    // The temporary file is never opened by a name someone else could have planted (a
+    // symlink to a file of theirs, or of root's): O_TMPFILE has no name until linkat gives it
+    // a fresh random one; without O_TMPFILE, O_CREAT|O_EXCL|O_NOFOLLOW on a random name.
+    const size_t slash = path.rfind('/');
+    const std::string dir =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    std::string tmp;  // the temporary's name once it has one
+    int fd = open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    const bool anonymous = fd >= 0;
+    for (int tries = 0; fd < 0 && tries < 16; ++tries) {
+        tmp = path + ".tmp." + random_suffix();
+        fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) return file_error("cannot create a temporary file for", path, errno);
+    auto fail = [&](const std::string& what) -> Status {
+        const int err = errno;
+        close(fd);
+        if (!tmp.empty()) unlink(tmp.c_str());
+        return file_error(what, path, err);
+    };
     size_t done = 0;
     while (done < bytes.size()) {
         const ssize_t w = write(fd, bytes.data() + done, bytes.size() - done);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            const int err = errno;
-            close(fd);
-            unlink(tmp.c_str());
-            return make_error(ErrorCode::kFailed,
-                              "cannot write " + tmp + ": " + std::strerror(err));
-        }
+        if (w <= 0) return fail("cannot write");
         done += static_cast<size_t>(w);
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (fsync(fd) != 0) return fail("cannot write");
+    if (anonymous) {
+        // linkat does not follow or replace what the new name is: a planted name is EEXIST.
+        const std::string self = "/proc/self/fd/" + std::to_string(fd);
+        int rc = -1;
+        for (int tries = 0; rc != 0 && tries < 16; ++tries) {
+            tmp = path + ".tmp." + random_suffix();
+            rc = linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+            if (rc != 0 && errno != EEXIST) break;
+        }
+        if (rc != 0) {
+            tmp.clear();
+            return fail("cannot name the temporary file for");
+        }
+    }
+    if (close(fd) != 0) {
         const int err = errno;
         unlink(tmp.c_str());
-        return make_error(ErrorCode::kFailed, "cannot write " + tmp + ": " + std::strerror(err));
+        return file_error("cannot write", path, err);
     }
+    // rename replaces path itself, never what a symlink at path points to.
     if (rename(tmp.c_str(), path.c_str()) != 0) {
         const int err = errno;
         unlink(tmp.c_str());
