@@ -28,11 +28,85 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+constexpr auto kHandshakeTime = std::chrono::seconds(10);  // a peer's TLS handshake, at most
+constexpr uint64_t kMaxTimeoutS = 86400;                   // timeout_s: 1 s .. a day
+constexpr uint64_t kMaxSettleMs = 3600000;                 // settle_ms: up to an hour
+
 Deadline deadline_in(double seconds) {
     return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
 }
 
+/// Lets the peer on fd in, or says why not, before anything is read from it: on a target's
+/// unix socket its uid (this ferryd's or root), then, with credentials, TLS 1.3 with its
+/// certificate checked (the handshake gets kHandshakeTime at most). Context: migration thread.
+/// @return the channel to the peer, or kFailed with the reason
+Result<std::unique_ptr<ByteChannel>> authenticate(int fd, bool unix_socket,
+                                                  const ChannelSecurity& security, TlsRole role,
+                                                  Deadline deadline) {
+    if (unix_socket && role == TlsRole::kServer) {
+        if (Status s = transport_check_peer_uid(fd); !s) return s.error();
+    }
+    if (!security.tls) return plain_channel(fd);
+    auto ch = tls_handshake(fd, security.tls, role, security.peer,
+                            std::min(deadline, Clock::now() + kHandshakeTime));
+    if (!ch) return make_error(ErrorCode::kFailed, "refused the peer: " + ch.error().message);
+    return ch;
+}
+
+/// A whole number param in [lo, hi], else def when absent. Context: control.
+/// @return it, or kInvalidParams naming the range
+Result<uint64_t> bounded(const json& p, const char* key, uint64_t def, uint64_t lo, uint64_t hi) {
+    if (!p.contains(key)) return def;
+    const json& v = p[key];
+    if (!v.is_number_unsigned() || v.get<uint64_t>() < lo || v.get<uint64_t>() > hi)
+        return make_error(ErrorCode::kInvalidParams,
+                          std::string("params.") + key + ": must be an integer in " +
+                              std::to_string(lo) + ".." + std::to_string(hi));
+    return v.get<uint64_t>();
+}
+
 }  // namespace
+
+Result<ChannelSecurity> channel_security(const json& p, const std::string& address, TlsRole role) {
+    auto a = transport_parse(address);
+    if (!a) return a.error();
+    const bool has_creds = p.contains("tls_creds");
+    const bool has_peer = p.contains("tls_peer");
+    if (a->scheme == TransportScheme::kTcpInsecure) {
+        if (has_creds || has_peer)
+            return make_error(ErrorCode::kInvalidParams,
+                              "tcp-insecure: is a clear, unauthenticated channel: drop "
+                              "tls_creds / tls_peer, or use tcp: for TLS");
+        return ChannelSecurity{};
+    }
+    if (!has_creds) {
+        if (a->scheme == TransportScheme::kTcp)
+            return make_error(ErrorCode::kInvalidParams,
+                              "tcp: is TLS with certificates on both ends: give tls_creds=DIR "
+                              "(ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, "
+                              "client-key.pem), or use tcp-insecure:HOST:PORT for a clear, "
+                              "unauthenticated channel");
+        if (has_peer) return make_error(ErrorCode::kInvalidParams, "tls_peer needs tls_creds");
+        return ChannelSecurity{};
+    }
+    ChannelSecurity sec;
+    if (has_peer) {
+        sec.peer = p["tls_peer"].get<std::string>();
+    } else if (role == TlsRole::kClient && a->scheme == TransportScheme::kTcp) {
+        sec.peer = a->host;  // the target's certificate names the host it is reached at
+    }
+    if (sec.peer.empty())
+        return make_error(ErrorCode::kInvalidParams,
+                          role == TlsRole::kServer
+                              ? "TLS needs tls_peer=NAME: the name the source's client "
+                                "certificate carries (CN or DNS name)"
+                              : "TLS over a unix socket needs tls_peer=NAME: the name the "
+                                "target's certificate carries");
+    auto creds = tls_load_credentials(p["tls_creds"].get<std::string>(), role);
+    if (!creds) return creds.error();
+    sec.tls = std::move(*creds);
+    return sec;
+}
 
 MigrationSession::~MigrationSession() {
     // Wake a migration thread blocked on its socket or held; it gives up and exits.
@@ -138,7 +212,8 @@ json MigrationSession::status() const {
     return j;
 }
 
-Result<json> MigrationSession::receive(const std::string& address, double timeout_s) {
+Result<json> MigrationSession::receive(const std::string& address, double timeout_s,
+                                       ChannelSecurity security) {
     if (busy()) return make_error(ErrorCode::kBusy, "a migration is in progress");
     join();
     auto fd = transport_listen(address);
@@ -153,147 +228,203 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         st_.started = Clock::now();
         release_ = 0;
     }
+    if (address.rfind("tcp-insecure:", 0) == 0)
+        FERRY_LOG_WARN(
+            "migration: listening at %s in clear with no authentication (tcp-insecure:): "
+            "anyone who reaches it can write connections and NAT bindings into this ferryd",
+            status()["address"].get<std::string>().c_str());
     const Deadline deadline = deadline_in(timeout_s);
-    thread_ = std::thread([this, deadline] {
+    thread_ = std::thread(
+        [this, deadline, security = std::move(security)] { run_target(deadline, security); });
+    return json{{"phase", "listening"}, {"address", status()["address"]}};
+}
+
+void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& security) {
+    const bool unix_socket = status()["address"].get<std::string>().rfind("unix:", 0) == 0;
+    // Sources are let in one at a time; one that is refused (its uid, its certificate) is
+    // closed before a byte of it is read, and the next one may come until the deadline.
+    for (;;) {
         auto conn = transport_accept(listen_fd_, deadline);
-        if (!conn) {
-            bool cancelled = false;
-            {
-                std::lock_guard lock(mu_);
-                cancelled = release_ < 0;
-            }
+        bool cancelled = false;
+        {
+            std::lock_guard lock(mu_);
+            cancelled = release_ < 0;
+        }
+        if (!conn || cancelled) {
+            if (conn) close(*conn);
             finish("failed", cancelled ? "cancelled by migrate.cancel" : conn.error().message);
             return;
         }
         active_fd_.store(*conn);
-        set_phase("receiving");
-        const auto t_recv = Clock::now();
-        // Sections are decoded as they arrive: what remains after the trailer is the delta.
-        // With a pre-copy, its connections are placed ahead (dormant) before READY.
-        auto reader = std::make_shared<StreamReader>();
-        auto staged = std::make_shared<std::optional<Staged>>();
-        uint32_t first_delta_entry = 0;
-        bool have_header = false;
-        double decode_ms = 0;
-        auto on_control = [this, deadline](auto task) {
-            using R = decltype(task());
-            auto done = std::make_shared<std::promise<R>>();
-            std::future<R> f = done->get_future();
-            sw_.post([task, done] { done->set_value(task()); });
-            if (f.wait_until(deadline) != std::future_status::ready || abandoned_.load())
-                return std::optional<R>();
-            return std::optional<R>(f.get());
-        };
-        auto bytes = transport_read_stream(
-            *conn, deadline, kMaxStreamBytes,
-            [&](const uint8_t* stream, size_t offset, size_t length) -> ferry::Status {
-                const auto t = Clock::now();
-                if (!have_header) {
-                    auto h = reader->header(stream, offset);
-                    if (!h) return h.error();
-                    have_header = true;
-                }
-                auto used = reader->section(stream + offset, length, offset);
-                decode_ms += ms_between(t, Clock::now());
-                {
-                    std::lock_guard lock(mu_);
-                    st_.bytes_done = offset + length;
-                    st_.stream_bytes = offset + length;
-                    ++st_.sections;
-                }
-                if (!used) return used.error();
-                const uint16_t type =
-                    static_cast<uint16_t>(stream[offset] << 8 | stream[offset + 1]);
-                if (type != static_cast<uint16_t>(SectionType::kPrecopyEnd)) return Ok{};
-                // The pre-copy is decoded: place it, then let the source pause its workers.
-                set_phase("staging");
-                const auto t_stage = Clock::now();
-                auto r = on_control([this, reader] {
-                    return MigrationControl(sw_).stage(reader->partial(), kStageSlice);
-                });
-                if (!r) return make_error(ErrorCode::kInvalidParams, "staging timed out");
-                if (!*r) return make_error(ErrorCode::kInvalidParams, r->error().message);
-                *staged = std::move(**r);
-                first_delta_entry = reader->context().entries;
-                {
-                    std::lock_guard lock(mu_);
-                    st_.steps_ms["stage_ahead"] = ms_between(t_stage, Clock::now());
-                    st_.phase = "receiving";
-                }
-                return transport_send_ready(*conn, deadline);
-            });
-        auto unstage = [this, staged] {
-            if (!staged->has_value()) return;
-            sw_.post([this, staged] { MigrationControl(sw_).unstage(**staged, kStageSlice); });
-        };
-        auto refuse = [&](const std::string& why) {
-            unstage();
-            transport_send_answer(*conn, StreamAnswer{false, 0, why}, deadline_in(2));
+        std::unique_ptr<ByteChannel> ch;
+        try {
+            auto in = authenticate(*conn, unix_socket, security, TlsRole::kServer, deadline);
+            if (in) {
+                ch = std::move(*in);
+            } else {
+                FERRY_LOG_WARN("migration (target): %s", in.error().message.c_str());
+            }
+            bool cancelled_meanwhile = false;
+            {
+                std::lock_guard lock(mu_);
+                cancelled_meanwhile = release_ < 0;  // migrate.cancel during the handshake
+            }
+            if (ch && cancelled_meanwhile) {
+                ch.reset();
+                active_fd_.store(-1);
+                close(*conn);
+                finish("failed", "cancelled by migrate.cancel");
+                return;
+            }
+            if (ch) receive_stream(*ch, deadline);
+        } catch (const std::exception& e) {
+            // Thrown while letting the peer in (receive_stream handles its own): refused.
+            ch.reset();
             active_fd_.store(-1);
             close(*conn);
-            finish("refused", why);
-        };
-        if (!bytes) {
-            if (bytes.error().code == ErrorCode::kInvalidParams)
-                return refuse(bytes.error().message);
-            unstage();
-            active_fd_.store(-1);
-            close(*conn);
-            finish("failed", bytes.error().message);
+            finish("refused", std::string("internal error: ") + e.what());
             return;
         }
-        if (Status complete = reader->check_complete(); !complete)
-            return refuse(complete.error().message);
-        {
-            const MigrationState& part = reader->partial();
-            std::lock_guard lock(mu_);
-            st_.steps_ms["receive"] = ms_between(t_recv, Clock::now());
-            st_.steps_ms["decode_while_receiving"] = decode_ms;
-            st_.connections = part.connections.size();
-            st_.dpi_streams = part.dpi.size();
-            st_.macs = part.macs.size();
-            st_.phase = "installing";
-        }
-        const uint64_t stream_id = reader->partial().stream_id;
-        // The control thread installs (it owns the tables and the pause); this thread waits.
-        auto r = on_control([this, reader, staged, first_delta_entry]() -> Result<InstallReport> {
-            const auto t0 = Clock::now();
-            if (Status p = sw_.pause(); !p) return p.error();
-            const auto t_paused = Clock::now();
-            MigrationControl mc(sw_);
-            Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
-            if (staged->has_value()) {
-                out = mc.commit_staged(**staged, reader->partial(), reader->context(),
-                                       first_delta_entry);
-                staged->reset();  // committed, or removed on failure
-            } else {
-                auto whole = reader->finish();
-                out = whole ? mc.install(*whole) : Result<InstallReport>(whole.error());
-            }
-            const auto t_installed = Clock::now();
-            sw_.resume();
-            std::lock_guard lock(mu_);
-            st_.pause_ms = ms_between(t0, Clock::now());
-            st_.steps_ms["pause"] = ms_between(t0, t_paused);
-            st_.steps_ms["install"] = ms_between(t_paused, t_installed);
-            return out;
-        });
-        if (!r) return refuse("the target did not install the state in time");
-        if (!*r) return refuse(r->error().message);
-        const Status sent =
-            transport_send_answer(*conn, StreamAnswer{true, stream_id, ""}, deadline);
+        const bool done = ch != nullptr;
+        ch.reset();  // TLS: close_notify before the socket goes
         active_fd_.store(-1);
         close(*conn);
-        // The state is installed either way; a lost answer leaves the source as it was, and
-        // its copies of the connections expire there.
-        finish("committed", sent ? "" : "commit not delivered: " + sent.error().message);
+        if (done) return;
+    }
+}
+
+void MigrationSession::receive_stream(ByteChannel& ch, Deadline deadline) {
+    auto staged = std::make_shared<std::optional<Staged>>();
+    auto unstage = [this, staged] {
+        if (!staged->has_value()) return;
+        sw_.post([this, staged] { MigrationControl(sw_).unstage(**staged, kStageSlice); });
+    };
+    try {
+        receive_into(ch, deadline, staged, unstage);
+    } catch (const std::exception& e) {
+        const std::string why = std::string("internal error: ") + e.what();
+        unstage();
+        transport_send_answer(ch, StreamAnswer{false, 0, why}, deadline_in(2));
+        finish("refused", why);
+    }
+}
+
+void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
+                                    const std::shared_ptr<std::optional<Staged>>& staged,
+                                    const std::function<void()>& unstage) {
+    set_phase("receiving");
+    const auto t_recv = Clock::now();
+    // Sections are decoded as they arrive: what remains after the trailer is the delta.
+    // With a pre-copy, its connections are placed ahead (dormant) before READY.
+    auto reader = std::make_shared<StreamReader>();
+    uint32_t first_delta_entry = 0;
+    bool have_header = false;
+    double decode_ms = 0;
+    auto on_control = [this, deadline](auto task) {
+        using R = decltype(task());
+        auto done = std::make_shared<std::promise<R>>();
+        std::future<R> f = done->get_future();
+        sw_.post([task, done] { done->set_value(task()); });
+        if (f.wait_until(deadline) != std::future_status::ready || abandoned_.load())
+            return std::optional<R>();
+        return std::optional<R>(f.get());
+    };
+    auto bytes = transport_read_stream(
+        ch, deadline, kMaxStreamBytes,
+        [&](const uint8_t* stream, size_t offset, size_t length) -> ferry::Status {
+            const auto t = Clock::now();
+            if (!have_header) {
+                auto h = reader->header(stream, offset);
+                if (!h) return h.error();
+                have_header = true;
+            }
+            auto used = reader->section(stream + offset, length, offset);
+            decode_ms += ms_between(t, Clock::now());
+            {
+                std::lock_guard lock(mu_);
+                st_.bytes_done = offset + length;
+                st_.stream_bytes = offset + length;
+                ++st_.sections;
+            }
+            if (!used) return used.error();
+            const uint16_t type = static_cast<uint16_t>(stream[offset] << 8 | stream[offset + 1]);
+            if (type != static_cast<uint16_t>(SectionType::kPrecopyEnd)) return Ok{};
+            // The pre-copy is decoded: place it, then let the source pause its workers.
+            set_phase("staging");
+            const auto t_stage = Clock::now();
+            auto r = on_control([this, reader] {
+                return MigrationControl(sw_).stage(reader->partial(), kStageSlice);
+            });
+            if (!r) return make_error(ErrorCode::kInvalidParams, "staging timed out");
+            if (!*r) return make_error(ErrorCode::kInvalidParams, r->error().message);
+            *staged = std::move(**r);
+            first_delta_entry = reader->context().entries;
+            {
+                std::lock_guard lock(mu_);
+                st_.steps_ms["stage_ahead"] = ms_between(t_stage, Clock::now());
+                st_.phase = "receiving";
+            }
+            return transport_send_ready(ch, deadline);
+        });
+    auto refuse = [&](const std::string& why) {
+        unstage();
+        transport_send_answer(ch, StreamAnswer{false, 0, why}, deadline_in(2));
+        finish("refused", why);
+    };
+    if (!bytes) {
+        if (bytes.error().code == ErrorCode::kInvalidParams) return refuse(bytes.error().message);
+        unstage();
+        finish("failed", bytes.error().message);
+        return;
+    }
+    if (Status complete = reader->check_complete(); !complete)
+        return refuse(complete.error().message);
+    {
+        const MigrationState& part = reader->partial();
+        std::lock_guard lock(mu_);
+        st_.steps_ms["receive"] = ms_between(t_recv, Clock::now());
+        st_.steps_ms["decode_while_receiving"] = decode_ms;
+        st_.connections = part.connections.size();
+        st_.dpi_streams = part.dpi.size();
+        st_.macs = part.macs.size();
+        st_.phase = "installing";
+    }
+    const uint64_t stream_id = reader->partial().stream_id;
+    // The control thread installs (it owns the tables and the pause); this thread waits.
+    auto r = on_control([this, reader, staged, first_delta_entry]() -> Result<InstallReport> {
+        const auto t0 = Clock::now();
+        if (Status p = sw_.pause(); !p) return p.error();
+        const auto t_paused = Clock::now();
+        MigrationControl mc(sw_);
+        Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
+        if (staged->has_value()) {
+            out =
+                mc.commit_staged(**staged, reader->partial(), reader->context(), first_delta_entry);
+            staged->reset();  // committed, or removed on failure
+        } else {
+            auto whole = reader->finish();
+            out = whole ? mc.install(*whole) : Result<InstallReport>(whole.error());
+        }
+        const auto t_installed = Clock::now();
+        sw_.resume();
+        std::lock_guard lock(mu_);
+        st_.pause_ms = ms_between(t0, Clock::now());
+        st_.steps_ms["pause"] = ms_between(t0, t_paused);
+        st_.steps_ms["install"] = ms_between(t_paused, t_installed);
+        return out;
     });
-    return json{{"phase", "listening"}, {"address", status()["address"]}};
+    if (!r) return refuse("the target did not install the state in time");
+    if (!*r) return refuse(r->error().message);
+    const Status sent = transport_send_answer(ch, StreamAnswer{true, stream_id, ""}, deadline);
+    // The state is installed either way; a lost answer leaves the source as it was, and
+    // its copies of the connections expire there.
+    finish("committed", sent ? "" : "commit not delivered: " + sent.error().message);
 }
 
 Result<json> MigrationSession::send(const std::string& address,
                                     const std::optional<std::string>& port, double timeout_s,
-                                    bool precopy, double settle_s, bool hold) {
+                                    bool precopy, double settle_s, bool hold,
+                                    ChannelSecurity security) {
     if (busy()) return make_error(ErrorCode::kBusy, "a migration is in progress");
     if (hold && !precopy) return make_error(ErrorCode::kInvalidParams, "hold needs precopy");
     join();
@@ -349,93 +480,117 @@ Result<json> MigrationSession::send(const std::string& address,
         st_.started = t0;
         release_ = 0;
     }
+    if (address.rfind("tcp-insecure:", 0) == 0)
+        FERRY_LOG_WARN(
+            "migration: sending to %s in clear with no authentication (tcp-insecure:): the "
+            "state can be read and altered on the way, and the target is not checked",
+            address.c_str());
     const Deadline deadline = deadline_in(timeout_s);
     thread_ = std::thread([this, moved, late, first, pre, writer, buffer, address, deadline,
-                           settle_s, hold] {
+                           settle_s, hold, security = std::move(security)] {
         const auto t_thread = Clock::now();
         Result<StreamAnswer> answer = make_error(ErrorCode::kFailed, "not sent");
-        auto send_all = [&](int fd, const std::vector<uint8_t>& part, uint64_t done) {
+        auto send_all = [&](ByteChannel& ch, const std::vector<uint8_t>& part, uint64_t done) {
             Status sent = Ok{};
             for (size_t at = 0; at < part.size() && sent; at += kSendChunk) {
                 const size_t n = std::min(kSendChunk, part.size() - at);
-                sent = transport_send(fd, part.data() + at, n, deadline);
+                sent = transport_send(ch, part.data() + at, n, deadline);
                 std::lock_guard lock(mu_);
                 st_.bytes_done = done + at + n;
             }
             return sent;
         };
         auto fd = transport_connect(address, deadline);
-        if (!fd) {
-            answer = fd.error();
-        } else {
+        std::unique_ptr<ByteChannel> ch;
+        if (fd) {
             active_fd_.store(*fd);
-            Status sent = send_all(*fd, *first, 0);
-            if (sent && pre) {
-                set_phase("precopy_sent");
-                sent = transport_await_ready(*fd, deadline);
-                if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
-                    std::this_thread::sleep_for(std::chrono::duration<double>(settle_s));
-                if (sent && hold) sent = await_release(deadline);
-            }
-            if (sent && pre) {
-                // The changes since the pre-copy, computed by the control thread with the
-                // workers paused from now until the answer.
-                auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
-                std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
-                sw_.post([this, pre, writer, late, rest] {
-                    const auto t_pause = Clock::now();
-                    if (Status p = sw_.pause(); !p) {
-                        rest->set_value({});
-                        return;
-                    }
-                    holding_pause_ = true;
-                    const auto t_paused = Clock::now();
-                    paused_at_ = t_paused;  // the blackout starts when the workers are parked
-                    MigrationState d = MigrationControl(sw_).delta(*pre);
-                    const auto t_delta = Clock::now();
-                    if (!d.macs.empty()) writer->macs(d.macs);
-                    if (!d.connections.empty())
-                        writer->connections(d.connections.data(), d.connections.size());
-                    if (!d.gone.empty()) writer->connections_gone(d.gone);
-                    if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
-                    writer->finish();
-                    // Appended to what retire() walks only after the workers resume:
-                    // growing that vector here could copy every pre-copied connection.
-                    *late = std::move(d.connections);
-                    std::lock_guard lock(mu_);
-                    st_.phase = "sending";
-                    st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
-                    st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
-                    st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
-                    st_.delta_connections = late->size();
-                    st_.gone = d.gone.size();
-                    rest->set_value(writer->take());
-                });
-                if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
-                    sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
-                } else {
-                    std::vector<uint8_t> part = rest_bytes.get();
-                    if (part.empty()) {
-                        sent = make_error(ErrorCode::kBusy, "the workers did not pause in time");
-                    } else {
-                        {
-                            std::lock_guard lock(mu_);
-                            st_.stream_bytes = first->size() + part.size();
+            auto out = authenticate(*fd, false, security, TlsRole::kClient, deadline);
+            if (out)
+                ch = std::move(*out);
+            else
+                answer = out.error();
+        } else {
+            answer = fd.error();
+        }
+        // Every exception here becomes a failure: the workers resume below as on any other.
+        if (ch) {
+            try {
+                Status sent = send_all(*ch, *first, 0);
+                if (sent && pre) {
+                    set_phase("precopy_sent");
+                    sent = transport_await_ready(*ch, deadline);
+                    if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
+                        std::this_thread::sleep_until(std::min(
+                            deadline, Clock::now() + std::chrono::microseconds(
+                                                         static_cast<int64_t>(settle_s * 1e6))));
+                    if (sent && hold) sent = await_release(deadline);
+                }
+                if (sent && pre) {
+                    // The changes since the pre-copy, computed by the control thread with the
+                    // workers paused from now until the answer.
+                    auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
+                    std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
+                    sw_.post([this, pre, writer, late, rest] {
+                        const auto t_pause = Clock::now();
+                        if (Status p = sw_.pause(); !p) {
+                            rest->set_value({});
+                            return;
                         }
-                        sent = send_all(*fd, part, first->size());
+                        holding_pause_ = true;
+                        const auto t_paused = Clock::now();
+                        paused_at_ = t_paused;  // the blackout starts when the workers are parked
+                        MigrationState d = MigrationControl(sw_).delta(*pre);
+                        const auto t_delta = Clock::now();
+                        if (!d.macs.empty()) writer->macs(d.macs);
+                        if (!d.connections.empty())
+                            writer->connections(d.connections.data(), d.connections.size());
+                        if (!d.gone.empty()) writer->connections_gone(d.gone);
+                        if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
+                        writer->finish();
+                        // Appended to what retire() walks only after the workers resume:
+                        // growing that vector here could copy every pre-copied connection.
+                        *late = std::move(d.connections);
+                        std::lock_guard lock(mu_);
+                        st_.phase = "sending";
+                        st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
+                        st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
+                        st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
+                        st_.delta_connections = late->size();
+                        st_.gone = d.gone.size();
+                        rest->set_value(writer->take());
+                    });
+                    if (rest_bytes.wait_until(deadline) != std::future_status::ready) {
+                        sent = make_error(ErrorCode::kFailed, "the workers did not pause in time");
+                    } else {
+                        std::vector<uint8_t> part = rest_bytes.get();
+                        if (part.empty()) {
+                            sent =
+                                make_error(ErrorCode::kBusy, "the workers did not pause in time");
+                        } else {
+                            {
+                                std::lock_guard lock(mu_);
+                                st_.stream_bytes = first->size() + part.size();
+                            }
+                            sent = send_all(*ch, part, first->size());
+                        }
                     }
                 }
+                const auto t_sent = Clock::now();
+                if (!sent) {
+                    answer = sent.error();
+                } else {
+                    set_phase("waiting_commit");
+                    answer = transport_read_answer(*ch, deadline);
+                }
+                std::lock_guard lock(mu_);
+                st_.steps_ms["send"] = ms_between(t_thread, t_sent);
+                st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
+            } catch (const std::exception& e) {
+                answer = make_error(ErrorCode::kFailed, std::string("internal error: ") + e.what());
             }
-            const auto t_sent = Clock::now();
-            if (!sent) {
-                answer = sent.error();
-            } else {
-                set_phase("waiting_commit");
-                answer = transport_read_answer(*fd, deadline);
-            }
-            std::lock_guard lock(mu_);
-            st_.steps_ms["send"] = ms_between(t_thread, t_sent);
-            st_.steps_ms["wait_commit"] = ms_between(t_sent, Clock::now());
+        }
+        ch.reset();  // TLS: close_notify before the socket goes
+        if (fd) {
             active_fd_.store(-1);
             close(*fd);
         }
@@ -492,39 +647,61 @@ Result<json> MigrationSession::send(const std::string& address,
 
 void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
     auto session = std::make_shared<MigrationSession>(sw);
-    t.push_back({"migrate.receive",
-                 "wait for one incoming migration stream and install it (all or nothing)",
-                 true,
-                 {{"listen", ParamType::kString, true, "unix:/path or tcp:HOST:PORT (port 0: any)"},
-                  {"timeout_s", ParamType::kUnsigned, false, "give up after (default 60)"}},
-                 [session](const json& p) -> Result<json> {
-                     return session->receive(p["listen"].get<std::string>(),
-                                             p.value("timeout_s", 60.0));
-                 }});
-    t.push_back({"migrate.send",
-                 "send one port's state (or the whole switch's) to a target; the workers pause "
-                 "until the target commits, and the moved state is then retired here",
-                 true,
-                 {{"to", ParamType::kString, true, "the target's unix:/path or tcp:HOST:PORT"},
-                  {"port", ParamType::kString, false, "only this port's state"},
-                  {"timeout_s", ParamType::kUnsigned, false, "give up after (default 10)"},
-                  {"precopy", ParamType::kBoolean, false,
-                   "send the connections while traffic runs first, then only what changed "
-                   "with the workers paused"},
-                  {"settle_ms", ParamType::kUnsigned, false,
-                   "with precopy: wait this long after the target took the pre-copy before "
-                   "pausing (default 0)"},
-                  {"hold", ParamType::kBoolean, false,
-                   "with precopy: after the target took the pre-copy, wait in phase ready for "
-                   "migrate.continue (or migrate.cancel) before pausing"}},
-                 [session](const json& p) -> Result<json> {
-                     std::optional<std::string> port;
-                     if (p.contains("port")) port = p["port"].get<std::string>();
-                     return session->send(p["to"].get<std::string>(), port,
-                                          p.value("timeout_s", 10.0), p.value("precopy", false),
-                                          p.value("settle_ms", 0.0) / 1000.0,
-                                          p.value("hold", false));
-                 }});
+    t.push_back(
+        {"migrate.receive",
+         "wait for one incoming migration stream and install it (all or nothing)",
+         true,
+         {{"listen", ParamType::kString, true,
+           "unix:/path, tcp:HOST:PORT (TLS) or tcp-insecure:HOST:PORT (port 0: any)"},
+          {"timeout_s", ParamType::kUnsigned, false, "give up after (1..86400, default 60)"},
+          {"tls_creds", ParamType::kString, false,
+           "directory with ca-cert.pem, server-cert.pem, server-key.pem (needed by tcp:)"},
+          {"tls_peer", ParamType::kString, false,
+           "the name the source's client certificate must carry"}},
+         [session](const json& p) -> Result<json> {
+             auto timeout = bounded(p, "timeout_s", 60, 1, kMaxTimeoutS);
+             if (!timeout) return timeout.error();
+             const std::string listen = p["listen"].get<std::string>();
+             auto security = channel_security(p, listen, TlsRole::kServer);
+             if (!security) return security.error();
+             return session->receive(listen, static_cast<double>(*timeout), std::move(*security));
+         }});
+    t.push_back(
+        {"migrate.send",
+         "send one port's state (or the whole switch's) to a target; the workers pause "
+         "until the target commits, and the moved state is then retired here",
+         true,
+         {{"to", ParamType::kString, true,
+           "the target's unix:/path, tcp:HOST:PORT (TLS) or tcp-insecure:HOST:PORT"},
+          {"port", ParamType::kString, false, "only this port's state"},
+          {"timeout_s", ParamType::kUnsigned, false, "give up after (1..86400, default 10)"},
+          {"precopy", ParamType::kBoolean, false,
+           "send the connections while traffic runs first, then only what changed "
+           "with the workers paused"},
+          {"settle_ms", ParamType::kUnsigned, false,
+           "with precopy: wait this long after the target took the pre-copy before "
+           "pausing (0..3600000, default 0)"},
+          {"hold", ParamType::kBoolean, false,
+           "with precopy: after the target took the pre-copy, wait in phase ready for "
+           "migrate.continue (or migrate.cancel) before pausing"},
+          {"tls_creds", ParamType::kString, false,
+           "directory with ca-cert.pem, client-cert.pem, client-key.pem (needed by tcp:)"},
+          {"tls_peer", ParamType::kString, false,
+           "the name the target's certificate must carry (default: the address's host)"}},
+         [session](const json& p) -> Result<json> {
+             auto timeout = bounded(p, "timeout_s", 10, 1, kMaxTimeoutS);
+             if (!timeout) return timeout.error();
+             auto settle = bounded(p, "settle_ms", 0, 0, kMaxSettleMs);
+             if (!settle) return settle.error();
+             std::optional<std::string> port;
+             if (p.contains("port")) port = p["port"].get<std::string>();
+             const std::string to = p["to"].get<std::string>();
+             auto security = channel_security(p, to, TlsRole::kClient);
+             if (!security) return security.error();
+             return session->send(to, port, static_cast<double>(*timeout),
+                                  p.value("precopy", false), static_cast<double>(*settle) / 1000.0,
+                                  p.value("hold", false), std::move(*security));
+         }});
     t.push_back({"migrate.continue",
                  "a source held in phase ready: pause the workers, send what changed since the "
                  "pre-copy and wait for the commit",

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,12 +25,30 @@
 #include <nlohmann/json.hpp>
 
 #include "control/command_table.h"
+#include "control/migration.h"
 #include "control/result.h"
 #include "migrate/migration_state.h"
+#include "migrate/tls_channel.h"
 
 namespace ferry {
 
 class Switch;
+
+/// Who may be at the other end of a migration's channel. A target always takes a unix peer
+/// only of its own uid or root; with credentials, either end also runs TLS 1.3 and requires
+/// the peer's certificate to chain to the CA and to carry `peer`.
+struct ChannelSecurity {
+    std::shared_ptr<const TlsCredentials> tls;  // null: a plain socket (unix:, tcp-insecure:)
+    std::string peer;                           // the name the peer's certificate must carry
+};
+
+/// The channel security that migrate.send (role client) or migrate.receive (role server)
+/// params ask for at address: tcp: needs tls_creds (and, on a target, tls_peer: the
+/// source's name; a source expects the address's host unless tls_peer says otherwise);
+/// tcp-insecure: takes none; unix: takes TLS when tls_creds is given. Context: control.
+/// @return the security, or kInvalidParams saying what is missing or unreadable
+Result<ChannelSecurity> channel_security(const nlohmann::json& params, const std::string& address,
+                                         TlsRole role);
 
 class MigrationSession {
 public:
@@ -40,14 +59,15 @@ public:
 
     /// Listens at address for one incoming stream. @return {listening: address} or kBusy /
     ///         kInvalidParams / kFailed
-    Result<nlohmann::json> receive(const std::string& address, double timeout_s);
+    Result<nlohmann::json> receive(const std::string& address, double timeout_s,
+                                   ChannelSecurity security = {});
     /// Sends one port's state (or the switch's) to a target listening at address; the
     /// workers stay paused until the answer. @return {phase, bytes, connections, ...} at once
     /// With hold (and precopy), the source waits in phase "ready" after the target took the
     /// pre-copy until go_on() says continue or cancel, or timeout_s runs out.
     Result<nlohmann::json> send(const std::string& address, const std::optional<std::string>& port,
                                 double timeout_s, bool precopy, double settle_s = 0,
-                                bool hold = false);
+                                bool hold = false, ChannelSecurity security = {});
     /// A held source: continue (pause the workers, send what changed, wait for the commit) or
     /// cancel (the target drops the pre-copy; nothing changes here). Cancel also stops a target
     /// still listening. @return {phase} or kBusy when no migration waits so
@@ -77,6 +97,17 @@ private:
         std::chrono::steady_clock::time_point started{};
     };
     bool busy() const;
+    /// The target's migration thread: accepts sources until one is let in (its uid, its
+    /// certificate), reads, checks and installs its stream, answers. Throws nothing it does
+    /// not turn into a refusal.
+    void run_target(Deadline deadline, const ChannelSecurity& security);
+    /// The target's side once a source is let in: reads, checks and installs its stream
+    /// from ch and answers; an exception becomes a refusal (what was placed ahead removed).
+    void receive_stream(ByteChannel& ch, Deadline deadline);
+    /// receive_stream's work; staged is what a pre-copy placed ahead, unstage removes it.
+    void receive_into(ByteChannel& ch, Deadline deadline,
+                      const std::shared_ptr<std::optional<Staged>>& staged,
+                      const std::function<void()>& unstage);
     /// A held source's migration thread: waits for go_on() or the deadline. Ok to continue.
     Status await_release(std::chrono::steady_clock::time_point deadline);
     void set_phase(const std::string& phase);

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -47,39 +48,6 @@ bool wait_ready(int fd, short events, Deadline deadline) {
     }
 }
 
-struct Parsed {
-    bool unix_socket = false;
-    std::string path;  // unix
-    std::string host;  // tcp
-    std::string port;
-};
-
-Result<Parsed> parse_address(const std::string& a) {
-    Parsed p;
-    if (a.rfind("unix:", 0) == 0) {
-        p.unix_socket = true;
-        p.path = a.substr(5);
-        if (p.path.empty() || p.path.size() >= sizeof(sockaddr_un{}.sun_path))
-            return make_error(ErrorCode::kInvalidParams,
-                              "unix socket path must be 1.." +
-                                  std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes");
-        return p;
-    }
-    if (a.rfind("tcp:", 0) == 0) {
-        const std::string rest = a.substr(4);
-        const size_t colon = rest.rfind(':');
-        if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size())
-            return make_error(ErrorCode::kInvalidParams, "expected tcp:HOST:PORT, not " + a);
-        p.host = rest.substr(0, colon);
-        p.port = rest.substr(colon + 1);
-        if (p.host.size() > 2 && p.host.front() == '[' && p.host.back() == ']')
-            p.host = p.host.substr(1, p.host.size() - 2);
-        return p;
-    }
-    return make_error(ErrorCode::kInvalidParams,
-                      "address must be unix:/path or tcp:HOST:PORT, not " + a);
-}
-
 sockaddr_un unix_addr(const std::string& path) {
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
@@ -88,35 +56,114 @@ sockaddr_un unix_addr(const std::string& path) {
 }
 
 /// Reads exactly n bytes into dst. @return kFailed on EOF, error or deadline
-Status read_exact(int fd, uint8_t* dst, size_t n, Deadline deadline) {
+Status read_exact(ByteChannel& ch, uint8_t* dst, size_t n, Deadline deadline) {
     size_t done = 0;
     while (done < n) {
-        if (!wait_ready(fd, POLLIN, deadline)) return sys_error("migration stream");
-        const ssize_t r = recv(fd, dst + done, n - done, 0);
-        if (r == 0)
+        auto r = ch.read_some(dst + done, n - done, deadline);
+        if (!r) return r.error();
+        if (*r == 0)
             return make_error(ErrorCode::kFailed, "the peer closed the connection after " +
                                                       std::to_string(done) + " of " +
                                                       std::to_string(n) + " bytes");
-        if (r < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            return sys_error("migration stream");
-        }
-        done += static_cast<size_t>(r);
+        done += *r;
     }
+    return Ok{};
+}
+
+/// A plain socket: poll for the deadline, then one non-blocking recv or send.
+class FdChannel final : public ByteChannel {
+public:
+    explicit FdChannel(int fd) : fd_(fd) {}
+
+    Result<size_t> read_some(uint8_t* dst, size_t n, Deadline deadline) override {
+        for (;;) {
+            if (!wait_ready(fd_, POLLIN, deadline)) return sys_error("migration stream");
+            const ssize_t r = recv(fd_, dst, n, MSG_DONTWAIT);
+            if (r >= 0) return static_cast<size_t>(r);
+            if (errno != EINTR && errno != EAGAIN) return sys_error("migration stream");
+        }
+    }
+
+    Result<size_t> write_some(const uint8_t* src, size_t n, Deadline deadline) override {
+        for (;;) {
+            if (!wait_ready(fd_, POLLOUT, deadline)) return sys_error("sending the stream");
+            const ssize_t w = send(fd_, src, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0) return static_cast<size_t>(w);
+            if (w < 0 && errno != EINTR && errno != EAGAIN) return sys_error("sending the stream");
+        }
+    }
+
+    int fd() const override { return fd_; }
+
+private:
+    int fd_;
+};
+
+/// Removes what path names if it is a socket (an earlier listener's); anything else is not
+/// ours to remove. @return Ok (nothing there now), kInvalidParams for a non-socket, kFailed
+Status unlink_old_socket(const std::string& path) {
+    struct stat st {};
+    if (lstat(path.c_str(), &st) != 0) {
+        if (errno == ENOENT) return Ok{};
+        return sys_error("unix:" + path);
+    }
+    if (!S_ISSOCK(st.st_mode))
+        return make_error(ErrorCode::kInvalidParams,
+                          "unix:" + path +
+                              ": exists and is not a socket; not replacing it (remove it or "
+                              "choose another path)");
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) return sys_error("unix:" + path);
     return Ok{};
 }
 
 }  // namespace
 
+Result<TransportAddress> transport_parse(const std::string& a) {
+    TransportAddress p;
+    if (a.rfind("unix:", 0) == 0) {
+        p.scheme = TransportScheme::kUnix;
+        p.path = a.substr(5);
+        if (p.path.empty() || p.path.size() >= sizeof(sockaddr_un{}.sun_path))
+            return make_error(ErrorCode::kInvalidParams,
+                              "unix socket path must be 1.." +
+                                  std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " bytes");
+        return p;
+    }
+    std::string rest;
+    if (a.rfind("tcp:", 0) == 0) {
+        p.scheme = TransportScheme::kTcp;
+        rest = a.substr(4);
+    } else if (a.rfind("tcp-insecure:", 0) == 0) {
+        p.scheme = TransportScheme::kTcpInsecure;
+        rest = a.substr(13);
+    } else {
+        return make_error(ErrorCode::kInvalidParams,
+                          "address must be unix:/path, tcp:HOST:PORT or tcp-insecure:HOST:PORT, "
+                          "not " +
+                              a);
+    }
+    const size_t colon = rest.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size())
+        return make_error(ErrorCode::kInvalidParams, "expected tcp:HOST:PORT, not " + a);
+    p.host = rest.substr(0, colon);
+    p.port = rest.substr(colon + 1);
+    if (p.host.size() > 2 && p.host.front() == '[' && p.host.back() == ']')
+        p.host = p.host.substr(1, p.host.size() - 2);
+    return p;
+}
+
 Result<int> transport_listen(const std::string& address) {
-    auto a = parse_address(address);
+    auto a = transport_parse(address);
     if (!a) return a.error();
-    if (a->unix_socket) {
+    if (a->scheme == TransportScheme::kUnix) {
+        if (Status s = unlink_old_socket(a->path); !s) return s.error();
         const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) return sys_error("socket");
         sockaddr_un sa = unix_addr(a->path);
-        unlink(a->path.c_str());
-        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(fd, 4) != 0) {
+        // 0600 before listen(): until then a connect() is refused, so no other user gets in
+        // between bind() (which applies the umask) and the chmod.
+        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
+            chmod(a->path.c_str(), 0600) != 0 || listen(fd, 4) != 0) {
             Error e = sys_error("listen on " + address);
             close(fd);
             return e;
@@ -153,15 +200,16 @@ std::string transport_local_address(int fd, const std::string& given) {
     socklen_t len = sizeof(ss);
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return given;
     char host[INET6_ADDRSTRLEN] = {};
+    const std::string scheme = given.substr(0, given.find(':') + 1);  // "tcp:", "tcp-insecure:"
     if (ss.ss_family == AF_INET) {
         const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
         inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        return "tcp:" + std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+        return scheme + std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
     }
     if (ss.ss_family == AF_INET6) {
         const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
         inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        return "tcp:[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+        return scheme + "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
     }
     return given;
 }
@@ -174,7 +222,7 @@ Result<int> transport_accept(int listen_fd, Deadline deadline) {
 }
 
 Result<int> transport_connect(const std::string& address, Deadline deadline) {
-    auto a = parse_address(address);
+    auto a = transport_parse(address);
     if (!a) return a.error();
     auto finish = [&](int fd, const sockaddr* sa, socklen_t len) -> Result<int> {
         const int flags = fcntl(fd, F_GETFL);
@@ -196,7 +244,7 @@ Result<int> transport_connect(const std::string& address, Deadline deadline) {
         fcntl(fd, F_SETFL, flags);
         return fd;
     };
-    if (a->unix_socket) {
+    if (a->scheme == TransportScheme::kUnix) {
         const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) return sys_error("socket");
         sockaddr_un sa = unix_addr(a->path);
@@ -224,24 +272,48 @@ Result<int> transport_connect(const std::string& address, Deadline deadline) {
     return out;
 }
 
-Status transport_send(int fd, const uint8_t* data, size_t n, Deadline deadline) {
+Status transport_check_peer_uid(int fd) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return sys_error("SO_PEERCRED");
+    const uid_t me = geteuid();
+    if (cred.uid == me || cred.uid == 0) return Ok{};
+    return make_error(ErrorCode::kFailed, "refused a connection from uid " +
+                                              std::to_string(cred.uid) + " (pid " +
+                                              std::to_string(cred.pid) + "): only uid " +
+                                              std::to_string(me) + " or root may send state here");
+}
+
+std::unique_ptr<ByteChannel> plain_channel(int fd) {
+    return std::make_unique<FdChannel>(fd);
+}
+
+Status transport_send(ByteChannel& ch, const uint8_t* data, size_t n, Deadline deadline) {
     size_t done = 0;
     while (done < n) {
-        if (!wait_ready(fd, POLLOUT, deadline)) return sys_error("sending the stream");
-        const ssize_t w = send(fd, data + done, n - done, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            return sys_error("sending the stream");
-        }
-        done += static_cast<size_t>(w);
+        auto w = ch.write_some(data + done, n - done, deadline);
+        if (!w) return w.error();
+        done += *w;
     }
     return Ok{};
 }
 
+Status transport_send(int fd, const uint8_t* data, size_t n, Deadline deadline) {
+    FdChannel ch(fd);
+    return transport_send(ch, data, n, deadline);
+}
+
 Result<std::vector<uint8_t>> transport_read_stream(int fd, Deadline deadline, size_t max_bytes,
                                                    const SectionCallback& on_section) {
+    FdChannel ch(fd);
+    return transport_read_stream(ch, deadline, max_bytes, on_section);
+}
+
+Result<std::vector<uint8_t>> transport_read_stream(ByteChannel& ch, Deadline deadline,
+                                                   size_t max_bytes,
+                                                   const SectionCallback& on_section) {
     std::vector<uint8_t> buf(14);
-    if (Status s = read_exact(fd, buf.data(), 14, deadline); !s) return s.error();
+    if (Status s = read_exact(ch, buf.data(), 14, deadline); !s) return s.error();
     if (!std::equal(kStreamMagic.begin(), kStreamMagic.end(), buf.begin())) {
         std::array<uint8_t, 8> swapped = kStreamMagic;
         std::reverse(swapped.begin(), swapped.end());
@@ -257,12 +329,12 @@ Result<std::vector<uint8_t>> transport_read_stream(int fd, Deadline deadline, si
         return make_error(ErrorCode::kInvalidParams,
                           "migration stream: header_length " + std::to_string(header_length));
     buf.resize(header_length);
-    if (Status s = read_exact(fd, buf.data() + 14, header_length - 14, deadline); !s)
+    if (Status s = read_exact(ch, buf.data() + 14, header_length - 14, deadline); !s)
         return s.error();
     for (;;) {
         const size_t at = buf.size();
         buf.resize(at + kSectionHeaderBytes);
-        if (Status s = read_exact(fd, buf.data() + at, kSectionHeaderBytes, deadline); !s)
+        if (Status s = read_exact(ch, buf.data() + at, kSectionHeaderBytes, deadline); !s)
             return s.error();
         WireReader h(buf.data() + at, kSectionHeaderBytes);
         const uint16_t type = h.u16();
@@ -273,7 +345,7 @@ Result<std::vector<uint8_t>> transport_read_stream(int fd, Deadline deadline, si
                               "migration stream: a section of " + std::to_string(length) +
                                   " bytes (at offset " + std::to_string(at) + ")");
         buf.resize(at + kSectionHeaderBytes + length);
-        if (Status s = read_exact(fd, buf.data() + at + kSectionHeaderBytes, length, deadline); !s)
+        if (Status s = read_exact(ch, buf.data() + at + kSectionHeaderBytes, length, deadline); !s)
             return s.error();
         if (on_section) {
             Status s = on_section(buf.data(), at, kSectionHeaderBytes + length);
@@ -283,7 +355,7 @@ Result<std::vector<uint8_t>> transport_read_stream(int fd, Deadline deadline, si
     }
 }
 
-Status transport_send_answer(int fd, const StreamAnswer& a, Deadline deadline) {
+Status transport_send_answer(ByteChannel& ch, const StreamAnswer& a, Deadline deadline) {
     std::vector<uint8_t> out;
     WireWriter w(out);
     const auto& magic = a.commit ? kAnswerCommit : kAnswerRefuse;
@@ -292,18 +364,18 @@ Status transport_send_answer(int fd, const StreamAnswer& a, Deadline deadline) {
     const std::string msg = a.message.substr(0, kMaxAnswerMessage);
     w.u16(static_cast<uint16_t>(msg.size()));
     w.bytes(reinterpret_cast<const uint8_t*>(msg.data()), msg.size());
-    return transport_send(fd, out.data(), out.size(), deadline);
+    return transport_send(ch, out.data(), out.size(), deadline);
 }
 
-Status transport_send_ready(int fd, Deadline deadline) {
+Status transport_send_ready(ByteChannel& ch, Deadline deadline) {
     uint8_t msg[kAnswerHeader] = {};
     std::copy(kAnswerReady.begin(), kAnswerReady.end(), msg);
-    return transport_send(fd, msg, sizeof(msg), deadline);
+    return transport_send(ch, msg, sizeof(msg), deadline);
 }
 
-Status transport_await_ready(int fd, Deadline deadline) {
+Status transport_await_ready(ByteChannel& ch, Deadline deadline) {
     uint8_t head[kAnswerHeader];
-    if (Status s = read_exact(fd, head, sizeof(head), deadline); !s)
+    if (Status s = read_exact(ch, head, sizeof(head), deadline); !s)
         return make_error(ErrorCode::kFailed,
                           "the target did not take the pre-copy: " + s.error().message);
     if (std::equal(kAnswerRefuse.begin(), kAnswerRefuse.end(), head)) {
@@ -311,7 +383,7 @@ Status transport_await_ready(int fd, Deadline deadline) {
         r.u64();
         std::string why(r.u16(), '\0');
         if (!why.empty())
-            read_exact(fd, reinterpret_cast<uint8_t*>(why.data()), why.size(), deadline);
+            read_exact(ch, reinterpret_cast<uint8_t*>(why.data()), why.size(), deadline);
         return make_error(ErrorCode::kFailed, "the target refused the pre-copy: " + why);
     }
     if (!std::equal(kAnswerReady.begin(), kAnswerReady.end(), head))
@@ -319,9 +391,9 @@ Status transport_await_ready(int fd, Deadline deadline) {
     return Ok{};
 }
 
-Result<StreamAnswer> transport_read_answer(int fd, Deadline deadline) {
+Result<StreamAnswer> transport_read_answer(ByteChannel& ch, Deadline deadline) {
     uint8_t head[kAnswerHeader];
-    if (Status s = read_exact(fd, head, sizeof(head), deadline); !s)
+    if (Status s = read_exact(ch, head, sizeof(head), deadline); !s)
         return make_error(ErrorCode::kFailed, "no answer from the target: " + s.error().message);
     StreamAnswer a;
     if (std::equal(kAnswerCommit.begin(), kAnswerCommit.end(), head))
@@ -335,7 +407,7 @@ Result<StreamAnswer> transport_read_answer(int fd, Deadline deadline) {
         return make_error(ErrorCode::kFailed, "the target's answer is too long");
     a.message.resize(len);
     if (len != 0) {
-        if (Status s = read_exact(fd, reinterpret_cast<uint8_t*>(a.message.data()), len, deadline);
+        if (Status s = read_exact(ch, reinterpret_cast<uint8_t*>(a.message.data()), len, deadline);
             !s)
             return make_error(ErrorCode::kFailed,
                               "no answer from the target: " + s.error().message);

@@ -13,11 +13,17 @@ import pytest
 from ferry_harness import wait_for
 from ct_util import bridges, stateful_rules
 from test_migrate_file import cli, continue_on, source_with_connection, srv, target
+from tls_util import make_pki
 
 
 @pytest.fixture
 def ctb():
     yield from bridges()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def wait_phase(b, phases=("committed", "refused", "failed"), timeout=20):
@@ -31,16 +37,23 @@ def comparable(conns):
                   key=lambda c: (c["orig"]["sport"], c["zone"]))
 
 
-@pytest.mark.parametrize("transport,precopy", [("unix", False), ("tcp", False), ("unix", True)])
-def test_connection_moves_and_continues(ctb, transport, precopy):
+@pytest.mark.parametrize("transport,precopy", [("unix", False), ("tls", False), ("tls", True),
+                                               ("tcp-insecure", False), ("unix", True)])
+def test_connection_moves_and_continues(ctb, pki, transport, precopy):
+    """tls: TCP with TLS 1.3, each side's certificate checked (docs/migration.md); tcp-insecure:
+    clear TCP, the operator's explicit choice."""
     a = source_with_connection(ctb)
     b = target(ctb)
     b.start()
-    listen = f"unix:{b.ferryd.path('migrate.sock')}" if transport == "unix" else "tcp:127.0.0.1:0"
-    address = b.call("migrate.receive", {"listen": listen, "timeout_s": 20})["address"]
-    if transport == "tcp":
-        assert address.startswith("tcp:127.0.0.1:") and not address.endswith(":0"), address
-    sent = a.call("migrate.send", {"to": address, "precopy": precopy})
+    recv = {"unix": {"listen": f"unix:{b.ferryd.path('migrate.sock')}"},
+            "tls": {"listen": "tcp:127.0.0.1:0", "tls_creds": pki["b"], "tls_peer": "ferry-a"},
+            "tcp-insecure": {"listen": "tcp-insecure:127.0.0.1:0"}}[transport]
+    address = b.call("migrate.receive", dict(recv, timeout_s=20))["address"]
+    if transport != "unix":
+        scheme = "tcp-insecure:" if transport == "tcp-insecure" else "tcp:"
+        assert address.startswith(scheme + "127.0.0.1:") and not address.endswith(":0"), address
+    creds = {"tls_creds": pki["a"]} if transport == "tls" else {}
+    sent = a.call("migrate.send", dict({"to": address, "precopy": precopy}, **creds))
     assert sent["connections"] == 1, sent
     assert sent["phase"] == ("precopy" if precopy else "sending"), sent
     src = wait_phase(a)
@@ -150,7 +163,7 @@ def test_one_migration_at_a_time(ctb):
         b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('y.sock')}"})
     assert e.value.code == -32001
     with pytest.raises(RpcError) as e:
-        b.call("migrate.send", {"to": "tcp:nosuchhost.invalid:1"})
+        b.call("migrate.send", {"to": "tcp-insecure:nosuchhost.invalid:1"})
     assert e.value.code == -32001
 
 
