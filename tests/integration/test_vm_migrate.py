@@ -32,6 +32,7 @@ from ferry_harness import ROOT, wait_for  # noqa: E402
 from ct_util import bridges, stateful_rules  # noqa: E402
 from test_migrate_file import cli, srv  # noqa: E402
 from test_migrate_live import comparable  # noqa: E402
+from tls_util import make_pki  # noqa: E402
 
 VM_MIGRATE = os.path.join(ROOT, "scripts", "vm-migrate")
 CPORT = 40001  # the guest's connection: CLIENT:40001 -> SERVER:80
@@ -420,6 +421,55 @@ def test_qemu_failing_after_the_hand_over_brings_the_flows_back(ctb, qmp, target
     a.phase([reply], out={"inside": [reply]})
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def tls_args(pki):
+    """vm-migrate's TLS options: A is ferry-a, B is ferry-b (tls_util's credentials)."""
+    return ["--tls-creds-from", pki["a"], "--tls-creds-to", pki["b"],
+            "--tls-name-from", "ferry-a", "--tls-name-to", "ferry-b"]
+
+
+@pytest.mark.parametrize("back", [False, True])
+def test_flows_move_over_tls(ctb, qmp, pki, back):
+    """--listen tcp: with each host's credentials: the pre-copy and the rest go over TLS, each
+    ferryd checking the other's certificate. back: QEMU fails after the hand-over and the
+    flows come back to A over TLS as well (--back-listen tcp:, the names the other way)."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    if back:
+        src = qmp("src", resume=("active", failed("Unable to write to socket: Broken pipe")))
+    else:
+        src = qmp("src", migrate=("active",) * 5 + ("pre-switchover",))
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, "--listen", "tcp:127.0.0.1:0",
+                   "--back-listen", "tcp:127.0.0.1:0", *tls_args(pki), precopy=not back)
+    if back:
+        assert r.returncode == 1 and "the flows went back" in r.stderr, r.stderr
+        as_before(a, b, before)
+        assert a.call("migrate.status")["address"].startswith("tcp:127.0.0.1:")
+    else:
+        assert r.returncode == 0, r.stderr
+        assert b.call("migrate.status")["address"].startswith("tcp:127.0.0.1:")
+        assert a.conns() == [] and sports(b) == [CPORT]
+
+
+def test_tcp_without_tls_options_moves_nothing(ctb, qmp):
+    """--listen tcp: without the TLS options: B refuses to listen (tcp: is TLS), so QEMU is
+    never asked to migrate and nothing moves."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    src = qmp("src")
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, "--listen", "tcp:127.0.0.1:0",
+                   precopy=True)
+    assert r.returncode == 1 and "tls_creds" in r.stderr, r.stderr
+    assert "migrate" not in src.names()
+    as_before(a, b, before)
+
+
 @pytest.mark.parametrize("case", ["target_without_port", "source_paused", "target_not_incoming",
                                   "no_control_socket"])
 def test_pre_flight_refusals_migrate_nothing(ctb, qmp, case):
@@ -524,6 +574,8 @@ def test_interrupt_while_the_guest_is_stopped_waits_for_the_move(ctb, qmp):
     ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1",
      "--timeout", "soon"],                                # not a number
     ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1", "--bogus"],
+    ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1",
+     "--tls-creds-from", "/etc/ferry/tls"],                # TLS options go together
 ])
 def test_bad_arguments_are_exit_2(args):
     r = subprocess.run([sys.executable, VM_MIGRATE, *args], capture_output=True, text=True,
