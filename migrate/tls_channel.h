@@ -9,7 +9,6 @@
 #include <memory>
 #include <string>
 
-#include "control/result.h"
 #include "migrate/transport.h"
 
 namespace ferry {
