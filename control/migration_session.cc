@@ -28,9 +28,9 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-constexpr auto kHandshakeTime = std::chrono::seconds(10);  // a peer's TLS handshake, at most
-constexpr uint64_t kMaxTimeoutS = 86400;                   // timeout_s: 1 s .. a day
-constexpr uint64_t kMaxSettleMs = 3600000;                 // settle_ms: up to an hour
+constexpr auto kHandshakeTime = std::chrono::seconds(5);  // a peer's TLS handshake, at most
+constexpr uint64_t kMaxTimeoutS = 86400;                  // timeout_s: 1 s .. a day
+constexpr uint64_t kMaxSettleMs = 3600000;                // settle_ms: up to an hour
 
 Deadline deadline_in(double seconds) {
     return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));

@@ -198,6 +198,23 @@ def test_tls_source_checks_the_target(ctb, pki):
     assert [c["orig"]["sport"] for c in b.conns()] == [40001]
 
 
+def test_tls_over_a_unix_socket(ctb, pki, forged):
+    """unix: with tls_creds on both sides: the uid check and then TLS. A client of the right
+    uid speaking clear is refused (the target expects a handshake); ferry-a then migrates."""
+    b = target(ctb)
+    b.start()
+    address = b.call("migrate.receive", {"listen": f"unix:{b.ferryd.path('t.sock')}",
+                                         "tls_creds": pki["b"], "tls_peer": "ferry-a",
+                                         "timeout_s": 30})["address"]
+    out = rogue(address, forged)
+    assert "FERRYOK" not in out, out
+    still_listening(b)
+    with pytest.raises(RpcError) as e:  # no host in the address: the name must be given
+        b.call("migrate.send", {"to": address, "tls_creds": pki["a"]})
+    assert e.value.code == INVALID_PARAMS and "tls_peer" in str(e.value), e.value
+    real_source_migrates(ctb, b, address, tls_creds=pki["a"], tls_peer="ferry-b")
+
+
 def test_tcp_needs_tls_or_an_explicit_insecure(ctb, pki, forged):
     """tcp: without credentials is refused (invalid params); tcp-insecure: is the operator's
     explicit choice of a clear, unauthenticated channel: it warns in the log, and the forged
