@@ -1,11 +1,15 @@
-// One live migration at a time, either side, over a unix or TCP socket:
-//   target (migrate.receive): listen; a migration thread accepts one source, reads and checks
-//     the stream into shadow state; the control thread pauses the workers, installs it (all or
-//     nothing), resumes them; the thread answers commit or refusal.
+// One live migration at a time, either side, over a unix socket or TCP (TLS, or in clear when
+// the operator says tcp-insecure:):
+//   target (migrate.receive): listen; a migration thread accepts sources until one is let in
+//     (unix: its uid; TLS: its certificate), refusing the others before reading a byte of
+//     them, then reads and checks the stream into shadow state; the control thread pauses the
+//     workers, installs it (all or nothing), resumes them; the thread answers commit or
+//     refusal.
 //   source (migrate.send): the control thread pauses the workers at a safe point, captures the
-//     port's or the switch's state and keeps the workers paused; a migration thread sends the
-//     stream and waits for the answer; on commit the control thread retires the moved state,
-//     on a refusal, a lost connection or a timeout it changes nothing; then the workers resume.
+//     port's or the switch's state and keeps the workers paused; a migration thread connects
+//     (TLS: checks the target's certificate), sends the stream and waits for the answer; on
+//     commit the control thread retires the moved state, on a refusal, a lost connection or a
+//     timeout it changes nothing; then the workers resume.
 // migrate.status reports the phase and progress. Context: control thread, plus the one
 // migration thread, which touches only the socket and the status (under its mutex).
 #pragma once
