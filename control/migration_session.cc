@@ -512,6 +512,11 @@ Result<json> MigrationSession::send(const std::string& address,
         } else {
             answer = fd.error();
         }
+        {
+            // Connecting and, over TLS, the handshake: inside the blackout without pre-copy.
+            std::lock_guard lock(mu_);
+            st_.steps_ms["connect"] = ms_between(t_thread, Clock::now());
+        }
         // Every exception here becomes a failure: the workers resume below as on any other.
         if (ch) {
             try {

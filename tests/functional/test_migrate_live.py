@@ -61,6 +61,7 @@ def test_connection_moves_and_continues(ctb, pki, transport, precopy):
     assert src["phase"] == "committed" and dst["phase"] == "committed", (src, dst)
     assert src["role"] == "source" and dst["role"] == "target"
     assert src["pause_ms"] > 0 and dst["pause_ms"] > 0
+    assert 0 < src["steps_ms"]["connect"] <= src["steps_ms"]["send"], src  # TLS: the handshake
     assert dst["connections"] == 1 and dst["bytes_done"] == src["stream_bytes"]
     if precopy:  # nothing changed between the pre-copy and the pause
         assert src["delta_connections"] == 0 and src["gone"] == 0, src
