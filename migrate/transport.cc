@@ -162,10 +162,15 @@ Result<int> transport_listen(const std::string& address) {
         sockaddr_un sa = unix_addr(a->path);
         // 0600 before listen(): until then a connect() is refused, so no other user gets in
         // between bind() (which applies the umask) and the chmod.
-        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 ||
-            chmod(a->path.c_str(), 0600) != 0 || listen(fd, 4) != 0) {
+        if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
             Error e = sys_error("listen on " + address);
             close(fd);
+            return e;
+        }
+        if (chmod(a->path.c_str(), 0600) != 0 || listen(fd, 4) != 0) {
+            Error e = sys_error("listen on " + address);
+            close(fd);
+            unlink(a->path.c_str());  // ours: bound just now
             return e;
         }
         return fd;
