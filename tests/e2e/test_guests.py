@@ -11,7 +11,7 @@ import pytest
 
 import guest as g
 from migration_scene import FIREWALL, GUEST_DIR
-from ferry_harness import Ferryd
+from ferry_harness import Ferryd, wait_for
 
 MESSAGE = "ferry-carries-this-stream-end-to-end"
 
@@ -35,6 +35,10 @@ def test_two_guests_through_a_stateful_firewall(images, tmp_path):
         outside = g.Guest(kernel, initrd, d.path("vm2.sock"), "52:54:00:00:00:02", "10.0.0.2/24",
                           "nc -l -p 5000; ping -c 2 -W 2 10.0.0.1", str(tmp_path / "vm2.txt"))
         guests.append(outside)
+        # The inside guest's fixed sleep covers its own boot, not the outside one's: on a busy
+        # host a TCG guest can take long to boot, so the inside one starts once nc listens.
+        wait_for(lambda: "FERRY-GUEST-RUN" in outside.output(), 180,
+                 what="the outside guest to run its command")
         inside = g.Guest(kernel, initrd, d.path("vm1.sock"), "52:54:00:00:00:01", "10.0.0.1/24",
                          f"sleep 8; ping -c 3 -W 3 10.0.0.2; echo {MESSAGE} | nc 10.0.0.2 5000; "
                          "sleep 8",  # up while the outside guest tries to ping in
