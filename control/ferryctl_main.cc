@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -124,6 +125,8 @@ constexpr Verb kVerbs[] = {
     {"migrate continue", "migrate.continue", Args::kNone,         "", "a send held in phase ready (hold=true): go on, showing progress until it commits", kMigrateColumns, "", true},
     {"migrate cancel",  "migrate.cancel",  Args::kNone,           "", "a send held in phase ready, or a receive nobody connected to: give it up", "phase"},
     {"migrate status",  "migrate.status",  Args::kNone,           "", "the current or last migration", kMigrateColumns},
+    {"capture",    "",           Args::kNameKeyValues, "NAME [file=PATH] [count=N] [seconds=N] [filter=EXPR]",
+     "capture a port's packets with dpdk-dumpcap (needs ferryd on hugepages); Ctrl-C stops it", ""},
     {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
 };
 // The words ferryctl answers itself, shown in the usage text beside the verbs.
@@ -136,7 +139,7 @@ const CliKeyKinds& key_kinds() {
     static const CliKeyKinds kinds = {
         .list_keys = {"rx_pin", "trunks"},
         .string_keys = {"name", "port", "type", "path", "mode", "devargs", "mac", "address",
-                        "state"},
+                        "state", "file", "filter"},
     };
     return kinds;
 }
@@ -601,6 +604,65 @@ int follow_migration(const Options& opts, const Reporter& rep) {
     }
 }
 
+/// Calls one method and returns its result. Context: ferryctl.
+/// @return the result, or the exit status of a failure already reported through rep
+std::variant<ordered_json, int> call_method(const Options& opts, const std::string& method,
+                                            const Reporter& rep) {
+    json request = {{"jsonrpc", "2.0"}, {"method", method}, {"id", 1}};
+    Result<std::string> line = exchange(opts.socket, request.dump() + "\n", opts.timeout_s);
+    if (!line) return rep.fail(kExitUnreachable, line.error().message);
+    ordered_json r = ordered_json::parse(*line, nullptr, /*allow_exceptions=*/false);
+    if (!r.is_object() || (!r.contains("result") && !r.contains("error")))
+        return rep.fail(kExitUnreachable, "malformed answer from ferryd");
+    if (auto error = r.find("error"); error != r.end()) return rep.refused(*error);
+    return r["result"];
+}
+
+/// `ferryctl capture NAME ...`: finds the port's DPDK device and ferryd's EAL file prefix, then
+/// becomes dpdk-dumpcap (a DPDK secondary process attached to ferryd) on that device.
+/// Context: ferryctl. @return only on failure: 1 when the port is unknown or ferryd runs
+/// without hugepages (a secondary process cannot attach to a --no-huge primary), 2 when ferryd
+/// cannot be reached or dumpcap cannot be run
+int run_capture(const Options& opts, const json& params, const Reporter& rep) {
+    const std::string name = params.value("name", "");
+    for (const auto& [key, value] : params.items()) {
+        if (key != "name" && key != "file" && key != "count" && key != "seconds" && key != "filter")
+            return rep.usage("capture takes file=, count=, seconds= and filter=, not '" + key +
+                             "'");
+    }
+    auto stats = call_method(opts, "stats", rep);
+    if (auto* rc = std::get_if<int>(&stats)) return *rc;
+    auto ports = call_method(opts, "port.list", rep);
+    if (auto* rc = std::get_if<int>(&ports)) return *rc;
+    const ordered_json& eal = std::get<ordered_json>(stats).value("eal", ordered_json::object());
+    if (!eal.value("hugepages", false)) {
+        return rep.fail(kExitRefused,
+                        "ferryd runs without hugepages (--no-huge): dpdk-dumpcap is a DPDK "
+                        "secondary process and cannot attach to it; reserve hugepages "
+                        "(vm.nr_hugepages, scripts/setup) and restart ferryd");
+    }
+    std::string device;
+    for (const ordered_json& p : std::get<ordered_json>(ports))
+        if (p.value("name", "") == name) device = p.value("device", "");
+    if (device.empty()) return rep.fail(kExitRefused, "no port '" + name + "'");
+    std::vector<std::string> argv = {"dpdk-dumpcap",
+                                     "--file-prefix=" + eal.value("file_prefix", ""), "-i", device};
+    if (params.contains("file")) argv.insert(argv.end(), {"-w", params["file"].get<std::string>()});
+    if (params.contains("count")) argv.insert(argv.end(), {"-c", params["count"].dump()});
+    if (params.contains("seconds"))
+        argv.insert(argv.end(), {"-a", "duration:" + params["seconds"].dump()});
+    if (params.contains("filter"))
+        argv.insert(argv.end(), {"-f", params["filter"].get<std::string>()});
+    const char* dumpcap = std::getenv("FERRY_DUMPCAP");
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execvp(dumpcap != nullptr ? dumpcap : "dpdk-dumpcap", args.data());
+    return rep.fail(
+        kExitUnreachable,
+        std::string("cannot run dpdk-dumpcap (Debian package dpdk): ") + std::strerror(errno));
+}
+
 /// Runs one command line. Context: ferryctl. @return the exit status.
 int run(int argc, char** argv) {
     const Reporter rep{.json = wants_json(argc, argv)};
@@ -631,6 +693,7 @@ int run(int argc, char** argv) {
     json params;
     std::vector<std::string> args(command.begin() + static_cast<long>(consumed), command.end());
     if (int rc = build_request(*verb, std::move(args), &method, &params, rep); rc != 0) return rc;
+    if (verb->words == "capture") return run_capture(*opts, params, rep);
 
     json request = {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}, {"id", 1}};
     Result<std::string> line =

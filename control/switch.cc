@@ -584,6 +584,17 @@ Result<nlohmann::json> Switch::mac_flush(const std::string& port) {
     return nlohmann::json{{"flushed", n}};
 }
 
+namespace {
+
+/// The EAL's --file-prefix: the last component of its runtime directory. Context: any.
+std::string eal_file_prefix() {
+    const std::string dir = rte_eal_get_runtime_dir();
+    const size_t slash = dir.rfind('/');
+    return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+}  // namespace
+
 nlohmann::json Switch::stats() const {
     nlohmann::json workers = nlohmann::json::array();
     for (const WorkerState* w : workers_) {
@@ -602,16 +613,19 @@ nlohmann::json Switch::stats() const {
                            {"flow_cache_misses", counter_read(w->counters.cache_misses)}});
     }
     std::lock_guard lock(registry_mutex_);
-    return {{"uptime_s", (rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz()},
-            {"workers", workers},
-            {"ports", ports_.size()},
-            {"macs", macs_->size()},
-            {"mac_capacity", macs_->capacity()},
-            {"mac_table_full", mac_table_full_.load()},
-            {"mbufs_in_use", rte_mempool_in_use_count(pool_)},
-            {"table_generation", generation_.load()},
-            {"rules", rules_->size()},
-            {"rule_generation", rules_->generation()}};
+    return {
+        {"uptime_s", (rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz()},
+        {"workers", workers},
+        {"ports", ports_.size()},
+        {"macs", macs_->size()},
+        {"mac_capacity", macs_->capacity()},
+        {"mac_table_full", mac_table_full_.load()},
+        {"mbufs_in_use", rte_mempool_in_use_count(pool_)},
+        {"table_generation", generation_.load()},
+        {"rules", rules_->size()},
+        {"rule_generation", rules_->generation()},
+        // What a DPDK secondary process (dpdk-dumpcap, dpdk-proc-info) needs to attach.
+        {"eal", {{"file_prefix", eal_file_prefix()}, {"hugepages", rte_eal_has_hugepages() != 0}}}};
 }
 
 void Switch::housekeeping() {

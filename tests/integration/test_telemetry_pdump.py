@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ferry_harness import RUNTIME
+from ferry_harness import FERRYCTL, RUNTIME
 from vhost_util import (Procs, aim_unicast, assert_counters_match, drain, run_traffic,
                         snapshot, start_ferryd, start_peer, wait_links)
 
@@ -221,3 +221,45 @@ def test_dumpcap_captures_port_traffic(hugepages, procs, tmp_path):
     drain(pmd)
     time.sleep(0.2)
     assert_counters_match(before, snapshot(d, pmd, PAIRS), min_packets=200)
+
+
+@pytest.mark.skipif(not os.access(DUMPCAP, os.X_OK), reason=f"{DUMPCAP} not installed")
+def test_ferryctl_capture_by_port_name(hugepages, procs, tmp_path):
+    """Sends: unicast both ways between vm1 and vm2 while `ferryctl capture vm1 file=F
+    count=100` runs (ferryctl finds the device and ferryd's file prefix itself).
+    Expects: exit 0 and at least 100 packets in F, all between the two peer MACs; `stats`
+    reports the file prefix and that ferryd runs on hugepages."""
+    from scapy.all import Ether, rdpcap
+
+    d = start_ferryd(procs)
+    if "--no-huge" in d.read_log():
+        pytest.skip("ferryd fell back to --no-huge (hugepages taken by another process)")
+    assert d.call("stats")["eal"] == {"file_prefix": d.prefix, "hugepages": True}
+    pmd = start_peer(procs, [d.path("vm1.sock"), d.path("vm2.sock")])
+    wait_links(d, "up")
+    mac0, mac1 = aim_unicast(pmd)
+    pcap = tmp_path / "vm1.pcapng"
+    pmd.cmd("start tx_first")
+    try:
+        cap = subprocess.run([FERRYCTL, "-s", d.socket, "capture", "vm1", f"file={pcap}",
+                              "count=100"], capture_output=True, text=True, timeout=60)
+    finally:
+        pmd.cmd("stop")
+    assert cap.returncode == 0, cap.stdout + cap.stderr
+    packets = rdpcap(str(pcap))
+    assert len(packets) >= 100
+    assert {(p[Ether].src, p[Ether].dst) for p in packets} <= {(mac0, mac1), (mac1, mac0)}
+
+
+def test_ferryctl_capture_says_why_not_without_hugepages(procs):
+    """A ferryd started with --no-huge: `ferryctl capture vm1` exits 1 and says that
+    dpdk-dumpcap cannot attach to it and what to do; an unknown port is named."""
+    d = start_ferryd(procs, eal_extra=("--no-huge", "-m", "512"))
+    assert d.call("stats")["eal"]["hugepages"] is False
+    r = subprocess.run([FERRYCTL, "-s", d.socket, "capture", "vm1"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "without hugepages (--no-huge)" in r.stderr and "cannot attach" in r.stderr
+    r = subprocess.run([FERRYCTL, "-s", d.socket, "capture", "vm1", "bogus=1"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 64 and "bogus" in r.stderr
