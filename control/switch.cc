@@ -22,6 +22,7 @@
 #include "control/log.h"
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
+#include "dataplane/hash_key.h"
 #include "dataplane/mac_table.h"
 #include "dataplane/meter.h"
 
@@ -67,6 +68,9 @@ Result<std::unique_ptr<Switch>> Switch::create(const Config& cfg) {
 }
 
 Status Switch::init() {
+    // Before any table exists: every table hash a guest's packets feed is keyed with these.
+    if (!hash_keys_init())
+        return make_error(ErrorCode::kFailed, "cannot draw the hash keys (getrandom failed)");
     start_tsc_ = rte_get_tsc_cycles();
     event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (event_fd_ < 0) return make_error(ErrorCode::kFailed, "eventfd failed");

@@ -14,6 +14,7 @@
 
 #include "dataplane/conntrack/nat_rewrite.h"
 #include "dataplane/counters.h"
+#include "dataplane/hash_key.h"
 #include "dataplane/ip_proto.h"
 #include "dataplane/l4_payload.h"
 
@@ -149,7 +150,6 @@ std::unique_ptr<ConntrackShard> ConntrackShard::create(uint32_t capacity, uint16
     s->timeouts_ = timeouts;
     s->worker_ = worker;
     s->n_workers_ = n_workers;
-    s->nat_seed_ = 0x2545f491u * (worker + 1u);
     return s;
 }
 
@@ -201,7 +201,11 @@ bool ConntrackShard::choose_nat(const CtTuple& orig, const NatSpec& spec, CtTupl
     const uint64_t addrs = has_addr ? addr_span(spec.addr_min, spec.addr_max, spec.ip_version) : 1;
     const uint32_t ports = has_ports ? uint32_t{spec.port_max} - spec.port_min + 1 : 1;
     // Start at a point derived from the connection so that retries of one flow agree, then walk.
-    const uint32_t h = ct_tuple_hash(orig) ^ nat_seed_;
+    // Its own key: the chosen port is visible outside, and must tell nothing about the table's
+    // buckets (ct_tuple_hash) nor let a tenant predict the ports its connections get.
+    uint64_t w[5];
+    std::memcpy(w, &orig, sizeof(w));
+    const auto h = static_cast<uint32_t>(siphash13_words(hash_keys().nat, w));
     const uint64_t first_addr = h % addrs;
     const uint32_t first_port = (h >> 7) % ports;
     // Bounded search: every port of the first address, then the next addresses, never more

@@ -189,7 +189,6 @@ private:
     const CtTimeouts* timeouts_ = nullptr;
     uint16_t worker_ = 0;
     uint16_t n_workers_ = 1;
-    uint32_t nat_seed_ = 0;
     uint16_t redirect_to_ = 0;
     unsigned n_notices_ = 0;
     CtNotice notices_[kCtNoticeSlots];

@@ -1,10 +1,12 @@
 // The key of a tracked connection in one direction, and the two hashes over it: a
 // direction-specific one for the shard's table and a symmetric one that picks the owner worker,
-// so both directions of a connection meet the same owner.
+// so both directions of a connection meet the same owner. Both are keyed (dataplane/hash_key.h).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+
+#include "dataplane/hash_key.h"
 
 namespace ferry {
 
@@ -37,34 +39,47 @@ inline CtTuple ct_tuple_reverse(const CtTuple& t) {
     return r;
 }
 
-/// Direction-specific hash of a tuple (CRC32C over its five words). Context: any.
+/// Direction-specific hash of a tuple: SipHash-1-3 under the process's ct_table key, so a tenant
+/// cannot choose tuples that share another connection's buckets. An IPv4 tuple (addresses in the
+/// first 4 bytes, the rest zero by contract) is hashed as two words instead of five: the
+/// messages differ in length, so the two forms never meet. Context: any.
 inline uint32_t ct_tuple_hash(const CtTuple& t) {
     uint64_t w[5];
     std::memcpy(w, &t, sizeof(w));
-    uint64_t c = 0x9e3779b9u;
-    for (uint64_t x : w) c = __builtin_ia32_crc32di(c, x);
-    return static_cast<uint32_t>(c);
+    const SipKey& key = hash_keys().ct_table;
+    if (t.ip_version == 4) {
+        const uint64_t m[2] = {(w[0] & 0xffffffffu) | (w[2] << 32), w[4]};
+        return static_cast<uint32_t>(siphash13_words(key, m));
+    }
+    return static_cast<uint32_t>(siphash13_words(key, w));
 }
 
 /// Symmetric hash: equal for a tuple and its reverse. The endpoints (address, port) are put in a
-/// fixed order before hashing. Context: any.
+/// fixed order, then hashed with SipHash-1-3 under the ct_owner key (so a tenant can neither
+/// steer its connections onto one worker nor tell from a worker choice where they sit in a
+/// table). IPv4 in two words, as ct_tuple_hash. Context: any.
 inline uint32_t ct_owner_hash(const CtTuple& t) {
     const int c = std::memcmp(t.src, t.dst, 16);
     const bool swap = c > 0 || (c == 0 && t.sport > t.dport);
     const uint8_t* lo = swap ? t.dst : t.src;
     const uint8_t* hi = swap ? t.src : t.dst;
-    uint64_t w[4];
-    std::memcpy(w, lo, 16);
-    std::memcpy(w + 2, hi, 16);
     const uint16_t plo = swap ? t.dport : t.sport;
     const uint16_t phi = swap ? t.sport : t.dport;
-    uint64_t h = 0x85ebca6bu;
-    for (uint64_t x : w) h = __builtin_ia32_crc32di(h, x);
-    h = __builtin_ia32_crc32di(h, (uint64_t{plo} << 48) | (uint64_t{phi} << 32) |
-                                      (uint64_t{t.zone} << 16) | (uint64_t{t.proto} << 8) |
-                                      t.ip_version);
-    // CRC bits are linear in the input; one multiply spreads them before a modulo.
-    return static_cast<uint32_t>((h * 0x9e3779b97f4a7c15ULL) >> 32);
+    const uint64_t rest = (uint64_t{plo} << 48) | (uint64_t{phi} << 32) | (uint64_t{t.zone} << 16) |
+                          (uint64_t{t.proto} << 8) | t.ip_version;
+    const SipKey& key = hash_keys().ct_owner;
+    if (t.ip_version == 4) {
+        uint32_t a, b;
+        std::memcpy(&a, lo, 4);
+        std::memcpy(&b, hi, 4);
+        const uint64_t m[2] = {a | (uint64_t{b} << 32), rest};
+        return static_cast<uint32_t>(siphash13_words(key, m));
+    }
+    uint64_t m[5];
+    std::memcpy(m, lo, 16);
+    std::memcpy(m + 2, hi, 16);
+    m[4] = rest;
+    return static_cast<uint32_t>(siphash13_words(key, m));
 }
 
 /// The worker that owns connections of this tuple among n_workers. Context: any.

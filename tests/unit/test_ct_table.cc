@@ -11,7 +11,11 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <unordered_map>
+#include <utility>
 #include <vector>
+
+#include "tests/unit/ct_collide.h"
 
 namespace ferry {
 namespace {
@@ -41,67 +45,31 @@ std::vector<CtTuple> random_tuples(uint32_t n, uint32_t seed) {
     return out;
 }
 
-/// At least `count` distinct IPv6 tuples with one and the same ct_tuple_hash. CRC32C is affine
-/// over GF(2), so tuples differing from a base by vectors in the kernel of its linear part (here
-/// restricted to the 128 source-address bits) all hash alike; the kernel is found by Gaussian
-/// elimination. Every hash-based index scheme puts such tuples in the same buckets.
-std::vector<CtTuple> colliding_tuples(unsigned count) {
+/// `count` distinct IPv6 tuples whose two candidate buckets in a table of `capacity` are the
+/// same pair, found by search under the process's keys (as only someone knowing them could).
+std::vector<CtTuple> colliding_tuples(unsigned count, uint32_t capacity) {
     CtTuple base{};
+    base.src[0] = 0x20;
     base.dst[0] = 0x20;
-    base.sport = 1234;
-    base.dport = 80;
+    base.dst[15] = 1;
     base.proto = 6;
     base.ip_version = 6;
-    const uint32_t h0 = ct_tuple_hash(base);
-    // Column j: how flipping source bit j changes the hash. Rows of the elimination are kept as
-    // (32-bit image, 128-bit combination of source bits).
-    struct Vec {
-        uint32_t image;
-        uint64_t bits[2];
-    };
-    std::vector<Vec> basis;  // echelon form: basis[k] has a leading image bit no other row has
-    std::vector<Vec> kernel;
-    for (unsigned j = 0; j < 128; ++j) {
-        CtTuple t = base;
-        t.src[j / 8] ^= static_cast<uint8_t>(1u << (j % 8));
-        Vec v{ct_tuple_hash(t) ^ h0, {0, 0}};
-        v.bits[j / 64] = uint64_t{1} << (j % 64);
-        for (const Vec& b : basis) {
-            if ((v.image & std::bit_floor(b.image)) != 0) {
-                v.image ^= b.image;
-                v.bits[0] ^= b.bits[0];
-                v.bits[1] ^= b.bits[1];
-            }
-        }
-        if (v.image == 0) {
-            kernel.push_back(v);
-        } else {
-            // Keep the echelon form: clear the new leading bit from the older rows.
-            for (Vec& b : basis) {
-                if ((b.image & std::bit_floor(v.image)) != 0) {
-                    b.image ^= v.image;
-                    b.bits[0] ^= v.bits[0];
-                    b.bits[1] ^= v.bits[1];
-                }
-            }
-            basis.push_back(v);
-        }
-    }
-    std::vector<CtTuple> out;
-    const unsigned dims = static_cast<unsigned>(std::bit_width(count));
-    EXPECT_GE(kernel.size(), dims);
-    for (unsigned c = 0; c < (1u << dims) && out.size() < count; ++c) {
-        CtTuple t = base;
-        for (unsigned k = 0; k < dims; ++k) {
-            if (((c >> k) & 1) == 0) continue;
-            for (unsigned j = 0; j < 128; ++j)
-                if ((kernel[k].bits[j / 64] >> (j % 64)) & 1)
-                    t.src[j / 8] ^= static_cast<uint8_t>(1u << (j % 8));
-        }
-        EXPECT_EQ(ct_tuple_hash(t), h0);
-        out.push_back(t);
-    }
+    const uint32_t mask = test::ct_bucket_mask(capacity);
+    const auto target = test::ct_bucket_pair(ct_tuple_hash(base), mask);
+    auto out = test::tuples_in_buckets(base, target, mask, ct_tuple_hash, count);
+    EXPECT_EQ(out.size(), count);
     return out;
+}
+
+/// Two distinct tuples with the same 32-bit ct_tuple_hash (so the same signature): a birthday
+/// search over source ports and addresses, about 2^16 tuples. Context: test.
+std::pair<CtTuple, CtTuple> same_hash_pair() {
+    std::unordered_map<uint32_t, CtTuple> seen;
+    for (uint32_t i = 0;; ++i) {
+        const CtTuple t = v4(0x0a000000u + (i >> 16), 0x08080808, static_cast<uint16_t>(i), 53);
+        const auto [it, fresh] = seen.emplace(ct_tuple_hash(t), t);
+        if (!fresh) return {it->second, t};
+    }
 }
 
 void expect_ref(const CtRef& r, uint32_t index, uint8_t dir) {
@@ -360,9 +328,8 @@ TEST(CtTable, OrigEqualsReply) {
 TEST(CtTable, FullBucketsRefuseAndRollBack) {
     auto t = CtTable::create(64);
     ASSERT_TRUE(t);
-    // 18 tuples sharing one hash, hence one pair of buckets (16 ways). Equal signatures too: only
-    // the full-tuple compare tells them apart.
-    const auto same = colliding_tuples(18);
+    // 18 tuples sharing one pair of buckets (16 ways).
+    const auto same = colliding_tuples(18, 64);
     ASSERT_EQ(same.size(), 18u);
     std::vector<uint32_t> idx;
     for (unsigned k = 0; k < 8; ++k) {
@@ -391,6 +358,24 @@ TEST(CtTable, FullBucketsRefuseAndRollBack) {
     const uint32_t f = t->insert(fresh, ct_tuple_reverse(fresh));
     ASSERT_NE(f, kCtNone);
     expect_ref(t->lookup(fresh), f, 0);
+}
+
+TEST(CtTable, EqualSignaturesToldApartByTheTuple) {
+    auto t = CtTable::create(64);
+    ASSERT_TRUE(t);
+    const auto [a, b] = same_hash_pair();
+    ASSERT_EQ(ct_tuple_hash(a), ct_tuple_hash(b));
+    ASSERT_FALSE(a == b);
+    const uint32_t ia = t->insert(a, ct_tuple_reverse(a));
+    ASSERT_NE(ia, kCtNone);
+    EXPECT_FALSE(t->lookup(b).found());
+    const uint32_t ib = t->insert(b, ct_tuple_reverse(b));
+    ASSERT_NE(ib, kCtNone);
+    expect_ref(t->lookup(a), ia, 0);
+    expect_ref(t->lookup(b), ib, 0);
+    t->erase(ia);
+    EXPECT_FALSE(t->lookup(a).found());
+    expect_ref(t->lookup(b), ib, 0);
 }
 
 TEST(CtTable, CreateRejectsBadCapacity) {

@@ -1,0 +1,62 @@
+// The secret keys of every table hash whose input a tenant's packets choose (connection tuples,
+// flow keys, learned MAC addresses). Without a secret a VM computes offline which of its tuples
+// land in another VM's buckets, on which worker its connections run, and which NAT port it gets;
+// with one it can do neither (see dataplane/siphash.h for why a keyed CRC is not enough).
+//
+// One set of keys per process, drawn from the kernel once at start (hash_keys_init(), called by
+// the control thread before any table exists or any worker runs) and read-only afterwards, like
+// Linux's conntrack hash seed. It is process-wide rather than per table because the owner hash
+// must be the same on every worker (both directions of a connection meet one owner) and the
+// connection table's hash is also used outside the shard (migration's tuple sets). No key, hash
+// value or bucket index is ever written into a migration or takeover stream: the reader rehashes
+// every connection with its own keys.
+#pragma once
+
+#include "dataplane/siphash.h"
+
+namespace ferry {
+
+/// One independent key per use, so an output seen through one (a NAT port, a worker choice)
+/// tells nothing about another (bucket placement).
+struct HashKeys {
+    SipKey ct_table;    // CtTable buckets and signatures: ct_tuple_hash
+    SipKey ct_owner;    // the worker owning a connection: ct_owner_hash (symmetric)
+    SipKey nat;         // where a NAT binding's port search starts
+    SipKey flow_cache;  // FlowCache buckets and signatures
+    SipKey mac;         // MacTable (rte_hash) buckets and signatures
+};
+
+/// The keys before hash_keys_init(): a fixed, public value that only tests and benchmarks run
+/// with (and the first guess of an attacker, which the tests try).
+inline constexpr HashKeys kPublicHashKeys = {{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL},
+                                             {0x1716151413121110ULL, 0x1f1e1d1c1b1a1918ULL},
+                                             {0x2726252423222120ULL, 0x2f2e2d2c2b2a2928ULL},
+                                             {0x3736353433323130ULL, 0x3f3e3d3c3b3a3938ULL},
+                                             {0x4746454443424140ULL, 0x4f4e4d4c4b4a4948ULL}};
+
+namespace hash_key_detail {
+/// The process's keys. Written before the workers start (their launch orders the write before
+/// their reads) and never after: every reader sees one value.
+alignas(64) inline HashKeys keys = kPublicHashKeys;
+inline bool initialised = false;
+}  // namespace hash_key_detail
+
+/// The process's hash keys. Context: any (fast path: two loads from read-only memory).
+inline const HashKeys& hash_keys() {
+    return hash_key_detail::keys;
+}
+
+/// Draws the process's keys from getrandom(2) on the first call; later calls keep them, so
+/// tables made earlier in the process stay consistent. Context: control, at start, before any
+/// table exists and before the workers run. @return false (keys unchanged) when the kernel gave
+/// no randomness: the caller must not start then.
+bool hash_keys_init();
+
+/// Replaces the keys. Context: tests and benchmarks only, while no table made under the old keys
+/// is used again (a test standing for a second process with other keys).
+inline void hash_keys_set(const HashKeys& k) {
+    hash_key_detail::keys = k;
+    hash_key_detail::initialised = true;
+}
+
+}  // namespace ferry
