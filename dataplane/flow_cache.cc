@@ -15,6 +15,7 @@
 #include "dataplane/flow_cache.h"
 
 #include "dataplane/classifier.h"
+#include "dataplane/hash_key.h"
 
 #include <bit>
 #include <cassert>
@@ -84,36 +85,22 @@ constexpr uint64_t kRankBytes = kWays == 8 ? ~0ULL : (1ULL << (8 * kWays)) - 1;
 constexpr uint64_t kRankOnes = 0x0101010101010101ULL & kRankBytes;
 constexpr uint64_t kRankHigh = 0x8080808080808080ULL & kRankBytes;
 
-constexpr uint64_t kHashSeed = 0x6665727279ULL;  // "ferry"
-
-/// Hash of (key, table). Bucket index from the low bits, signature from the high 16: with more
-/// than 65536 buckets the two share bits and the signature filters a little less. Context: any.
+/// Hash of (key, table): SipHash-1-3 under the process's flow_cache key, so a tenant cannot pick
+/// flows that share another's bucket and evict its hot entries (CRC, even seeded, lets it: its
+/// collisions do not depend on the seed). Bucket index from the low bits, signature from the high
+/// 16: with more than 65536 buckets the two share bits and the signature filters a little less.
+/// Non-IPv6 keys (IPv4 in the first 4 address bytes, the rest zero; non-IP all zero) are hashed
+/// as six words instead of nine; the lengths differ, so the two forms never meet. Context: any.
 inline uint32_t hash_key(const FlowKey& key, uint8_t table) {
     uint64_t w[8];
     std::memcpy(w, &key, sizeof(w));
-#ifdef __SSE4_2__
-    // CRC32C: 3-cycle latency per 8 bytes, and the batch loop overlaps the chains of many keys.
-    unsigned long long c = kHashSeed ^ table;
-    for (int i = 0; i < 8; ++i) c = __builtin_ia32_crc32di(c, w[i]);
-    // CRC is linear over GF(2): when key fields move together (in_port and the low bits of a
-    // port, a MAC derived from an IP) the low bits can span a small subspace, e.g. 32 of 128
-    // buckets in a test. murmur3's finaliser makes every bucket bit depend on all 32 CRC bits.
-    auto h = static_cast<uint32_t>(c);
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
-#else
-    uint64_t h = kHashSeed ^ table;
-    for (int i = 0; i < 8; ++i) {
-        h = (h ^ w[i]) * 0x9e3779b97f4a7c15ULL;
-        h ^= h >> 29;
+    const SipKey& k = hash_keys().flow_cache;
+    if (key.ip_version != 6) {
+        const uint64_t m[6] = {w[0], w[1], w[2], w[3], (w[4] & 0xffffffffu) | (w[6] << 32), table};
+        return static_cast<uint32_t>(siphash13_words(k, m));
     }
-    h *= 0xbf58476d1ce4e5b9ULL;
-    return static_cast<uint32_t>(h >> 32);
-#endif
+    const uint64_t m[9] = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], table};
+    return static_cast<uint32_t>(siphash13_words(k, m));
 }
 
 /// The 16-bit signature of a hash, never 0 (0 marks an empty way).

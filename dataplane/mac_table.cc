@@ -2,11 +2,12 @@
 
 #include <rte_errno.h>
 #include <rte_hash.h>
-#include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
 
 #include <cstring>
 #include <vector>
+
+#include "dataplane/hash_key.h"
 
 namespace ferry {
 namespace {
@@ -20,6 +21,19 @@ int key_cmp8(const void* a, const void* b, size_t) {
     return x != y;
 }
 
+/// rte_hash's hash function for the 8-byte MAC keys: SipHash-1-3 under the process's mac key.
+/// Guests choose the source addresses the table learns; with rte_hash_crc (linear, its seed no
+/// help) one could pick addresses that fill another's buckets, so that the other's address is
+/// never learned and its frames are flooded. rte_hash passes its own 32-bit init_val, unused here.
+/// Context: fast path (any lcore) and control.
+uint32_t mac_hash(const void* key, uint32_t key_len, uint32_t init_val) {
+    (void)key_len;
+    (void)init_val;
+    uint64_t w[1];
+    std::memcpy(w, key, sizeof(w));
+    return static_cast<uint32_t>(siphash13_words(hash_keys().mac, w));
+}
+
 }  // namespace
 
 MacTable* MacTable::create(const char* name, uint32_t capacity, rte_rcu_qsbr* qsbr) {
@@ -27,7 +41,7 @@ MacTable* MacTable::create(const char* name, uint32_t capacity, rte_rcu_qsbr* qs
     params.name = name;
     params.entries = capacity;
     params.key_len = sizeof(uint64_t);
-    params.hash_func = rte_hash_crc;
+    params.hash_func = mac_hash;
     params.socket_id = SOCKET_ID_ANY;
     // Readers never take a lock; the control thread is the only writer, so no writer lock either.
     params.extra_flag = RTE_HASH_EXTRA_FLAGS_RW_CONCURRENCY_LF;
