@@ -10,8 +10,9 @@
 //
 // SipHash-1-3 (one round per message word, three to finish) is the variant Rust's and Python's
 // tables use: the paper's margin for a MAC is not needed for bucket placement, and it costs
-// about half of SipHash-2-4. The word variants below hash fixed-size keys already laid out as
-// little-endian 64-bit words: the result is exactly siphash<1, 3>() of those 8 * N bytes.
+// about half of SipHash-2-4. The word variant below hashes fixed-size keys already laid out as
+// little-endian 64-bit words (and a short tail): the result is exactly siphash<1, 3>() of those
+// bytes.
 #pragma once
 
 #include <cstddef>
@@ -92,14 +93,18 @@ inline uint64_t siphash(const SipKey& key, const void* data, size_t len) {
     return sip_detail::finish<D>(s);
 }
 
-/// SipHash-1-3 of N 64-bit words (8 * N bytes, no tail): equal to siphash<1, 3>(key, w, 8 * N)
-/// on a little-endian host, unrolled for a fixed N. Context: any (fast path). @return the tag.
+/// SipHash-1-3 of N 64-bit words followed by `tail_len` (0..7) more bytes, the low bytes of
+/// `tail` (its other bytes must be zero): equal to siphash<1, 3>() of those 8 * N + tail_len
+/// bytes on a little-endian host, unrolled for a fixed N. A key that packs into a few bytes short
+/// of a whole word saves a round: the tail rides in the length block. Context: any (fast path).
+/// @return the 64-bit tag
 template <size_t N>
-inline uint64_t siphash13_words(const SipKey& key, const uint64_t (&w)[N]) {
-    static_assert(N * 8 < 256, "the length byte holds len mod 256; keep keys short");
+inline uint64_t siphash13_words(const SipKey& key, const uint64_t (&w)[N], uint64_t tail = 0,
+                                unsigned tail_len = 0) {
+    static_assert(N * 8 + 7 < 256, "the length byte holds len mod 256; keep keys short");
     sip_detail::State s = sip_detail::init(key);
     for (size_t i = 0; i < N; ++i) sip_detail::compress<1>(s, w[i]);
-    sip_detail::compress<1>(s, static_cast<uint64_t>(N * 8) << 56);
+    sip_detail::compress<1>(s, tail | static_cast<uint64_t>(N * 8 + tail_len) << 56);
     return sip_detail::finish<3>(s);
 }
 

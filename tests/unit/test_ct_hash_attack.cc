@@ -72,10 +72,9 @@ bool victim_survives(const CtTuple& victim, Hash&& hash) {
 
 /// SipHash-1-3 of a tuple under some key, exactly as ct_tuple_hash computes it.
 uint32_t guessed_hash(const CtTuple& t, const SipKey& key) {
-    uint64_t w[5];
-    std::memcpy(w, &t, sizeof(w));
-    const uint64_t m[2] = {(w[0] & 0xffffffffu) | (w[2] << 32), w[4]};
-    return static_cast<uint32_t>(siphash13_words(key, m));
+    uint64_t m[1], tail;
+    ct_v4_message(t.src, t.dst, t.sport, t.dport, t.zone, t.proto, &m[0], &tail);
+    return static_cast<uint32_t>(siphash13_words(key, m, tail, kCtV4Tail));
 }
 
 class CtHashAttack : public ::testing::Test {

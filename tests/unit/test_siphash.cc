@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 
 namespace ferry {
@@ -58,6 +59,14 @@ TEST(SipHash, WordVariantEqualsByteVariant) {
         EXPECT_EQ(siphash13_words(k, w2), (siphash<1, 3>(k, w2, sizeof(w2))));
         EXPECT_EQ(siphash13_words(k, w5), (siphash<1, 3>(k, w5, sizeof(w5))));
         EXPECT_EQ(siphash13_words(k, w9), (siphash<1, 3>(k, w9, sizeof(w9))));
+        // With a tail of 0..7 bytes.
+        for (unsigned tl = 0; tl < 8; ++tl) {
+            uint8_t bytes[48];
+            std::memcpy(bytes, w5, sizeof(w5));
+            const uint64_t tail = tl == 0 ? 0 : w2[0] & (~uint64_t{0} >> (64 - 8 * tl));
+            std::memcpy(bytes + sizeof(w5), &tail, 8);
+            EXPECT_EQ(siphash13_words(k, w5, tail, tl), (siphash<1, 3>(k, bytes, 40 + tl)));
+        }
     }
 }
 
