@@ -402,6 +402,12 @@ const ObjectSpec& ct_zone_spec() {
                  .rule = integer(0, 1u << 31),
                  .default_value = 0,
                  .description = "Most connections of the zone (all workers); 0 = no limit."},
+                {.key = "port_limit",
+                 .rule = integer(0, 1u << 31),
+                 .default_value = 0,
+                 .description = "Most connections one port may have open (all zones, all workers) "
+                                "and still open one in this zone, so that one guest cannot take "
+                                "the zone's whole limit; 0 = no limit."},
                 {.key = "liberal",
                  .rule = boolean(),
                  .default_value = false,
@@ -948,6 +954,7 @@ Status conntrack_from(const json& obj, ConntrackConfig& ct) {
             CtZoneConfig z;
             take((*it)[i], "zone", z.zone);
             take((*it)[i], "limit", z.limit);
+            take((*it)[i], "port_limit", z.port_limit);
             take((*it)[i], "liberal", z.liberal);
             for (const CtZoneConfig& other : ct.zones)
                 if (other.zone == z.zone)

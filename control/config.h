@@ -56,8 +56,9 @@ struct MeterConfig {
 
 struct CtZoneConfig {
     uint16_t zone = 0;
-    uint32_t limit = 0;    // connections; 0 = no limit
-    bool liberal = false;  // no TCP window checks
+    uint32_t limit = 0;       // connections; 0 = no limit
+    uint32_t port_limit = 0;  // connections one port may have open to commit here; 0 = none
+    bool liberal = false;     // no TCP window checks
 };
 
 struct ConntrackConfig {

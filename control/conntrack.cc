@@ -75,6 +75,7 @@ Result<std::unique_ptr<ConntrackControl>> ConntrackControl::create(
     c->timeouts_ = cfg.timeouts;
     for (const CtZoneConfig& z : cfg.zones) {
         c->zones_->zones[z.zone].limit.store(z.limit, std::memory_order_relaxed);
+        c->zones_->zones[z.zone].port_limit.store(z.port_limit, std::memory_order_relaxed);
         c->zones_->zones[z.zone].liberal.store(z.liberal ? 1 : 0, std::memory_order_relaxed);
     }
     c->ws_ = ws;
@@ -241,29 +242,46 @@ json ConntrackControl::stats() const {
         const uint32_t lim = zone.limit.load(std::memory_order_relaxed);
         const uint64_t drops = zone.limit_drops.load(std::memory_order_relaxed);
         const bool liberal = zone.liberal.load(std::memory_order_relaxed) != 0;
-        if (count == 0 && lim == 0 && drops == 0 && !liberal) continue;
+        const uint32_t port_lim = zone.port_limit.load(std::memory_order_relaxed);
+        if (count == 0 && lim == 0 && drops == 0 && !liberal && port_lim == 0) continue;
         zones.push_back(json{{"zone", z},
                              {"connections", count},
                              {"limit", lim},
+                             {"port_limit", port_lim},
                              {"limit_drops", drops},
                              {"liberal", liberal}});
     }
-    return json{
-        {"connections", total}, {"by_state", by_state}, {"zones", zones}, {"workers", workers}};
+    // Connections by the port that opened them, and refusals by a zone's port_limit.
+    json ports = json::array();
+    for (uint16_t slot = 0; slot < kCtPortSlots; ++slot) {
+        const CtPortCount& pc = zones_->ports[slot];
+        const uint32_t count = pc.count.load(std::memory_order_relaxed);
+        const uint64_t drops = pc.limit_drops.load(std::memory_order_relaxed);
+        if (count == 0 && drops == 0) continue;
+        ports.push_back(json{{"port_index", slot}, {"connections", count}, {"limit_drops", drops}});
+    }
+    return json{{"connections", total},
+                {"by_state", by_state},
+                {"zones", zones},
+                {"ports", ports},
+                {"workers", workers}};
 }
 
 json ConntrackControl::limit(uint16_t zone, std::optional<uint32_t> limit,
-                             std::optional<bool> liberal) {
+                             std::optional<bool> liberal, std::optional<uint32_t> port_limit) {
     CtZone& z = zones_->zones[zone];
     // Relaxed: workers read these once per new connection; a late view is harmless.
     if (limit) z.limit.store(*limit, std::memory_order_relaxed);
     if (liberal) z.liberal.store(*liberal ? 1 : 0, std::memory_order_relaxed);
-    if (limit || liberal)
-        FERRY_LOG_INFO_IN(kCt, "zone %u: limit %u, liberal %s", zone,
+    if (port_limit) z.port_limit.store(*port_limit, std::memory_order_relaxed);
+    if (limit || liberal || port_limit)
+        FERRY_LOG_INFO_IN(kCt, "zone %u: limit %u, port limit %u, liberal %s", zone,
                           z.limit.load(std::memory_order_relaxed),
+                          z.port_limit.load(std::memory_order_relaxed),
                           z.liberal.load(std::memory_order_relaxed) != 0 ? "yes" : "no");
     return json{{"zone", zone},
                 {"limit", z.limit.load(std::memory_order_relaxed)},
+                {"port_limit", z.port_limit.load(std::memory_order_relaxed)},
                 {"liberal", z.liberal.load(std::memory_order_relaxed) != 0},
                 {"connections", z.count.load(std::memory_order_relaxed)}};
 }

@@ -50,8 +50,10 @@ public:
     nlohmann::json flush(const CtFilter& f);
     /// Counters by state, zone and worker; read while the workers run.
     nlohmann::json stats() const;
-    /// Sets (when given) and returns a zone's limit and options. Takes effect at once.
-    nlohmann::json limit(uint16_t zone, std::optional<uint32_t> limit, std::optional<bool> liberal);
+    /// Sets (when given) and returns a zone's limit, per-port limit and options. Takes effect at
+    /// once (for connections created from then on).
+    nlohmann::json limit(uint16_t zone, std::optional<uint32_t> limit, std::optional<bool> liberal,
+                         std::optional<uint32_t> port_limit = std::nullopt);
 
     uint64_t now_ms() const;
     ConntrackShard& shard(uint16_t worker) { return *shards_[worker]; }

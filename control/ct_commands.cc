@@ -100,10 +100,13 @@ void add_ct_commands(std::vector<CommandSpec>& t, Switch& sw) {
                  {},
                  [&sw](const json&) -> Result<json> { return sw.conntrack().stats(); }});
     t.push_back({"ct.limit",
-                 "show or set a zone's connection limit (0 = none) and liberal option",
+                 "show or set a zone's connection limit and per-port limit (0 = none) and "
+                 "liberal option",
                  true,
                  {{"zone", ParamType::kUnsigned, true, "zone 0..65535"},
                   {"limit", ParamType::kUnsigned, false, "most connections of the zone"},
+                  {"port_limit", ParamType::kUnsigned, false,
+                   "most connections one port may have open and still open one in the zone"},
                   {"liberal", ParamType::kBoolean, false, "skip TCP window checks"}},
                  [&sw](const json& p) -> Result<json> {
                      const uint64_t z = p["zone"].get<uint64_t>();
@@ -115,9 +118,17 @@ void add_ct_commands(std::vector<CommandSpec>& t, Switch& sw) {
                              return invalid("params.limit", "must be 0..2147483647");
                          limit = static_cast<uint32_t>(l);
                      }
+                     std::optional<uint32_t> port_limit;
+                     if (p.contains("port_limit")) {
+                         const uint64_t l = p["port_limit"].get<uint64_t>();
+                         if (l > 0x7fffffff)
+                             return invalid("params.port_limit", "must be 0..2147483647");
+                         port_limit = static_cast<uint32_t>(l);
+                     }
                      std::optional<bool> liberal;
                      if (p.contains("liberal")) liberal = p["liberal"].get<bool>();
-                     return sw.conntrack().limit(static_cast<uint16_t>(z), limit, liberal);
+                     return sw.conntrack().limit(static_cast<uint16_t>(z), limit, liberal,
+                                                 port_limit);
                  }});
 }
 

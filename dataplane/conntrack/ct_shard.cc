@@ -267,23 +267,41 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
         counter_add(counters_.limit_drops, 1);
         return CtVerdict::kLimit;
     }
+    // The port's share of the budget, counted whether or not the zone limits it (so a limit set
+    // later sees the port's real count).
+    CtPortCount* port = key->in_port < kCtPortSlots ? &zones_->ports[key->in_port] : nullptr;
+    if (port != nullptr) {
+        const uint32_t port_limit = zone.port_limit.load(std::memory_order_relaxed);
+        const uint32_t had = port->count.fetch_add(1, std::memory_order_relaxed);
+        if (port_limit != 0 && had >= port_limit) {
+            port->count.fetch_sub(1, std::memory_order_relaxed);
+            zone.count.fetch_sub(1, std::memory_order_relaxed);
+            port->limit_drops.fetch_add(1, std::memory_order_relaxed);
+            counter_add(counters_.limit_drops, 1);
+            return CtVerdict::kLimit;
+        }
+    }
+    const auto give_back = [&] {
+        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        if (port != nullptr) port->count.fetch_sub(1, std::memory_order_relaxed);
+    };
     CtTuple reply = ct_tuple_reverse(t);
     const bool bind = p.nat && p.spec != nullptr && p.spec->kind != NatSpec::kNone;
     bool foreign = false;
     if (bind && !choose_nat(t, *p.spec, &reply, &foreign)) {
-        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        give_back();
         counter_add(counters_.nat_port_exhausted, 1);
         return CtVerdict::kFull;
     }
     if (foreign && n_notices_ == kCtNoticeSlots) {
         // Without its redirect the reply would reach a worker that does not know it.
-        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        give_back();
         counter_add(counters_.notices_lost, 1);
         return CtVerdict::kFull;
     }
     const uint32_t idx = table_->insert(t, reply);
     if (idx == kCtNone) {
-        zone.count.fetch_sub(1, std::memory_order_relaxed);
+        give_back();
         counter_add(counters_.full_drops, 1);
         return CtVerdict::kFull;
     }
@@ -515,6 +533,8 @@ uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t 
         notify(CtNotice::kRedirectAdd, e.tuple[1]);
     }
     zones_->zones[e.tuple[0].zone].count.fetch_add(1, std::memory_order_relaxed);
+    if (e.port[0] < kCtPortSlots)
+        zones_->ports[e.port[0]].count.fetch_add(1, std::memory_order_relaxed);
     account(e, +1);
     counter_add(counters_.installed, 1);
     return idx;
@@ -550,6 +570,8 @@ void ConntrackShard::remove(uint32_t index) {
     }
     if (e.flags & kCtfForeignReply) notify(CtNotice::kRedirectDel, e.tuple[1]);
     zones_->zones[e.tuple[0].zone].count.fetch_sub(1, std::memory_order_relaxed);
+    if (e.port[0] < kCtPortSlots)
+        zones_->ports[e.port[0]].count.fetch_sub(1, std::memory_order_relaxed);
     account(e, -1);
     counter_add(counters_.removed, 1);
     table_->erase(index);

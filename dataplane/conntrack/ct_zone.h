@@ -13,6 +13,8 @@
 namespace ferry {
 
 inline constexpr uint32_t kCtZones = 65536;
+/// Ferry port indices a connection can be counted against (dataplane/port_table.h kPortSlots).
+inline constexpr uint16_t kCtPortSlots = 64;
 
 struct CtZone {
     // Control -> workers, relaxed: a worker that sees an old limit for a while is harmless.
@@ -20,12 +22,23 @@ struct CtZone {
     std::atomic<uint8_t> liberal{0};
     // Shards: relaxed atomic add/sub when a connection of the zone is created or removed.
     std::atomic<uint32_t> count{0};
+    // Control -> workers, relaxed: the most connections one port may have open (all zones) and
+    // still commit one here; 0: no limit. One guest cannot take the zone's whole budget.
+    std::atomic<uint32_t> port_limit{0};
     std::atomic<uint64_t> limit_drops{0};  // new connections refused by the limit
+};
+
+/// The connections a port opened (the port their first packet came in on), all zones and
+/// workers together; changed like CtZone::count, when a connection is created or removed.
+struct alignas(64) CtPortCount {  // one line each: workers of different ports do not share
+    std::atomic<uint32_t> count{0};
+    std::atomic<uint64_t> limit_drops{0};  // new connections refused by a zone's port_limit
 };
 
 /// Every zone's settings and counts (about 1.5 MiB). Context: created by control.
 struct CtZoneTable {
     CtZone zones[kCtZones];
+    CtPortCount ports[kCtPortSlots];
 };
 
 /// Seconds a connection lives without packets, by state (Linux's defaults).

@@ -142,6 +142,22 @@ TEST(Config, VlanAndPinningParse) {
     EXPECT_EQ(r->ports[1].trunks, (std::vector<uint16_t>{7, 100}));
 }
 
+TEST(Config, ZonePortLimitParses) {
+    json doc = base_doc();
+    doc["conntrack"] =
+        json::parse(R"({"zones": [{"zone": 1, "limit": 1000, "port_limit": 100}, {"zone": 2}]})");
+    Result<Config> r = parse_config(doc);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->conntrack.zones.size(), 2u);
+    EXPECT_EQ(r->conntrack.zones[0].limit, 1000u);
+    EXPECT_EQ(r->conntrack.zones[0].port_limit, 100u);
+    EXPECT_EQ(r->conntrack.zones[1].port_limit, 0u);
+    EXPECT_NE(error_after([](json& d) {
+                  d["conntrack"] = json::parse(R"({"zones": [{"zone": 1, "port_limit": -1}]})");
+              }),
+              "OK");
+}
+
 TEST(Config, RefusesUnknownKeys) {
     EXPECT_EQ(error_after([](json& d) { d["colour"] = "red"; }), "colour: unknown key");
     EXPECT_EQ(error_after([](json& d) { d["ports"][0]["colour"] = "red"; }),

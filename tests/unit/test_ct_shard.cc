@@ -671,6 +671,51 @@ TEST_F(CtShardTest, ZoneLimitRefusesCommitBeyondLimit) {
     EXPECT_EQ(counted_entries(shard_->counters()), shard_->table().size());
 }
 
+// A zone's port_limit bounds the connections one port has open (all zones together): a port at
+// it is refused (kLimit, counted on the port and the shard, no count changed) while another port
+// still commits, well below the zone's own limit; removing one of the port's connections lets it
+// commit again.
+TEST_F(CtShardTest, PortLimitKeepsOnePortFromTakingTheZone) {
+    zones_->zones[5].limit = 100;
+    zones_->zones[5].port_limit = 2;
+    // The frame's connection, committed as if it came in on in_port.
+    const auto commit_on = [&](uint16_t in_port, uint16_t sport, uint16_t zone) {
+        Bytes f = udp_frame(kClient4, sport, kServer4, 53);
+        Parsed parsed;
+        EXPECT_TRUE(parse(f, &parsed));
+        parsed.key.in_port = in_port;
+        return shard_->process(f.data(), static_cast<uint32_t>(f.size()), parsed.layout,
+                               &parsed.key, commit(zone), 0);
+    };
+    const auto port_count = [&](uint16_t port) { return zones_->ports[port].count.load(); };
+    EXPECT_EQ(commit_on(3, 5000, 5), CtVerdict::kContinue);
+    EXPECT_EQ(commit_on(3, 5001, 5), CtVerdict::kContinue);
+    EXPECT_EQ(commit_on(3, 5002, 5), CtVerdict::kLimit);
+    EXPECT_EQ(port_count(3), 2u);
+    EXPECT_EQ(zone_count(5), 2u);
+    EXPECT_EQ(zones_->ports[3].limit_drops.load(), 1u);
+    EXPECT_EQ(zones_->zones[5].limit_drops.load(), 0u);  // the zone's own limit refused none
+    EXPECT_EQ(shard_->counters().limit_drops, 1u);
+    EXPECT_EQ(shard_->table().size(), 2u);
+    // Another guest's port still has its share.
+    EXPECT_EQ(commit_on(4, 5003, 5), CtVerdict::kContinue);
+    EXPECT_EQ(port_count(4), 1u);
+    // A zone without a port limit takes port 3's connections, and they count against zone 5's.
+    EXPECT_EQ(commit_on(3, 5004, 6), CtVerdict::kContinue);
+    EXPECT_EQ(port_count(3), 3u);
+    shard_->remove(index_of(tuple(kUdp, kClient4, 5000, kServer4, 53, 5)));
+    EXPECT_EQ(port_count(3), 2u);
+    EXPECT_EQ(commit_on(3, 5002, 5), CtVerdict::kLimit);
+    shard_->remove(index_of(tuple(kUdp, kClient4, 5004, kServer4, 53, 6)));
+    EXPECT_EQ(commit_on(3, 5002, 5), CtVerdict::kContinue);
+    EXPECT_EQ(port_count(3), 2u);
+    EXPECT_EQ(zone_count(5), 3u);
+    // A port limit of 0 is none.
+    zones_->zones[5].port_limit = 0;
+    EXPECT_EQ(commit_on(3, 5005, 5), CtVerdict::kContinue);
+    EXPECT_EQ(port_count(3), 3u);
+}
+
 // A full table refuses new connections with kFull, counted; established ones keep working.
 TEST_F(CtShardTest, TableFullRefusesCommit) {
     ASSERT_EQ(shard_->table().capacity(), 1024u);
