@@ -279,11 +279,14 @@ json ConntrackControl::limit(uint16_t zone, std::optional<uint32_t> limit,
                           z.limit.load(std::memory_order_relaxed),
                           z.port_limit.load(std::memory_order_relaxed),
                           z.liberal.load(std::memory_order_relaxed) != 0 ? "yes" : "no");
-    return json{{"zone", zone},
-                {"limit", z.limit.load(std::memory_order_relaxed)},
-                {"port_limit", z.port_limit.load(std::memory_order_relaxed)},
-                {"liberal", z.liberal.load(std::memory_order_relaxed) != 0},
-                {"connections", z.count.load(std::memory_order_relaxed)}};
+    json out{{"zone", zone},
+             {"limit", z.limit.load(std::memory_order_relaxed)},
+             {"liberal", z.liberal.load(std::memory_order_relaxed) != 0},
+             {"connections", z.count.load(std::memory_order_relaxed)}};
+    // Only when set: the reply of a zone without one keeps the shape clients already compare.
+    if (const uint32_t pl = z.port_limit.load(std::memory_order_relaxed); pl != 0)
+        out["port_limit"] = pl;
+    return out;
 }
 
 }  // namespace ferry
