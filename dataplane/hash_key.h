@@ -3,13 +3,13 @@
 // land in another VM's buckets, on which worker its connections run, and which NAT port it gets;
 // with one it can do neither (see dataplane/siphash.h for why a keyed CRC is not enough).
 //
-// One set of keys per process, drawn from the kernel once at start (hash_keys_init(), called by
-// the control thread before any table exists or any worker runs) and read-only afterwards, like
-// Linux's conntrack hash seed. It is process-wide rather than per table because the owner hash
-// must be the same on every worker (both directions of a connection meet one owner) and the
-// connection table's hash is also used outside the shard (migration's tuple sets). No key, hash
-// value or bucket index is ever written into a migration or takeover stream: the reader rehashes
-// every connection with its own keys.
+// One set of keys per process, drawn from the kernel when the process starts (hash_keys_init()
+// runs before main(); the switch calls it again and refuses to start if it failed) and read-only
+// afterwards, like Linux's conntrack hash seed. It is process-wide rather than per table because
+// the owner hash must be the same on every worker (both directions of a connection meet one
+// owner) and the connection table's hash is also used outside the shard (migration's tuple
+// sets). No key, hash value or bucket index is ever written into a migration or takeover stream:
+// the reader rehashes every connection with its own keys.
 #pragma once
 
 #include "dataplane/siphash.h"
@@ -26,8 +26,8 @@ struct HashKeys {
     SipKey mac;         // MacTable (rte_hash) buckets and signatures
 };
 
-/// The keys before hash_keys_init(): a fixed, public value that only tests and benchmarks run
-/// with (and the first guess of an attacker, which the tests try).
+/// The keys until hash_keys_init() has run: a fixed, public value, kept only by programs that
+/// never call it (the micro-benchmarks), and an attacker's first guess, which the tests try.
 inline constexpr HashKeys kPublicHashKeys = {{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL},
                                              {0x1716151413121110ULL, 0x1f1e1d1c1b1a1918ULL},
                                              {0x2726252423222120ULL, 0x2f2e2d2c2b2a2928ULL},
@@ -46,10 +46,10 @@ inline const HashKeys& hash_keys() {
     return hash_key_detail::keys;
 }
 
-/// Draws the process's keys from getrandom(2) on the first call; later calls keep them, so
-/// tables made earlier in the process stay consistent. Context: control, at start, before any
-/// table exists and before the workers run. @return false (keys unchanged) when the kernel gave
-/// no randomness: the caller must not start then.
+/// Draws the process's keys from getrandom(2) on the first call (made before main()); later
+/// calls keep them, so tables made earlier in the process stay consistent. Context: control, at
+/// start, before any table exists and before the workers run. @return false (keys unchanged) when
+/// the kernel gave no randomness: the caller must not start then.
 bool hash_keys_init();
 
 /// Replaces the keys. Context: tests and benchmarks only, while no table made under the old keys
