@@ -116,6 +116,20 @@ class RpcClient:
         self.sock.close()
 
 
+def build_kind(build=BUILD):
+    """Which instruction set the build in `build` targets, from meson's record of its options:
+    "native" (-Dnative=true: this machine's CPU, for benchmarks), "portable" (DPDK's baseline),
+    or "unknown" (not a meson build directory). Benchmarks print it beside their figures."""
+    try:
+        with open(os.path.join(build, "meson-info", "intro-buildoptions.json")) as f:
+            options = {o["name"]: o["value"] for o in json.load(f)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+    if "native" not in options:
+        return "native"  # before the option existed every build had -march=native
+    return "native" if options["native"] else "portable"
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     """Polls predicate until it returns a truthy value; raises TimeoutError naming what."""
     deadline = time.monotonic() + timeout
