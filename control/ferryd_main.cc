@@ -1,14 +1,18 @@
 // ferryd: load and validate the configuration, start DPDK, build the switch, serve the control
 // socket until asked to stop, then tear everything down and remove DPDK's runtime files.
+#include <fcntl.h>
 #include <rte_eal.h>
 #include <rte_lcore.h>
 #include <rte_pdump.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -23,6 +27,7 @@
 #include "control/log.h"
 #include "control/migration.h"
 #include "control/rule_config.h"
+#include "control/sd_notify.h"
 #include "control/switch.h"
 #include "control/takeover.h"
 #include "control/telemetry.h"
@@ -41,6 +46,7 @@ struct Options {
     bool print_schema = false;
     std::string restore;   // a stream file installed before the workers start
     std::string takeover;  // the running ferryd's takeover socket (live upgrade)
+    bool detach = false;   // fork; the parent exits once the child forwards
     ferry::LogLevel log_level = ferry::LogLevel::kInfo;
     std::vector<std::string> eal_passthrough;
 };
@@ -48,7 +54,7 @@ struct Options {
 void usage(FILE* out) {
     fprintf(out,
             "usage: ferryd --config FILE [--check] [--restore FILE | --takeover PATH]\n"
-            "              [--log-level LEVEL]\n"
+            "              [--detach] [--log-level LEVEL]\n"
             "              [-- EAL-ARGS...]\n"
             "       ferryd --print-schema | --version\n"
             "  --config FILE      JSON configuration (see config/schema.json)\n"
@@ -56,6 +62,9 @@ void usage(FILE* out) {
             "  --takeover PATH    live upgrade: take the state, the control socket and the\n"
             "                     ports over from the ferryd listening at PATH\n"
             "                     (<control socket>.takeover)\n"
+            "  --detach           run in the background: return once this ferryd forwards\n"
+            "                     (after a --takeover: once it took over), 0 then, else\n"
+            "                     the failed ferryd's exit status\n"
             "  --restore FILE     install the state of a stream file (migrate.save) before\n"
             "                     traffic starts; a stream that does not fit stops ferryd\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
@@ -76,6 +85,8 @@ int parse_args(int argc, char** argv, Options* o) {
             o->restore = argv[++i];
         } else if (a == "--takeover" && i + 1 < argc) {
             o->takeover = argv[++i];
+        } else if (a == "--detach") {
+            o->detach = true;
         } else if (a == "--check") {
             o->check_only = true;
         } else if (a == "--print-schema") {
@@ -113,8 +124,56 @@ int parse_args(int argc, char** argv, Options* o) {
     return -1;
 }
 
-/// Runs the switch until shutdown. Context: control thread (main lcore).
-int serve(const ferry::Config& cfg, const std::string& restore, const std::string& takeover) {
+/// Forks for --detach. The parent waits for the child's word on a pipe and exits: 0 once the
+/// child wrote that it forwards, else the child's exit status. Context: main thread, before the
+/// EAL starts threads (they would not survive a fork). @return in the child only: the pipe's
+/// write end, for report_running()
+int detach() {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        perror("ferryd: --detach: pipe");
+        exit(kExitRuntime);
+    }
+    const pid_t child = fork();
+    if (child < 0) {
+        perror("ferryd: --detach: fork");
+        exit(kExitRuntime);
+    }
+    if (child == 0) {
+        close(p[0]);
+        setsid();  // a session of its own: the caller's terminal or reload job may go away
+        return p[1];
+    }
+    close(p[1]);
+    char word = 0;
+    ssize_t r;
+    do {
+        r = read(p[0], &word, 1);
+    } while (r < 0 && errno == EINTR);
+    if (r == 1 && word == 'R') {
+        printf("ferryd: pid %d forwards\n", static_cast<int>(child));
+        exit(0);
+    }
+    // The child closed the pipe without a word: it is exiting; report its status.
+    int status = 0;
+    if (waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        exit(WEXITSTATUS(status));
+    exit(kExitRuntime);
+}
+
+/// Tells a --detach parent that this ferryd forwards, once. Context: control thread.
+void report_running(int* fd) {
+    if (*fd < 0) return;
+    const char word = 'R';
+    if (write(*fd, &word, 1) != 1) FERRY_LOG_WARN("--detach: cannot tell the parent");
+    close(*fd);
+    *fd = -1;
+}
+
+/// Runs the switch until shutdown. Context: control thread (main lcore). ready_fd: a --detach
+/// parent's pipe (or -1). @return the process exit status
+int serve(const ferry::Config& cfg, const std::string& restore, const std::string& takeover,
+          int ready_fd) {
     // A live upgrade: the running ferryd hands over its state and control socket and releases
     // its ports before this one creates them.
     ferry::Takeover handover;
@@ -125,6 +184,8 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
             return kExitRuntime;
         }
         handover = std::move(*t);
+        ferry::notify_service_manager("STATUS=taking over from pid " +
+                                      std::to_string(handover.predecessor_pid));
         // Before the point of no return: the stream must read and its ports exist here.
         auto state = ferry::read_stream(handover.stream.data(), handover.stream.size());
         std::string why = state ? "" : state.error().message;
@@ -146,6 +207,7 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     }
     auto fail = [&](const std::string& why, int rc) {
         FERRY_LOG_ERROR("%s", why.c_str());
+        ferry::notify_service_manager("STATUS=failed: " + why);
         ferry::takeover_end(handover, false, why);
         return rc;
     };
@@ -198,7 +260,26 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
         close(sfd);
         return fail(st.error().message, kExitRuntime);
     }
+    // Ports exist and workers run. A successor names itself the main process before it says
+    // DONE, so the service manager knows it before the predecessor exits, and never sees the
+    // service's main process gone.
+    const std::string forwarding = std::to_string(cfg.ports.size()) + " ports, " +
+                                   std::to_string(s.worker_count()) + " workers forwarding";
+    if (takeover.empty())
+        ferry::notify_service_manager("READY=1\nSTATUS=" + forwarding);
+    else
+        ferry::notify_service_manager("MAINPID=" + std::to_string(getpid()) +
+                                      "\nREADY=1\nSTATUS=" + forwarding + " (took over from pid " +
+                                      std::to_string(handover.predecessor_pid) + ")");
+    // The watchdog interval is in the environment of the process the service manager started;
+    // a successor, started by a reload command, does not know it and pings often enough.
+    uint64_t watchdog_usec = ferry::watchdog_usec_from_env();
+    if (watchdog_usec == 0 && !takeover.empty() && std::getenv("NOTIFY_SOCKET") != nullptr)
+        watchdog_usec = ferry::kSuccessorWatchdogUsec;
+    ferry::WatchdogPinger watchdog(watchdog_usec);
+    watchdog.tick();
     ferry::takeover_end(handover, true, "");
+    report_running(&ready_fd);
     // The next upgrade takes over from this one.
     const std::string takeover_path = cfg.control_socket + ".takeover";
     auto successor = ferry::TakeoverListener::listen(takeover_path, s, *server.value());
@@ -212,7 +293,21 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     while (!s.shutdown_requested()) {
         server.value()->run_once(50);
         s.housekeeping();
+        watchdog.tick();
     }
+    using Outcome = ferry::TakeoverListener::Outcome;
+    const Outcome outcome = successor ? successor.value()->outcome() : Outcome::kNone;
+    const pid_t successor_pid = successor ? successor.value()->successor_pid() : 0;
+    // Not STOPPING=1 after a hand-over: the unit goes on in the successor, and a stop notice
+    // from any process of it would have the service manager stop the unit.
+    if (outcome == Outcome::kHandedOver)
+        ferry::notify_service_manager("STATUS=handed over to pid " + std::to_string(successor_pid) +
+                                      "; exiting");
+    else if (outcome == Outcome::kSuccessorFailed)
+        ferry::notify_service_manager("STATUS=the successor pid " + std::to_string(successor_pid) +
+                                      " failed after the hand-over; exiting");
+    else
+        ferry::notify_service_manager("STOPPING=1\nSTATUS=stopping");
     // Answer the shutdown request before the socket goes away.
     server.value()->run_once(0);
     ferry::telemetry_detach();
@@ -223,7 +318,9 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     close(sfd);
     sw.value().reset();
     FERRY_LOG_INFO("stopped");
-    return 0;
+    // Past the release this ferryd has no ports: a failed successor leaves no switch running,
+    // which the service manager must see as a failure (and restart the unit).
+    return outcome == Outcome::kSuccessorFailed ? kExitRuntime : 0;
 }
 
 }  // namespace
@@ -259,6 +356,8 @@ int main(int argc, char** argv) {
         printf("ferryd: %s is valid\n", opt.config.c_str());
         return 0;
     }
+    const int ready_fd = opt.detach ? detach() : -1;
+    ferry::notify_service_manager("STATUS=starting");
     ferry::EalPlan plan =
         ferry::plan_eal(cfg.value(), opt.eal_passthrough, ferry::host_free_hugepages());
     if (plan.no_huge)
@@ -298,7 +397,7 @@ int main(int argc, char** argv) {
     }
     std::string runtime_dir = rte_eal_get_runtime_dir();
     if (rte_pdump_init() != 0) FERRY_LOG_WARN("packet capture (rte_pdump) unavailable");
-    rc = serve(cfg.value(), opt.restore, opt.takeover);
+    rc = serve(cfg.value(), opt.restore, opt.takeover, ready_fd);
     rte_pdump_uninit();
     rte_eal_cleanup();
     ferry::remove_runtime_dir(runtime_dir);

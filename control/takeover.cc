@@ -137,6 +137,7 @@ void TakeoverListener::on_readable() {
         return;
     }
     FERRY_LOG_INFO("takeover: ferryd pid %d asks to take over", static_cast<int>(cred.pid));
+    successor_pid_ = cred.pid;
     if (Status s = hand_over(*conn); !s) FERRY_LOG_WARN("%s", s.error().message.c_str());
     ::close(*conn);
 }
@@ -173,7 +174,9 @@ Status TakeoverListener::hand_over(int conn) {
     auto done = read_line(conn, in_seconds(120));
     server_.hand_over();  // the socket is the successor's either way
     sw_.request_shutdown();
-    if (done && *done == "DONE") {
+    const bool ok = done && *done == "DONE";
+    outcome_ = ok ? Outcome::kHandedOver : Outcome::kSuccessorFailed;
+    if (ok) {
         FERRY_LOG_INFO("takeover: the successor runs; %zu connections handed over, exiting",
                        state->connections.size());
         ::unlink(checkpoint.c_str());
@@ -190,6 +193,10 @@ Result<Takeover> takeover_begin(const std::string& path, double timeout_s) {
     if (!conn) return conn.error();
     Takeover t;
     t.conn = *conn;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(t.conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        t.predecessor_pid = cred.pid;
     auto fail = [&](const Error& e) -> Result<Takeover> {
         send_text(t.conn, "ABORT\n", in_seconds(1));
         ::close(t.conn);

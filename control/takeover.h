@@ -12,6 +12,8 @@
 // The running ferryd listens at `<control socket>.takeover` (mode 0600, same user only).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -36,6 +38,18 @@ public:
     /// Serves one successor that connected (blocking, with deadlines). Context: control.
     void on_readable();
 
+    /// How the last hand-over ended, for the exit path. Each value says what this ferryd does.
+    enum class Outcome {
+        kNone,             // no successor got past the release: this ferryd serves on
+        kHandedOver,       // the successor runs (it said DONE): exit 0, quietly
+        kSuccessorFailed,  // released, but the successor failed: exit non-zero, checkpoint kept
+    };
+    /// Context: control. @return the outcome of the last hand-over
+    Outcome outcome() const { return outcome_; }
+    /// Context: control. @return the pid of the successor that took or tried to take over, 0
+    /// before any
+    pid_t successor_pid() const { return successor_pid_; }
+
 private:
     TakeoverListener(std::string path, Switch& sw, ControlServer& server)
         : path_(std::move(path)), sw_(sw), server_(server) {}
@@ -46,6 +60,8 @@ private:
     ControlServer& server_;
     int fd_ = -1;
     uint64_t inode_ = 0;
+    Outcome outcome_ = Outcome::kNone;
+    pid_t successor_pid_ = 0;
 };
 
 /// The new ferryd's side, before its switch exists.
@@ -53,6 +69,7 @@ struct Takeover {
     int conn = -1;
     int control_fd = -1;          // the predecessor's listening control socket
     std::vector<uint8_t> stream;  // its whole switch
+    pid_t predecessor_pid = 0;    // from SO_PEERCRED: whom this process replaces
 };
 /// Connects to path and receives the stream and the control socket. @return the hand-over,
 /// or why not (the predecessor then goes on)
