@@ -6,8 +6,8 @@ pid), points NOTIFY_SOCKET at it and starts ferryd with a vhost-user port.
 
 Sends: nothing to the switch; starts, upgrades in place (--takeover, as the unit's ExecReload
 runs it) and stops ferryd.
-Expects: STATUS=starting first; READY=1 only once the port's socket exists, with
-"1 ports, 1 workers forwarding"; WATCHDOG=1 at half of WATCHDOG_USEC (none without it);
+Expects: STATUS=starting first; READY=1 once the port's socket exists, with
+"1 ports, 1 workers forwarding", and never when a port cannot be made (STATUS=failed: then); WATCHDOG=1 at half of WATCHDOG_USEC (none without it);
 STOPPING=1 on shutdown; a successor's MAINPID equal to the pid that sent it, with READY=1, and
 its predecessor exiting without STOPPING=1.
 """
@@ -145,6 +145,24 @@ def test_ready_status_watchdog_stopping(notify, monkeypatch):
         assert d.stop() == 0
         final = notify.poll()[-1][1]
         assert final == {"STOPPING": "1", "STATUS": "stopping"}
+    finally:
+        d.stop()
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def test_no_ready_when_a_port_cannot_be_made(notify):
+    """A port that cannot be created stops ferryd before READY=1: the service manager sees the
+    start fail (STATUS=failed: ...) instead of a ready switch without its port."""
+    d = ferryd_with_port()
+    d.config["ports"].append({"name": "nic", "type": "dpdk", "devargs": "net_nosuchdriver0"})
+    try:
+        with pytest.raises(RuntimeError):
+            d.start()
+        msgs = [f for _, f in notify.poll()]
+        assert not any("READY" in f for f in msgs), msgs
+        assert msgs[0] == {"STATUS": "starting"}
+        assert msgs[-1]["STATUS"].startswith("failed: "), msgs
+        assert "net_nosuchdriver0" in msgs[-1]["STATUS"]
     finally:
         d.stop()
         shutil.rmtree(d.dir, ignore_errors=True)
