@@ -30,7 +30,10 @@ namespace ferry {
 namespace {
 
 constexpr uint32_t kLearnRingSize = 4096;
-constexpr auto kPauseTimeout = std::chrono::milliseconds(200);
+// A worker reaches its next pause point within a burst (microseconds) once it runs; the bound is
+// for a host so busy that the worker's thread waits for a core. A second is long enough not to
+// fail a migration over scheduling delays and short enough to tell a stuck worker.
+constexpr auto kPauseTimeout = std::chrono::milliseconds(1000);
 
 std::string format_mac(uint64_t addr) {
     char buf[18];
@@ -235,7 +238,7 @@ Status Switch::pause() {
             if (std::chrono::steady_clock::now() > deadline) {
                 for (WorkerState* v : workers_) release_worker(v);
                 return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
-                                                        " did not pause within 200 ms");
+                                                        " did not pause within 1 s");
             }
             std::this_thread::yield();
         }
@@ -257,7 +260,7 @@ Status Switch::pause_worker(WorkerState* w) {
         if (std::chrono::steady_clock::now() > deadline) {
             resume_worker(w);
             return make_error(ErrorCode::kBusy, "worker on lcore " + std::to_string(w->lcore) +
-                                                    " did not pause within 200 ms");
+                                                    " did not pause within 1 s");
         }
         std::this_thread::yield();
     }

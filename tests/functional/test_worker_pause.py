@@ -2,7 +2,7 @@
 
 Sends: ct.flush (a command that pauses every worker) to a ferryd whose only worker is idle and
 sleeps up to a second at a time (idle_backoff.max_us 1,000,000, the schema's limit), many times.
-Expects: every pause succeeds and each takes far less than the 200 ms pause timeout: a worker
+Expects: every pause succeeds and each takes far less than the 1 s pause timeout: a worker
 in its back-off sees a pause request within about a millisecond.
 """
 import time
