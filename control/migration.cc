@@ -378,7 +378,9 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
     st.placed.assign(st.slots, kNotPlaced);
     for (size_t from = 0; from < st.slots; from += slice) {
         if (Status p = sw_.pause(); !p) {
-            unstage(st, slice);
+            if (!unstage(st, slice))
+                return make_error(ErrorCode::kFailed,
+                                  p.error().message + "; connections placed ahead stay dormant");
             return p.error();
         }
         const uint64_t now_ms = ct.now_ms();
@@ -387,7 +389,8 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
             auto where = place(ct, partial.connections[k], st.local_port, now_ms, true);
             if (!where) {
                 sw_.resume();
-                unstage(st, slice);
+                if (!unstage(st, slice))
+                    FERRY_LOG_ERROR("migration: connections placed ahead stay dormant");
                 return make_error(where.error().code,
                                   where.error().message + "; nothing installed");
             }
@@ -398,10 +401,14 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
     return st;
 }
 
-void MigrationControl::unstage(Staged& st, uint32_t slice) {
+bool MigrationControl::unstage(Staged& st, uint32_t slice) {
+    constexpr int kPauseTries = 25;  // each waits at most the pause timeout
     ConntrackControl& ct = sw_.conntrack();
     for (size_t from = 0; from < st.placed.size(); from += slice) {
-        const bool paused = static_cast<bool>(sw_.pause());
+        // The owners write these entries: edited only while they are parked.
+        bool paused = false;
+        for (int i = 0; i < kPauseTries && !paused; ++i) paused = static_cast<bool>(sw_.pause());
+        if (!paused) return false;
         const size_t to = std::min<size_t>(st.placed.size(), from + slice);
         for (size_t k = from; k < to; ++k) {
             if (st.placed[k].second == kCtNone) continue;
@@ -409,8 +416,9 @@ void MigrationControl::unstage(Staged& st, uint32_t slice) {
             st.placed[k] = kNotPlaced;
         }
         deliver_notices(ct);
-        if (paused) sw_.resume();
+        sw_.resume();
     }
+    return true;
 }
 
 Result<InstallReport> MigrationControl::commit_staged(Staged& st, const MigrationState& partial,

@@ -87,9 +87,10 @@ public:
     /// everything placed is removed. Context: control, workers paused.
     Result<InstallReport> commit_staged(Staged& st, const MigrationState& partial,
                                         const DecodeContext& ctx, uint32_t first_delta_entry);
-    /// Removes what stage() placed (the migration failed), `slice` per brief pause.
-    /// Context: control.
-    void unstage(Staged& st, uint32_t slice);
+    /// Removes what stage() placed (the migration failed), `slice` per brief pause; never
+    /// without the pause. Context: control. @return false when the workers would not pause
+    /// (a few tries each slice): what is left stays placed
+    bool unstage(Staged& st, uint32_t slice);
 
     /// Removes connections [from, from + count) of s from this switch after the target
     /// committed them: no packet is sent. Context: control, workers paused.

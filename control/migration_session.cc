@@ -3,6 +3,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <future>
 
 #include "control/log.h"
@@ -31,6 +34,17 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 constexpr auto kHandshakeTime = std::chrono::seconds(5);  // a peer's TLS handshake, at most
 constexpr uint64_t kMaxTimeoutS = 86400;                  // timeout_s: 1 s .. a day
 constexpr uint64_t kMaxSettleMs = 3600000;                // settle_ms: up to an hour
+
+/// Test only: FERRY_TEST_SLOW_TASK=NAME:MS makes the target's posted control-thread task NAME
+/// (stage, install) wait MS ms (at most 10000) on the control thread before it starts, as a
+/// busy control thread would. Unset (the default): no delay. Context: control.
+void test_slow_task(const char* name) {
+    const char* env = std::getenv("FERRY_TEST_SLOW_TASK");
+    const char* colon = env ? std::strchr(env, ':') : nullptr;
+    if (!colon || std::string(env, colon) != name) return;
+    const long ms = std::clamp(std::strtol(colon + 1, nullptr, 10), 0L, 10000L);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
 
 Deadline deadline_in(double seconds) {
     return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
@@ -294,13 +308,20 @@ void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& secu
 }
 
 void MigrationSession::receive_stream(ByteChannel& ch, Deadline deadline) {
-    auto staged = std::make_shared<std::optional<Staged>>();
-    auto unstage = [this, staged] {
-        if (!staged->has_value()) return;
-        sw_.post([this, staged] { MigrationControl(sw_).unstage(**staged, kStageSlice); });
+    // Only the control thread's tasks touch job (they capture it), never this thread.
+    auto job = std::make_shared<TargetStaging>();
+    auto unstage = [&sw = sw_, job] {
+        sw.post([&sw, job] {
+            if (!job->staged) return;
+            if (!MigrationControl(sw).unstage(*job->staged, kStageSlice))
+                FERRY_LOG_ERROR(
+                    "migration (target): the workers did not pause: connections placed ahead "
+                    "stay dormant");
+            job->staged.reset();
+        });
     };
     try {
-        receive_into(ch, deadline, staged, unstage);
+        receive_into(ch, deadline, job, unstage);
     } catch (const std::exception& e) {
         const std::string why = std::string("internal error: ") + e.what();
         unstage();
@@ -310,7 +331,7 @@ void MigrationSession::receive_stream(ByteChannel& ch, Deadline deadline) {
 }
 
 void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
-                                    const std::shared_ptr<std::optional<Staged>>& staged,
+                                    const std::shared_ptr<TargetStaging>& job,
                                     const std::function<void()>& unstage) {
     set_phase("receiving");
     const auto t_recv = Clock::now();
@@ -320,14 +341,38 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
     uint32_t first_delta_entry = 0;
     bool have_header = false;
     double decode_ms = 0;
-    auto on_control = [this, deadline](auto task) {
+    // A task for the control thread, claimed by whoever comes first: the control thread,
+    // which then runs it to the end, or this thread at the deadline, after which the task
+    // never runs. So nothing a migration that gave up posted can act later (stage dormant
+    // entries no one removes, install what the source was told is refused).
+    // @return the task's result, or nothing when it was given up
+    auto on_control = [this, deadline](const char* name, auto task) {
         using R = decltype(task());
+        enum : int { kPosted, kRunning, kGivenUp };
+        auto claim = std::make_shared<std::atomic<int>>(kPosted);
         auto done = std::make_shared<std::promise<R>>();
         std::future<R> f = done->get_future();
-        sw_.post([task, done] { done->set_value(task()); });
-        if (f.wait_until(deadline) != std::future_status::ready || abandoned_.load())
-            return std::optional<R>();
-        return std::optional<R>(f.get());
+        sw_.post([name, task, done, claim] {
+            test_slow_task(name);
+            int posted = kPosted;
+            // seq_cst: exactly one of this exchange and the give-up exchange below wins.
+            if (!claim->compare_exchange_strong(posted, kRunning)) return;
+            try {
+                done->set_value(task());
+            } catch (...) {
+                done->set_exception(std::current_exception());
+            }
+        });
+        while (f.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready &&
+               Clock::now() < deadline && !abandoned_.load()) {
+        }
+        if (f.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            int posted = kPosted;
+            if (claim->compare_exchange_strong(posted, kGivenUp)) return std::optional<R>();
+            // Running: its outcome stands; it ends within the pause timeout and its work.
+            f.wait();
+        }
+        return std::optional<R>(f.get());  // rethrows the task's exception: a refusal
     };
     auto bytes = transport_read_stream(
         ch, deadline, kMaxStreamBytes,
@@ -352,12 +397,14 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
             // The pre-copy is decoded: place it, then let the source pause its workers.
             set_phase("staging");
             const auto t_stage = Clock::now();
-            auto r = on_control([this, reader] {
-                return MigrationControl(sw_).stage(reader->partial(), kStageSlice);
+            auto r = on_control("stage", [&sw = sw_, reader, job]() -> Status {
+                auto st = MigrationControl(sw).stage(reader->partial(), kStageSlice);
+                if (!st) return st.error();
+                job->staged = std::move(*st);
+                return Ok{};
             });
             if (!r) return make_error(ErrorCode::kInvalidParams, "staging timed out");
             if (!*r) return make_error(ErrorCode::kInvalidParams, r->error().message);
-            *staged = std::move(**r);
             first_delta_entry = reader->context().entries;
             {
                 std::lock_guard lock(mu_);
@@ -391,28 +438,29 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
     }
     const uint64_t stream_id = reader->partial().stream_id;
     // The control thread installs (it owns the tables and the pause); this thread waits.
-    auto r = on_control([this, reader, staged, first_delta_entry]() -> Result<InstallReport> {
-        const auto t0 = Clock::now();
-        if (Status p = sw_.pause(); !p) return p.error();
-        const auto t_paused = Clock::now();
-        MigrationControl mc(sw_);
-        Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
-        if (staged->has_value()) {
-            out =
-                mc.commit_staged(**staged, reader->partial(), reader->context(), first_delta_entry);
-            staged->reset();  // committed, or removed on failure
-        } else {
-            auto whole = reader->finish();
-            out = whole ? mc.install(*whole) : Result<InstallReport>(whole.error());
-        }
-        const auto t_installed = Clock::now();
-        sw_.resume();
-        std::lock_guard lock(mu_);
-        st_.pause_ms = ms_between(t0, Clock::now());
-        st_.steps_ms["pause"] = ms_between(t0, t_paused);
-        st_.steps_ms["install"] = ms_between(t_paused, t_installed);
-        return out;
-    });
+    auto r =
+        on_control("install", [this, reader, job, first_delta_entry]() -> Result<InstallReport> {
+            const auto t0 = Clock::now();
+            if (Status p = sw_.pause(); !p) return p.error();
+            const auto t_paused = Clock::now();
+            MigrationControl mc(sw_);
+            Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
+            if (job->staged) {
+                out = mc.commit_staged(*job->staged, reader->partial(), reader->context(),
+                                       first_delta_entry);
+                job->staged.reset();  // committed, or removed on failure
+            } else {
+                auto whole = reader->finish();
+                out = whole ? mc.install(*whole) : Result<InstallReport>(whole.error());
+            }
+            const auto t_installed = Clock::now();
+            sw_.resume();
+            std::lock_guard lock(mu_);
+            st_.pause_ms = ms_between(t0, Clock::now());
+            st_.steps_ms["pause"] = ms_between(t0, t_paused);
+            st_.steps_ms["install"] = ms_between(t_paused, t_installed);
+            return out;
+        });
     if (!r) return refuse("the target did not install the state in time");
     if (!*r) return refuse(r->error().message);
     const Status sent = transport_send_answer(ch, StreamAnswer{true, stream_id, ""}, deadline);

@@ -108,9 +108,13 @@ private:
     /// The target's side once a source is let in: reads, checks and installs its stream
     /// from ch and answers; an exception becomes a refusal (what was placed ahead removed).
     void receive_stream(ByteChannel& ch, Deadline deadline);
-    /// receive_stream's work; staged is what a pre-copy placed ahead, unstage removes it.
-    void receive_into(ByteChannel& ch, Deadline deadline,
-                      const std::shared_ptr<std::optional<Staged>>& staged,
+    /// What a target placed ahead of the commit; only the control thread's tasks touch it.
+    struct TargetStaging {
+        std::optional<Staged> staged;
+    };
+    /// receive_stream's work; job holds what a pre-copy placed ahead, unstage posts its
+    /// removal to the control thread.
+    void receive_into(ByteChannel& ch, Deadline deadline, const std::shared_ptr<TargetStaging>& job,
                       const std::function<void()>& unstage);
     /// A held source's migration thread: waits for go_on() or the deadline. Ok to continue.
     Status await_release(std::chrono::steady_clock::time_point deadline);
