@@ -32,8 +32,13 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 }
 
 constexpr auto kHandshakeTime = std::chrono::seconds(5);  // a peer's TLS handshake, at most
-constexpr uint64_t kMaxTimeoutS = 86400;                  // timeout_s: 1 s .. a day
-constexpr uint64_t kMaxSettleMs = 3600000;                // settle_ms: up to an hour
+// A target answers questions about its stream's outcome this long after it ended (a new
+// migration or the session's end closes its socket sooner); a source that did not hear the
+// answer asks for this long.
+constexpr auto kOutcomeLinger = std::chrono::seconds(30);
+constexpr auto kOutcomeAsking = std::chrono::seconds(5);
+constexpr uint64_t kMaxTimeoutS = 86400;    // timeout_s: 1 s .. a day
+constexpr uint64_t kMaxSettleMs = 3600000;  // settle_ms: up to an hour
 
 /// Test only: FERRY_TEST_SLOW_TASK=NAME:MS makes the target's posted control-thread task NAME
 /// (stage, install) wait MS ms (at most 10000) on the control thread before it starts, as a
@@ -137,6 +142,8 @@ MigrationSession::~MigrationSession() {
 }
 
 void MigrationSession::join() {
+    // A finished target may still answer outcome questions: that ends now.
+    if (listen_fd_ >= 0) shutdown(listen_fd_, SHUT_RDWR);
     if (thread_.joinable()) thread_.join();
     if (listen_fd_ >= 0) {
         close(listen_fd_);
@@ -238,6 +245,7 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         st_ = Progress{};
         st_.role = "target";
         st_.phase = "listening";
+        committed_stream_.reset();
         st_.address = transport_local_address(listen_fd_, address);
         st_.started = Clock::now();
         release_ = 0;
@@ -303,8 +311,78 @@ void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& secu
         ch.reset();  // TLS: close_notify before the socket goes
         active_fd_.store(-1);
         close(*conn);
-        if (done) return;
+        if (done) return answer_outcome_queries(security, unix_socket);
     }
+}
+
+void MigrationSession::answer_outcome_queries(const ChannelSecurity& security, bool unix_socket) {
+    const Deadline until = Clock::now() + kOutcomeLinger;
+    std::optional<uint64_t> committed;
+    {
+        std::lock_guard lock(mu_);
+        committed = committed_stream_;
+    }
+    while (!abandoned_.load()) {
+        auto conn = transport_accept(listen_fd_, until);
+        if (!conn) return;  // the time is up, or join() shut the socket
+        active_fd_.store(*conn);
+        try {
+            const Deadline by = std::min(until, Clock::now() + kHandshakeTime);
+            auto ch = authenticate(*conn, unix_socket, security, TlsRole::kServer, by);
+            auto asked = ch ? transport_read_outcome_query(**ch, by) : Result<uint64_t>(ch.error());
+            if (asked) {
+                const bool yes = committed && *committed == *asked;
+                transport_send_answer(
+                    **ch, StreamAnswer{yes, *asked, yes ? "" : "not installed here"}, by);
+                FERRY_LOG_INFO("migration (target): told a source its stream was %s",
+                               yes ? "committed" : "not installed");
+            } else {
+                FERRY_LOG_WARN("migration (target): after the stream: %s",
+                               asked.error().message.c_str());
+            }
+        } catch (const std::exception& e) {
+            FERRY_LOG_WARN("migration (target): after the stream: %s", e.what());
+        }
+        active_fd_.store(-1);
+        close(*conn);
+    }
+}
+
+Result<StreamAnswer> MigrationSession::ask_outcome(const std::string& address,
+                                                   const ChannelSecurity& security,
+                                                   uint64_t stream_id) {
+    set_phase("resolving");
+    const Deadline until = Clock::now() + kOutcomeAsking;
+    std::string why = "no answer";
+    while (Clock::now() < until && !abandoned_.load()) {
+        auto fd = transport_connect(address, until);
+        if (!fd) {
+            why = fd.error().message;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            continue;
+        }
+        active_fd_.store(*fd);
+        Result<StreamAnswer> a = make_error(ErrorCode::kFailed, "not asked");
+        try {
+            auto ch = authenticate(*fd, false, security, TlsRole::kClient, until);
+            if (!ch) {
+                a = ch.error();
+            } else if (Status q = transport_send_outcome_query(**ch, stream_id, until); !q) {
+                a = q.error();
+            } else {
+                a = transport_read_answer(**ch, until);
+            }
+        } catch (const std::exception& e) {
+            a = make_error(ErrorCode::kFailed, e.what());
+        }
+        active_fd_.store(-1);
+        close(*fd);
+        if (a && a->stream_id == stream_id) return a;
+        why = a ? "an answer about another stream" : a.error().message;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return make_error(ErrorCode::kFailed, "the outcome is unknown (asked the target: " + why +
+                                              "); the connections stay here too");
 }
 
 void MigrationSession::receive_stream(ByteChannel& ch, Deadline deadline) {
@@ -463,6 +541,11 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
         });
     if (!r) return refuse("the target did not install the state in time");
     if (!*r) return refuse(r->error().message);
+    {
+        // Before the answer: a source that does not hear it asks, and is told the same.
+        std::lock_guard lock(mu_);
+        committed_stream_ = stream_id;
+    }
     const Status sent = transport_send_answer(ch, StreamAnswer{true, stream_id, ""}, deadline);
     // The state is installed either way; a lost answer leaves the source as it was, and
     // its copies of the connections expire there.
@@ -634,6 +717,13 @@ Result<json> MigrationSession::send(const std::string& address,
                 } else {
                     set_phase("waiting_commit");
                     answer = transport_read_answer(*ch, deadline);
+                    if (!answer) {
+                        // Lost or late: the target may have installed it all the same. The
+                        // workers stay paused until the target says which.
+                        FERRY_LOG_WARN("migration (source): %s; asking the target",
+                                       answer.error().message.c_str());
+                        answer = ask_outcome(address, security, moved->stream_id);
+                    }
                 }
                 std::lock_guard lock(mu_);
                 st_.steps_ms["send"] = ms_between(t_thread, t_sent);

@@ -116,6 +116,15 @@ private:
     /// removal to the control thread.
     void receive_into(ByteChannel& ch, Deadline deadline, const std::shared_ptr<TargetStaging>& job,
                       const std::function<void()>& unstage);
+    /// A target after its stream: answers sources asking what became of it (committed or
+    /// not) until kOutcomeLinger passes or join() shuts the listening socket.
+    /// Context: migration thread.
+    void answer_outcome_queries(const ChannelSecurity& security, bool unix_socket);
+    /// A source that sent everything but heard no answer asks the target, on new
+    /// connections, for a few seconds. Context: migration thread.
+    /// @return the target's answer about stream_id, or kFailed: the outcome is unknown
+    Result<StreamAnswer> ask_outcome(const std::string& address, const ChannelSecurity& security,
+                                     uint64_t stream_id);
     /// A held source's migration thread: waits for go_on() or the deadline. Ok to continue.
     Status await_release(std::chrono::steady_clock::time_point deadline);
     void set_phase(const std::string& phase);
@@ -133,6 +142,8 @@ private:
     int release_ = 0;                     // under mu_: 1 continue, -1 cancel, 0 not yet
     bool holding_pause_ = false;          // source: the workers are paused for this migration
     std::chrono::steady_clock::time_point paused_at_{};
+    // Under mu_: the stream this target installed, to tell a source that asks.
+    std::optional<uint64_t> committed_stream_;
 };
 
 /// The migrate.send / migrate.receive / migrate.status rows. Context: control.

@@ -23,6 +23,8 @@ namespace {
 
 constexpr size_t kAnswerHeader = 18;  // magic, stream_id, message length
 constexpr size_t kMaxAnswerMessage = 4096;
+// The source's question after a lost answer: "what became of this stream?"
+constexpr std::array<uint8_t, 8> kOutcomeQuery = {0x89, 'F', 'E', 'R', 'R', 'Y', '?', '?'};
 
 Error sys_error(const std::string& what) {
     return make_error(ErrorCode::kFailed, what + ": " + std::strerror(errno));
@@ -418,6 +420,25 @@ Result<StreamAnswer> transport_read_answer(ByteChannel& ch, Deadline deadline) {
                               "no answer from the target: " + s.error().message);
     }
     return a;
+}
+
+Status transport_send_outcome_query(ByteChannel& ch, uint64_t stream_id, Deadline deadline) {
+    std::vector<uint8_t> out;
+    WireWriter w(out);
+    w.bytes(kOutcomeQuery.data(), kOutcomeQuery.size());
+    w.u64(stream_id);
+    w.u16(0);
+    return transport_send(ch, out.data(), out.size(), deadline);
+}
+
+Result<uint64_t> transport_read_outcome_query(ByteChannel& ch, Deadline deadline) {
+    uint8_t head[kAnswerHeader];
+    if (Status s = read_exact(ch, head, sizeof(head), deadline); !s) return s.error();
+    WireReader r(head + 8, 10);
+    const uint64_t stream_id = r.u64();
+    if (!std::equal(kOutcomeQuery.begin(), kOutcomeQuery.end(), head) || r.u16() != 0)
+        return make_error(ErrorCode::kInvalidParams, "not a question about a stream's outcome");
+    return stream_id;
 }
 
 }  // namespace ferry

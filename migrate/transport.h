@@ -105,4 +105,12 @@ Status transport_await_ready(ByteChannel& ch, Deadline deadline);
 /// @return the answer, or kFailed when none arrives in time or it is malformed
 Result<StreamAnswer> transport_read_answer(ByteChannel& ch, Deadline deadline);
 
+/// A source that did not hear the answer asks on a new connection what became of stream_id
+/// (docs/migration-stream.md, "The exchange"); the target answers as it answered the stream.
+/// @return kFailed when it could not be written by the deadline
+Status transport_send_outcome_query(ByteChannel& ch, uint64_t stream_id, Deadline deadline);
+/// A target's side of that. @return the stream_id asked about, kInvalidParams for anything
+///         but a query, kFailed when nothing complete arrives in time
+Result<uint64_t> transport_read_outcome_query(ByteChannel& ch, Deadline deadline);
+
 }  // namespace ferry

@@ -1,15 +1,19 @@
 """Every live migration ends with each connection on exactly one ferryd, whatever the timing:
 a target whose control thread is too slow for its deadline refuses and leaves nothing behind
-(no dormant entry, no late install).
+(no dormant entry, no late install), and a commit the source never hears of is asked for
+again, so the source retires its copies and a move back (A -> B -> A) goes through at once.
 The target's slow control thread is FERRY_TEST_SLOW_TASK=NAME:MS (test only, off by default).
 """
 import os
+import socket
+import threading
 import time
 
 import pytest
 
+from ferry_harness import wait_for
 from ct_util import bridges
-from test_migrate_file import source_with_connection, srv, target
+from test_migrate_file import cli, source_with_connection, srv, target
 from test_migrate_live import comparable, wait_phase
 
 
@@ -89,3 +93,98 @@ def test_slow_install_without_precopy_is_never_installed_late(ctb):
     assert b.conns() == []
     assert comparable(a.conns()) == before
     a_goes_on(a)
+
+
+class AnswerDropper:
+    """A unix socket proxy in front of a target: the first connection's bytes go to the target,
+    the target's answer is swallowed and the source's side closed once the target closes
+    (a lost COMMIT); with delay_s the answer is held that long instead (a late COMMIT). Later
+    connections pass untouched."""
+
+    def __init__(self, path, target_path, delay_s=None):
+        self.path, self.target_path, self.delay_s = path, target_path, delay_s
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.connections = 0
+        self.stop = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            first = self.connections == 1
+            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            up.connect(self.target_path)
+            threading.Thread(target=self.pipe, args=(conn, up, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(up, conn, first), daemon=True).start()
+
+    def pipe(self, src, dst, drop):
+        held = b""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if drop:
+                    held += data
+                else:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        if drop and self.delay_s is not None:
+            time.sleep(self.delay_s)
+            try:
+                dst.sendall(held)
+            except OSError:
+                pass
+        for s in (dst, src):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_lost_or_late_commit_is_resolved_and_a_move_back_works(ctb, tmp_path, late):
+    """The target's COMMIT never reaches the source (dropped by a proxy), or arrives after the
+    source's time limit. Expects exactly one owner afterwards: the target has the connection,
+    the source retired its copy (it asked the target for the outcome); the move back
+    (B -> A) goes through at once, and the connection continues on A."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    b.start()
+    b_sock = b.ferryd.path("b.sock")
+    b.call("migrate.receive", {"listen": f"unix:{b_sock}", "timeout_s": 20})
+    proxy = AnswerDropper(str(tmp_path / "proxy.sock"), b_sock, delay_s=4 if late else None)
+    try:
+        a.call("migrate.send", {"to": f"unix:{proxy.path}", "timeout_s": 2})
+        dst = wait_phase(b)
+        assert dst["phase"] == "committed", dst
+        src = wait_phase(a, timeout=30)
+        assert src["phase"] == "committed", src
+    finally:
+        proxy.close()
+    assert a.conns() == []
+    assert [c["orig"]["sport"] for c in b.conns()] == [40001]
+    reply = srv(40001, "PA", 5011, 1011, b"on B")
+    b.phase([reply], out={"inside": [reply]})
+    back = a.call("migrate.receive", {"listen": f"unix:{a.ferryd.path('a.sock')}"})["address"]
+    b.call("migrate.send", {"to": back, "port": "lan1"})
+    assert wait_phase(b)["phase"] == "committed"
+    assert wait_phase(a)["phase"] == "committed"
+    assert b.conns() == []
+    assert [c["orig"]["sport"] for c in a.conns()] == [40001]
+    more = cli(40001, "PA", 1011, 5015, b"back on A")
+    a.phase([more], out={"outside": [more]})
