@@ -576,6 +576,10 @@ def test_interrupt_while_the_guest_is_stopped_waits_for_the_move(ctb, qmp):
     ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1", "--bogus"],
     ["--qmp", "q", "--uri", "u", "--from", "a", "--to", "b", "--port", "vm1",
      "--tls-creds-from", "/etc/ferry/tls"],                # TLS options go together
+    ["--qmp", "q", "--uri", "unix:/x", "--from", "a", "--to", "b", "--port", "vm1",
+     "--listen", "tcp-insecure:0.0.0.0:7700"],            # a wildcard, and no host to send to
+    ["--qmp", "q", "--uri", "tcp:hostb:4444", "--from", "a", "--to", "b", "--port", "vm1",
+     "--back-listen", "tcp:[::]:7701"],                   # the same for the way back
 ])
 def test_bad_arguments_are_exit_2(args):
     r = subprocess.run([sys.executable, VM_MIGRATE, *args], capture_output=True, text=True,
@@ -583,3 +587,98 @@ def test_bad_arguments_are_exit_2(args):
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("usage: vm-migrate") and "error:" in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("host_args,host", [(["--target-host", "127.0.0.2"], "127.0.0.2"),
+                                            (["--uri", "tcp:127.0.0.3:4444"], "127.0.0.3")])
+def test_wildcard_listen_is_sent_to_the_target_host(ctb, qmp, host_args, host):
+    """--listen tcp-insecure:0.0.0.0:0 as docs/migration.md shows it: B reports the wildcard
+    back, and A is told to send to the host B is reached at (--target-host, or the host of a
+    tcp: --uri), not to 0.0.0.0 (which is the source itself on another host)."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    src = qmp("src")
+    r = vm_migrate(src.path, a.ferryd.socket, b.ferryd.socket, "--listen",
+                   "tcp-insecure:0.0.0.0:0", *host_args)
+    assert r.returncode == 0, r.stderr
+    listened = b.call("migrate.status")["address"]
+    assert listened.startswith("tcp-insecure:0.0.0.0:"), listened
+    port = listened.rsplit(":", 1)[1]
+    assert a.call("migrate.status")["address"] == f"tcp-insecure:{host}:{port}"
+    assert a.conns() == [] and sports(b) == [CPORT]
+
+
+class IdleClosingProxy:
+    """A unix socket in front of a ferryd's control socket that closes a client's connection
+    after idle_s with no request, as ferryd does after 60 s."""
+
+    def __init__(self, path, upstream, idle_s):
+        self.path, self.upstream, self.idle_s = path, upstream, idle_s
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.closed_idle = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.pipe, args=(conn,), daemon=True).start()
+
+    def pipe(self, conn):
+        import select
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.connect(self.upstream)
+        try:
+            while True:
+                ready, _, _ = select.select([conn, up], [], [], self.idle_s)
+                if not ready:
+                    self.closed_idle += 1
+                    break
+                if conn in ready:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    up.sendall(data)
+                if up in ready:
+                    data = up.recv(65536)
+                    if not data:
+                        break
+                    conn.sendall(data)
+        except OSError:
+            pass
+        conn.close()
+        up.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_control_connections_closed_during_a_long_ram_copy_are_opened_again(ctb, qmp,
+                                                                             tmp_path):
+    """Both ferryd close vm-migrate's control connections while QEMU copies the RAM (here after
+    1 s idle instead of 60 s); QEMU then fails. Expects vm-migrate still to give the held
+    pre-copy up (migrate.cancel on A, reaching B's listener), not to leave A held and B with
+    dormant entries until the time limit."""
+    a = source_with_connection(ctb)
+    b = target(ctb)
+    before = comparable(a.conns())
+    pa = IdleClosingProxy(str(tmp_path / "a-ctl.sock"), a.ferryd.socket, 1.0)
+    pb = IdleClosingProxy(str(tmp_path / "b-ctl.sock"), b.ferryd.socket, 1.0)
+    try:
+        src = qmp("src", migrate=("active",) * 150 + (failed("Connection reset by peer"),))
+        src.hooks["query-migrate"] = lambda: __import__("time").sleep(0.02)
+        r = vm_migrate(src.path, pa.path, pb.path, precopy=True)
+    finally:
+        pa.close()
+        pb.close()
+    assert pa.closed_idle >= 1 and pb.closed_idle >= 1  # the RAM copy outlasted the idle time
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "QEMU migration failed" in r.stderr, r.stderr
+    st = a.call("migrate.status")
+    assert st["phase"] == "failed" and "cancelled" in st["error"], st
+    assert wait_for(lambda: b.call("migrate.status")["phase"] == "failed", 10)
+    as_before(a, b, before)
