@@ -204,6 +204,10 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
             FERRY_LOG_ERROR("--takeover: %s", r.error().message.c_str());
             return kExitRuntime;
         }
+        // Test only: a successor that dies right after the release (the predecessor must go
+        // on by itself). Unset: nothing.
+        if (const char* die = std::getenv("FERRY_TEST_TAKEOVER_DIE_AFTER_RELEASE"); die && *die)
+            _exit(kExitRuntime);
     }
     auto fail = [&](const std::string& why, int rc) {
         FERRY_LOG_ERROR("%s", why.c_str());

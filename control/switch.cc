@@ -387,9 +387,22 @@ void Switch::close_ports() {
 }
 
 void Switch::release_ports() {
+    released_.clear();
+    for (const auto& [name, rec] : ports_) released_.emplace_back(rec.slot, rec.cfg);
     stop_workers();
     close_ports();
     publish();
+}
+
+Status Switch::reclaim_ports() {
+    // Each port in its old slot: connections, rules and MACs name ports by slot.
+    std::vector<std::pair<uint16_t, PortConfig>> ports = std::move(released_);
+    released_.clear();
+    for (const auto& [slot, cfg] : ports)
+        if (auto added = add_port(cfg, slot); !added)
+            return make_error(added.error().code,
+                              "port " + cfg.name + ": " + added.error().message);
+    return start_workers();
 }
 
 std::vector<std::pair<std::string, uint16_t>> Switch::port_slots() const {
@@ -408,7 +421,7 @@ const Switch::PortRecord* Switch::find(const std::string& name) const {
     return it == ports_.end() ? nullptr : &it->second;
 }
 
-Result<nlohmann::json> Switch::add_port(const PortConfig& cfg) {
+Result<nlohmann::json> Switch::add_port(const PortConfig& cfg, std::optional<uint16_t> slot) {
     if (find(cfg.name) != nullptr)
         return make_error(ErrorCode::kConflict, "port " + cfg.name + " already exists");
     std::vector<bool> used(kPortSlots, false);
@@ -419,7 +432,9 @@ Result<nlohmann::json> Switch::add_port(const PortConfig& cfg) {
             return make_error(ErrorCode::kConflict,
                               "port " + n + " already uses socket " + cfg.path);
     }
-    auto free_slot = std::find(used.begin(), used.end(), false);
+    if (slot && (*slot >= kPortSlots || used[*slot]))
+        return make_error(ErrorCode::kConflict, "slot " + std::to_string(*slot) + " is in use");
+    auto free_slot = slot ? used.begin() + *slot : std::find(used.begin(), used.end(), false);
     if (free_slot == used.end())
         return make_error(ErrorCode::kConflict, "all 64 port slots are in use");
     PortRecord rec;

@@ -58,7 +58,9 @@ public:
 
     /// Adds and starts a port, then publishes it to the workers. Context: control.
     /// @return the port's description (as in port_list), or kConflict / kInvalidParams / kFailed
-    Result<nlohmann::json> add_port(const PortConfig& cfg);
+    /// slot: the one it must take (a port reopened after a live upgrade failed), else the
+    /// first free one.
+    Result<nlohmann::json> add_port(const PortConfig& cfg, std::optional<uint16_t> slot = {});
     /// Unpublishes a port, waits until no worker can touch it, closes it and forgets its MACs.
     Status del_port(const std::string& name);
 
@@ -99,6 +101,9 @@ public:
     /// Stops the workers and closes every port (a successor ferryd opens them next): the
     /// switch keeps its tables but moves no packet any more. Context: control.
     void release_ports();
+    /// Reopens the ports release_ports() closed, each in its slot, and starts the workers:
+    /// the successor is gone. Context: control. @return kFailed / kConflict naming the port
+    Status reclaim_ports();
 
     /// Names and slots of every port, by name. Context: control.
     std::vector<std::pair<std::string, uint16_t>> port_slots() const;
@@ -180,6 +185,7 @@ private:
     // the only writer. Never taken by a worker.
     mutable std::mutex registry_mutex_;
     std::map<std::string, PortRecord> ports_;
+    std::vector<std::pair<uint16_t, PortConfig>> released_;  // by release_ports(): slot, port
 };
 
 }  // namespace ferry

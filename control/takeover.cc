@@ -10,10 +10,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <thread>
 
 #include "control/control_server.h"
 #include "control/log.h"
 #include "control/migration.h"
+#include "control/sd_notify.h"
 #include "control/switch.h"
 #include "migrate/stream_writer.h"
 #include "migrate/transport.h"
@@ -102,6 +105,22 @@ Result<int> recv_fd(int conn, Deadline deadline) {
     return fd;
 }
 
+/// Waits until process pid is gone (exited; a zombie holds nothing), at most `wait`.
+/// @return whether it is gone
+bool wait_gone(pid_t pid, std::chrono::milliseconds wait) {
+    const auto until = Clock::now() + wait;
+    for (;;) {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        if (!stat || !std::getline(stat, line)) return true;
+        const size_t paren = line.rfind(')');  // the state follows the command's name
+        if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z')
+            return true;
+        if (Clock::now() >= until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<TakeoverListener>> TakeoverListener::listen(const std::string& path,
@@ -138,11 +157,11 @@ void TakeoverListener::on_readable() {
     }
     FERRY_LOG_INFO("takeover: ferryd pid %d asks to take over", static_cast<int>(cred.pid));
     successor_pid_ = cred.pid;
-    if (Status s = hand_over(*conn); !s) FERRY_LOG_WARN("%s", s.error().message.c_str());
+    if (Status s = hand_over(*conn, cred.pid); !s) FERRY_LOG_WARN("%s", s.error().message.c_str());
     ::close(*conn);
 }
 
-Status TakeoverListener::hand_over(int conn) {
+Status TakeoverListener::hand_over(int conn, pid_t successor) {
     auto hello = read_line(conn, in_seconds(5));
     if (!hello || *hello + "\n" != kHello)
         return make_error(ErrorCode::kFailed, "takeover: not a ferryd asking to take over");
@@ -172,18 +191,39 @@ Status TakeoverListener::hand_over(int conn) {
     sw_.release_ports();
     send_text(conn, "RELEASED\n", deadline);
     auto done = read_line(conn, in_seconds(120));
-    server_.hand_over();  // the socket is the successor's either way
-    sw_.request_shutdown();
-    const bool ok = done && *done == "DONE";
-    outcome_ = ok ? Outcome::kHandedOver : Outcome::kSuccessorFailed;
-    if (ok) {
+    if (done && *done == "DONE") {
+        server_.hand_over();  // the socket is the successor's now
+        sw_.request_shutdown();
+        outcome_ = Outcome::kHandedOver;
         FERRY_LOG_INFO("takeover: the successor runs; %zu connections handed over, exiting",
                        state->connections.size());
         ::unlink(checkpoint.c_str());
         return Ok{};
     }
+    // The successor failed or died before it ran: this ferryd still holds every table and
+    // the control socket, so it takes its ports back (once the successor's process, which
+    // may hold them, is gone) and goes on where it stopped.
+    const std::string why = done ? *done : done.error().message;
+    Status back = wait_gone(successor, std::chrono::seconds(10))
+                      ? sw_.reclaim_ports()
+                      : Status(make_error(ErrorCode::kFailed, "the successor did not exit"));
+    if (back) {
+        ::unlink(checkpoint.c_str());
+        // The successor may have named itself the unit's main process before it failed.
+        notify_service_manager("MAINPID=" + std::to_string(::getpid()) +
+                               "\nSTATUS=the successor failed; ports reopened, forwarding");
+        return make_error(ErrorCode::kFailed, "takeover: the successor failed (" + why +
+                                                  "); ports reopened, going "
+                                                  "on with " +
+                                                  std::to_string(state->connections.size()) +
+                                                  " connections");
+    }
+    server_.hand_over();
+    sw_.request_shutdown();
+    outcome_ = Outcome::kSuccessorFailed;
     return make_error(ErrorCode::kFailed,
-                      "takeover: the successor failed (" + (done ? *done : done.error().message) +
+                      "takeover: the successor failed (" + why +
+                          "), and the ports cannot be reopened here (" + back.error().message +
                           "); exiting: start ferryd with --restore " + checkpoint);
 }
 

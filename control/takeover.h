@@ -7,8 +7,10 @@
 //               (vhost-user sockets, devices) -> "RELEASED\n"
 //   new         creates its switch (its ports at the same paths: vhost-user peers reconnect),
 //               installs the state, serves the control socket, starts its workers
-//   new -> old  "DONE\n" -> the old one exits; or "FAILED ...\n" -> the old one exits too,
-//               saying to start ferryd with --restore PATH.checkpoint
+//   new -> old  "DONE\n" -> the old one exits; or "FAILED ...\n", or the connection closes
+//               (the new one died): once the new process is gone the old one reopens its
+//               ports and goes on with its tables as they were (if the ports cannot be
+//               reopened it exits, saying to start ferryd with --restore PATH.checkpoint)
 // The running ferryd listens at `<control socket>.takeover` (mode 0600, same user only).
 #pragma once
 
@@ -40,9 +42,11 @@ public:
 
     /// How the last hand-over ended, for the exit path. Each value says what this ferryd does.
     enum class Outcome {
-        kNone,             // no successor got past the release: this ferryd serves on
+        kNone,             // no hand-over, or the successor failed and the ports were reopened:
+                           // this ferryd serves on
         kHandedOver,       // the successor runs (it said DONE): exit 0, quietly
-        kSuccessorFailed,  // released, but the successor failed: exit non-zero, checkpoint kept
+        kSuccessorFailed,  // released, the successor failed and the ports cannot be reopened
+                           // here: exit non-zero, checkpoint kept
     };
     /// Context: control. @return the outcome of the last hand-over
     Outcome outcome() const { return outcome_; }
@@ -53,7 +57,9 @@ public:
 private:
     TakeoverListener(std::string path, Switch& sw, ControlServer& server)
         : path_(std::move(path)), sw_(sw), server_(server) {}
-    Status hand_over(int conn);
+    /// Hands this switch over to the successor (process id successor) on conn; takes the
+    /// ports back when it fails after the release. @return why it did not hand over
+    Status hand_over(int conn, pid_t successor);
 
     std::string path_;
     Switch& sw_;
