@@ -155,7 +155,8 @@ Result<Precopy> MigrationControl::precopy(const std::optional<std::string>& port
         for (uint32_t from = 0; from < t.capacity(); from += slice) {
             // A short pause per slice: the owner writes the entries, so they are read while
             // it is parked; traffic flows between slices.
-            if (Status paused = sw_.pause(); !paused) return paused.error();
+            ScopedPause paused(sw_);
+            if (!paused) return paused.status().error();
             const uint64_t now_ms = ct.now_ms();
             const uint32_t to = std::min<uint32_t>(t.capacity(), from + slice);
             for (uint32_t i = t.next_live(from); i != kCtNone && i < to; i = t.next_live(i + 1)) {
@@ -164,7 +165,6 @@ Result<Precopy> MigrationControl::precopy(const std::optional<std::string>& port
                 add_connection(sw_, w, i, now_ms, p.stream_port, &p.state);
                 p.seen.push_back(seen_of(w, i, e));
             }
-            sw_.resume();
         }
     }
     return p;
@@ -377,18 +377,20 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
     st.slots = partial.connections.size();
     st.placed.assign(st.slots, kNotPlaced);
     for (size_t from = 0; from < st.slots; from += slice) {
-        if (Status p = sw_.pause(); !p) {
+        ScopedPause paused(sw_);
+        if (!paused) {
+            const Error why = paused.status().error();
             if (!unstage(st, slice))
                 return make_error(ErrorCode::kFailed,
-                                  p.error().message + "; connections placed ahead stay dormant");
-            return p.error();
+                                  why.message + "; connections placed ahead stay dormant");
+            return why;
         }
         const uint64_t now_ms = ct.now_ms();
         const size_t to = std::min<size_t>(st.slots, from + slice);
         for (size_t k = from; k < to; ++k) {
             auto where = place(ct, partial.connections[k], st.local_port, now_ms, true);
             if (!where) {
-                sw_.resume();
+                paused.release();
                 if (!unstage(st, slice))
                     FERRY_LOG_ERROR("migration: connections placed ahead stay dormant");
                 return make_error(where.error().code,
@@ -396,7 +398,6 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
             }
             st.placed[k] = *where;
         }
-        sw_.resume();
     }
     return st;
 }
@@ -406,9 +407,9 @@ bool MigrationControl::unstage(Staged& st, uint32_t slice) {
     ConntrackControl& ct = sw_.conntrack();
     for (size_t from = 0; from < st.placed.size(); from += slice) {
         // The owners write these entries: edited only while they are parked.
-        bool paused = false;
-        for (int i = 0; i < kPauseTries && !paused; ++i) paused = static_cast<bool>(sw_.pause());
-        if (!paused) return false;
+        std::optional<ScopedPause> paused;
+        for (int i = 0; i < kPauseTries && !(paused && *paused); ++i) paused.emplace(sw_);
+        if (!*paused) return false;
         const size_t to = std::min<size_t>(st.placed.size(), from + slice);
         for (size_t k = from; k < to; ++k) {
             if (st.placed[k].second == kCtNone) continue;
@@ -416,7 +417,6 @@ bool MigrationControl::unstage(Staged& st, uint32_t slice) {
             st.placed[k] = kNotPlaced;
         }
         deliver_notices(ct);
-        sw_.resume();
     }
     return true;
 }

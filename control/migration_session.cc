@@ -138,7 +138,7 @@ MigrationSession::~MigrationSession() {
     }
     released_.notify_all();
     join();
-    if (holding_pause_) sw_.resume();
+    held_pause_.reset();
 }
 
 void MigrationSession::join() {
@@ -519,7 +519,8 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
     auto r =
         on_control("install", [this, reader, job, first_delta_entry]() -> Result<InstallReport> {
             const auto t0 = Clock::now();
-            if (Status p = sw_.pause(); !p) return p.error();
+            ScopedPause paused(sw_);
+            if (!paused) return paused.status().error();
             const auto t_paused = Clock::now();
             MigrationControl mc(sw_);
             Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
@@ -532,7 +533,7 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
                 out = whole ? mc.install(*whole) : Result<InstallReport>(whole.error());
             }
             const auto t_installed = Clock::now();
-            sw_.resume();
+            paused.release();
             std::lock_guard lock(mu_);
             st_.pause_ms = ms_between(t0, Clock::now());
             st_.steps_ms["pause"] = ms_between(t0, t_paused);
@@ -583,15 +584,12 @@ Result<json> MigrationSession::send(const std::string& address,
         moved->connections = pre->state.connections;
         moved->stream_id = pre->state.stream_id;
     } else {
-        if (Status p = sw_.pause(); !p) return p.error();
-        holding_pause_ = true;
+        auto paused = std::make_unique<ScopedPause>(sw_);
+        if (!*paused) return paused->status().error();
         paused_at_ = Clock::now();  // the blackout: from the workers parked to their resume
         auto captured = mc.capture(port);
-        if (!captured) {
-            holding_pause_ = false;
-            sw_.resume();
-            return captured.error();
-        }
+        if (!captured) return captured.error();  // the workers resume with paused
+        held_pause_ = std::move(paused);         // until the answer
         *moved = std::move(*captured);
         *first = write_stream(*moved);
     }
@@ -668,11 +666,12 @@ Result<json> MigrationSession::send(const std::string& address,
                     std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
                     sw_.post([this, pre, writer, late, rest] {
                         const auto t_pause = Clock::now();
-                        if (Status p = sw_.pause(); !p) {
+                        auto paused = std::make_unique<ScopedPause>(sw_);
+                        if (!*paused) {
                             rest->set_value({});
                             return;
                         }
-                        holding_pause_ = true;
+                        held_pause_ = std::move(paused);  // until the answer
                         const auto t_paused = Clock::now();
                         paused_at_ = t_paused;  // the blackout starts when the workers are parked
                         MigrationState d = MigrationControl(sw_).delta(*pre);
@@ -741,9 +740,8 @@ Result<json> MigrationSession::send(const std::string& address,
         sw_.post([this, moved, late, answer] {
             const bool committed =
                 answer && answer->commit && answer->stream_id == moved->stream_id;
-            if (holding_pause_) {
-                holding_pause_ = false;
-                sw_.resume();
+            if (held_pause_) {
+                held_pause_.reset();
                 std::lock_guard lock(mu_);
                 st_.pause_ms = ms_between(paused_at_, Clock::now());
             }
@@ -754,12 +752,12 @@ Result<json> MigrationSession::send(const std::string& address,
             MigrationControl mc(sw_);
             size_t at = 0;
             for (int refused = 0; committed && at < moved->connections.size();) {
-                if (!sw_.pause()) {
+                ScopedPause paused(sw_);
+                if (!paused) {
                     if (++refused == 10) break;  // stuck workers: the rest expire there
                     continue;
                 }
                 mc.retire(*moved, at, kRetireSlice);
-                sw_.resume();
                 at += kRetireSlice;
             }
             if (committed && at < moved->connections.size())

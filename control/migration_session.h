@@ -36,6 +36,7 @@
 
 namespace ferry {
 
+class ScopedPause;
 class Switch;
 
 /// Who may be at the other end of a migration's channel. A target always takes a unix peer
@@ -140,8 +141,9 @@ private:
     std::atomic<bool> abandoned_{false};  // the session is going away: post nothing more
     std::condition_variable released_;    // a held source: go_on() or the session's end
     int release_ = 0;                     // under mu_: 1 continue, -1 cancel, 0 not yet
-    bool holding_pause_ = false;          // source: the workers are paused for this migration
     std::chrono::steady_clock::time_point paused_at_{};
+    // Source, control thread: the workers paused for this migration, until the answer.
+    std::unique_ptr<ScopedPause> held_pause_;
     // Under mu_: the stream this target installed, to tell a source that asks.
     std::optional<uint64_t> committed_stream_;
 };

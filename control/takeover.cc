@@ -165,20 +165,18 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     auto hello = read_line(conn, in_seconds(5));
     if (!hello || *hello + "\n" != kHello)
         return make_error(ErrorCode::kFailed, "takeover: not a ferryd asking to take over");
-    if (Status p = sw_.pause(); !p) return p.error();
+    ScopedPause paused(sw_);
+    if (!paused) return paused.status().error();
     auto state = MigrationControl(sw_).capture(std::nullopt);
-    if (!state) {
-        sw_.resume();
-        return state.error();
-    }
+    if (!state) return state.error();
     const std::vector<uint8_t> stream = write_stream(*state);
     const Deadline deadline = in_seconds(60);
     Status sent = transport_send(conn, stream.data(), stream.size(), deadline);
     if (sent) sent = send_fd(conn, server_.listen_fd());
     auto reply = sent ? read_line(conn, deadline) : Result<std::string>(sent.error());
     if (!reply || *reply != "RELEASE") {
-        // ABORT: the successor found it cannot take this state; nothing changed here.
-        sw_.resume();  // nothing changed here: this ferryd goes on
+        // ABORT: the successor found it cannot take this state; nothing changed here, and
+        // the workers resume as this returns.
         return make_error(ErrorCode::kFailed, "takeover: the successor gave up (" +
                                                   (reply ? *reply : reply.error().message) +
                                                   "); going on");
@@ -187,7 +185,7 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     const std::string checkpoint = path_ + ".checkpoint";
     if (Status w = write_file_atomic(checkpoint, stream); !w)
         FERRY_LOG_WARN("takeover: %s", w.error().message.c_str());
-    sw_.resume();
+    paused.release();  // release_ports() stops the workers, which must not be parked then
     sw_.release_ports();
     send_text(conn, "RELEASED\n", deadline);
     auto done = read_line(conn, in_seconds(120));
