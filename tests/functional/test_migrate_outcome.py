@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from ferry_harness import wait_for
 from ct_util import bridges
 from test_migrate_file import cli, source_with_connection, srv, target
 from test_migrate_live import comparable, wait_phase

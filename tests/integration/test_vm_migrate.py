@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -670,7 +671,7 @@ def test_control_connections_closed_during_a_long_ram_copy_are_opened_again(ctb,
     pb = IdleClosingProxy(str(tmp_path / "b-ctl.sock"), b.ferryd.socket, 1.0)
     try:
         src = qmp("src", migrate=("active",) * 150 + (failed("Connection reset by peer"),))
-        src.hooks["query-migrate"] = lambda: __import__("time").sleep(0.02)
+        src.hooks["query-migrate"] = lambda: time.sleep(0.02)
         r = vm_migrate(src.path, pa.path, pb.path, precopy=True)
     finally:
         pa.close()
