@@ -26,6 +26,7 @@ constexpr uint8_t kOptNop = 1;
 constexpr uint8_t kOptMss = 2;
 constexpr uint8_t kOptWindowScale = 3;
 constexpr uint8_t kOptSackPerm = 4;
+constexpr uint8_t kOptSack = 5;
 constexpr uint8_t kOptWindowScaleLen = 3;
 constexpr uint8_t kOptSackPermLen = 2;
 // RFC 7323 2.3: a larger shift would let the window exceed 2^30 and confuse sequence comparisons.
@@ -35,7 +36,11 @@ constexpr uint8_t kWindowScaleAbsent = 0xff;
 constexpr uint8_t kFlagFin = 0x01;
 constexpr uint8_t kFlagSyn = 0x02;
 constexpr uint8_t kFlagRst = 0x04;
+constexpr uint8_t kFlagPsh = 0x08;
 constexpr uint8_t kFlagAck = 0x10;
+constexpr uint8_t kFlagUrg = 0x20;
+constexpr uint8_t kFlagEce = 0x40;
+constexpr uint8_t kFlagCwr = 0x80;
 
 // Floor of the ACK lag accepted (netfilter's MAXACKWINDOW default): a little above the largest
 // unscaled window, so that ACKs lagging one full window behind the data are never refused.
@@ -93,6 +98,15 @@ bool parse_options(const uint8_t* opt, uint32_t len, TcpSegment& seg) {
             case kOptSackPerm:
                 if (opt_len == kOptSackPermLen) seg.sack_perm = true;
                 break;
+            case kOptSack:
+                // Blocks of {left, right} edges; tracking bounds the highest right edge as it
+                // bounds the ACK (netfilter's tcp_sack).
+                for (uint32_t b = i + 2; b + 8 <= i + opt_len; b += 8) {
+                    const uint32_t right = load_be32(opt + b + 4);
+                    if (!seg.has_sack || seq_after(right, seg.sack_right)) seg.sack_right = right;
+                    seg.has_sack = true;
+                }
+                break;
             default:
                 break;
         }
@@ -114,17 +128,21 @@ enum class SegClass : uint8_t {
     kCount
 };
 
-/// Maps the flag byte to a segment class. Context: fast path. @return the class.
+/// Maps the flag byte to a segment class. The valid combinations are netfilter's
+/// (tcp_valid_flags): PSH, ECE and CWR aside, a FIN needs an ACK and URG goes only with a SYN
+/// alone or with an ACK. Context: fast path. @return the class.
 SegClass classify(uint8_t flags) {
-    switch (flags & (kFlagFin | kFlagSyn | kFlagRst | kFlagAck)) {
+    switch (flags & static_cast<uint8_t>(~(kFlagPsh | kFlagEce | kFlagCwr))) {
         case kFlagSyn:
+        case kFlagSyn | kFlagUrg:
             return SegClass::kSyn;
         case kFlagSyn | kFlagAck:
             return SegClass::kSynAck;
-        case kFlagFin:
         case kFlagFin | kFlagAck:
+        case kFlagFin | kFlagAck | kFlagUrg:
             return SegClass::kFin;
         case kFlagAck:
+        case kFlagAck | kFlagUrg:
             return SegClass::kAck;
         case kFlagRst:
         case kFlagRst | kFlagAck:
@@ -150,6 +168,7 @@ constexpr TcpState sTW = TcpState::kTimeWait;
 constexpr TcpState sCL = TcpState::kClose;
 constexpr TcpState sIV = TcpState::kCount;  // invalid here: kInvalid, nothing changes
 constexpr TcpState sRO = static_cast<TcpState>(kNumStates + 1);  // kReopen: caller starts anew
+constexpr TcpState sIG = static_cast<TcpState>(kNumStates + 2);  // kIgnore: passes, no change
 
 struct TransitionRow {
     TcpState next[kNumStates];
@@ -174,7 +193,10 @@ constexpr TransitionRow row(S... next) {
 //  SYN_RECV     orig ACK -> ESTABLISHED; reply ACK, SYN+ACK retransmissions and the orig SYN
 //               retransmitted after a lost SYN+ACK (stay); FIN either way -> FIN_WAIT; RST.
 //  ESTABLISHED  ACK/data either way (stay); reply SYN+ACK retransmitted after a lost final ACK
-//               (stay); FIN either way -> FIN_WAIT; RST. A new SYN is invalid.
+//               (stay); FIN either way -> FIN_WAIT; RST. A new SYN from orig (a client that
+//               restarted on the same port) is ignored: it passes and changes nothing, so the
+//               server can answer with a challenge ACK, and the client's RST to that ends the
+//               old connection (netfilter does the same, in FIN_WAIT..LAST_ACK too).
 //  FIN_WAIT     the closer's FIN retransmitted (stay); the other side's ACK covering the FIN ->
 //               CLOSE_WAIT, its other ACKs/data (stay); the other side's FIN -> LAST_ACK; RST.
 //  CLOSE_WAIT   ACK/data from the side still open (stay); its FIN -> LAST_ACK; RST.
@@ -187,7 +209,7 @@ constexpr TransitionRow row(S... next) {
 constexpr TransitionRow kTransitions[2][kNumClasses] = {
     {
         // Original direction.    NO   SS   S2   SR   ES   FW   CW   LA   TW   CL
-        /* SYN     */ row(sSS, sSS, sS2, sSR, sIV, sIV, sIV, sIV, sRO, sRO),
+        /* SYN     */ row(sSS, sSS, sS2, sSR, sIG, sIG, sIG, sIG, sRO, sRO),
         /* SYN+ACK */ row(sSR, sIV, sSR, sSR, sIV, sIV, sIV, sIV, sIV, sIV),
         /* FIN     */ row(sFW, sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL),
         /* ACK     */ row(sES, sIV, sIV, sES, sES, sCW, sCW, sTW, sTW, sCL),
@@ -333,16 +355,23 @@ bool track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal)
     // An ACK may lag the data by up to a window. netfilter bounds it by the sender's window (what
     // the receiver may have in flight); the receiver's own window is accepted too.
     const uint32_t max_ack_window = std::max({s.maxwin, r.maxwin, kMinAckWindow});
+    // A SACK block acknowledges too: its highest right edge is held to the same bounds as the
+    // ACK, when the receiver of the SACK announced SACK (netfilter's tcp_sack).
+    uint32_t sack = ack;
+    if (has_ack && seg.has_sack && (r.flags & kTcpPeerSackPerm) != 0 &&
+        seq_after(seg.sack_right, ack))
+        sack = seg.sack_right;
     const bool in_window =
-        // I: no data beyond what the receiver allowed (its ack + scaled window).
-        !seq_after(end, s.maxend) &&
-        // II: not older than one receiver window behind the data already sent (receiver's
-        // window still unknown: no lower bound).
-        (r.maxwin == 0 || !seq_before(seq, s.end - r.maxwin)) &&
-        // III: no ACK of data the receiver has not sent.
-        !seq_after(ack, r.end) &&
+        // I: the segment starts within what the receiver allowed (its ack + scaled window);
+        // RFC 793 accepts one straddling the right edge (the receiver keeps what fits).
+        !seq_after(seq, s.maxend) &&
+        // II: it ends no earlier than one receiver window behind the data already sent
+        // (receiver's window still unknown: no lower bound).
+        (r.maxwin == 0 || !seq_before(end, s.end - r.maxwin)) &&
+        // III: no ACK (or SACK) of data the receiver has not sent.
+        !seq_after(sack, r.end) &&
         // IV: no ACK older than one window behind the receiver's data.
-        !seq_before(ack, r.end - max_ack_window);
+        !seq_before(sack, r.end - max_ack_window);
     if (!in_window && !liberal) return false;
 
     // RFC 7323: the window of a SYN is never scaled.
@@ -416,6 +445,23 @@ void tcp_start(TcpConn& c, const TcpSegment& seg) {
     tcp_track(c, 0, seg, /*liberal=*/true);
 }
 
+/// RFC 5961 3.2 as netfilter applies it to a RST, once the receiver's next expected sequence
+/// number is known (the highest ACK it sent): one below it is an old RST (refused); one above
+/// it passes (the endpoint answers with a challenge ACK) but leaves an established connection
+/// as it is, unless it ends a train of the sender's data. Context: fast path.
+/// @return false when the RST is invalid; *next is set to the state it leads to
+bool rst_refine(const TcpConn& c, unsigned dir, const TcpSegment& seg, TcpState* next) {
+    const unsigned rcv = dir ^ 1;
+    if ((c.maxack_set & (1u << rcv)) == 0) return true;
+    const bool established = c.state == TcpState::kEstablished;
+    if (seg.seq == 0 && !established) return true;  // an answer to a SYN let through
+    if (seq_before(seg.seq, c.maxack[rcv])) return false;
+    if (!established || seg.seq == c.maxack[rcv]) return true;
+    if (c.last_data && c.last_dir == dir && seg.seq == c.last_end) return true;
+    *next = c.state;
+    return true;
+}
+
 TcpVerdict tcp_track(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal) {
     if (dir > 1 || c.state >= TcpState::kCount) return TcpVerdict::kInvalid;
     // Only an opening may leave NONE: a bare ACK before any SYN is no connection unless liberal.
@@ -426,9 +472,24 @@ TcpVerdict tcp_track(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liber
     TcpState next = kTransitions[dir][static_cast<size_t>(cls)].next[static_cast<size_t>(c.state)];
     if (next == sIV) return TcpVerdict::kInvalid;
     if (next == sRO) return TcpVerdict::kReopen;
+    if (next == sIG) return TcpVerdict::kIgnore;
+    if (cls == SegClass::kRst && !rst_refine(c, dir, seg, &next)) return TcpVerdict::kInvalid;
+    // A SYN+ACK answering a SYN must acknowledge exactly that SYN (netfilter: ISN + 1).
+    if (cls == SegClass::kSynAck && c.state <= TcpState::kSynRecv &&
+        (c.peer[dir ^ 1].flags & kTcpPeerMaxAckSet) != 0 && seg.ack != c.peer[dir ^ 1].end)
+        return TcpVerdict::kInvalid;
     next = close_refine(c, dir, cls, seg, next);
     if (!track_window(c, dir, seg, liberal)) return TcpVerdict::kInvalid;
     if (cls == SegClass::kFin) c.peer[dir].flags |= kTcpPeerCloseInit;
+    if ((seg.flags & kFlagAck) != 0 && cls != SegClass::kRst) {
+        const uint8_t bit = static_cast<uint8_t>(1u << dir);
+        if ((c.maxack_set & bit) == 0 || seq_after(seg.ack, c.maxack[dir])) c.maxack[dir] = seg.ack;
+        c.maxack_set |= bit;
+    }
+    c.last_dir = static_cast<uint8_t>(dir);
+    c.last_data = cls == SegClass::kAck;
+    c.last_end = seg.seq + seg.payload_len + (cls == SegClass::kSyn || cls == SegClass::kSynAck) +
+                 (cls == SegClass::kFin);
     c.state = next;
     return TcpVerdict::kAccept;
 }

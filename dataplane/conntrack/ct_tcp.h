@@ -49,10 +49,17 @@ enum TcpPeerFlag : uint8_t {
 struct TcpConn {
     TcpPeer peer[2];
     TcpState state;
-    uint8_t pad[3];
-    uint32_t retrans;  // consecutive identical retransmissions (for diagnostics)
+    uint8_t maxack_set;  // bit d: maxack[d] is valid (side d sent an accepted ACK)
+    uint8_t last_dir;    // direction of the last segment accepted
+    uint8_t last_data;   // the last segment accepted was a plain ACK (data or not)
+    uint32_t retrans;    // consecutive identical retransmissions (for diagnostics)
+    // What RFC 5961's exact-RST check needs, as netfilter keeps it (td_maxack, last_end). Not in
+    // the migration stream: a connection moved here has maxack_set 0, so its first RSTs are
+    // checked against the window only, as netfilter does before it has seen an ACK.
+    uint32_t maxack[2];  // highest ACK side d sent: what it expects next from the other side
+    uint32_t last_end;   // sequence end of the last segment accepted
 };
-static_assert(sizeof(TcpConn) == 40);
+static_assert(sizeof(TcpConn) == 52);
 
 /// The fields of a segment tracking needs, parsed by tcp_segment_parse.
 struct TcpSegment {
@@ -63,6 +70,8 @@ struct TcpSegment {
     uint8_t flags;         // FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 URG 0x20 ECE CWR
     uint8_t wscale;        // window scale option value, 0xff when absent (only read on SYN)
     bool sack_perm;        // SACK-permitted option present
+    bool has_sack;         // a SACK option with at least one block is present
+    uint32_t sack_right;   // with has_sack: the highest right edge of its blocks
 };
 
 /// Parses a TCP header. Context: fast path.
@@ -86,6 +95,9 @@ enum class TcpVerdict : uint8_t {
     kInvalid,  // flags invalid in this state or out of window: count as +inv, state unchanged
     kReopen,   // a SYN on a connection in TIME_WAIT/CLOSE: the caller drops the old entry and
                // tracks the segment as a new connection
+    kIgnore,   // a SYN from the original side of a connection past the handshake (a client that
+               // restarted on the same port): passes untracked, nothing changes, so the server
+               // can answer with a challenge ACK (netfilter's TCP_CONNTRACK_IGNORE)
 };
 
 /// Tracks one segment of a known connection: the state transition and the window checks.

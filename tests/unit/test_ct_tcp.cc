@@ -29,6 +29,9 @@ void PrintTo(TcpVerdict v, std::ostream* os) {
         case TcpVerdict::kReopen:
             *os << "kReopen";
             break;
+        case TcpVerdict::kIgnore:
+            *os << "kIgnore";
+            break;
     }
 }
 
@@ -318,8 +321,13 @@ TEST_F(TcpTrack, AckOrSynOutOfTurnIsInvalid) {
     EXPECT_EQ(state(), TcpState::kSynSent);
     ASSERT_EQ(send(kReply, kSyn | kAck), TcpVerdict::kAccept);
     ASSERT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
-    expect_invalid_untouched(kOrig, segment(kSyn, kClientIsn + 7000, 0));  // SYN mid-connection
+    // A SYN mid-connection (a client restarting on the same port) passes and changes nothing.
+    const TcpConn before = conn_;
+    EXPECT_EQ(tcp_track(conn_, kOrig, segment(kSyn, kClientIsn + 7000, 0), false),
+              TcpVerdict::kIgnore);
+    EXPECT_EQ(std::memcmp(&before, &conn_, sizeof(TcpConn)), 0);
     EXPECT_EQ(state(), TcpState::kEstablished);
+    expect_invalid_untouched(kReply, segment(kSyn, kServerIsn + 7000, 0));
 }
 
 // ---- Handshake, data and orderly close ----------------------------------------------------------
@@ -426,8 +434,8 @@ TEST_F(TcpTrack, SimultaneousOpenAnsweredFromReplySideFirst) {
 TEST_F(TcpTrack, SimultaneousOpenSynAckWithUnseenSequenceIsInvalid) {
     start();
     EXPECT_EQ(send_segment(kReply, segment(kSyn, kServerIsn, 0)), TcpVerdict::kAccept);
-    // A SYN+ACK one past the ISN claims sequence space the server never opened.
-    expect_invalid_untouched(kOrig, segment(kSyn | kAck, kClientIsn + 1, kServerIsn + 1));
+    // A SYN+ACK starting past the ISN's successor claims sequence space the server never opened.
+    expect_invalid_untouched(kOrig, segment(kSyn | kAck, kClientIsn + 2, kServerIsn + 1));
     EXPECT_EQ(state(), TcpState::kSynSent2);
 }
 
@@ -525,10 +533,11 @@ TEST_F(TcpTrack, RetransmissionOfOldInWindowSegmentIsAccepted) {
 }
 
 TEST_F(TcpTrack, ZeroWindowAdmitsOneByteProbeOnly) {
-    // The server answers with a zero window: the client may only probe it with one byte.
+    // The server answers with a zero window: the client may only probe it, at the edge (a
+    // probe longer than one byte straddles the edge, which RFC 793 and netfilter accept).
     window_[kReply] = 0;
     handshake();
-    expect_invalid_untouched(kOrig, make(kOrig, kAck, 2));
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig] + 2, next_[kReply], 1));
     EXPECT_EQ(send(kOrig, kAck, 1), TcpVerdict::kAccept);
     // The window opens: data flows again.
     window_[kReply] = 8192;
@@ -539,7 +548,7 @@ TEST_F(TcpTrack, ZeroWindowAdmitsOneByteProbeOnly) {
 TEST_F(TcpTrack, DataBeyondAdvertisedWindowIsInvalid) {
     window_[kReply] = 1000;
     handshake();
-    expect_invalid_untouched(kOrig, make(kOrig, kAck, 1001));
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig] + 1001, next_[kReply], 1));
     EXPECT_EQ(send(kOrig, kAck, 1000), TcpVerdict::kAccept);
 }
 
@@ -637,6 +646,77 @@ TEST_F(TcpTrack, BadDirectionOrCorruptStateIsInvalid) {
     EXPECT_EQ(tcp_track(conn_, 2, make(kOrig, kAck), false), TcpVerdict::kInvalid);
     conn_.state = TcpState::kCount;
     EXPECT_EQ(tcp_track(conn_, kOrig, make(kOrig, kAck), false), TcpVerdict::kInvalid);
+}
+
+// ---- Agreement with Linux netfilter (nf_conntrack_proto_tcp.c) ----------------------------------
+
+constexpr uint8_t kUrg = 0x20;
+
+// RFC 5961 3.2: a RST below what the receiver has acknowledged (an old RST) is dropped.
+TEST_F(TcpTrack, RstBelowWhatTheReceiverAckedIsInvalid) {
+    handshake();
+    ASSERT_EQ(send(kOrig, kAck | kPsh, 1000), TcpVerdict::kAccept);
+    ASSERT_EQ(send(kReply, kAck), TcpVerdict::kAccept);  // the server acknowledges all of it
+    expect_invalid_untouched(kOrig, segment(kRst, next_[kOrig] - 500, 0));
+    expect_invalid_untouched(kOrig, segment(kRst | kAck, next_[kOrig] - 1, next_[kReply]));
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+// RFC 5961 3.2: a RST in the window but not at the exact next sequence number passes (the
+// endpoint answers it with a challenge ACK) and leaves the connection ESTABLISHED; traffic
+// goes on.
+TEST_F(TcpTrack, InexactRstInWindowKeepsEstablished) {
+    handshake();
+    EXPECT_EQ(send_segment(kOrig, segment(kRst, next_[kOrig] + 1000, 0)), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    EXPECT_EQ(send(kReply, kAck | kPsh, 100), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    // The RST at exactly what the server expects ends it.
+    EXPECT_EQ(send_segment(kOrig, segment(kRst, next_[kOrig], 0)), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kClose);
+}
+
+// A RST right after data of the same side, at the end of that data, closes (the receiver has
+// not acknowledged the data yet, but the RST is part of the sender's train).
+TEST_F(TcpTrack, RstEndingADataTrainCloses) {
+    handshake();
+    ASSERT_EQ(send(kReply, kAck | kPsh, 19), TcpVerdict::kAccept);
+    EXPECT_EQ(send_segment(kReply, segment(kRst, next_[kReply], 0)), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kClose);
+}
+
+// A SYN-ACK must acknowledge exactly the SYN: ISN + 1.
+TEST_F(TcpTrack, SynAckMustAcknowledgeExactlyTheSyn) {
+    start();
+    expect_invalid_untouched(kReply, segment(kSyn | kAck, kServerIsn, kClientIsn + 1 - 1000));
+    expect_invalid_untouched(kReply, segment(kSyn | kAck, kServerIsn, kClientIsn));
+    EXPECT_EQ(state(), TcpState::kSynSent);
+    EXPECT_EQ(send(kReply, kSyn | kAck), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kSynRecv);
+}
+
+// Linux's valid flag combinations (PSH, ECE and CWR aside): a FIN needs an ACK, URG goes only
+// with SYN alone or with ACK.
+TEST_F(TcpTrack, FinWithoutAckAndUrgOutsideAckAreInvalid) {
+    handshake();
+    expect_invalid_untouched(kOrig, make(kOrig, kFin));
+    expect_invalid_untouched(kOrig, make(kOrig, kFin | kPsh | kUrg));
+    expect_invalid_untouched(kOrig, make(kOrig, kRst | kUrg));
+    EXPECT_EQ(state(), TcpState::kEstablished);
+    EXPECT_EQ(send(kOrig, kAck | kUrg | kPsh, 10), TcpVerdict::kAccept);
+    EXPECT_EQ(send(kOrig, kFin | kAck | kUrg | kPsh), TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kFinWait);
+}
+
+// RFC 793: a segment is acceptable when it starts in the window; one straddling the right edge
+// is accepted (the receiver keeps what fits).
+TEST_F(TcpTrack, SegmentStraddlingTheRightWindowEdgeIsAccepted) {
+    handshake();
+    const TcpSegment straddle = segment(kAck | kPsh, next_[kOrig] + 65000, next_[kReply], 1460);
+    EXPECT_EQ(send_segment(kOrig, straddle), TcpVerdict::kAccept);
+    // One starting beyond the edge is still refused.
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig] + 70000, next_[kReply], 100));
 }
 
 }  // namespace
