@@ -330,7 +330,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
 
 CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayout& layout,
                                   FlowKey* key, const CtParams& p, uint64_t now_ms,
-                                  const CtKeyed* keyed, CtPacketState* st) {
+                                  const CtKeyed* keyed, CtPacketState* st, uint8_t rx_csum) {
     if (st != nullptr && st->index != kCtNone && st->zone == p.zone && table_->live(st->index) &&
         !(table_->entry(st->index).flags & kCtfRedirect))
         return process_tracked(frame, len, layout, key, p, st);
@@ -346,6 +346,14 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         icmp_error = keyed->icmp_error;
         hint = keyed->hint;
     } else if (!ct_packet_tuple(frame, len, layout, *key, p.zone, &t, &icmp_error)) {
+        key->ct_state |= kCtInvalid;
+        counter_add(counters_.invalid, 1);
+        return CtVerdict::kContinue;
+    }
+    // What the endpoint would discard must neither open nor end anything (Linux checks before
+    // tracking too). An ICMP error is related only when sent to the quoted packet's source.
+    if (!ct_packet_intact(frame, len, layout, *key, rx_csum) ||
+        (icmp_error && std::memcmp(key->ip_dst, t.dst, 16) != 0)) {
         key->ct_state |= kCtInvalid;
         counter_add(counters_.invalid, 1);
         return CtVerdict::kContinue;
@@ -409,6 +417,16 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         if (t.proto == kProtoTcp) {
             const TcpState before = e.tcp.state;
             const TcpVerdict v = tcp_track(e.tcp, ref.dir, *seg, (e.flags & kCtfLiberal) != 0);
+            if (v == TcpVerdict::kIgnore) {
+                // Passes as a packet of the connection, which it leaves as it is (not even its
+                // deadline): netfilter's answer to a client restarting on the same port.
+                key->ct_state |= ((e.flags & kCtfSeenReply) ? kCtEstablished : kCtNew) |
+                                 (ref.dir == 1 ? kCtReply : 0);
+                key->ct_mark = e.mark;
+                if (p.nat) translate(e, ref.dir, false, frame, len, layout, key);
+                if (st != nullptr) *st = CtPacketState{ref.index, p.zone, ref.dir, key->ct_state};
+                return CtVerdict::kContinue;
+            }
             if (v == TcpVerdict::kReopen) {
                 // A new connection reuses the tuple of a closed one: forget the old one.
                 counter_add(counters_.reopened, 1);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "dataplane/conntrack/ct_checksum.h"
 #include "dataplane/conntrack/ct_entry.h"
 #include "dataplane/conntrack/ct_table.h"
 #include "dataplane/conntrack/ct_zone.h"
@@ -112,9 +113,11 @@ public:
     /// @param keyed       the tuple and bulk-lookup hit computed for the packet just before
     ///                    (may be null: the packet is keyed and looked up here)
     /// @param st          the packet's tracking so far (may be null); updated
+    /// @param rx_csum     what the port's offload found about the checksums (CtRxCsum); a
+    ///                    packet with a bad one is +inv and changes nothing, as in Linux
     CtVerdict process(uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
                       const CtParams& p, uint64_t now_ms, const CtKeyed* keyed = nullptr,
-                      CtPacketState* st = nullptr);
+                      CtPacketState* st = nullptr, uint8_t rx_csum = kCsumUnknown);
 
     /// Removes up to `budget` slots' worth of expired connections. Context: fast path, owner.
     /// @return connections removed

@@ -1508,5 +1508,131 @@ TEST_F(CtShardTest, KeyedProcessDistrustsMissesAndStaleHits) {
     EXPECT_EQ(shard_->table().entry(ref.index).packets[0], 3u);
 }
 
+// ---- Checksums: what the endpoint discards must change nothing (nf_conntrack_checksum=1) --------
+
+/// f with the 16-bit word at byte `at` (from the start of the frame) changed: a checksum spoilt.
+Bytes spoil(Bytes f, size_t at) {
+    set16(f, at, static_cast<uint16_t>(get16(f, at) ^ 0x5a5a));
+    return f;
+}
+
+constexpr size_t kIp4Csum = 14 + 10;        // IPv4 header checksum
+constexpr size_t kTcp4Csum = 14 + 20 + 16;  // TCP checksum after a 20-byte IPv4 header
+constexpr size_t kUdp4Csum = 14 + 20 + 6;
+constexpr size_t kIcmp4Csum = 14 + 20 + 2;
+constexpr size_t kUdp6Csum = 14 + 40 + 6;
+constexpr size_t kIcmp6Csum = 14 + 40 + 2;
+
+// A RST whose TCP checksum is wrong never reaches the endpoint as a reset: the connection stays
+// ESTABLISHED and the RST is +inv.
+TEST_F(CtShardTest, BadChecksumRstIsInvalidAndKeepsConnection) {
+    const TcpFlow f;
+    handshake(f, 0);
+    const Out o =
+        run(spoil(f.from_server(kRst | kAck, f.s_isn + 1, f.c_isn + 1), kTcp4Csum), track(), 5);
+    EXPECT_EQ(st(o.state()), "+trk+inv");
+    EXPECT_EQ(find(f.orig())->tcp.state, TcpState::kEstablished);
+    EXPECT_EQ(find(f.orig())->packets[1], 1u);
+}
+
+// A SYN from inside with a wrong TCP or IPv4 header checksum opens no pinhole.
+TEST_F(CtShardTest, BadChecksumSynOpensNothing) {
+    const TcpFlow f;
+    EXPECT_EQ(st(run(spoil(f.syn(), kTcp4Csum), commit(), 0).state()), "+trk+inv");
+    EXPECT_EQ(st(run(spoil(f.syn(), kIp4Csum), commit(), 0).state()), "+trk+inv");
+    EXPECT_EQ(shard_->table().size(), 0u);
+    EXPECT_EQ(shard_->counters().invalid, 2u);
+    // The same SYN intact opens it.
+    EXPECT_EQ(st(run(f.syn(), commit(), 0).state()), "+trk+new");
+    EXPECT_EQ(shard_->table().size(), 1u);
+}
+
+// UDP, ICMP and ICMPv6 checksums are checked too; a zero UDP checksum means none.
+TEST_F(CtShardTest, BadUdpIcmpChecksumsAreInvalid) {
+    EXPECT_EQ(
+        st(run(spoil(udp_frame(kClient4, 5000, kServer4, 53), kUdp4Csum), commit(), 0).state()),
+        "+trk+inv");
+    EXPECT_EQ(
+        st(run(spoil(udp_frame(kClient6, 5000, kServer6, 53, 6), kUdp6Csum), commit(), 0).state()),
+        "+trk+inv");
+    EXPECT_EQ(
+        st(run(spoil(echo_frame(true, kClient4, kServer4, 7), kIcmp4Csum), commit(), 0).state()),
+        "+trk+inv");
+    EXPECT_EQ(
+        st(run(spoil(echo_frame(true, kClient6, kServer6, 7, 6), kIcmp6Csum), commit(), 0).state()),
+        "+trk+inv");
+    EXPECT_EQ(shard_->table().size(), 0u);
+    PacketSpec none = l4_spec(4, kUdp, kClient4, kServer4, udp(5001, 53));
+    none.udp_no_checksum = true;
+    EXPECT_EQ(st(run(build(none), commit(), 0).state()), "+trk+new");
+    EXPECT_EQ(shard_->table().size(), 1u);
+}
+
+// A UDP length field larger than the datagram (or below 8) is malformed, as Linux has it.
+TEST_F(CtShardTest, UdpLengthBeyondDatagramIsInvalid) {
+    Bytes f = udp_frame(kClient4, 5000, kServer4, 53);
+    set16(f, 14 + 20 + 4, static_cast<uint16_t>(get16(f, 14 + 20 + 4) + 1));
+    set16(f, kUdp4Csum, 0);  // no checksum: only the length is wrong
+    EXPECT_EQ(st(run(f, commit(), 0).state()), "+trk+inv");
+    set16(f, 14 + 20 + 4, 7);
+    EXPECT_EQ(st(run(f, commit(), 0).state()), "+trk+inv");
+    EXPECT_EQ(shard_->table().size(), 0u);
+}
+
+// An ICMP error is related only when it goes to the source of the packet it quotes (Linux
+// compares the outer destination with the quoted source); one sent elsewhere is +inv.
+TEST_F(CtShardTest, IcmpErrorToSomeoneElseThanTheQuotedSourceIsInvalid) {
+    run(udp_frame(kClient4, 5000, kServer4, 53), commit(), 0);
+    EXPECT_EQ(st(run(udp_unreachable(kClient4b, kClient4, 5000, kServer4, 53), track(), 1).state()),
+              "+trk+inv");
+    EXPECT_EQ(st(run(udp_unreachable(kClient4, kClient4, 5000, kServer4, 53), track(), 1).state()),
+              "+trk+rel+rpl");
+}
+
+// A client that restarts on the same port sends a new SYN on an ESTABLISHED tuple: it passes
+// (+est) and changes nothing, so the server can answer with a challenge ACK; the client's RST
+// to that (exactly what the server expects) ends the connection and the next SYN reopens it.
+TEST_F(CtShardTest, NewSynOnEstablishedTuplePassesAndChangesNothing) {
+    const TcpFlow f;
+    handshake(f, 0);
+    const uint64_t deadline = find(f.orig())->expires_ms;
+    const Out o = run(f.from_client(kSyn, 777777, 0), commit(), 5);
+    EXPECT_EQ(st(o.state()), "+trk+est");
+    EXPECT_EQ(find(f.orig())->tcp.state, TcpState::kEstablished);
+    EXPECT_EQ(find(f.orig())->expires_ms, deadline);
+    // Challenge ACK from the server: an ACK of the old connection.
+    EXPECT_EQ(st(run(f.from_server(kAck, f.s_isn + 1, f.c_isn + 1), track(), 6).state()),
+              "+trk+est+rpl");
+    // The restarted client's RST carries the challenge ACK's acknowledgement number.
+    EXPECT_EQ(st(run(f.from_client(kRst, f.c_isn + 1, 0), track(), 7).state()), "+trk+est");
+    EXPECT_EQ(find(f.orig())->tcp.state, TcpState::kClose);
+    EXPECT_EQ(st(run(f.from_client(kSyn, 777777, 0), commit(), 8).state()), "+trk+new");
+    EXPECT_EQ(find(f.orig())->tcp.state, TcpState::kSynSent);
+}
+
+// The port's receive offload flags decide before software does: BAD is invalid even when the
+// bytes are right, GOOD and NONE (a virtio guest left the checksum to offload: the field holds
+// a partial sum) are taken as they are, and only UNKNOWN is summed in software.
+TEST_F(CtShardTest, OffloadFlagsDecideWhatSoftwareChecks) {
+    const TcpFlow f;
+    auto run_rx = [&](Bytes fr, const CtParams& p, uint8_t rx) {
+        Parsed parsed;
+        EXPECT_TRUE(parse(fr, &parsed));
+        FlowKey key = parsed.key;
+        shard_->process(fr.data(), static_cast<uint32_t>(fr.size()), parsed.layout, &key, p, 0,
+                        nullptr, nullptr, rx);
+        return st(key.ct_state);
+    };
+    EXPECT_EQ(run_rx(f.syn(), commit(), kCsumL4Bad), "+trk+inv");
+    EXPECT_EQ(run_rx(f.syn(), commit(), kCsumIpBad | kCsumL4Good), "+trk+inv");
+    EXPECT_EQ(run_rx(spoil(f.syn(), kTcp4Csum), commit(), kCsumUnknown), "+trk+inv");
+    EXPECT_EQ(shard_->table().size(), 0u);
+    EXPECT_EQ(run_rx(spoil(f.syn(), kTcp4Csum), track(), kCsumIpGood | kCsumL4None), "+trk+new");
+    EXPECT_EQ(run_rx(spoil(f.syn(), kTcp4Csum), track(), kCsumL4Good), "+trk+new");
+    // The IP header is still summed when only the transport's checksum was vouched for.
+    EXPECT_EQ(run_rx(spoil(f.syn(), kIp4Csum), track(), kCsumL4Good), "+trk+inv");
+    EXPECT_EQ(run_rx(spoil(f.syn(), kIp4Csum), track(), kCsumIpGood | kCsumL4Good), "+trk+new");
+}
+
 }  // namespace
 }  // namespace ferry
