@@ -100,12 +100,30 @@ inline bool is_fragment(const uint8_t* frame, const PacketLayout& l, const FlowK
     return false;
 }
 
+/// Whether IPv4 options (the `len` bytes at opt) carry a loose or strict source route, or are
+/// malformed. Context: fast path (only for headers with options, which are rare).
+inline bool source_routed(const uint8_t* opt, uint32_t len) {
+    constexpr uint8_t kEol = 0, kNop = 1, kLsrr = 131, kSsrr = 137;
+    for (uint32_t i = 0; i < len;) {
+        if (opt[i] == kEol) break;
+        if (opt[i] == kNop) {
+            ++i;
+            continue;
+        }
+        if (opt[i] == kLsrr || opt[i] == kSsrr) return true;
+        if (len - i < 2 || opt[i + 1] < 2 || opt[i + 1] > len - i) return true;  // malformed
+        i += opt[i + 1];
+    }
+    return false;
+}
+
 }  // namespace csum_detail
 
 /// Whether the packet's checksums are right and its UDP length fits, as far as the offload
-/// flags `rx` leave to software. A fragment's transport checksum is not checked (it covers the
-/// whole datagram). Packets the parser accepted only: the headers are within `len`.
-/// Context: fast path. @return false when conntrack must treat the packet as invalid
+/// flags `rx` leave to software, and it carries no IPv4 source route. A fragment's transport
+/// checksum is not checked (it covers the whole datagram). Packets the parser accepted only: the
+/// headers are within `len`. Context: fast path. @return false when conntrack must treat the packet
+/// as invalid
 inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLayout& l,
                              const FlowKey& k, uint8_t rx) {
     using namespace csum_detail;
@@ -113,10 +131,13 @@ inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLay
     if (k.ip_version == 4) {
         const uint8_t ip = rx & kCsumIpMask;
         if (ip == kCsumIpBad) return false;
-        if (ip == kCsumUnknown) {
-            const uint32_t ihl = uint32_t{frame[l3] & 0x0fu} * 4;
-            if (l3 + ihl > len || !folds_to_ones(add_bytes(frame + l3, ihl, 0))) return false;
-        }
+        const uint32_t ihl = uint32_t{frame[l3] & 0x0fu} * 4;
+        if (l3 + ihl > len) return false;
+        if (ip == kCsumUnknown && !folds_to_ones(add_bytes(frame + l3, ihl, 0))) return false;
+        // A source-routed packet names in its header a hop, not the endpoint: tracking it would
+        // make a router an endpoint. Linux routers discard it (accept_source_route=0), and so
+        // does a malformed option list (ip_options_compile).
+        if (ihl > 20 && source_routed(frame + l3 + 20, ihl - 20)) return false;
     } else if (k.ip_version != 6) {
         return true;
     }

@@ -347,10 +347,10 @@ bool track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal)
     // A segment without ACK acknowledges nothing; some stacks send RST+ACK with ack 0. Treat
     // both as acknowledging exactly what was sent so the ACK bounds hold trivially.
     if (!has_ack || (rst && ack == 0)) ack = r.end;
-    // A segment without data (and no SYN/FIN) has nothing for the sequence bounds to validate;
-    // keepalives and window probes sit just below or at the edge. Check its ACK only. A RST is
-    // the exception: its sequence number is what makes it believable.
-    if (seq == end && !rst) seq = end = s.end;
+    // An empty segment is held to the sequence bounds like any other (netfilter dropped its
+    // old "check the ACK only" shortcut): an empty ACK far ahead of the window is invalid.
+    // The exception is a RST with sequence 0 answering a SYN, which has no sequence to check.
+    if (rst && seq == 0 && c.state == TcpState::kSynSent) seq = end = s.end;
 
     // An ACK may lag the data by up to a window. netfilter bounds it by the sender's window (what
     // the receiver may have in flight); the receiver's own window is accepted too.

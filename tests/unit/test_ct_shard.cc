@@ -1634,5 +1634,25 @@ TEST_F(CtShardTest, OffloadFlagsDecideWhatSoftwareChecks) {
     EXPECT_EQ(run_rx(spoil(f.syn(), kIp4Csum), track(), kCsumIpGood | kCsumL4Good), "+trk+new");
 }
 
+// An IPv4 loose or strict source route names a hop in the header, not the endpoint: such a
+// packet is +inv and tracks nothing (Linux routers discard it with accept_source_route=0).
+TEST_F(CtShardTest, SourceRoutedPacketIsInvalid) {
+    for (const uint8_t kind : {uint8_t{131}, uint8_t{137}}) {
+        PacketSpec spec = l4_spec(4, kUdp, kClient4, kServer4, udp(5000, 53));
+        spec.ipv4_option_words = 2;
+        Bytes f = build(spec);
+        const uint8_t route[8] = {kind, 7, 4, 192, 0, 2, 254, 1};  // one hop, then a NOP
+        std::memcpy(f.data() + 14 + 20, route, sizeof(route));
+        set16(f, kIp4Csum, 0);
+        set16(f, kIp4Csum, ipv4_header_checksum(f.data() + 14));
+        EXPECT_EQ(st(run(f, commit(), 0).state()), "+trk+inv") << int{kind};
+    }
+    EXPECT_EQ(shard_->table().size(), 0u);
+    // Other options (NOPs here) are fine.
+    PacketSpec spec = l4_spec(4, kUdp, kClient4, kServer4, udp(5000, 53));
+    spec.ipv4_option_words = 2;
+    EXPECT_EQ(st(run(build(spec), commit(), 0).state()), "+trk+new");
+}
+
 }  // namespace
 }  // namespace ferry

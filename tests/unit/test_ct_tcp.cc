@@ -719,5 +719,44 @@ TEST_F(TcpTrack, SegmentStraddlingTheRightWindowEdgeIsAccepted) {
     expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig] + 70000, next_[kReply], 100));
 }
 
+// An empty ACK far ahead of the window is checked like data (netfilter no longer checks only
+// the ACK of an empty segment); keepalives one byte below the edge still pass.
+TEST_F(TcpTrack, EmptyAckFarAheadOfTheWindowIsInvalid) {
+    handshake();
+    expect_invalid_untouched(kOrig, segment(kAck, next_[kOrig] + 1'000'000, next_[kReply]));
+    EXPECT_EQ(send_segment(kOrig, segment(kAck, next_[kOrig] - 1, next_[kReply])),
+              TcpVerdict::kAccept);
+    EXPECT_EQ(state(), TcpState::kEstablished);
+}
+
+// A SACK block acknowledges too: one beyond what the other side sent is invalid.
+TEST_F(TcpTrack, SackBlockForDataNeverSentIsInvalid) {
+    TcpSegment syn = make(kOrig, kSyn);
+    syn.sack_perm = true;
+    tcp_start(conn_, syn);
+    next_[kOrig] += 1;
+    TcpSegment syn_ack = make(kReply, kSyn | kAck);
+    syn_ack.sack_perm = true;
+    ASSERT_EQ(send_segment(kReply, syn_ack), TcpVerdict::kAccept);
+    ASSERT_EQ(send(kOrig, kAck), TcpVerdict::kAccept);
+    ASSERT_EQ(send(kReply, kAck | kPsh, 1000), TcpVerdict::kAccept);
+    TcpSegment sack = segment(kAck, next_[kOrig], next_[kReply] - 1000);
+    sack.has_sack = true;
+    sack.sack_right = next_[kReply] + 5000;
+    expect_invalid_untouched(kOrig, sack);
+    sack.sack_right = next_[kReply];  // a block up to what was sent
+    EXPECT_EQ(send_segment(kOrig, sack), TcpVerdict::kAccept);
+}
+
+// The parser finds the highest right edge among a SACK option's blocks.
+TEST(TcpSegmentParse, ReadsHighestSackRightEdge) {
+    Bytes opt = {1, 1, 5, 26};  // three blocks
+    for (uint32_t v : {100u, 200u, 300u, 900u, 400u, 500u}) put32(opt, v);
+    const auto s = parse(tcp_header(1, 2, kAck, 100, opt));
+    ASSERT_TRUE(s.has_value());
+    EXPECT_TRUE(s->has_sack);
+    EXPECT_EQ(s->sack_right, 900u);
+}
+
 }  // namespace
 }  // namespace ferry
