@@ -26,7 +26,8 @@
 //   BM_ShardEstablishedBurst/N
 //                         the same packets in bursts of 32 as a worker's ct stage runs them: one
 //                         bulk lookup for the burst, then process() of each with its hit as hint.
-//                         items = packets.
+//                         items = packets. Checksums are summed in software (a port without
+//                         offload); BM_ShardEstablishedBurstOffload: the port verified them.
 //
 //   ninja -C build benchmarks/bench_conntrack && build/benchmarks/bench_conntrack
 //   (add --benchmark_filter=BM_Ct --benchmark_min_time=0.2 for a quick run)
@@ -192,10 +193,15 @@ constexpr uint32_t kTcpFrameLen = 54;  // Ethernet 14 + IPv4 20 + TCP 20, no opt
 constexpr uint8_t kTcpSyn = 0x02;
 constexpr uint8_t kTcpAck = 0x10;
 
-/// Writes a TCP/IPv4 frame of t's direction (kTcpFrameLen bytes) at out. The IPv4 header checksum
-/// is right; the TCP checksum is left 0 (ct does not verify it). Context: setup.
+/// Writes a TCP/IPv4 frame of t's direction (kTcpFrameLen bytes) at out, every checksum right
+/// (ct verifies them when the port's offload has not). Context: setup.
 void write_tcp_frame(uint8_t* out, const CtTuple& t, uint32_t seq, uint32_t ack, uint8_t flags) {
-    ferry::bench::write_tcp_headers(out, t, seq, ack, flags, 5, 0, false);
+    uint8_t* tcp = ferry::bench::write_tcp_headers(out, t, seq, ack, flags, 5, 0, false);
+    uint32_t sum = 6 + 20;  // pseudo-header: protocol and TCP length
+    for (int i = 12; i < 20; i += 2) sum += static_cast<uint32_t>(out[14 + i] << 8 | out[15 + i]);
+    for (int i = 0; i < 20; i += 2) sum += static_cast<uint32_t>(tcp[i] << 8 | tcp[i + 1]);
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    ferry::bench::store_be16(tcp + 16, static_cast<uint16_t>(~sum));
 }
 
 /// Frames parsed once: bytes at a fixed stride, with their keys and layouts.
@@ -377,8 +383,9 @@ BENCHMARK(BM_ShardEstablishedLookup)->Arg(10000)->Arg(100000)->Arg(1000000);
 
 /// As BM_ShardEstablishedLookup, the way a worker's ct stage runs a burst (dataplane/ct_action.cc
 /// ct_stage): the 32 packets' tuples, one CtTable::lookup_bulk, then process() of each with its
-/// tuple and the bulk hit.
-void BM_ShardEstablishedBurst(benchmark::State& state) {
+/// tuple and the bulk hit. rx_csum: what the port's offload says about the checksums
+/// (kCsumUnknown: summed in software, as on a port without offload).
+void shard_established_burst(benchmark::State& state, uint8_t rx_csum) {
     const auto n = static_cast<uint32_t>(state.range(0));
     EstablishedSetup& s = established_setup(n);
     if (s.error != nullptr) {
@@ -420,7 +427,8 @@ void BM_ShardEstablishedBurst(benchmark::State& state) {
         for (unsigned i = 0; i < kBurst; ++i) {
             const uint32_t k = which[i];
             const ferry::CtKeyed keyed{tuples[i], false, refs[i]};
-            s.shard->process(f.frame(k), kTcpFrameLen, f.layouts[k], &f.keys[k], track, 2, &keyed);
+            s.shard->process(f.frame(k), kTcpFrameLen, f.layouts[k], &f.keys[k], track, 2, &keyed,
+                             nullptr, rx_csum);
             established += (f.keys[k].ct_state & ferry::kCtEstablished) != 0;
         }
     }
@@ -428,7 +436,16 @@ void BM_ShardEstablishedBurst(benchmark::State& state) {
     state.counters["est_ratio"] =
         static_cast<double>(established) / static_cast<double>(state.iterations() * kBurst);
 }
+void BM_ShardEstablishedBurst(benchmark::State& state) {
+    shard_established_burst(state, ferry::kCsumUnknown);
+}
 BENCHMARK(BM_ShardEstablishedBurst)->Arg(10000)->Arg(100000)->Arg(1000000);
+
+/// The same with checksums the port's offload verified (RTE_MBUF_F_RX_*_CKSUM_GOOD).
+void BM_ShardEstablishedBurstOffload(benchmark::State& state) {
+    shard_established_burst(state, ferry::kCsumIpGood | ferry::kCsumL4Good);
+}
+BENCHMARK(BM_ShardEstablishedBurstOffload)->Arg(10000)->Arg(100000)->Arg(1000000);
 
 }  // namespace
 
