@@ -46,6 +46,7 @@ static_assert(rx_csum_of_flags(RTE_MBUF_F_RX_L4_CKSUM_NONE) == kCsumL4None);
 static_assert(rx_csum_of_flags(~(RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK)) ==
               kCsumUnknown);
 
+/// rx_csum_of_flags of m's ol_flags. Context: fast path. @return a CtRxCsum
 uint8_t rx_csum_of(const rte_mbuf* m) {
     return rx_csum_of_flags(m->ol_flags);
 }
