@@ -318,3 +318,69 @@ def test_tcp_unsolicited_segments_dropped(ctb):
     assert hit_packets(b) == {R_CT4: 6, R_DEFAULT: 1, R_INV: 5}
     b.finish()
     b.check_outputs()
+
+
+def _spoil_tcp_checksum(frame):
+    """frame (Ethernet + 20-byte IPv4 + TCP) with its TCP checksum wrong."""
+    at = 14 + 20 + 16
+    return frame[:at] + bytes([frame[at] ^ 0x5a, frame[at + 1] ^ 0x5a]) + frame[at + 2:]
+
+
+def test_tcp_bad_checksum_neither_ends_nor_opens(ctb):
+    """Handshake of CLIENT:40030 -> SERVER:80 (ISNs 1000 / 5000), then from the server a RST at
+    seq 5001 with a wrong TCP checksum; from the client a SYN of CLIENT:40031 with a wrong TCP
+    checksum. Then the server's 10 bytes at 5001, intact.
+
+    Expects (as Linux with nf_conntrack_checksum=1) both corrupt segments dropped by the +inv
+    rule (ct.stats invalid 2), the connection still ESTABLISHED and no connection for 40031;
+    the intact segment forwarded unchanged.
+    """
+    b = ctb(rules=stateful_rules())
+    b.start()
+    handshake(b, 40030)
+    rst = _spoil_tcp_checksum(srv(40030, "R", 5001))
+    b.phase([rst], out={}, drops={"rule_drop": 1})
+    syn = _spoil_tcp_checksum(cli(40031, "S", 7000))
+    b.phase([syn], out={}, drops={"rule_drop": 1})
+    data = srv(40030, "PA", 5001, 1001, b"0123456789")
+    b.phase([data], out={"inside": [data]})
+    assert b.state(sport=40030) == "ESTABLISHED"
+    assert all(c["orig"]["sport"] != 40031 for c in b.conns())
+    assert b.worker_stat("invalid") == 2
+    b.finish()
+    b.check_outputs()
+
+
+def test_tcp_rst_must_be_exact_and_restarted_client_syn_passes(ctb):
+    """Handshake of CLIENT:40040 -> SERVER:80 (ISNs 1000 / 5000), 100 bytes from the client,
+    the server's ACK of them; then from the client: a RST at seq 1050 (below what the server
+    acknowledged), a RST at seq 2101 (in the window, not exact); a new SYN (ISN 90000, a client
+    restarting on the same port); from the server its challenge ACK; from the client a RST at
+    1101 (exact).
+
+    Expects (as Linux, RFC 5961): the old RST dropped (+inv), the inexact one forwarded with the
+    connection still ESTABLISHED, the SYN forwarded and the connection unchanged, the challenge
+    ACK forwarded, and the exact RST forwarded, leaving the connection CLOSE.
+    """
+    b = ctb(rules=stateful_rules())
+    b.start()
+    handshake(b, 40040)
+    data = cli(40040, "PA", 1001, 5001, b"x" * 100)
+    b.phase([data], out={"outside": [data]})
+    ack = srv(40040, "A", 5001, 1101)
+    b.phase([ack], out={"inside": [ack]})
+    old = cli(40040, "R", 1050)
+    b.phase([old], out={}, drops={"rule_drop": 1})
+    inexact = cli(40040, "R", 2101)
+    b.phase([inexact], out={"outside": [inexact]})
+    assert b.state(sport=40040) == "ESTABLISHED"
+    syn = cli(40040, "S", 90000)
+    b.phase([syn], out={"outside": [syn]})
+    assert b.state(sport=40040) == "ESTABLISHED"
+    challenge = srv(40040, "A", 5001, 1101)
+    b.phase([challenge], out={"inside": [challenge]})
+    exact = cli(40040, "R", 1101)
+    b.phase([exact], out={"outside": [exact]})
+    assert b.state(sport=40040) == "CLOSE"
+    b.finish()
+    b.check_outputs()
