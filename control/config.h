@@ -12,9 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "control/log.h"
-#include "control/result.h"
 #include "dataplane/conntrack/ct_zone.h"
 #include "dataplane/dpi/dpi_pattern.h"
+#include "dataplane/result.h"
 
 namespace ferry {
 

@@ -14,8 +14,8 @@
 
 #include "control/command_table.h"
 #include "control/config.h"
-#include "control/result.h"
 #include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/result.h"
 #include "dataplane/worker.h"
 
 namespace ferry {

@@ -14,7 +14,7 @@
 #include <unordered_map>
 
 #include "control/jsonrpc.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 
 namespace ferry {
 

@@ -15,8 +15,8 @@
 
 #include "control/command_table.h"
 #include "control/config.h"
-#include "control/result.h"
 #include "dataplane/dpi/dpi_engine.h"
+#include "dataplane/result.h"
 
 struct rte_ring;
 struct rte_rcu_qsbr;

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "control/config.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 
 namespace ferry {
 

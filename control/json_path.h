@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 
 namespace ferry::json_path {
 

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/command_table.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 
 namespace ferry {
 

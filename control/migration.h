@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/command_table.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "migrate/migration_state.h"
 #include "migrate/stream_codec.h"
 

@@ -30,7 +30,7 @@
 
 #include "control/command_table.h"
 #include "control/migration.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "migrate/migration_state.h"
 #include "migrate/tls_channel.h"
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "dataplane/rule.h"
 
 namespace ferry {

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "control/config.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 
 struct rte_mempool;
 

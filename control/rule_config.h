@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/config.h"
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "dataplane/rule.h"
 
 namespace ferry {

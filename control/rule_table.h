@@ -15,9 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "control/offload_sync.h"
-#include "control/result.h"
 #include "control/rule_config.h"
 #include "dataplane/counters.h"
+#include "dataplane/result.h"
 
 struct rte_rcu_qsbr;
 

@@ -20,11 +20,11 @@
 #include "control/config.h"
 #include "control/offload_sync.h"
 #include "control/port_manager.h"
-#include "control/result.h"
 #include "control/rule_config.h"
 #include "control/rule_table.h"
 #include "dataplane/counters.h"
 #include "dataplane/port_table.h"
+#include "dataplane/result.h"
 #include "dataplane/worker.h"
 
 struct rte_mempool;

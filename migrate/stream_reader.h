@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "migrate/migration_state.h"
 #include "migrate/stream_codec.h"
 

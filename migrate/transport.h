@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 
 namespace ferry {
 

@@ -30,7 +30,7 @@
 #include <span>
 #include <vector>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "dataplane/rule.h"
 
 namespace ferry {

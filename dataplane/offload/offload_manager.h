@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 #include "dataplane/rule.h"
 
 struct rte_flow;
