@@ -147,6 +147,18 @@ def local_modules():
     return names
 
 
+def project_programs():
+    """Names of the programs the project itself builds or ships (meson executables, scripts):
+    tests start them from the build tree or, once a package installed them, from /usr/bin."""
+    names = set(os.listdir(os.path.join(ROOT, "scripts")))
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "build"]
+        if "meson.build" in filenames:
+            text = open(os.path.join(dirpath, "meson.build")).read()
+            names.update(re.findall(r"executable\(\s*'([^']+)'", text))
+    return names
+
+
 def first_string(node):
     """The string a command list or a which() call starts with, or None."""
     if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
@@ -251,9 +263,11 @@ def main():
         if seen[key]:
             problems.append(seen[key])
 
+    own = project_programs()
     for path in sorted(python_files()):
         rel = os.path.relpath(path, ROOT)
         imports, programs = scan_python(path)
+        programs = {p for p in programs if os.path.basename(p) not in own}
         for mod in sorted(imports - stdlib - local):
             spec = importlib.util.find_spec(mod)
             origin = None
