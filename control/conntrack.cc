@@ -244,12 +244,14 @@ json ConntrackControl::stats() const {
         const bool liberal = zone.liberal.load(std::memory_order_relaxed) != 0;
         const uint32_t port_lim = zone.port_limit.load(std::memory_order_relaxed);
         if (count == 0 && lim == 0 && drops == 0 && !liberal && port_lim == 0) continue;
-        zones.push_back(json{{"zone", z},
-                             {"connections", count},
-                             {"limit", lim},
-                             {"port_limit", port_lim},
-                             {"limit_drops", drops},
-                             {"liberal", liberal}});
+        json entry{{"zone", z},
+                   {"connections", count},
+                   {"limit", lim},
+                   {"limit_drops", drops},
+                   {"liberal", liberal}};
+        // Only when set, as in ct.limit's reply: a zone without one keeps the shape it had.
+        if (port_lim != 0) entry["port_limit"] = port_lim;
+        zones.push_back(std::move(entry));
     }
     // Connections by the port that opened them, and refusals by a zone's port_limit.
     json ports = json::array();
@@ -274,11 +276,13 @@ json ConntrackControl::limit(uint16_t zone, std::optional<uint32_t> limit,
     if (limit) z.limit.store(*limit, std::memory_order_relaxed);
     if (liberal) z.liberal.store(*liberal ? 1 : 0, std::memory_order_relaxed);
     if (port_limit) z.port_limit.store(*port_limit, std::memory_order_relaxed);
-    if (limit || liberal || port_limit)
-        FERRY_LOG_INFO_IN(kCt, "zone %u: limit %u, port limit %u, liberal %s", zone,
-                          z.limit.load(std::memory_order_relaxed),
-                          z.port_limit.load(std::memory_order_relaxed),
+    if (limit || liberal || port_limit) {
+        const uint32_t pl = z.port_limit.load(std::memory_order_relaxed);
+        const std::string per_port = pl != 0 ? ", port limit " + std::to_string(pl) : "";
+        FERRY_LOG_INFO_IN(kCt, "zone %u: limit %u%s, liberal %s", zone,
+                          z.limit.load(std::memory_order_relaxed), per_port.c_str(),
                           z.liberal.load(std::memory_order_relaxed) != 0 ? "yes" : "no");
+    }
     json out{{"zone", zone},
              {"limit", z.limit.load(std::memory_order_relaxed)},
              {"liberal", z.liberal.load(std::memory_order_relaxed) != 0},
