@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
+#include "control/inband_migration.h"
 #include "control/log.h"
 #include "dataplane/offload/offload_manager.h"
 
@@ -26,12 +28,23 @@ constexpr uint16_t kTxDescriptors = 1024;
 struct LinkCallback {
     void (*fn)(void*);
     void* arg;
+    std::string vhost_path;  // a vhost-user port's socket: in-band migration attaches there
 };
 
 int on_eth_event(uint16_t, rte_eth_event_type, void* cb_arg, void*) {
     auto* cb = static_cast<LinkCallback*>(cb_arg);
+    // net_vhost raises these on the vhost-user message thread, where a connection's handlers
+    // can be attached safely (docs/migration.md, "In-band migration").
+    if (!cb->vhost_path.empty()) inband_attach(cb->vhost_path);
     cb->fn(cb->arg);
     return 0;
+}
+
+/// Whether vhost-user ports offer their state to QEMU's migration (the default); the
+/// environment variable FERRY_VHOST_DEVICE_STATE=off turns it off (measurements, tests).
+bool device_state_offered() {
+    const char* v = getenv("FERRY_VHOST_DEVICE_STATE");
+    return v == nullptr || strcmp(v, "off") != 0;
 }
 
 std::string device_name(const std::string& devargs) {
@@ -126,6 +139,13 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
     if (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) conf.intr_conf.lsc = 1;
     rc = rte_eth_dev_configure(pid, cfg.queues, n_workers, &conf);
     if (rc != 0) return fail(dpdk_error("cannot configure " + dev.dev_name, rc));
+    // net_vhost registered and started the socket in configure: offer the state transfer
+    // now, before a front-end asks for the protocol features.
+    const bool inband = cfg.type == PortType::kVhostUser && device_state_offered();
+    if (inband) {
+        if (Status st = inband_offer(cfg.path); !st)
+            FERRY_LOG_WARN_IN(kPort, "port %s: %s", cfg.name.c_str(), st.error().message.c_str());
+    }
     int socket = rte_eth_dev_socket_id(pid);
     if (socket < 0) socket = 0;
     for (uint16_t q = 0; q < cfg.queues; ++q) {
@@ -138,7 +158,7 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
     }
     // The callback object lives as long as the process: DPDK may call it until unregistered,
     // and a port can be re-added under the same device name.
-    auto* cb = new LinkCallback{on_link_event, arg};
+    auto* cb = new LinkCallback{on_link_event, arg, inband ? cfg.path : std::string()};
     rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_INTR_LSC, on_eth_event, cb);
     rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event, cb);
     rc = rte_eth_dev_start(pid);

@@ -19,6 +19,7 @@
 
 #include "control/conntrack.h"
 #include "control/dpi.h"
+#include "control/inband_migration.h"
 #include "control/log.h"
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
@@ -382,6 +383,7 @@ void Switch::close_ports() {
     for (auto& [name, rec] : ports_) {
         offload_.remove_port(rec.slot);
         port_device_close(rec.dev);
+        if (rec.cfg.type == PortType::kVhostUser) inband_remove_port(rec.cfg.path);
     }
     ports_.clear();
 }
@@ -463,8 +465,14 @@ Result<nlohmann::json> Switch::add_port(const PortConfig& cfg, std::optional<uin
         ++load[wi];
         rec.rx_worker.push_back(wi);
     }
+    // Known to in-band migration before the device exists: its first events attach to it.
+    const bool vhost = cfg.type == PortType::kVhostUser;
+    if (vhost) inband_add_port(*this, cfg.name, cfg.path);
     auto dev = port_device_open(cfg, worker_count(), pool_, &Switch::on_port_event, this);
-    if (!dev) return dev.error();
+    if (!dev) {
+        if (vhost) inband_remove_port(cfg.path);
+        return dev.error();
+    }
     rec.dev = dev.value();
     rec.link_up = port_link_up(rec.dev.dpdk_port);
     offload_.add_port(rec.slot, rec.dev.dpdk_port);
@@ -502,6 +510,7 @@ Status Switch::del_port(const std::string& name) {
     publish();  // returns after every worker has stopped using the port
     offload_.remove_port(rec.slot);
     port_device_close(rec.dev);
+    if (rec.cfg.type == PortType::kVhostUser) inband_remove_port(rec.cfg.path);
     uint32_t n = macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == rec.slot; });
     FERRY_LOG_INFO("port %s removed (%u MAC entries forgotten)", name.c_str(), n);
     return Ok{};
@@ -663,6 +672,16 @@ void Switch::housekeeping() {
         last_link_poll_s_ = now;
         handle_port_events();
     }
+    // A migration's destination QEMU connects to a port and sends its state long before the
+    // device starts, with no event from net_vhost in between: look for such connections on
+    // the vhost-user ports without a running device (docs/migration.md, "In-band migration").
+    std::vector<std::string> idle_vhost;
+    {
+        std::lock_guard lock(registry_mutex_);
+        for (const auto& [n, r] : ports_)
+            if (r.cfg.type == PortType::kVhostUser && !r.link_up) idle_vhost.push_back(r.cfg.path);
+    }
+    for (const std::string& path : idle_vhost) inband_attach(path);
 }
 
 void Switch::drain_learn_events() {

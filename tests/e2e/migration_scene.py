@@ -126,8 +126,12 @@ class Netns:
 class Scene:
     """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
 
-    def __init__(self, workdir, idle_backoff=True, ct_capacity=4096, worker_cpus=(1, 1)):
+    def __init__(self, workdir, idle_backoff=True, ct_capacity=4096, worker_cpus=(1, 1),
+                 device_state=True):
+        """device_state=False: the ferryd do not offer their ports' state to QEMU's migration
+        (VHOST_USER_PROTOCOL_F_DEVICE_STATE), as a switch that keeps no state across hosts."""
         self.dir = workdir
+        self.device_state = device_state
         self.worker_cpus = dict(zip("ab", worker_cpus))  # each host's worker (main: cpu 0)
         self.idle_backoff = idle_backoff  # False: the workers busy-poll, for comparison
         self.ct_capacity = ct_capacity
@@ -149,6 +153,8 @@ class Scene:
                 {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"), "mode": "server"},
                 {"name": "uplink", "type": "dpdk", "devargs": f"net_tap0,iface=up-{label}"}]
             d.wrap = self.ns.prefix
+            if not self.device_state:
+                d.env = {**os.environ, "FERRY_VHOST_DEVICE_STATE": "off"}
             self.hosts[label] = d
             d.start()
             self.ns.attach(f"up-{label}")

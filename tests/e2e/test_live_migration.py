@@ -108,7 +108,16 @@ def test_guest_moves_to_another_host_with_its_tcp_stream(scene, capsys):
               f"\n  CPU, % of one core while the guest streams: {share}")
 
 
-def test_without_the_flows_the_connection_is_lost(scene):
+def test_without_the_flows_the_connection_is_lost(tmp_path):
+    """QEMU's migration alone, with ferryd offering no state to it."""
+    scene = ms.Scene(str(tmp_path), device_state=False)
+    try:
+        lost_without_state(scene.start())
+    finally:
+        scene.stop()
+
+
+def lost_without_state(scene):
     b = scene.hosts["b"]
     out = scene.start_peer(STREAM_S + 120)
     source = scene.guest("a", ms.stream_script(STREAM_S))

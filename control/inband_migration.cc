@@ -1,0 +1,287 @@
+#include "control/inband_migration.h"
+
+#include <rte_log.h>
+#include <rte_vhost.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "control/log.h"
+#include "control/migration.h"
+#include "control/switch.h"
+#include "migrate/stream_reader.h"
+#include "migrate/stream_writer.h"
+#include "migrate/vhost_device_state.h"
+
+namespace ferry {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// The largest stream a LOAD reads (one port's state: 100,000 connections are ~20 MiB).
+constexpr size_t kMaxInbandStream = size_t{256} << 20;
+/// How long a transfer hook waits for the control thread to take its task.
+constexpr auto kControlWait = 10s;
+
+/// DPDK 22.11's struct vhu_msg_context (lib/vhost/vhost_user.h), what pre_msg_handle receives:
+/// the packed VhostUserMsg (request, flags, size, a payload union of 632 bytes, its largest
+/// member being the crypto session parameters), then the received fds. DPDK keeps this layout
+/// fixed because external handlers rely on it.
+struct __attribute__((packed)) VhuMsgContext {
+    uint32_t request;
+    uint32_t flags;
+    uint32_t size;
+    union {
+        uint64_t u64;
+        uint8_t bytes[632];
+    } payload;
+    int fds[8];
+    int fd_num;
+};
+static_assert(sizeof(VhuMsgContext) == 12 + 632 + 8 * 4 + 4);
+
+/// A port that takes part: its transfer per connection (vid).
+struct InbandPort {
+    std::string name;
+    Switch* sw = nullptr;
+    std::map<int, std::shared_ptr<DeviceStateTransfer>> by_vid;
+};
+
+/// DPDK's pre_msg_handle gets a vid and no context pointer, so the ports live in one registry
+/// keyed by socket path. Guarded by mutex: the control thread adds and removes ports, the
+/// vhost-user message thread attaches and looks up.
+struct Registry {
+    std::mutex mutex;
+    std::map<std::string, InbandPort> ports;
+};
+
+Registry& registry() {
+    static Registry r;
+    return r;
+}
+
+/// Runs fn on the control thread and waits for it. @return its value, or nullopt when the
+/// control thread did not take it within kControlWait (then fn never runs).
+template <class T>
+std::optional<T> on_control_thread(Switch& sw, std::function<T()> fn) {
+    struct Shared {
+        std::mutex m;
+        bool started = false;
+        bool abandoned = false;
+        std::promise<T> result;
+    };
+    auto sh = std::make_shared<Shared>();
+    std::future<T> fut = sh->result.get_future();
+    sw.post([sh, fn = std::move(fn)] {
+        {
+            std::lock_guard lock(sh->m);
+            if (sh->abandoned) return;
+            sh->started = true;
+        }
+        try {
+            sh->result.set_value(fn());
+        } catch (...) {
+            sh->result.set_exception(std::current_exception());
+        }
+    });
+    if (fut.wait_for(kControlWait) != std::future_status::ready) {
+        std::lock_guard lock(sh->m);
+        if (!sh->started) {
+            sh->abandoned = true;
+            return std::nullopt;
+        }
+    }
+    return fut.get();  // started: it finishes (bounded by the pause and the install)
+}
+
+DeviceStateHooks make_hooks(Switch* sw, const std::string& port) {
+    DeviceStateHooks h;
+    h.save = [sw, port] {
+        auto saved = on_control_thread<DeviceStateHooks::Saved>(*sw, [sw, port] {
+            DeviceStateHooks::Saved out;
+            if (Status p = sw->pause(); !p) {
+                out.error = p.error().message;
+                return out;
+            }
+            MigrationControl mc(*sw);
+            auto state = mc.capture(port);
+            sw->resume();
+            if (!state) {
+                out.error = state.error().message;
+                return out;
+            }
+            out.connections = state->connections.size();
+            out.bytes = write_stream(*state);
+            return out;
+        });
+        if (!saved) return DeviceStateHooks::Saved{{}, 0, "the control thread is busy"};
+        return *saved;
+    };
+    h.load = [sw, port](std::vector<uint8_t> bytes) {
+        DeviceStateHooks::Loaded out;
+        auto state = read_stream(bytes.data(), bytes.size());
+        if (!state) {
+            out.error = state.error().message;
+            return out;
+        }
+        if (state->scope != StreamScope::kPort || state->ports.empty() ||
+            state->ports[0].name != port) {
+            out.error = "the stream is not port " + port + "'s state";
+            return out;
+        }
+        out.connections = state->connections.size();
+        auto shared = std::make_shared<MigrationState>(std::move(*state));
+        out.install = [sw, shared]() -> std::string {
+            auto r = on_control_thread<std::string>(*sw, [sw, shared]() -> std::string {
+                if (Status p = sw->pause(); !p) return p.error().message;
+                MigrationControl mc(*sw);
+                auto report = mc.install(*shared);
+                sw->resume();
+                return report ? std::string() : report.error().message;
+            });
+            return r ? *r : "the control thread is busy";
+        };
+        return out;
+    };
+    h.finished = [port](const DeviceStateReport& r) {
+        const char* dir = r.direction == DeviceStateDirection::kSave ? "sent" : "received";
+        if (r.ok)
+            FERRY_LOG_INFO("port %s: in-band migration %s %zu connections (%llu bytes) in %.1f ms",
+                           port.c_str(), dir, r.connections,
+                           static_cast<unsigned long long>(r.bytes), r.ms);
+        else
+            FERRY_LOG_WARN("port %s: in-band migration (%s) failed: %s", port.c_str(),
+                           r.direction == DeviceStateDirection::kSave ? "save" : "load",
+                           r.reason.c_str());
+    };
+    return h;
+}
+
+std::string ifname_of(int vid) {
+    char buf[4096];
+    if (rte_vhost_get_ifname(vid, buf, sizeof(buf)) != 0) return "";
+    buf[sizeof(buf) - 1] = '\0';
+    return buf;
+}
+
+/// DPDK's hook for every message of an attached connection. Context: vhost-user message
+/// thread. Only 42 and 43 are ours; everything else goes on to DPDK's own handlers.
+rte_vhost_msg_result pre_msg_handle(int vid, void* msg) {
+    auto* ctx = static_cast<VhuMsgContext*>(msg);
+    if (ctx->request != kVhostUserSetDeviceStateFd && ctx->request != kVhostUserCheckDeviceState)
+        return RTE_VHOST_MSG_RESULT_NOT_HANDLED;
+    std::shared_ptr<DeviceStateTransfer> t;
+    const std::string path = ifname_of(vid);
+    {
+        std::lock_guard lock(registry().mutex);
+        auto it = registry().ports.find(path);
+        if (it != registry().ports.end()) {
+            auto v = it->second.by_vid.find(vid);
+            if (v != it->second.by_vid.end()) t = v->second;
+        }
+    }
+    const size_t n_fds =
+        ctx->fd_num >= 0 && ctx->fd_num <= 8 ? static_cast<size_t>(ctx->fd_num) : 0;
+    const size_t size = std::min<size_t>(ctx->size, sizeof(ctx->payload));
+    int fds[8];  // the packed struct's ints may be unaligned: copied out
+    memcpy(fds, reinterpret_cast<const char*>(ctx) + offsetof(VhuMsgContext, fds), sizeof(fds));
+    DeviceStateReply reply;
+    if (t) {
+        reply = t->handle(ctx->request, ctx->payload.bytes, size, fds, n_fds);
+    } else {
+        for (size_t i = 0; i < n_fds; ++i) close(fds[i]);
+        reply = {true, kDeviceStateError | kDeviceStateNoFd};
+    }
+    ctx->fd_num = 0;  // ours now (kept or closed); none goes back with the reply
+    ctx->size = sizeof(uint64_t);
+    ctx->payload.u64 = reply.value;
+    return RTE_VHOST_MSG_RESULT_REPLY;
+}
+
+const rte_vhost_user_extern_ops kExternOps = {pre_msg_handle, nullptr};
+
+}  // namespace
+
+Status inband_offer(const std::string& path) {
+    uint64_t features = 0;
+    if (rte_vhost_driver_get_protocol_features(path.c_str(), &features) != 0 ||
+        rte_vhost_driver_set_protocol_features(
+            path.c_str(), features | (uint64_t{1} << kVhostProtocolFeatureDeviceState)) != 0)
+        return make_error(ErrorCode::kFailed, path + ": cannot offer vhost-user device state");
+    return Ok{};
+}
+
+void inband_add_port(Switch& sw, const std::string& port, const std::string& path) {
+    std::lock_guard lock(registry().mutex);
+    InbandPort& p = registry().ports[path];
+    p.name = port;
+    p.sw = &sw;
+    p.by_vid.clear();
+}
+
+void inband_remove_port(const std::string& path) {
+    std::map<int, std::shared_ptr<DeviceStateTransfer>> gone;
+    {
+        std::lock_guard lock(registry().mutex);
+        auto it = registry().ports.find(path);
+        if (it == registry().ports.end()) return;
+        gone.swap(it->second.by_vid);
+        registry().ports.erase(it);
+    }
+    for (auto& [vid, t] : gone) t->abort();
+    // Destroyed here or when a handler still holding one returns: both join the thread.
+}
+
+void inband_attach(const std::string& path) {
+    {
+        std::lock_guard lock(registry().mutex);
+        if (registry().ports.find(path) == registry().ports.end()) return;
+    }
+    // Finding the vids: rte_vhost_get_ifname on a free vid logs an error, so the vhost
+    // library's log is quietened for the scan. On the vhost-user message thread, the only one
+    // that frees devices, no device goes away under the scan; from the control thread one
+    // may (its memory stays mapped: rte_malloc), which docs/migration.md names.
+    const int logtype = rte_log_register("lib.vhost.config");
+    const int level = logtype >= 0 ? rte_log_get_level(logtype) : -1;
+    if (level >= 0) rte_log_set_level(logtype, RTE_LOG_EMERG);
+    std::vector<int> vids;
+    for (int vid = 0; vid < RTE_MAX_VHOST_DEVICE; ++vid)
+        if (ifname_of(vid) == path) vids.push_back(vid);
+    if (level >= 0) rte_log_set_level(logtype, static_cast<uint32_t>(level));
+
+    std::map<int, std::shared_ptr<DeviceStateTransfer>> live;  // after the swap: the old ones
+    std::lock_guard lock(registry().mutex);
+    auto it = registry().ports.find(path);
+    if (it == registry().ports.end()) return;
+    InbandPort& p = it->second;
+    for (int vid : vids) {
+        auto known = p.by_vid.find(vid);
+        if (known != p.by_vid.end()) {
+            live[vid] = known->second;
+            continue;
+        }
+        if (rte_vhost_extern_callback_register(vid, &kExternOps, nullptr) != 0) continue;
+        live[vid] = std::make_shared<DeviceStateTransfer>(p.name, make_hooks(p.sw, p.name),
+                                                          kMaxInbandStream);
+        FERRY_LOG_DEBUG("port %s: device-state handler on vhost connection %d", p.name.c_str(),
+                        vid);
+    }
+    for (auto& [vid, t] : p.by_vid)
+        if (!live.count(vid)) t->abort();  // that connection is gone
+    p.by_vid.swap(live);
+    // live now holds the previous map; the gone transfers are joined when it is destroyed,
+    // after the lock is released (declared before the lock_guard)
+}
+
+}  // namespace ferry

@@ -1,0 +1,84 @@
+"""In-band migration (docs/migration.md, "In-band migration"): a guest streaming TCP to a peer
+outside the stateful firewalls of two ferryd (migration_scene.py) is moved by nothing but QEMU's
+own migration, the QMP commands libvirt issues: with pause-before-switchover answered by the test
+as libvirt answers it, and without. Nothing is sent to either ferryd. The port's flows travel in
+QEMU's stream (VHOST_USER_PROTOCOL_F_DEVICE_STATE): the stream goes on byte-exact, B tracks the
+connection and its firewall refuses none of the guest's traffic. The control (ferryd offering no
+state: the connection is lost at B) is tests/e2e/test_live_migration.py's
+test_without_the_flows_the_connection_is_lost.
+"""
+import shutil
+import time
+
+import pytest
+
+import migration_scene as ms
+
+STREAM_S = 40
+
+
+@pytest.fixture
+def scene(tmp_path):
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 is not installed (scripts/setup installs it)")
+    s = ms.Scene(str(tmp_path))
+    try:
+        yield s.start()
+    finally:
+        s.stop()
+
+
+def qmp_migrate(source, target, pause_before_switchover, timeout=90):
+    """The source QEMU's migration as libvirt drives it. @return query-migrate at the end"""
+    qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
+    qmp.call("migrate-set-capabilities", capabilities=[
+        {"capability": "pause-before-switchover", "state": pause_before_switchover}])
+    qmp.call("migrate", uri=target.incoming)
+    deadline = time.monotonic() + timeout
+    while (status := qmp.call("query-migrate")).get("status") != "completed":
+        assert status.get("status") not in ("failed", "cancelled"), status
+        assert time.monotonic() < deadline, status
+        if status.get("status") == "pre-switchover":
+            qmp.call("migrate-continue", state="pre-switchover")  # libvirt's answer
+        time.sleep(0.05)
+    return status
+
+
+@pytest.mark.parametrize("pause_before_switchover", [True, False])
+def test_qemu_migration_alone_moves_the_flows(scene, pause_before_switchover, capsys):
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 120)
+    source = scene.guest("a", ms.stream_script(STREAM_S))
+    ms.wait_bytes(out, 200, 120)
+    before = ms.stream_connection(a)
+    assert before is not None and ms.stream_connection(b) is None
+
+    target = scene.guest("b", ms.stream_script(STREAM_S), incoming=True)
+    dropped = ms.drops(scene.hosts)
+    t_start = time.monotonic()
+    status = qmp_migrate(source, target, pause_before_switchover)
+    t_done = time.monotonic()
+    moved = ms.stream_connection(b)
+    assert moved is not None and moved["ports"] == ["vm1", "uplink"], moved
+    assert moved["packets"][0] >= before["packets"][0], (moved, before)
+    source.stop()
+
+    assert target.wait_exit(STREAM_S + 90) == 0, target.output()[-2000:]
+    scene.peer.wait(30)
+    points, end = ms.arrivals(out)
+    assert end == "closed", end
+    with open(out) as f:
+        data = f.read()
+    assert ms.expected_stream(data), data[-300:]
+    after_move = [p for p in points if p[0] > t_done]
+    assert after_move and after_move[-1][1] - after_move[0][1] > 500, "too little after the move"
+    lost = ms.drops_since(dropped, scene.hosts)
+    assert {k: n for k, n in lost.items()
+            if k.startswith("b ") and not k.endswith("no_destination")} == {}, lost
+
+    gap, _ = ms.longest_gap(points, t_start, t_done + 5.0)
+    with capsys.disabled():
+        print(f"\n  in-band migration (pause-before-switchover {pause_before_switchover}): QEMU "
+              f"downtime {status.get('downtime')} ms, total {status.get('total-time')} ms; "
+              f"stream interruption {gap * 1000:.0f} ms; {len(data.splitlines())} lines, "
+              f"byte-exact; connection on B: {moved['state']}")
