@@ -20,6 +20,7 @@
 #include "control/log.h"
 #include "control/migration.h"
 #include "control/switch.h"
+#include "dataplane/mac_table.h"
 #include "migrate/stream_reader.h"
 #include "migrate/stream_writer.h"
 #include "migrate/vhost_device_state.h"
@@ -56,6 +57,12 @@ struct InbandPort {
     std::string name;
     Switch* sw = nullptr;
     std::map<int, std::shared_ptr<DeviceStateTransfer>> by_vid;
+    /// The state the last SAVE captured, and whether QEMU confirmed it (CHECK succeeded): the
+    /// source keeps those connections until it knows the outcome. The device running again
+    /// means the migration failed (keep them); the connection closing without that means the
+    /// guest runs elsewhere (retire them).
+    std::shared_ptr<MigrationState> captured;
+    bool saved = false;
 };
 
 /// DPDK's pre_msg_handle gets a vid and no context pointer, so the ports live in one registry
@@ -105,10 +112,51 @@ std::optional<T> on_control_thread(Switch& sw, std::function<T()> fn) {
     return fut.get();  // started: it finishes (bounded by the pause and the install)
 }
 
-DeviceStateHooks make_hooks(Switch* sw, const std::string& port) {
+/// Retires what a confirmed SAVE sent, quietly (no packet): the guest left with it.
+/// Context: control.
+void retire_saved(Switch& sw, const std::string& port, const MigrationState& state) {
+    if (Status p = sw.pause(); !p) {
+        FERRY_LOG_WARN("port %s: cannot retire the moved connections now: %s", port.c_str(),
+                       p.error().message.c_str());
+        return;  // they expire like any idle connection
+    }
+    MigrationControl mc(sw);
+    const size_t n = mc.retire(state, 0, state.connections.size());
+    sw.resume();
+    FERRY_LOG_INFO("port %s: the guest moved; %zu of its connections retired here", port.c_str(),
+                   n);
+}
+
+/// The port's MACs that its link down (QEMU stopping the device before SAVE) took out of the
+/// MAC table, added to a capture that lacks them. Context: control.
+void add_departed_macs(Switch& sw, const std::string& port, MigrationState* s) {
+    const std::optional<uint16_t> slot = sw.port_slot(port);
+    if (!slot) return;
+    uint16_t stream_port = kNoStreamPort;
+    for (size_t i = 0; i < s->ports.size(); ++i)
+        if (s->ports[i].name == port) stream_port = static_cast<uint16_t>(i);
+    if (stream_port == kNoStreamPort) return;
+    const uint32_t now_s = sw.clock_s();
+    for (const Switch::DepartedMac& d : sw.departed_macs(*slot)) {
+        MigratedMac m;
+        const uint64_t addr = mac_key_addr(d.key);
+        for (int i = 0; i < 6; ++i) m.mac[i] = static_cast<uint8_t>(addr >> (40 - 8 * i));
+        m.vlan = mac_key_vlan(d.key);
+        m.port = stream_port;
+        m.age_ms = (now_s - d.stamp_s) * 1000;
+        const bool known = std::any_of(s->macs.begin(), s->macs.end(), [&](const MigratedMac& x) {
+            return x.mac == m.mac && x.vlan == m.vlan;
+        });
+        if (!known) s->macs.push_back(m);
+    }
+}
+
+DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::string& path) {
     DeviceStateHooks h;
-    h.save = [sw, port] {
-        auto saved = on_control_thread<DeviceStateHooks::Saved>(*sw, [sw, port] {
+    h.save = [sw, port, path] {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto saved = on_control_thread<DeviceStateHooks::Saved>(*sw, [sw, port, path, t0] {
+            const auto t1 = std::chrono::steady_clock::now();
             DeviceStateHooks::Saved out;
             if (Status p = sw->pause(); !p) {
                 out.error = p.error().message;
@@ -121,8 +169,22 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port) {
                 out.error = state.error().message;
                 return out;
             }
+            add_departed_macs(*sw, port, &*state);
             out.connections = state->connections.size();
             out.bytes = write_stream(*state);
+            const auto ms = [](auto a, auto b) {
+                return std::chrono::duration<double, std::milli>(b - a).count();
+            };
+            FERRY_LOG_INFO(
+                "port %s: state for QEMU's migration: control thread took it after "
+                "%.1f ms, captured and encoded in %.1f ms",
+                port.c_str(), ms(t0, t1), ms(t1, std::chrono::steady_clock::now()));
+            std::lock_guard lock(registry().mutex);
+            auto it = registry().ports.find(path);
+            if (it != registry().ports.end()) {
+                it->second.captured = std::make_shared<MigrationState>(std::move(*state));
+                it->second.saved = false;  // until QEMU confirms it
+            }
             return out;
         });
         if (!saved) return DeviceStateHooks::Saved{{}, 0, "the control thread is busy"};
@@ -148,13 +210,27 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port) {
                 MigrationControl mc(*sw);
                 auto report = mc.install(*shared);
                 sw->resume();
-                return report ? std::string() : report.error().message;
+                if (!report) return report.error().message;
+                FERRY_LOG_INFO(
+                    "port %s: installed %zu connections and %zu MACs from QEMU's "
+                    "migration (%zu DPI streams continued, %zu restarted)",
+                    shared->ports[0].name.c_str(), report->connections, report->macs,
+                    report->dpi_expanded, report->dpi_restarted);
+                return std::string();
             });
             return r ? *r : "the control thread is busy";
         };
         return out;
     };
-    h.finished = [port](const DeviceStateReport& r) {
+    h.finished = [port, path](const DeviceStateReport& r) {
+        if (r.direction == DeviceStateDirection::kSave) {
+            std::lock_guard lock(registry().mutex);
+            auto it = registry().ports.find(path);
+            if (it != registry().ports.end()) {
+                it->second.saved = r.ok && it->second.captured != nullptr;
+                if (!r.ok) it->second.captured = nullptr;
+            }
+        }
         const char* dir = r.direction == DeviceStateDirection::kSave ? "sent" : "received";
         if (r.ok)
             FERRY_LOG_INFO("port %s: in-band migration %s %zu connections (%llu bytes) in %.1f ms",
@@ -243,6 +319,18 @@ void inband_remove_port(const std::string& path) {
     // Destroyed here or when a handler still holding one returns: both join the thread.
 }
 
+void inband_device_resumed(const std::string& path) {
+    std::lock_guard lock(registry().mutex);
+    auto it = registry().ports.find(path);
+    if (it == registry().ports.end() || !it->second.saved) return;
+    it->second.saved = false;  // the migration failed or was cancelled: the guest runs here
+    it->second.captured = nullptr;
+    FERRY_LOG_INFO(
+        "port %s: device running again after its state was saved; its connections "
+        "stay here",
+        it->second.name.c_str());
+}
+
 void inband_attach(const std::string& path) {
     {
         std::lock_guard lock(registry().mutex);
@@ -272,14 +360,27 @@ void inband_attach(const std::string& path) {
             continue;
         }
         if (rte_vhost_extern_callback_register(vid, &kExternOps, nullptr) != 0) continue;
-        live[vid] = std::make_shared<DeviceStateTransfer>(p.name, make_hooks(p.sw, p.name),
+        live[vid] = std::make_shared<DeviceStateTransfer>(p.name, make_hooks(p.sw, p.name, path),
                                                           kMaxInbandStream);
         FERRY_LOG_DEBUG("port %s: device-state handler on vhost connection %d", p.name.c_str(),
                         vid);
     }
-    for (auto& [vid, t] : p.by_vid)
-        if (!live.count(vid)) t->abort();  // that connection is gone
+    bool closed = false;
+    for (auto& [vid, t] : p.by_vid) {
+        if (live.count(vid)) continue;
+        t->abort();  // that connection is gone
+        closed = true;
+    }
     p.by_vid.swap(live);
+    if (closed && p.saved) {
+        // The front-end that took the port's state went away without starting the device
+        // again here: its migration completed, the guest runs elsewhere.
+        std::shared_ptr<MigrationState> state = std::move(p.captured);
+        p.saved = false;
+        Switch* sw = p.sw;
+        std::string name = p.name;
+        sw->post([sw, name, state] { retire_saved(*sw, name, *state); });
+    }
     // live now holds the previous map; the gone transfers are joined when it is destroyed,
     // after the lock is released (declared before the lock_guard)
 }

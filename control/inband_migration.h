@@ -33,8 +33,14 @@ void inband_add_port(Switch& sw, const std::string& port, const std::string& pat
 /// (port deleted).
 void inband_remove_port(const std::string& path);
 
+/// The port's device runs again: a migration that saved its state failed or was cancelled, so
+/// the connections stay here. Context: control (link up).
+void inband_device_resumed(const std::string& path);
+
 /// Attaches the device-state handler to the connections on path that lack it. Context: the
-/// vhost-user message thread (net_vhost's LSC and queue-state events), or control.
+/// vhost-user message thread (net_vhost's LSC and queue-state events), or control. When the
+/// connection that took a confirmed SAVE is gone and its device never ran again, the saved
+/// connections are retired on the control thread, quietly.
 void inband_attach(const std::string& path);
 
 }  // namespace ferry

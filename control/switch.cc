@@ -511,6 +511,7 @@ Status Switch::del_port(const std::string& name) {
     offload_.remove_port(rec.slot);
     port_device_close(rec.dev);
     if (rec.cfg.type == PortType::kVhostUser) inband_remove_port(rec.cfg.path);
+    departed_macs_.erase(rec.slot);
     uint32_t n = macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == rec.slot; });
     FERRY_LOG_INFO("port %s removed (%u MAC entries forgotten)", name.c_str(), n);
     return Ok{};
@@ -748,6 +749,8 @@ void Switch::handle_port_events() {
 void Switch::poll_links() {
     bool changed = false;
     std::vector<uint16_t> went_down;
+    std::vector<std::string> resumed;
+    std::vector<uint16_t> vhost_down;
     {
         std::lock_guard lock(registry_mutex_);
         for (auto& [n, r] : ports_) {
@@ -761,12 +764,33 @@ void Switch::poll_links() {
                     : "link";
             FERRY_LOG_INFO("port %s: link %s (%s)", n.c_str(), up ? "up" : "down", what);
             if (!up) went_down.push_back(r.slot);
+            if (r.cfg.type == PortType::kVhostUser) {
+                if (up) resumed.push_back(r.cfg.path);
+                if (up) departed_macs_.erase(r.slot);
+                if (!up) vhost_down.push_back(r.slot);
+            }
         }
     }
     if (!changed) return;
+    for (const std::string& path : resumed) inband_device_resumed(path);
     publish();
-    for (uint16_t slot : went_down)
-        macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == slot; });
+    for (uint16_t slot : went_down) {
+        // A vhost-user port's link goes down when QEMU stops the device, also right before it
+        // asks for the port's state: the MACs stay known for that state, not for forwarding.
+        const bool keep = std::find(vhost_down.begin(), vhost_down.end(), slot) != vhost_down.end();
+        std::vector<DepartedMac> departed;
+        macs_->remove_if([&](uint64_t key, MacEntry e) {
+            if (e.port != slot) return false;
+            if (keep) departed.push_back({key, e.stamp_s});
+            return true;
+        });
+        if (keep) departed_macs_[slot] = std::move(departed);
+    }
+}
+
+std::vector<Switch::DepartedMac> Switch::departed_macs(uint16_t slot) const {
+    auto it = departed_macs_.find(slot);
+    return it == departed_macs_.end() ? std::vector<DepartedMac>{} : it->second;
 }
 
 }  // namespace ferry

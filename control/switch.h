@@ -140,6 +140,16 @@ public:
     MacTable& mac_table() { return *macs_; }
     uint32_t clock_s() const { return clock_s_.load(std::memory_order_relaxed); }
 
+    /// A MAC a vhost-user port's link down forgot: its device stopped, perhaps for a QEMU
+    /// migration that asks for the port's state next (control/inband_migration.h).
+    struct DepartedMac {
+        uint64_t key;  // the MAC table's key (address and VLAN)
+        uint32_t stamp_s;
+    };
+    /// The MACs the port in slot forgot at its last link down; empty once it is up again.
+    /// Context: control.
+    std::vector<DepartedMac> departed_macs(uint16_t slot) const;
+
     /// The configuration the switch was built from. Context: control.
     const Config& config() const { return cfg_; }
 
@@ -212,6 +222,7 @@ private:
     mutable std::mutex registry_mutex_;
     std::map<std::string, PortRecord> ports_;
     std::vector<std::pair<uint16_t, PortConfig>> released_;  // by release_ports(): slot, port
+    std::map<uint16_t, std::vector<DepartedMac>> departed_macs_;  // by slot; control thread only
 };
 
 }  // namespace ferry

@@ -3,7 +3,8 @@ outside the stateful firewalls of two ferryd (migration_scene.py) is moved by no
 own migration, the QMP commands libvirt issues: with pause-before-switchover answered by the test
 as libvirt answers it, and without. Nothing is sent to either ferryd. The port's flows travel in
 QEMU's stream (VHOST_USER_PROTOCOL_F_DEVICE_STATE): the stream goes on byte-exact, B tracks the
-connection and its firewall refuses none of the guest's traffic. The control (ferryd offering no
+connection and its firewall refuses none of the guest's traffic, and A retires the connection
+once the source QEMU is gone. The control (ferryd offering no
 state: the connection is lost at B) is tests/e2e/test_live_migration.py's
 test_without_the_flows_the_connection_is_lost.
 """
@@ -58,10 +59,19 @@ def test_qemu_migration_alone_moves_the_flows(scene, pause_before_switchover, ca
     t_start = time.monotonic()
     status = qmp_migrate(source, target, pause_before_switchover)
     t_done = time.monotonic()
+    # The source reports completed once it has sent everything; B installs when its QEMU has
+    # loaded the device state (CHECK_DEVICE_STATE), a moment later.
+    ms.fh.wait_for(lambda: ms.stream_connection(b) is not None, 10, interval=0.05,
+                   what="B to install the guest's connection")
     moved = ms.stream_connection(b)
-    assert moved is not None and moved["ports"] == ["vm1", "uplink"], moved
+    assert moved["ports"] == ["vm1", "uplink"], moved
     assert moved["packets"][0] >= before["packets"][0], (moved, before)
+    assert ms.stream_connection(a) is not None  # kept until the source QEMU is gone
     source.stop()
+    # The connection that took the state closed and the device never ran again on A: A
+    # retires what it sent, quietly.
+    ms.fh.wait_for(lambda: ms.stream_connection(a) is None, 10, interval=0.1,
+                   what="A to retire the moved connection")
 
     assert target.wait_exit(STREAM_S + 90) == 0, target.output()[-2000:]
     scene.peer.wait(30)
