@@ -127,11 +127,13 @@ class Scene:
     """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
 
     def __init__(self, workdir, idle_backoff=True, ct_capacity=4096, worker_cpus=(1, 1),
-                 device_state=True):
+                 device_state=True, zones=None):
         """device_state=False: the ferryd do not offer their ports' state to QEMU's migration
-        (VHOST_USER_PROTOCOL_F_DEVICE_STATE), as a switch that keeps no state across hosts."""
+        (VHOST_USER_PROTOCOL_F_DEVICE_STATE), as a switch that keeps no state across hosts.
+        zones: per host label, its conntrack zone settings ({"b": [{"zone": 1, "limit": 1}]})."""
         self.dir = workdir
         self.device_state = device_state
+        self.zones = zones or {}
         self.worker_cpus = dict(zip("ab", worker_cpus))  # each host's worker (main: cpu 0)
         self.idle_backoff = idle_backoff  # False: the workers busy-poll, for comparison
         self.ct_capacity = ct_capacity
@@ -145,7 +147,10 @@ class Scene:
     def start(self):
         self.ns = Netns()
         for label in ("a", "b"):
-            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": {"capacity": self.ct_capacity},
+            conntrack = {"capacity": self.ct_capacity}
+            if label in self.zones:
+                conntrack["zones"] = self.zones[label]
+            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": conntrack,
                                  "idle_backoff": {"enabled": self.idle_backoff}},
                           lcores=f"0@0,1@{self.worker_cpus[label]}",
                           tmpdir=self._subdir(f"host-{label}"))

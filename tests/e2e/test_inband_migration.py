@@ -4,8 +4,9 @@ own migration, the QMP commands libvirt issues: with pause-before-switchover ans
 as libvirt answers it, and without. Nothing is sent to either ferryd. The port's flows travel in
 QEMU's stream (VHOST_USER_PROTOCOL_F_DEVICE_STATE): the stream goes on byte-exact, B tracks the
 connection and its firewall refuses none of the guest's traffic, and A retires the connection
-once the source QEMU is gone. The control (ferryd offering no
-state: the connection is lost at B) is tests/e2e/test_live_migration.py's
+once the source QEMU is gone. A destination that refuses the state fails QEMU's migration
+(with return-path): the guest runs on at A with A's connections unchanged. The control (ferryd
+offering no state: the connection is lost at B) is tests/e2e/test_live_migration.py's
 test_without_the_flows_the_connection_is_lost.
 """
 import shutil
@@ -29,14 +30,21 @@ def scene(tmp_path):
         s.stop()
 
 
-def qmp_migrate(source, target, pause_before_switchover, timeout=90):
-    """The source QEMU's migration as libvirt drives it. @return query-migrate at the end"""
+def qmp_migrate(source, target, pause_before_switchover, timeout=90, return_path=False,
+                until=("completed",)):
+    """The source QEMU's migration as libvirt drives it (return_path: the source learns
+    whether the destination loaded everything). @return query-migrate at the end"""
     qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
-    qmp.call("migrate-set-capabilities", capabilities=[
-        {"capability": "pause-before-switchover", "state": pause_before_switchover}])
+    caps = [{"capability": "pause-before-switchover", "state": pause_before_switchover}]
+    if return_path:
+        tqmp = ms.vm_migrate_module().Qmp(target.qmp, "target QEMU", 30)
+        tqmp.call("migrate-set-capabilities",
+                  capabilities=[{"capability": "return-path", "state": True}])
+        caps.append({"capability": "return-path", "state": True})
+    qmp.call("migrate-set-capabilities", capabilities=caps)
     qmp.call("migrate", uri=target.incoming)
     deadline = time.monotonic() + timeout
-    while (status := qmp.call("query-migrate")).get("status") != "completed":
+    while (status := qmp.call("query-migrate")).get("status") not in until:
         assert status.get("status") not in ("failed", "cancelled"), status
         assert time.monotonic() < deadline, status
         if status.get("status") == "pre-switchover":
@@ -92,3 +100,38 @@ def test_qemu_migration_alone_moves_the_flows(scene, pause_before_switchover, ca
               f"downtime {status.get('downtime')} ms, total {status.get('total-time')} ms; "
               f"stream interruption {gap * 1000:.0f} ms; {len(data.splitlines())} lines, "
               f"byte-exact; connection on B: {moved['state']}")
+
+
+def identity(c):
+    return {k: c[k] for k in ("zone", "proto", "orig", "reply", "state", "ports", "nat", "mark")}
+
+
+def test_destination_that_refuses_the_state_fails_the_migration(tmp_path):
+    """B's zone 1 takes one connection; the guest has two there (its stream and its ping): B
+    refuses the state at CHECK_DEVICE_STATE, QEMU fails the migration, the guest runs on at A
+    with A's connections exactly as before, and its stream goes on."""
+    scene = ms.Scene(str(tmp_path), zones={"b": [{"zone": 1, "limit": 1}]})
+    try:
+        scene.start()
+        a, b = scene.hosts["a"], scene.hosts["b"]
+        out = scene.start_peer(STREAM_S + 120)
+        source = scene.guest("a", ms.stream_script(STREAM_S))
+        ms.wait_bytes(out, 200, 120)
+        before = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+        assert len(before) >= 2, before
+        target = scene.guest("b", "true", incoming=True)
+        status = qmp_migrate(source, target, True, return_path=True,
+                             until=("completed", "failed"))
+        assert status["status"] == "failed", status
+        qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
+        ms.fh.wait_for(lambda: qmp.call("query-status")["status"] == "running", 10,
+                       what="the guest to run on at A")
+        assert ms.stream_connection(b) is None
+        ms.wait_bytes(out, ms.received(out)[0] + 200, 30)  # the stream goes on at A
+        after = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+        assert after == before
+        # Still A's once its QEMU's device runs again: nothing is retired later either.
+        time.sleep(1)
+        assert ms.stream_connection(a) is not None
+    finally:
+        scene.stop()
