@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <future>
 #include <map>
@@ -71,7 +72,11 @@ struct InbandPort {
 struct Registry {
     std::mutex mutex;
     std::map<std::string, InbandPort> ports;
+    std::deque<std::pair<std::string, DeviceStateReport>> history;  // port, report; newest last
 };
+
+/// How many ended transfers migrate.status shows.
+constexpr size_t kHistory = 16;
 
 Registry& registry() {
     static Registry r;
@@ -223,6 +228,11 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
         return out;
     };
     h.finished = [port, path](const DeviceStateReport& r) {
+        {
+            std::lock_guard lock(registry().mutex);
+            registry().history.emplace_back(port, r);
+            if (registry().history.size() > kHistory) registry().history.pop_front();
+        }
         if (r.direction == DeviceStateDirection::kSave) {
             std::lock_guard lock(registry().mutex);
             auto it = registry().ports.find(path);
@@ -317,6 +327,25 @@ void inband_remove_port(const std::string& path) {
     }
     for (auto& [vid, t] : gone) t->abort();
     // Destroyed here or when a handler still holding one returns: both join the thread.
+}
+
+nlohmann::json inband_status() {
+    auto dir = [](DeviceStateDirection d) {
+        return d == DeviceStateDirection::kSave ? "save" : "load";
+    };
+    nlohmann::json out = nlohmann::json::array();
+    std::lock_guard lock(registry().mutex);
+    for (const auto& [port, r] : registry().history) {
+        nlohmann::json j = {
+            {"port", port},     {"direction", dir(r.direction)}, {"result", r.ok ? "ok" : "failed"},
+            {"bytes", r.bytes}, {"connections", r.connections},  {"ms", r.ms}};
+        if (!r.ok) j["error"] = r.reason;
+        out.push_back(std::move(j));
+    }
+    for (const auto& [path, p] : registry().ports)
+        for (const auto& [vid, t] : p.by_vid)
+            if (t->busy()) out.push_back({{"port", p.name}, {"result", "running"}});
+    return out;
 }
 
 void inband_device_resumed(const std::string& path) {

@@ -15,6 +15,8 @@
 
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "control/result.h"
 
 namespace ferry {
@@ -32,6 +34,11 @@ void inband_add_port(Switch& sw, const std::string& port, const std::string& pat
 /// Stops the port's transfers (nothing is installed after) and forgets it. Context: control
 /// (port deleted).
 void inband_remove_port(const std::string& path);
+
+/// In-band transfers under way and the last ones that ended, for migrate.status: a list of
+/// {port, direction ("save"/"load"), result ("running"/"ok"/"failed"), bytes, connections,
+/// ms, error?}, newest last. Context: control.
+nlohmann::json inband_status();
 
 /// The port's device runs again: a migration that saved its state failed or was cancelled, so
 /// the connections stay here. Context: control (link up).

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <future>
 
+#include "control/inband_migration.h"
 #include "control/log.h"
 #include "control/migration.h"
 #include "control/switch.h"
@@ -859,7 +860,11 @@ void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
                  "the current or last migration: role, phase, progress",
                  true,
                  {},
-                 [session](const json&) -> Result<json> { return session->status(); }});
+                 [session](const json&) -> Result<json> {
+                     json s = session->status();
+                     s["in_band"] = inband_status();  // QEMU's own migrations (device state)
+                     return s;
+                 }});
 }
 
 }  // namespace ferry

@@ -73,6 +73,10 @@ def test_qemu_migration_alone_moves_the_flows(scene, pause_before_switchover, ca
                    what="B to install the guest's connection")
     moved = ms.stream_connection(b)
     assert moved["ports"] == ["vm1", "uplink"], moved
+    for d, direction in ((a, "save"), (b, "load")):  # migrate.status shows the transfer
+        last = d.call("migrate.status")["in_band"][-1]
+        assert last["port"] == "vm1" and last["direction"] == direction, last
+        assert last["result"] == "ok" and last["connections"] >= 1 and last["bytes"] > 0, last
     assert moved["packets"][0] >= before["packets"][0], (moved, before)
     assert ms.stream_connection(a) is not None  # kept until the source QEMU is gone
     source.stop()
