@@ -139,3 +139,43 @@ def test_destination_that_refuses_the_state_fails_the_migration(tmp_path):
         assert ms.stream_connection(a) is not None
     finally:
         scene.stop()
+
+
+def test_there_and_back_with_the_same_connection(scene):
+    """A -> B -> A by QEMU's migration alone: the connection goes to B, is retired at A once A's
+    QEMU exits, comes back to A (no clash with anything A kept) and is retired at B."""
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 180)
+    first = scene.guest("a", ms.stream_script(STREAM_S + 20))
+    ms.wait_bytes(out, 200, 120)
+    original = ms.stream_connection(a)
+    dropped = ms.drops(scene.hosts)
+
+    second = scene.guest("b", "true", incoming=True)
+    qmp_migrate(first, second, True)
+    ms.fh.wait_for(lambda: ms.stream_connection(b) is not None, 10, interval=0.05,
+                   what="B to install the guest's connection")
+    first.stop()
+    ms.fh.wait_for(lambda: ms.stream_connection(a) is None, 10, interval=0.1,
+                   what="A to retire the connection")
+    ms.wait_bytes(out, ms.received(out)[0] + 200, 30)  # flowing through B
+
+    third = scene.guest("a", "true", incoming=True)
+    qmp_migrate(second, third, False)
+    ms.fh.wait_for(lambda: ms.stream_connection(a) is not None, 10, interval=0.05,
+                   what="A to install the guest's connection again")
+    back = ms.stream_connection(a)
+    assert back["orig"] == original["orig"] and back["reply"] == original["reply"], back
+    second.stop()
+    ms.fh.wait_for(lambda: ms.stream_connection(b) is None, 10, interval=0.1,
+                   what="B to retire the connection")
+
+    assert third.wait_exit(STREAM_S + 120) == 0, third.output()[-2000:]
+    scene.peer.wait(30)
+    _, end = ms.arrivals(out)
+    assert end == "closed", end
+    with open(out) as f:
+        data = f.read()
+    assert ms.expected_stream(data), data[-300:]
+    lost = ms.drops_since(dropped, scene.hosts)
+    assert {k: n for k, n in lost.items() if "rule_drop" in k} == {}, lost
