@@ -9,8 +9,8 @@
 // device ever starts, and nothing reaches the application before that. So the port's vids are
 // found by socket path: on each LSC and queue-state event of the port (raised by net_vhost on
 // the vhost-user message thread) and, for ports without a running device, from the control
-// thread's housekeeping (every 100 ms at most). See docs/migration.md for the race that the
-// latter leaves and for the way out (owning the vhost-user sockets through rte_vhost).
+// thread's housekeeping (each pass of its loop, 50 ms apart or less). See docs/migration.md
+// for the race that the latter leaves and for the way out (owning the sockets via rte_vhost).
 #pragma once
 
 #include <string>

@@ -59,7 +59,7 @@ def params(direction, phase):
 
 def attached(d, fe):
     """A first round trip (the vhost library accepts a connection up to a second late), then
-    housekeeping's scan attaches the handler (100 ms at most): a CHECK with no transfer answers
+    housekeeping's scan attaches the handler (50 ms or so): a CHECK with no transfer answers
     1 (refused) rather than closing the connection."""
     assert fe.alive()
     time.sleep(0.3)
