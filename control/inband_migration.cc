@@ -207,6 +207,19 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
             out.error = "the stream is not port " + port + "'s state";
             return out;
         }
+        // The front-end of one port writes that port's state only: every connection must
+        // have this port (stream port 0) on one side and every MAC must be on it, or a
+        // hostile QEMU could open the firewall between other ports.
+        for (const MigratedConnection& c : state->connections)
+            if (c.port[0] != 0 && c.port[1] != 0) {
+                out.error = "the stream has a connection that is not port " + port + "'s";
+                return out;
+            }
+        for (const MigratedMac& m : state->macs)
+            if (m.port != 0) {
+                out.error = "the stream has a MAC that is not on port " + port;
+                return out;
+            }
         out.connections = state->connections.size();
         auto shared = std::make_shared<MigrationState>(std::move(*state));
         out.install = [sw, shared]() -> std::string {
