@@ -179,3 +179,40 @@ def test_there_and_back_with_the_same_connection(scene):
     assert ms.expected_stream(data), data[-300:]
     lost = ms.drops_since(dropped, scene.hosts)
     assert {k: n for k, n in lost.items() if "rule_drop" in k} == {}, lost
+
+
+def test_cancelled_or_broken_migrations_leave_the_guest_and_its_flows_at_the_source(scene):
+    """Two moves that fail after the guest and its device stopped: QMP migrate_cancel at
+    pre-switchover, and the destination QEMU killed there (the source's migration then fails).
+    Each time the guest runs on at A, A's connections are exactly as before and stay, B has
+    none. (A failure after A saved the port's state is the refusing destination's test.)"""
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 180)
+    source = scene.guest("a", ms.stream_script(STREAM_S + 20))
+    ms.wait_bytes(out, 200, 120)
+    before = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+    qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
+    qmp.call("migrate-set-capabilities", capabilities=[
+        {"capability": "pause-before-switchover", "state": True}])
+
+    for how in ("cancel", "kill the destination"):
+        target = scene.guest("b", "true", incoming=True)
+        qmp.call("migrate", uri=target.incoming)
+        ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") == "pre-switchover", 90,
+                       interval=0.05, what="pre-switchover")
+        if how == "cancel":
+            qmp.call("migrate_cancel")
+        else:
+            target.proc.kill()
+            target.proc.wait(10)
+            qmp.call("migrate-continue", state="pre-switchover")
+        ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") in ("cancelled", "failed"),
+                       30, interval=0.05, what=f"the migration to end ({how})")
+        ms.fh.wait_for(lambda: qmp.call("query-status")["status"] == "running", 10,
+                       what=f"the guest to run on at A ({how})")
+        target.stop()
+        ms.wait_bytes(out, ms.received(out)[0] + 200, 30)  # the stream goes on at A
+        time.sleep(0.5)  # anything retired by mistake would be gone by now
+        after = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+        assert after == before, how
+        assert ms.stream_connection(b) is None, how
