@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "control/result.h"
+#include "dataplane/result.h"
 
 namespace ferry {
 
