@@ -9,7 +9,6 @@ once the source QEMU is gone. A destination that refuses the state fails QEMU's 
 offering no state: the connection is lost at B) is tests/e2e/test_live_migration.py's
 test_without_the_flows_the_connection_is_lost.
 """
-import shutil
 import time
 
 import pytest
@@ -17,17 +16,6 @@ import pytest
 import migration_scene as ms
 
 STREAM_S = 40
-
-
-@pytest.fixture
-def scene(tmp_path):
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.fail("qemu-system-x86_64 is not installed (scripts/setup installs it)")
-    s = ms.Scene(str(tmp_path))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
 
 
 def qmp_migrate(source, target, pause_before_switchover, timeout=90, return_path=False,

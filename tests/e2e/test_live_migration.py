@@ -8,11 +8,8 @@ migration alone (as with a switch that keeps no state across hosts) loses the co
 B's firewall refuses both directions of a connection it does not know.
 """
 import json
-import shutil
 import statistics
 import time
-
-import pytest
 
 import migration_scene as ms
 
@@ -21,17 +18,6 @@ STREAM_S = 30
 
 def identity(c):
     return {k: c[k] for k in ("zone", "proto", "orig", "reply", "state", "ports", "nat", "mark")}
-
-
-@pytest.fixture
-def scene(tmp_path):
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.fail("qemu-system-x86_64 is not installed (scripts/setup installs it)")
-    s = ms.Scene(str(tmp_path))
-    try:
-        yield s.start()
-    finally:
-        s.stop()
 
 
 def test_guest_moves_to_another_host_with_its_tcp_stream(scene, capsys):
