@@ -4,6 +4,7 @@
 
 #include "control/config.h"
 #include "control/conntrack.h"
+#include "control/counter_catalog.h"
 #include "control/dpi.h"
 #include "control/log.h"
 #include "control/migration.h"
@@ -232,6 +233,11 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                  true,
                  {},
                  [&sw](const json&) -> Result<json> { return sw.stats(); }});
+    t.push_back({"stats.describe",
+                 "names and descriptions of the drop reasons and the conntrack counters",
+                 true,
+                 {},
+                 [](const json&) -> Result<json> { return counter_catalog(); }});
     t.push_back({"shutdown",
                  "stop ferryd cleanly after answering",
                  true,

@@ -208,24 +208,11 @@ json ConntrackControl::stats() const {
         sum.other += counter_read(c.other);
         json w{{"worker", s->worker()},
                {"connections", s->table().size()},
-               {"capacity", s->table().capacity()},
-               {"lookups", counter_read(c.lookups)},
-               {"created", counter_read(c.created)},
-               {"removed", counter_read(c.removed)},
-               {"invalid", counter_read(c.invalid)},
-               {"limit_drops", counter_read(c.limit_drops)},
-               {"full_drops", counter_read(c.full_drops)},
-               {"nat_exhausted", counter_read(c.nat_port_exhausted)},
-               {"reopened", counter_read(c.reopened)},
-               {"foreign_reply", counter_read(c.foreign_reply)},
-               {"redirects", counter_read(c.redirects)},
-               {"notices_lost", counter_read(c.notices_lost)},
-               {"blocked", counter_read(c.blocked)},
-               {"blocked_drops", counter_read(c.blocked_drops)},
-               {"installed", counter_read(c.installed)},
-               {"dormant_drops", counter_read(c.dormant_drops)},
-               {"handoff_out", counter_read(ws_[s->worker()]->counters.ct_handoff_out)},
-               {"handoff_in", counter_read(ws_[s->worker()]->counters.ct_handoff_in)}};
+               {"capacity", s->table().capacity()}};
+        for (const CtCounterInfo& k : kCtCounters)
+            w[std::string(k.name)] = counter_read(c.*k.field);
+        for (const CtWorkerCounterInfo& k : kCtHandoffCounters)
+            w[std::string(k.name)] = counter_read(ws_[s->worker()]->counters.*k.field);
         workers.push_back(w);
         total += s->table().size() - counter_read(c.redirects);
     }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,23 @@
 #include "dataplane/worker.h"
 
 namespace ferry {
+
+/// ct.stats's per-worker counters kept by the worker rather than by its shard (those of the
+/// hand-off rings); ct.stats reports them after kCtCounters.
+struct CtWorkerCounterInfo {
+    std::string_view name;
+    CounterKind kind;
+    std::string_view description;
+    uint64_t WorkerCounters::*field;
+};
+
+inline constexpr CtWorkerCounterInfo kCtHandoffCounters[] = {
+    {"handoff_out", CounterKind::kCounter,
+     "Packets handed by this worker to their connection's owner worker.",
+     &WorkerCounters::ct_handoff_out},
+    {"handoff_in", CounterKind::kCounter, "Packets handed to this worker by others.",
+     &WorkerCounters::ct_handoff_in},
+};
 
 /// Which connections a list or flush concerns; unset fields match everything.
 struct CtFilter {

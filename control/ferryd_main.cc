@@ -21,6 +21,7 @@
 #include "control/commands.h"
 #include "control/config.h"
 #include "control/control_server.h"
+#include "control/counter_catalog.h"
 #include "control/dpi.h"
 #include "control/eal_setup.h"
 #include "control/jsonrpc.h"
@@ -56,7 +57,7 @@ void usage(FILE* out) {
             "usage: ferryd --config FILE [--check] [--restore FILE | --takeover PATH]\n"
             "              [--detach] [--log-level LEVEL]\n"
             "              [-- EAL-ARGS...]\n"
-            "       ferryd --print-schema | --version\n"
+            "       ferryd --print-schema | --print-counters | --version\n"
             "  --config FILE      JSON configuration (see config/schema.json)\n"
             "  --check            validate the configuration and exit\n"
             "  --takeover PATH    live upgrade: take the state, the control socket and the\n"
@@ -68,6 +69,9 @@ void usage(FILE* out) {
             "  --restore FILE     install the state of a stream file (migrate.save) before\n"
             "                     traffic starts; a stream that does not fit stops ferryd\n"
             "  --log-level LEVEL  debug, info (default), warn or error\n"
+            "  --print-schema     print the configuration's JSON Schema and exit\n"
+            "  --print-counters   print the drop reasons and conntrack counters, with what\n"
+            "                     each counts (JSON, as the stats.describe method) and exit\n"
             "  -- EAL-ARGS        appended to the configuration's \"eal\" arguments\n");
 }
 
@@ -91,6 +95,9 @@ int parse_args(int argc, char** argv, Options* o) {
             o->check_only = true;
         } else if (a == "--print-schema") {
             o->print_schema = true;
+        } else if (a == "--print-counters") {
+            printf("%s\n", ferry::counter_catalog().dump(2).c_str());
+            return 0;
         } else if (a == "--version") {
             printf("ferryd %s\n", FERRY_VERSION);
             return 0;

@@ -564,7 +564,7 @@ Result<nlohmann::json> Switch::port_stats(const std::string& name) const {
         j["tx_bytes"] = c.tx_bytes - r.baseline.tx_bytes;
         nlohmann::json drops = nlohmann::json::object();
         for (size_t i = 0; i < kDropReasonCount; ++i)
-            drops[std::string(kDropReasonNames[i])] = c.drops[i] - r.baseline.drops[i];
+            drops[std::string(kDropReasons[i].name)] = c.drops[i] - r.baseline.drops[i];
         j["drops"] = drops;
         rte_eth_stats es{};
         if (rte_eth_stats_get(r.dev.dpdk_port, &es) == 0)

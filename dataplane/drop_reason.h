@@ -1,5 +1,8 @@
-// Drop reasons: one list gives both the enum and the counter names, so a new reason can never
-// be counted without a name (VPP's error-list habit, without a macro doing the work).
+// Drop reasons: the one list below generates the enum, the counter names (the same on the control
+// socket, in telemetry and in the Prometheus exporter) and their one-line descriptions, VPP's
+// foreach_*_error habit. `ferryd --print-counters` and the `stats.describe` method publish it;
+// docs/control-api.md lists it, and tests/functional/test_counter_docs.py fails when the two
+// disagree. Names are an interface: add reasons, never rename one.
 #pragma once
 
 #include <array>
@@ -8,58 +11,56 @@
 
 namespace ferry {
 
-enum class DropReason : uint8_t {
-    kRunt,                  // shorter than an Ethernet header
-    kBadVlan,               // VLAN tag header truncated
-    kBadL3,                 // IPv4/IPv6 header truncated or inconsistent
-    kBadL4,                 // TCP/UDP/ICMP header truncated
-    kVlanNotAllowed,        // VLAN not carried by the ingress port
-    kHairpin,               // destination is the ingress port
-    kNoDestination,         // flood with no other member of the VLAN
-    kPortDown,              // egress port removed or link down
-    kTxFull,                // egress queue full after the tx buffer flush
-    kNoMbuf,                // flood copy could not get an mbuf
-    kNoRule,                // no rule of a (non-empty) table matched
-    kRuleDrop,              // a rule's drop action, or a rule that sends the packet nowhere
-    kMeter,                 // a meter marked the packet red
-    kCtLimit,               // ct(commit) refused: the zone's connection limit is reached
-    kCtFull,                // ct(commit) refused: connection table full or no free NAT address/port
-    kCtHandoff,             // the ring to the connection's owner worker was full
-    kDpiDrop,               // payload inspection matched a drop pattern (this or an earlier packet)
-    kCtMigrating,           // the connection is migrating here and its migration has not committed
-    kVlanAfterPriorityTag,  // a priority tag (VID 0) with another VLAN tag behind it
-    kVlanTooDeep,           // more VLAN tags than the parser reads
-    kCount
-};
+// _(enumerator, name, description)
+#define FERRY_FOREACH_DROP_REASON(_)                                                            \
+    _(kRunt, "runt", "Shorter than an Ethernet header.")                                        \
+    _(kBadVlan, "bad_vlan", "VLAN tag header truncated.")                                       \
+    _(kBadL3, "bad_l3", "IPv4/IPv6 header truncated or inconsistent.")                          \
+    _(kBadL4, "bad_l4", "TCP/UDP/ICMP header truncated.")                                       \
+    _(kVlanNotAllowed, "vlan_not_allowed", "VLAN not carried by the ingress port.")             \
+    _(kHairpin, "hairpin", "The destination is the ingress port.")                              \
+    _(kNoDestination, "no_destination", "Flood with no other member of the VLAN.")              \
+    _(kPortDown, "port_down", "Egress port removed or its link down.")                          \
+    _(kTxFull, "tx_full", "Egress queue full after the tx buffer flush.")                       \
+    _(kNoMbuf, "no_mbuf", "A flood copy could not get a packet buffer.")                        \
+    _(kNoRule, "no_rule", "No rule of a (non-empty) table matched.")                            \
+    _(kRuleDrop, "rule_drop", "A rule's drop action, or a rule that sends the packet nowhere.") \
+    _(kMeter, "meter", "A meter marked the packet red.")                                        \
+    _(kCtLimit, "ct_limit", "A zone's connection limit refused a commit.")                      \
+    _(kCtFull, "ct_full", "Connection table full, or no free NAT address and port.")            \
+    _(kCtHandoff, "ct_handoff", "The ring to the connection's owner worker was full.")          \
+    _(kDpiDrop, "dpi_drop",                                                                     \
+      "Payload inspection matched a drop pattern in this packet or earlier in its connection.") \
+    _(kCtMigrating, "ct_migrating",                                                             \
+      "A connection migrating here whose migration has not committed yet.")                     \
+    _(kVlanAfterPriorityTag, "vlan_after_priority_tag",                                         \
+      "A VLAN tag behind a priority tag (VID 0): an attempt to pick a VLAN past the port's.")   \
+    _(kVlanTooDeep, "vlan_too_deep", "More VLAN tags than the two the parser reads.")
 
-inline constexpr std::array<std::string_view, static_cast<size_t>(DropReason::kCount)>
-    kDropReasonNames = {"runt",
-                        "bad_vlan",
-                        "bad_l3",
-                        "bad_l4",
-                        "vlan_not_allowed",
-                        "hairpin",
-                        "no_destination",
-                        "port_down",
-                        "tx_full",
-                        "no_mbuf",
-                        "no_rule",
-                        "rule_drop",
-                        "meter",
-                        "ct_limit",
-                        "ct_full",
-                        "ct_handoff",
-                        "dpi_drop",
-                        "ct_migrating",
-                        "vlan_after_priority_tag",
-                        "vlan_too_deep"};
-static_assert(kDropReasonNames.size() == static_cast<size_t>(DropReason::kCount));
+enum class DropReason : uint8_t {
+#define FERRY_DROP_REASON_ENUM(e, name, description) e,
+    FERRY_FOREACH_DROP_REASON(FERRY_DROP_REASON_ENUM)
+#undef FERRY_DROP_REASON_ENUM
+        kCount
+};
 
 inline constexpr size_t kDropReasonCount = static_cast<size_t>(DropReason::kCount);
 
+/// A drop reason's counter name and what it counts.
+struct DropReasonInfo {
+    std::string_view name;
+    std::string_view description;
+};
+
+inline constexpr std::array<DropReasonInfo, kDropReasonCount> kDropReasons = {{
+#define FERRY_DROP_REASON_INFO(e, name, description) {name, description},
+    FERRY_FOREACH_DROP_REASON(FERRY_DROP_REASON_INFO)
+#undef FERRY_DROP_REASON_INFO
+}};
+
 /// Name of a drop reason as shown in counters. Context: any.
 constexpr std::string_view drop_reason_name(DropReason r) {
-    return kDropReasonNames[static_cast<size_t>(r)];
+    return kDropReasons[static_cast<size_t>(r)].name;
 }
 
 }  // namespace ferry

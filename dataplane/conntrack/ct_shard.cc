@@ -290,7 +290,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     bool foreign = false;
     if (bind && !choose_nat(t, *p.spec, &reply, &foreign)) {
         give_back();
-        counter_add(counters_.nat_port_exhausted, 1);
+        counter_add(counters_.nat_exhausted, 1);
         return CtVerdict::kFull;
     }
     if (foreign && n_notices_ == kCtNoticeSlots) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "dataplane/conntrack/ct_checksum.h"
 #include "dataplane/conntrack/ct_entry.h"
@@ -66,27 +67,54 @@ struct CtNotice {
 
 inline constexpr unsigned kCtNoticeSlots = 64;
 
+// Counters of one shard, one list for the struct fields, the names ct.stats reports per worker
+// (the same in telemetry and in the Prometheus exporter) and their descriptions; see
+// dataplane/drop_reason.h. _(field and name, kind, description); kind says whether the value only
+// grows (counter) or is a live count (gauge).
+#define FERRY_FOREACH_CT_COUNTER(_)                                                         \
+    _(lookups, kCounter, "Packets conntrack looked up.")                                    \
+    _(created, kCounter, "Connections committed.")                                          \
+    _(removed, kCounter, "Connections removed (expired, closed or flushed).")               \
+    _(invalid, kCounter, "Packets conntrack found invalid (+inv).")                         \
+    _(limit_drops, kCounter, "Commits refused by a zone's limit.")                          \
+    _(full_drops, kCounter, "Commits refused: table full or NAT exhausted.")                \
+    _(nat_exhausted, kCounter, "Commits refused: no free NAT address and port.")            \
+    _(reopened, kCounter, "TCP SYNs that reused a TIME_WAIT or CLOSE connection's tuple.")  \
+    _(foreign_reply, kCounter, "NAT bindings whose reply tuple hashes to another worker.")  \
+    _(redirects, kGauge, "Live redirect entries: other workers' foreign reply tuples.")     \
+    _(notices_lost, kCounter, "Redirect notices that found no room (outbox or ring full).") \
+    _(blocked, kCounter, "Connections ended by payload inspection.")                        \
+    _(blocked_drops, kCounter, "Packets of connections payload inspection ended, dropped.") \
+    _(installed, kCounter, "Connections installed from a migration stream or checkpoint.")  \
+    _(dormant_drops, kCounter, "Packets of connections migrating in, dropped before the commit.")
+
+/// Whether a counter only grows or is a live count.
+enum class CounterKind : uint8_t { kCounter, kGauge };
+
 /// Counters of one shard: written by the owner, read by the control thread.
 struct CtShardCounters {
-    uint64_t lookups;
-    uint64_t created;
-    uint64_t removed;  // expired or flushed
-    uint64_t invalid;  // packets marked +inv
-    uint64_t limit_drops;
-    uint64_t full_drops;
-    uint64_t nat_port_exhausted;
-    uint64_t reopened;       // TCP SYN reusing a TIME_WAIT/CLOSE tuple
-    uint64_t foreign_reply;  // NAT bindings whose reply tuple hashes to another worker
-    uint64_t redirects;      // live redirect entries (other workers' foreign reply tuples)
-    uint64_t notices_lost;   // redirect notices that found no room (outbox or ring full)
-    uint64_t blocked;        // connections ended by payload inspection
-    uint64_t blocked_drops;  // their packets dropped since
-    uint64_t installed;      // connections installed from a migration stream or checkpoint
-    uint64_t dormant_drops;  // packets of connections migrating in, before the commit
+#define FERRY_CT_COUNTER_FIELD(field, kind, description) uint64_t field;
+    FERRY_FOREACH_CT_COUNTER(FERRY_CT_COUNTER_FIELD)
+#undef FERRY_CT_COUNTER_FIELD
     uint64_t by_tcp_state[static_cast<size_t>(TcpState::kCount)];  // live TCP connections
     uint64_t udp;                                                  // live UDP pseudo-connections
     uint64_t icmp;                                                 // live ICMP echo
     uint64_t other;
+};
+
+/// One counter of CtShardCounters: its name, kind, description and field.
+struct CtCounterInfo {
+    std::string_view name;
+    CounterKind kind;
+    std::string_view description;
+    uint64_t CtShardCounters::*field;
+};
+
+inline constexpr CtCounterInfo kCtCounters[] = {
+#define FERRY_CT_COUNTER_INFO(field, kind, description) \
+    {#field, CounterKind::kind, description, &CtShardCounters::field},
+    FERRY_FOREACH_CT_COUNTER(FERRY_CT_COUNTER_INFO)
+#undef FERRY_CT_COUNTER_INFO
 };
 
 /// The tuple ct looks a packet up with: its own 5-tuple, or for an ICMP error the tuple of the

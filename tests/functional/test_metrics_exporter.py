@@ -104,6 +104,12 @@ def test_exporter_and_prometheus_report_what_the_control_socket_reports(bridge, 
             "ferry_ct_connections", "ferry_ct_connections_by_state",
             "ferry_dpi_matches_total", "ferry_migration_phase"} <= names
     assert value(s, "ferry_migration_phase", phase="idle") == 1
+    # Every per-worker conntrack counter of ferryd's table, under its own name and kind.
+    ct = b.call("ct.stats")
+    for c in b.call("stats.describe")["ct_counters"]:
+        family = f"ferry_ct_{c['name']}" + ("_total" if c["kind"] == "counter" else "")
+        for w in ct["workers"]:
+            assert value(s, family, worker=w["worker"]) == w[c["name"]], family
 
     # A real Prometheus scraping the exporter every second.
     assert os.path.exists(PROMETHEUS), "scripts/setup installs prometheus"

@@ -32,7 +32,7 @@ def documented():
 
 # Read-only methods with the params that make them answer; their result keys are checked: an
 # object's own keys, or those of an array's elements (mac.list is empty without traffic).
-READ_ONLY = [("version", None), ("stats", None), ("port.list", None),
+READ_ONLY = [("version", None), ("stats", None), ("stats.describe", None), ("port.list", None),
              ("rule.list", None), ("flow.dump", None), ("ct.stats", None), ("ct.limit", {"zone": 1}),
              ("dpi.stats", None), ("dpi.list", None), ("migrate.status", None), ("log.level", None)]
 

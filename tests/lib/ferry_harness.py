@@ -116,6 +116,15 @@ class RpcClient:
         self.sock.close()
 
 
+def counter_catalog(ferryd=None):
+    """ferryd's own list of drop reasons and conntrack counters (`ferryd --print-counters`, as
+    the stats.describe method answers): {"drop_reasons": [{name, description}], "ct_counters":
+    [{name, kind, description}]}. Tests take the names from here instead of keeping a copy."""
+    out = subprocess.run([ferryd or FERRYD, "--print-counters"], check=True,
+                         capture_output=True, text=True, timeout=30).stdout
+    return json.loads(out)
+
+
 def build_kind(build=BUILD):
     """Which instruction set the build in `build` targets, from meson's record of its options:
     "native" (-Dnative=true: this machine's CPU, for benchmarks), "portable" (DPDK's baseline),

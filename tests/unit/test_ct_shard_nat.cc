@@ -294,7 +294,7 @@ TEST_F(CtShardNatTest, SnatPortExhaustion) {
     EXPECT_EQ(o.verdict, CtVerdict::kFull);
     EXPECT_EQ(fifth, before);
     const CtShardCounters& c = shard_->counters();
-    EXPECT_EQ(c.nat_port_exhausted, 1u);
+    EXPECT_EQ(c.nat_exhausted, 1u);
     EXPECT_EQ(c.full_drops, 0u);
     EXPECT_EQ(c.created, 4u);
     EXPECT_EQ(zone_count(0), 4u);
@@ -325,7 +325,7 @@ TEST_F(CtShardNatTest, SnatDistinctConnectionsGetDistinctBindings) {
     }
     EXPECT_EQ(run(tcp_frame(kClient4b, 1, kServer4, 443, 1, 0, kSyn), commit_nat(&spec), 0).verdict,
               CtVerdict::kFull);
-    EXPECT_EQ(shard_->counters().nat_port_exhausted, 1u);
+    EXPECT_EQ(shard_->counters().nat_exhausted, 1u);
 }
 
 // IPv6 SNAT over a range far wider than 2^32 addresses, and the reply back.
@@ -366,7 +366,7 @@ TEST_F(CtShardNatTest, IcmpEchoDnatWithPortRangeKeepsIdentifier) {
     Bytes req = echo_frame(true, kClient4, kPublic4, 0x1234);
     const Out o = run(req, commit_nat(&spec), 0);
     ASSERT_EQ(o.verdict, CtVerdict::kContinue);
-    EXPECT_EQ(shard_->counters().nat_port_exhausted, 0u);
+    EXPECT_EQ(shard_->counters().nat_exhausted, 0u);
     EXPECT_TRUE(checksums_ok(req));
     EXPECT_EQ(carried(req).dst, kBackend4);
     EXPECT_EQ(echo_id(req), 0x1234);
@@ -434,7 +434,7 @@ TEST_F(CtShardWorkersTest, SnatReplyTupleHashesToOwner) {
     for (uint16_t i = 0; i < 2; ++i) {
         EXPECT_EQ(w(i)->counters().foreign_reply, 0u);
         EXPECT_EQ(w(i)->notice_count(), 0u);
-        EXPECT_EQ(w(i)->counters().nat_port_exhausted, 0u);
+        EXPECT_EQ(w(i)->counters().nat_exhausted, 0u);
     }
 }
 

@@ -1,0 +1,36 @@
+#include "control/counter_catalog.h"
+
+#include <string>
+
+#include "control/conntrack.h"
+#include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/drop_reason.h"
+
+namespace ferry {
+namespace {
+
+const char* kind_name(CounterKind k) {
+    return k == CounterKind::kGauge ? "gauge" : "counter";
+}
+
+template <typename Info>
+nlohmann::json describe(const Info& k) {
+    return {{"name", std::string(k.name)},
+            {"kind", kind_name(k.kind)},
+            {"description", std::string(k.description)}};
+}
+
+}  // namespace
+
+nlohmann::json counter_catalog() {
+    nlohmann::json drops = nlohmann::json::array();
+    for (const DropReasonInfo& r : kDropReasons)
+        drops.push_back(
+            {{"name", std::string(r.name)}, {"description", std::string(r.description)}});
+    nlohmann::json ct = nlohmann::json::array();
+    for (const CtCounterInfo& k : kCtCounters) ct.push_back(describe(k));
+    for (const CtWorkerCounterInfo& k : kCtHandoffCounters) ct.push_back(describe(k));
+    return {{"drop_reasons", drops}, {"ct_counters", ct}};
+}
+
+}  // namespace ferry

@@ -1,0 +1,15 @@
+// The names and descriptions of the counters ferryd reports by name, from the tables that define
+// them (dataplane/drop_reason.h, dataplane/conntrack/ct_shard.h, control/conntrack.h): what the
+// stats.describe method and `ferryd --print-counters` answer, so that clients, the exporter, the
+// docs and the tests take the names from ferryd rather than keeping a copy.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+namespace ferry {
+
+/// {drop_reasons: [{name, description}], ct_counters: [{name, kind, description}]}, each list in
+/// its table's order; kind is "counter" (only grows) or "gauge" (a live count). Context: any.
+nlohmann::json counter_catalog();
+
+}  // namespace ferry

@@ -1,0 +1,52 @@
+"""The documented counter lists against ferryd's tables.
+
+Reads `ferryd --print-counters` (the drop reasons of dataplane/drop_reason.h and the per-worker
+conntrack counters, generated from one table each) and the lists of docs/control-api.md
+("Counters by name"). Expects the same names, in the same order, with the same descriptions and
+kinds, so that a reason added to a table and not to the document (or the reverse) fails here.
+"""
+import os
+import re
+
+from ferry_harness import ROOT, counter_catalog
+
+DOC = os.path.join(ROOT, "docs", "control-api.md")
+
+
+def documented_lists():
+    """The bullet lists of the "Counters by name" section, in order: [[(name, kind, text)]]."""
+    with open(DOC) as f:
+        text = f.read()
+    section = text.split("## Counters by name", 1)[1].split("\n## ", 1)[0]
+    lists, current = [], None
+    for line in section.splitlines():
+        m = re.match(r"^- `([a-z0-9_]+)`(?: \((counter|gauge)\))?: (.*)$", line)
+        if m:
+            if current is None:
+                current = []
+                lists.append(current)
+            current.append((m.group(1), m.group(2), m.group(3)))
+        elif current is not None and line.startswith("  "):
+            name, kind, desc = current[-1]  # a wrapped item
+            current[-1] = (name, kind, desc + " " + line.strip())
+        else:
+            current = None
+    return lists
+
+
+def test_documented_lists_match_ferryds_tables():
+    cat = counter_catalog()
+    lists = documented_lists()
+    assert len(lists) == 2, "docs/control-api.md: want the drop reason and conntrack lists"
+    drops, ct = lists
+    assert drops == [(r["name"], None, r["description"]) for r in cat["drop_reasons"]]
+    assert ct == [(c["name"], c["kind"], c["description"]) for c in cat["ct_counters"]]
+
+
+def test_names_are_unique_and_prometheus_safe():
+    cat = counter_catalog()
+    for key in ("drop_reasons", "ct_counters"):
+        names = [r["name"] for r in cat[key]]
+        assert len(names) == len(set(names)), key
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names), key
+        assert all(r["description"] for r in cat[key]), key
