@@ -12,30 +12,37 @@
 namespace ferry {
 
 // _(enumerator, name, description)
-#define FERRY_FOREACH_DROP_REASON(_)                                                            \
-    _(kRunt, "runt", "Shorter than an Ethernet header.")                                        \
-    _(kBadVlan, "bad_vlan", "VLAN tag header truncated.")                                       \
-    _(kBadL3, "bad_l3", "IPv4/IPv6 header truncated or inconsistent.")                          \
-    _(kBadL4, "bad_l4", "TCP/UDP/ICMP header truncated.")                                       \
-    _(kVlanNotAllowed, "vlan_not_allowed", "VLAN not carried by the ingress port.")             \
-    _(kHairpin, "hairpin", "The destination is the ingress port.")                              \
-    _(kNoDestination, "no_destination", "Flood with no other member of the VLAN.")              \
-    _(kPortDown, "port_down", "Egress port removed or its link down.")                          \
-    _(kTxFull, "tx_full", "Egress queue full after the tx buffer flush.")                       \
-    _(kNoMbuf, "no_mbuf", "A flood copy could not get a packet buffer.")                        \
-    _(kNoRule, "no_rule", "No rule of a (non-empty) table matched.")                            \
-    _(kRuleDrop, "rule_drop", "A rule's drop action, or a rule that sends the packet nowhere.") \
-    _(kMeter, "meter", "A meter marked the packet red.")                                        \
-    _(kCtLimit, "ct_limit", "A zone's connection limit refused a commit.")                      \
-    _(kCtFull, "ct_full", "Connection table full, or no free NAT address and port.")            \
-    _(kCtHandoff, "ct_handoff", "The ring to the connection's owner worker was full.")          \
-    _(kDpiDrop, "dpi_drop",                                                                     \
-      "Payload inspection matched a drop pattern in this packet or earlier in its connection.") \
-    _(kCtMigrating, "ct_migrating",                                                             \
-      "A connection migrating here whose migration has not committed yet.")                     \
-    _(kVlanAfterPriorityTag, "vlan_after_priority_tag",                                         \
-      "A VLAN tag behind a priority tag (VID 0): an attempt to pick a VLAN past the port's.")   \
-    _(kVlanTooDeep, "vlan_too_deep", "More VLAN tags than the two the parser reads.")
+#define FERRY_FOREACH_DROP_REASON(_)                                                             \
+    _(kRunt, "runt", "Shorter than an Ethernet header.")                                         \
+    _(kBadVlan, "bad_vlan", "VLAN tag header truncated.")                                        \
+    _(kBadL3, "bad_l3", "IPv4/IPv6 header truncated or inconsistent.")                           \
+    _(kBadL4, "bad_l4", "TCP/UDP/ICMP header truncated.")                                        \
+    _(kVlanNotAllowed, "vlan_not_allowed", "VLAN not carried by the ingress port.")              \
+    _(kHairpin, "hairpin", "The destination is the ingress port.")                               \
+    _(kNoDestination, "no_destination", "Flood with no other member of the VLAN.")               \
+    _(kPortDown, "port_down", "Egress port removed or its link down.")                           \
+    _(kTxFull, "tx_full", "Egress queue full after the tx buffer flush.")                        \
+    _(kNoMbuf, "no_mbuf", "A flood copy could not get a packet buffer.")                         \
+    _(kNoRule, "no_rule", "No rule of a (non-empty) table matched.")                             \
+    _(kRuleDrop, "rule_drop", "A rule's drop action, or a rule that sends the packet nowhere.")  \
+    _(kMeter, "meter", "A meter marked the packet red.")                                         \
+    _(kCtLimit, "ct_limit", "A zone's connection limit refused a commit.")                       \
+    _(kCtFull, "ct_full", "Connection table full, or no free NAT address and port.")             \
+    _(kCtHandoff, "ct_handoff", "The ring to the connection's owner worker was full.")           \
+    _(kDpiDrop, "dpi_drop",                                                                      \
+      "Payload inspection matched a drop pattern in this packet or earlier in its connection.")  \
+    _(kCtMigrating, "ct_migrating",                                                              \
+      "A connection migrating here whose migration has not committed yet.")                      \
+    _(kVlanAfterPriorityTag, "vlan_after_priority_tag",                                          \
+      "A VLAN tag behind a priority tag (VID 0): an attempt to pick a VLAN past the port's.")    \
+    _(kVlanTooDeep, "vlan_too_deep", "More VLAN tags than the two the parser reads.")            \
+    _(kPortSecMac, "port_sec_mac", "Port security: the source MAC is not the port's.")           \
+    _(kPortSecIp, "port_sec_ip", "Port security: the source IP is not allowed for the MAC.")     \
+    _(kPortSecArp, "port_sec_arp", "Port security: ARP for a (MAC, IP) the port may not claim.") \
+    _(kPortSecNd, "port_sec_nd",                                                                 \
+      "Port security: a Neighbor Solicitation/Advertisement claiming an address or MAC the "     \
+      "port may not, or malformed.")                                                             \
+    _(kPortSecRa, "port_sec_ra", "Port security: a Router Advertisement or Redirect from a VM.")
 
 enum class DropReason : uint8_t {
 #define FERRY_DROP_REASON_ENUM(e, name, description) e,

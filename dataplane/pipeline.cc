@@ -11,6 +11,7 @@
 #include "dataplane/l2_bridge.h"
 #include "dataplane/offload/flow_translate.h"
 #include "dataplane/packet_parse.h"
+#include "dataplane/port_security.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"
 
@@ -57,6 +58,25 @@ void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_
 }
 
 }  // namespace
+
+uint16_t port_security_filter(WorkerState& w, const PortSecurity& s, uint16_t in_port,
+                              rte_mbuf** pkts, uint16_t n) {
+    uint16_t kept = 0;
+    for (uint16_t i = 0; i < n; ++i) {
+        const uint8_t* frame = rte_pktmbuf_mtod(pkts[i], const uint8_t*);
+        const uint32_t len = rte_pktmbuf_data_len(pkts[i]);
+        FlowKey key;
+        PacketLayout layout;
+        auto bad = parse_frame(frame, len, in_port, &key, &layout);
+        if (!bad) bad = port_security_check(s, frame, len, key, layout);
+        if (bad) {
+            drop(w, in_port, pkts[i], *bad);
+            continue;
+        }
+        pkts[kept++] = pkts[i];
+    }
+    return kept;
+}
 
 void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, uint16_t in_port,
                     rte_mbuf** pkts, uint16_t n) {

@@ -7,6 +7,8 @@
 #include <bitset>
 #include <cstdint>
 
+#include "dataplane/port_security.h"
+
 namespace ferry {
 
 inline constexpr uint16_t kPortSlots = 64;    // ferry port indices 0..63
@@ -23,6 +25,7 @@ struct PortSlot {
     PortVlanMode vlan_mode = PortVlanMode::kTrunk;
     uint16_t tag = 0;  // access: the VLAN; trunk: native VLAN carried untagged (0 = none)
     std::bitset<kVlanIds> trunks;  // trunk: VLANs carried tagged
+    PortSecurity security;         // addresses the port may send from (off unless configured)
 };
 
 struct RxAssignment {

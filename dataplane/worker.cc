@@ -108,8 +108,12 @@ int worker_main(void* arg) {
             for (uint16_t i = 0; i < n; ++i) bytes += rte_pktmbuf_pkt_len(pkts[i]);
             counter_add(w.port_counters[a.port].rx_packets, n);
             counter_add(w.port_counters[a.port].rx_bytes, bytes);
-            pipeline_burst(w, *t, cls, a.port, pkts, n);
             got += n;
+            if (p.security.enabled) {
+                n = port_security_filter(w, p.security, a.port, pkts, n);
+                if (n == 0) continue;
+            }
+            pipeline_burst(w, *t, cls, a.port, pkts, n);
         }
         // Redirect notices leave before the packets that caused them, so that a reply cannot
         // overtake the notice it depends on.

@@ -1,11 +1,14 @@
-// libFuzzer target for parse_frame: any byte string is a frame. Besides the sanitizers' checks it
-// traps on results that break the parser's contract (offsets outside the frame, a key that is not
-// what the layout says). Run through scripts/fuzz.
+// libFuzzer target for parse_frame and the port-security check behind it: any byte string is a
+// frame. Besides the sanitizers' checks it traps on results that break the parser's contract
+// (offsets outside the frame, a key that is not what the layout says) and on a port-security
+// verdict that is not one of its reasons. Run through scripts/fuzz.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 
 #include "dataplane/packet_parse.h"
+#include "dataplane/port_security.h"
 
 namespace {
 
@@ -40,5 +43,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(key.ip_version != 0 || (key.ip_proto == 0 && key.l4_src == 0 && key.l4_dst == 0));
     check(key.tcp_flags == 0 || key.ip_proto == 6);
     check(key.ct_state == 0 && key.ct_zone == 0 && key.ct_mark == 0 && layout.pad == 0);
+
+    // Port security of a port whose MAC is the frame's source, so the address and Neighbor
+    // Discovery checks run on hostile bytes too (their reads go past the parser's).
+    ferry::PortSecurity sec;
+    sec.enabled = true;
+    sec.count = 2;
+    std::copy(key.eth_src, key.eth_src + 6, sec.allowed[0].mac.begin());
+    sec.allowed[1] = sec.allowed[0];
+    sec.allowed[1].family = key.ip_version == 6 ? 6 : 4;
+    sec.allowed[1].prefix = 8;
+    std::copy(key.ip_src, key.ip_src + 16, sec.allowed[1].ip.begin());
+    const auto verdict = ferry::port_security_check(sec, data, len, key, layout);
+    check(!verdict || (*verdict >= ferry::DropReason::kPortSecMac &&
+                       *verdict <= ferry::DropReason::kPortSecRa));
     return 0;
 }
