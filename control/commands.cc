@@ -115,11 +115,31 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                   {"rx_pin", ParamType::kArray, false, "worker lcore per rx queue"},
                   {"vlan_mode", ParamType::kString, false, "trunk or access"},
                   {"tag", ParamType::kUnsigned, false, "access VLAN or trunk native VLAN"},
-                  {"trunks", ParamType::kArray, false, "VLANs a trunk carries"}},
+                  {"trunks", ParamType::kArray, false, "VLANs a trunk carries"},
+                  {"security", ParamType::kObject, false,
+                   "addresses the port may send from (port.security)"}},
                  [&sw](const json& p) -> Result<json> {
                      auto cfg = parse_port_config(p, "params");
                      if (!cfg) return cfg.error();
                      return sw.add_port(cfg.value());
+                 }});
+    t.push_back({"port.security",
+                 "show, set or (null) remove the addresses a port may send from",
+                 true,
+                 {{"name", ParamType::kString, true, "port name"},
+                  {"security", ParamType::kAny, false,
+                   "{mac, ips?, allowed_address_pairs?} as a config port's, or null: off"}},
+                 [&sw](const json& p) -> Result<json> {
+                     const std::string name = p["name"].get<std::string>();
+                     auto it = p.find("security");
+                     if (it == p.end()) return sw.port_security(name);
+                     std::optional<PortSecurityConfig> sec;
+                     if (!it->is_null()) {
+                         auto parsed = parse_port_security(*it, "params.security");
+                         if (!parsed) return parsed.error();
+                         sec = std::move(parsed.value());
+                     }
+                     return sw.set_port_security(name, std::move(sec));
                  }});
     t.push_back({"port.del",
                  "stop and detach a port; its MAC entries are forgotten",

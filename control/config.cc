@@ -150,6 +150,50 @@ Rule raw_object(std::string what) {
 // The tables. Defaults shown in the schema come from default-constructed structs, so config.h
 // stays the one place that sets them.
 
+const char* const kMacPattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+
+const ObjectSpec& address_pair_spec() {
+    static const ObjectSpec spec{
+        .def_name = "address_pair",
+        .description = "An allowed address pair: a prefix the port may also send from, and the "
+                       "MAC it sends it with.",
+        .fields =
+            {
+                {.key = "ip",
+                 .rule = text(2, 49, "must be an address or a prefix, \"10.0.0.0/24\""),
+                 .required = true,
+                 .description = "An address or a prefix, IPv4 or IPv6."},
+                {.key = "mac",
+                 .rule = matching(kMacPattern, 17, "must be a MAC address \"02:00:00:00:00:01\""),
+                 .description = "The MAC that sends from it; absent: the port's."},
+            },
+    };
+    return spec;
+}
+
+const ObjectSpec& port_security_spec() {
+    static const ObjectSpec spec{
+        .def_name = "port_security",
+        .description = "Port security: the addresses a port may send from (docs/port-security.md).",
+        .fields =
+            {
+                {.key = "mac",
+                 .rule = matching(kMacPattern, 17, "must be a MAC address \"02:00:00:00:00:01\""),
+                 .required = true,
+                 .description = "The port's MAC."},
+                {.key = "ips",
+                 .rule = array_of(text(2, 49, "must be an address with its prefix length"), 0,
+                                  kPortSecurityEntries, true),
+                 .description = "The port's addresses with their subnets' prefix lengths, "
+                                "\"10.0.0.5/24\"."},
+                {.key = "allowed_address_pairs",
+                 .rule = array_of(object(address_pair_spec()), 0, kPortSecurityEntries, false),
+                 .description = "More prefixes (and MACs) the port may send from."},
+            },
+    };
+    return spec;
+}
+
 const ObjectSpec& port_spec() {
     static const ObjectSpec spec = [] {
         const PortConfig d{};
@@ -176,6 +220,9 @@ const ObjectSpec& port_spec() {
                     {.key = "vlan_mode",
                      .rule = one_of(kVlanModeNames),
                      .default_value = name_of(kVlanModeNames, d.vlan_mode)},
+                    {.key = "security",
+                     .rule = object(port_security_spec()),
+                     .description = "Addresses the port may send from; absent: any."},
                 },
             .switches =
                 {
@@ -790,6 +837,11 @@ Result<PortConfig> port_from(const json& obj, const std::string& path) {
     take_enum(obj, "vlan_mode", kVlanModeNames, p.vlan_mode);
     take(obj, "tag", p.tag);
     take(obj, "trunks", p.trunks);
+    if (auto it = obj.find("security"); it != obj.end()) {
+        p.security = port_security_from(*it);
+        auto compiled = compile_port_security(*p.security, at(path, "security"));
+        if (!compiled) return compiled.error();
+    }
     if (!p.rx_pin.empty() && p.rx_pin.size() != p.queues) {
         return invalid(at(path, "rx_pin"), "must have one entry per queue (queues is " +
                                                std::to_string(p.queues) + ", rx_pin has " +
@@ -1089,6 +1141,13 @@ Result<Config> parse_config(const json& doc) {
 Result<PortConfig> parse_port_config(const json& obj, const std::string& path) {
     if (Status s = check_object(obj, port_spec(), path); !s) return s.error();
     return port_from(obj, path);
+}
+
+Result<PortSecurityConfig> parse_port_security(const json& obj, const std::string& path) {
+    if (Status s = check_object(obj, port_security_spec(), path); !s) return s.error();
+    PortSecurityConfig c = port_security_from(obj);
+    if (auto compiled = compile_port_security(c, path); !compiled) return compiled.error();
+    return c;
 }
 
 Result<Config> load_config_file(const std::string& file) {

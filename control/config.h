@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "control/log.h"
+#include "control/port_security_config.h"
 #include "dataplane/conntrack/ct_zone.h"
 #include "dataplane/dpi/dpi_pattern.h"
 #include "dataplane/result.h"
@@ -37,6 +38,7 @@ struct PortConfig {
     VlanMode vlan_mode = VlanMode::kTrunk;
     uint16_t tag = 0;  // access: the port's VLAN (1..4094); trunk: native VLAN (0 = none)
     std::vector<uint16_t> trunks;  // trunk: allowed VLANs (empty = all)
+    std::optional<PortSecurityConfig> security;  // absent: the port may send from any address
 };
 
 struct IdleBackoff {
@@ -122,6 +124,9 @@ Result<Config> parse_config(const nlohmann::json& doc);
 /// Parses one port object (the shape of an element of "ports", also the params of `port.add`).
 /// @param path prefix used in error messages, e.g. "ports[2]" or "params"
 Result<PortConfig> parse_port_config(const nlohmann::json& obj, const std::string& path);
+/// Validates a port's "security" object (the form of a config port's, and of port.security's
+/// params): schema, then addresses. Context: control.
+Result<PortSecurityConfig> parse_port_security(const nlohmann::json& obj, const std::string& path);
 
 /// Parses an array of payload patterns (the config's dpi.patterns, and dpi.load's params):
 /// each object checked as the schema says, ids unique, regexes without NUL bytes.

@@ -343,6 +343,12 @@ void Switch::publish() {
             }
             for (uint16_t v : r.cfg.trunks) s.trunks.set(v);
         }
+        if (r.cfg.security) {
+            // Validated when set; should it still not compile, the port sends nothing (closed,
+            // not open).
+            auto sec = compile_port_security(*r.cfg.security, "security");
+            s.security = sec ? *sec : PortSecurity{.enabled = true};
+        }
         t->port_limit = std::max<uint16_t>(t->port_limit, r.slot + 1);
         for (size_t q = 0; q < r.rx_worker.size(); ++q) {
             uint16_t wi = r.rx_worker[q];
@@ -517,6 +523,33 @@ Status Switch::del_port(const std::string& name) {
     return Ok{};
 }
 
+Result<nlohmann::json> Switch::set_port_security(const std::string& name,
+                                                 std::optional<PortSecurityConfig> security) {
+    if (security) {
+        auto compiled = compile_port_security(*security, "security");
+        if (!compiled) return compiled.error();
+    }
+    const bool security_on = security.has_value();
+    {
+        std::lock_guard lock(registry_mutex_);
+        auto it = ports_.find(name);
+        if (it == ports_.end()) return make_error(ErrorCode::kNotFound, "no port named " + name);
+        it->second.cfg.security = std::move(security);
+    }
+    publish();  // returns once every worker checks the new addresses
+    FERRY_LOG_INFO("port %s: port security %s", name.c_str(), security_on ? "on" : "off");
+    return port_security(name);
+}
+
+Result<nlohmann::json> Switch::port_security(const std::string& name) const {
+    std::lock_guard lock(registry_mutex_);
+    auto it = ports_.find(name);
+    if (it == ports_.end()) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    const auto& sec = it->second.cfg.security;
+    return nlohmann::json{{"name", name},
+                          {"security", sec ? port_security_json(*sec) : nlohmann::json(nullptr)}};
+}
+
 nlohmann::json Switch::describe(const PortRecord& r) const {
     nlohmann::json j;
     j["name"] = r.cfg.name;
@@ -537,6 +570,7 @@ nlohmann::json Switch::describe(const PortRecord& r) const {
     j["vlan_mode"] = r.cfg.vlan_mode == VlanMode::kAccess ? "access" : "trunk";
     j["tag"] = r.cfg.tag;
     if (!r.cfg.trunks.empty()) j["trunks"] = r.cfg.trunks;
+    if (r.cfg.security) j["security"] = port_security_json(*r.cfg.security);
     nlohmann::json rx = nlohmann::json::array();
     for (uint16_t wi : r.rx_worker) rx.push_back(cfg_.workers[wi]);
     j["rx_lcores"] = rx;

@@ -90,6 +90,13 @@ public:
     /// Unpublishes a port, waits until no worker can touch it, closes it and forgets its MACs.
     Status del_port(const std::string& name);
 
+    /// A port's security: {name, security} (null when off), or kNotFound. Context: control.
+    Result<nlohmann::json> port_security(const std::string& name) const;
+    /// Sets a port's security (nullopt: off) and publishes it: every frame a worker takes from the
+    /// port after this returns is checked against it. @return as port_security(), kNotFound or
+    /// kInvalidParams. Context: control.
+    Result<nlohmann::json> set_port_security(const std::string& name,
+                                             std::optional<PortSecurityConfig> security);
     nlohmann::json port_list() const;
     /// Counters of one port (name given) or of all ports. @return kNotFound for an unknown name.
     Result<nlohmann::json> port_stats(const std::string& name) const;

@@ -496,7 +496,7 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
         port.insert(key);
     }
     EXPECT_EQ(port, (std::set<std::string>{"name", "type", "path", "mode", "devargs", "queues",
-                                           "rx_pin", "vlan_mode", "tag", "trunks"}));
+                                           "rx_pin", "vlan_mode", "tag", "trunks", "security"}));
     EXPECT_EQ(schema["required"], json::array({"workers"}));
 }
 
