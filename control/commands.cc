@@ -141,6 +141,13 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                      }
                      return sw.set_port_security(name, std::move(sec));
                  }});
+    t.push_back({"port.addresses",
+                 "a port's addresses: configured (port security) and observed, with flags",
+                 true,
+                 {{"name", ParamType::kString, true, "port name"}},
+                 [&sw](const json& p) -> Result<json> {
+                     return sw.port_addresses(p["name"].get<std::string>());
+                 }});
     t.push_back({"port.del",
                  "stop and detach a port; its MAC entries are forgotten",
                  true,

@@ -115,6 +115,14 @@ Status Switch::init() {
             delete w;
             return make_error(ErrorCode::kFailed, "cannot create learn ring " + ring);
         }
+        ring = "ferry_addr_" + std::to_string(i);
+        w->address_ring = rte_ring_create_elem(ring.c_str(), sizeof(AddressEvent), kLearnRingSize,
+                                               SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
+        if (w->address_ring == nullptr) {
+            rte_ring_free(w->learn_ring);
+            delete w;
+            return make_error(ErrorCode::kFailed, "cannot create address ring " + ring);
+        }
         w->pool = pool_;
         w->qsbr = qsbr_;
         w->macs = macs_;
@@ -192,6 +200,7 @@ Switch::~Switch() {
     delete table_.load();
     for (WorkerState* w : workers_) {
         rte_ring_free(w->learn_ring);
+        rte_ring_free(w->address_ring);
         delete w;
     }
     delete macs_;
@@ -518,6 +527,7 @@ Status Switch::del_port(const std::string& name) {
     port_device_close(rec.dev);
     if (rec.cfg.type == PortType::kVhostUser) inband_remove_port(rec.cfg.path);
     departed_macs_.erase(rec.slot);
+    addresses_.forget(rec.slot);
     uint32_t n = macs_->remove_if([&](uint64_t, MacEntry e) { return e.port == rec.slot; });
     FERRY_LOG_INFO("port %s removed (%u MAC entries forgotten)", name.c_str(), n);
     return Ok{};
@@ -539,6 +549,17 @@ Result<nlohmann::json> Switch::set_port_security(const std::string& name,
     publish();  // returns once every worker checks the new addresses
     FERRY_LOG_INFO("port %s: port security %s", name.c_str(), security_on ? "on" : "off");
     return port_security(name);
+}
+
+Result<nlohmann::json> Switch::port_addresses(const std::string& name) const {
+    std::lock_guard lock(registry_mutex_);
+    auto it = ports_.find(name);
+    if (it == ports_.end()) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    const uint32_t now = clock_s_.load(std::memory_order_relaxed);
+    nlohmann::json list = nlohmann::json::array();
+    for (const PortAddress& a : addresses_.list(it->second.slot, it->second.cfg.security))
+        list.push_back(port_address_json(a, now));
+    return nlohmann::json{{"name", name}, {"addresses", std::move(list)}};
 }
 
 Result<nlohmann::json> Switch::port_security(const std::string& name) const {
@@ -675,6 +696,7 @@ nlohmann::json Switch::stats() const {
                            {"iterations", counter_read(w->counters.iterations)},
                            {"learn_events", counter_read(w->counters.learn_events)},
                            {"learn_ring_full", counter_read(w->counters.learn_ring_full)},
+                           {"address_ring_full", counter_read(w->counters.address_ring_full)},
                            {"flow_cache_hits", counter_read(w->counters.cache_hits)},
                            {"flow_cache_misses", counter_read(w->counters.cache_misses)}});
     }
@@ -698,6 +720,11 @@ void Switch::housekeeping() {
     uint32_t now = static_cast<uint32_t>((rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz());
     clock_s_.store(now, std::memory_order_relaxed);
     drain_learn_events();
+    {
+        std::vector<rte_ring*> rings;
+        for (WorkerState* w : workers_) rings.push_back(w->address_ring);
+        addresses_.drain(rings, now);
+    }
     if (dpi_) dpi_->drain_alerts();
     if (now != last_age_s_) {
         last_age_s_ = now;

@@ -19,6 +19,7 @@
 #include "control/command_table.h"
 #include "control/config.h"
 #include "control/offload_sync.h"
+#include "control/port_addresses.h"
 #include "control/port_manager.h"
 #include "control/rule_config.h"
 #include "control/rule_table.h"
@@ -90,6 +91,9 @@ public:
     /// Unpublishes a port, waits until no worker can touch it, closes it and forgets its MACs.
     Status del_port(const std::string& name);
 
+    /// A port's addresses, configured and observed (ports with port security): {name, addresses:
+    /// [{address, prefix_len, flags, seen_s_ago?}]}, or kNotFound. Context: control.
+    Result<nlohmann::json> port_addresses(const std::string& name) const;
     /// A port's security: {name, security} (null when off), or kNotFound. Context: control.
     Result<nlohmann::json> port_security(const std::string& name) const;
     /// Sets a port's security (nullopt: off) and publishes it: every frame a worker takes from the
@@ -228,8 +232,9 @@ private:
     // the only writer. Never taken by a worker.
     mutable std::mutex registry_mutex_;
     std::map<std::string, PortRecord> ports_;
-    std::vector<std::pair<uint16_t, PortConfig>> released_;  // by release_ports(): slot, port
+    std::vector<std::pair<uint16_t, PortConfig>> released_;       // by release_ports(): slot, port
     std::map<uint16_t, std::vector<DepartedMac>> departed_macs_;  // by slot; control thread only
+    ObservedAddresses addresses_;  // what ports with security were seen sending from; control
 };
 
 }  // namespace ferry

@@ -36,13 +36,14 @@ struct WorkerCounters {
     uint64_t busy_cycles;  // TSC cycles of iterations that received packets
     uint64_t idle_cycles;  // TSC cycles of empty iterations, including back-off sleeps
     uint64_t iterations;
-    uint64_t sleeps;           // back-off sleeps taken
-    uint64_t learn_events;     // learn events sent to the control thread
-    uint64_t learn_ring_full;  // learn events lost because the ring was full
-    uint64_t cache_hits;       // flow cache hits (rules path only)
-    uint64_t cache_misses;     // flow cache misses, each a classifier lookup
-    uint64_t ct_handoff_out;   // packets sent to the owner worker of their connection
-    uint64_t ct_handoff_in;    // packets received from other workers for their connections
+    uint64_t sleeps;             // back-off sleeps taken
+    uint64_t learn_events;       // learn events sent to the control thread
+    uint64_t learn_ring_full;    // learn events lost because the ring was full
+    uint64_t address_ring_full;  // observed-address events lost because the ring was full
+    uint64_t cache_hits;         // flow cache hits (rules path only)
+    uint64_t cache_misses;       // flow cache misses, each a classifier lookup
+    uint64_t ct_handoff_out;     // packets sent to the owner worker of their connection
+    uint64_t ct_handoff_in;      // packets received from other workers for their connections
 };
 
 }  // namespace ferry

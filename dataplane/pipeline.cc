@@ -2,6 +2,9 @@
 
 #include <rte_mbuf.h>
 #include <rte_prefetch.h>
+#include <rte_ring.h>
+
+#include <cstring>
 
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
@@ -57,6 +60,38 @@ void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_
     counter_add(w.counters.cache_hits, static_cast<uint64_t>(__builtin_popcountll(hits)));
 }
 
+/// Tells the control thread which source address a guest sent a frame from that port security
+/// let through, unless this worker told it within the last second. Context: fast path.
+void observe_source(WorkerState& w, uint16_t in_port, const uint8_t* frame, uint32_t len,
+                    const FlowKey& key, const PacketLayout& layout) {
+    AddressEvent ev{in_port, 0, 0, {}};
+    if (key.ethertype == 0x0806) {
+        // ARP for Ethernet/IPv4 (port security checked the layout): the sender's address.
+        if (len < layout.l3_offset + 18u) return;
+        std::memcpy(ev.ip, frame + layout.l3_offset + 14, 4);
+        ev.family = 4;
+    } else if (key.ip_version != 0) {
+        std::memcpy(ev.ip, key.ip_src, 16);
+        ev.family = key.ip_version;
+    } else {
+        return;
+    }
+    uint64_t lo;
+    uint64_t hi;
+    std::memcpy(&lo, ev.ip, 8);
+    std::memcpy(&hi, ev.ip + 8, 8);
+    if ((lo | hi) == 0) return;  // 0.0.0.0 or ::, an address being acquired
+    const uint64_t h = ((lo * 0x9e3779b97f4a7c15ULL) ^ hi ^ (uint64_t{in_port} << 48 | ev.family)) *
+                       0xff51afd7ed558ccdULL;
+    const uint32_t slot = static_cast<uint32_t>(h >> 58);
+    const uint32_t now = w.clock_s->load(std::memory_order_relaxed);
+    if (w.address_recent[slot] == h && w.address_recent_s[slot] == now) return;
+    w.address_recent[slot] = h;
+    w.address_recent_s[slot] = now;
+    if (rte_ring_sp_enqueue_elem(w.address_ring, &ev, sizeof(ev)) != 0)
+        counter_add(w.counters.address_ring_full, 1);
+}
+
 }  // namespace
 
 uint16_t port_security_filter(WorkerState& w, const PortSecurity& s, uint16_t in_port,
@@ -73,6 +108,7 @@ uint16_t port_security_filter(WorkerState& w, const PortSecurity& s, uint16_t in
             drop(w, in_port, pkts[i], *bad);
             continue;
         }
+        if (w.address_ring != nullptr) observe_source(w, in_port, frame, len, key, layout);
         pkts[kept++] = pkts[i];
     }
     return kept;

@@ -47,6 +47,19 @@ struct LearnEvent {
 };
 static_assert(sizeof(LearnEvent) == 16);
 
+inline constexpr uint16_t kAddressFilterSlots = 64;
+
+/// A source address a guest sent from on a port with port security (ARP's sender, IPv4's or
+/// IPv6's source), sent by a worker to the control thread, which keeps the port's observed
+/// addresses (control/port_addresses.h).
+struct AddressEvent {
+    uint16_t port;   // ferry port index
+    uint8_t family;  // 4 or 6
+    uint8_t pad;
+    uint8_t ip[16];  // IPv4 in the first 4 bytes, network order
+};
+static_assert(sizeof(AddressEvent) == 20);
+
 struct WorkerBackoff {
     bool enabled = true;
     uint32_t min_us = 1;
@@ -63,8 +76,9 @@ struct alignas(64) WorkerState {
     // Set by the control thread before the lcore starts; read-only afterwards.
     uint16_t index = 0;  // worker index: RCU thread id and tx queue id on every port
     unsigned lcore = 0;
-    rte_ring* learn_ring = nullptr;  // single producer (this worker), single consumer (control)
-    rte_mempool* pool = nullptr;     // flood copies
+    rte_ring* learn_ring = nullptr;    // single producer (this worker), single consumer (control)
+    rte_ring* address_ring = nullptr;  // AddressEvents; single producer, single consumer
+    rte_mempool* pool = nullptr;       // flood copies
     rte_rcu_qsbr* qsbr = nullptr;
     const MacTable* macs = nullptr;
     const std::atomic<const PortTable*>* table = nullptr;
@@ -114,6 +128,8 @@ struct alignas(64) WorkerState {
     uint64_t ct_swept_ms = 0;  // when the expiry sweep last ran
     uint64_t learn_recent_key[kLearnFilterSlots]{};
     uint32_t learn_recent_s[kLearnFilterSlots]{};
+    uint64_t address_recent[kAddressFilterSlots]{};  // hash of (port, address) last sent
+    uint32_t address_recent_s[kAddressFilterSlots]{};
 };
 
 /// The worker lcore's entry point (rte_eal_remote_launch). Context: worker lcore.

@@ -23,7 +23,7 @@ from scapy.layers.l2 import ARP, Ether
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 
-from ferry_harness import RpcError  # noqa: E402
+from ferry_harness import RpcError, wait_for  # noqa: E402
 from pcap_util import PcapBridge, assert_frames, pad60  # noqa: E402
 
 VM_MAC, VICTIM_MAC, BCAST = "02:00:00:00:00:01", "02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff"
@@ -175,3 +175,46 @@ def test_bad_security_is_refused_naming_the_key(bridge, security, where):
     assert e.value.code == -32002
     assert b.call("port.security", {"name": "vm"})["security"] is None
     b.finish()
+
+
+def test_observed_addresses_are_kept_beside_the_configured_ones():
+    """The guest sends from its fixed IPv4 address, an address of an allowed pair's prefix and
+    its link-local IPv6 address, and once from a victim's address (dropped). port.addresses lists
+    the configured addresses with their subnets' prefix lengths, marks the ones seen in use, and
+    adds the observed ones no entry names: never the spoofed one."""
+    security = dict(SECURITY, allowed_address_pairs=[{"ip": "192.168.7.0/24"}])
+    sent = [pad60(bytes(f)) for f in (
+        Ether(src=VM_MAC, dst=BCAST) / IP(src=VM_IP, dst="10.0.0.255") / UDP(),
+        Ether(src=VM_MAC, dst=BCAST) / ARP(op=1, hwsrc=VM_MAC, psrc="192.168.7.33",
+                                           pdst="192.168.7.1"),
+        Ether(src=VM_MAC, dst="33:33:00:00:00:02") / IPv6(src=VM_LL, dst="ff02::2") / UDP(),
+        Ether(src=VM_MAC, dst=BCAST) / IP(src=VICTIM_IP, dst="10.0.0.255") / UDP(),
+    )]
+    b = PcapBridge()
+    b.port("victim", capture=False)
+    b.port("vm", sent)
+    b.ferryd.config["ports"][-1]["security"] = security
+    try:
+        b.start()
+        b.wait_counts(rx={"vm": len(sent)}, drops={("vm", "port_sec_ip"): 1})
+        want = [
+            {"address": VM_IP, "prefix_len": 24, "flags": ["configured", "observed"]},
+            {"address": VM_IP6, "prefix_len": 64, "flags": ["configured"]},
+            {"address": "192.168.7.33", "prefix_len": 24, "flags": ["observed"]},
+            {"address": VM_LL, "prefix_len": 64, "flags": ["observed", "link_local"]},
+        ]
+        got = []
+
+        def listed():
+            got[:] = [{k: v for k, v in a.items() if k != "seen_s_ago"}
+                      for a in b.call("port.addresses", {"name": "vm"})["addresses"]]
+            return len(got) == len(want)
+
+        wait_for(listed, 5.0, what="observed addresses")
+        assert sorted(got, key=str) == sorted(want, key=str)
+        assert b.call("port.addresses", {"name": "victim"}) == {"name": "victim", "addresses": []}
+        with pytest.raises(RpcError) as e:
+            b.call("port.addresses", {"name": "nosuch"})
+        assert e.value.code == -32002
+    finally:
+        b.close()
