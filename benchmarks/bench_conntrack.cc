@@ -201,7 +201,7 @@ void write_tcp_frame(uint8_t* out, const CtTuple& t, uint32_t seq, uint32_t ack,
     for (int i = 12; i < 20; i += 2) sum += static_cast<uint32_t>(out[14 + i] << 8 | out[15 + i]);
     for (int i = 0; i < 20; i += 2) sum += static_cast<uint32_t>(tcp[i] << 8 | tcp[i + 1]);
     while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    ferry::bench::store_be16(tcp + 16, static_cast<uint16_t>(~sum));
+    ferry::store_be16(tcp + 16, static_cast<uint16_t>(~sum));
 }
 
 /// Frames parsed once: bytes at a fixed stride, with their keys and layouts.

@@ -850,7 +850,7 @@ void BM_DpiInspect(benchmark::State& state) {
         const uint32_t k = 2 * conn + sg.dir;
         Half& h = halves[k];
         uint8_t* f = frames.data() + sg.frame_off;
-        ferry::bench::store_be32(f + h.layout.l4_offset + 4, s.next_seq[k]);
+        ferry::store_be32(f + h.layout.l4_offset + 4, s.next_seq[k]);
         s.next_seq[k] += sg.payload_len;
         w.inspect(v, shard, s.st[k], f, sg.frame_len, h.layout, &h.key, kNowMs);
         bytes += sg.payload_len;

@@ -5,19 +5,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dataplane/byte_order.h"
 #include "dataplane/conntrack/ct_tuple.h"
 
 namespace ferry::bench {
-
-inline void store_be16(uint8_t* p, uint16_t v) {
-    p[0] = static_cast<uint8_t>(v >> 8);
-    p[1] = static_cast<uint8_t>(v);
-}
-
-inline void store_be32(uint8_t* p, uint32_t v) {
-    store_be16(p, static_cast<uint16_t>(v >> 16));
-    store_be16(p + 2, static_cast<uint16_t>(v));
-}
 
 /// Writes Ethernet, IPv4 (checksum right; DF set when dont_fragment) and a TCP header of
 /// tcp_words 32-bit words (options zeroed; the TCP checksum 0, which neither ct nor dpi

@@ -62,9 +62,11 @@ std::string ct_tuple_text(const CtTuple& t) {
 
 std::string ct_state_text(const CtEntry& e) {
     const uint8_t proto = e.tuple[0].proto;
-    if (proto == kProtoTcp) return std::string(tcp_state_name(e.tcp.state));
+    if (proto == IPPROTO_TCP) return std::string(tcp_state_name(e.tcp.state));
     const bool replied = (e.flags & kCtfSeenReply) != 0;
-    const std::string p = proto == kProtoUdp ? "UDP" : (proto == 1 || proto == 58) ? "ICMP" : "IP";
+    const std::string p = proto == IPPROTO_UDP          ? "UDP"
+                          : (proto == 1 || proto == 58) ? "ICMP"
+                                                        : "IP";
     return p + (replied ? "_REPLIED" : "_UNREPLIED");
 }
 

@@ -4,14 +4,11 @@
 
 #include <cstdint>
 
+#include "dataplane/byte_order.h"
 #include "dataplane/flow_key.h"
 #include "dataplane/ip_proto.h"
 
 namespace ferry {
-
-inline uint16_t load_be16(const uint8_t* p) {
-    return static_cast<uint16_t>(p[0] << 8 | p[1]);
-}
 
 /// One past the last byte of the IP packet (Ethernet padding excluded), or 0 if the frame is
 /// shorter than the IP header says. The parser accepted the frame, so the header is there.
@@ -37,11 +34,11 @@ inline bool l4_payload(const uint8_t* frame, uint32_t len, const PacketLayout& l
     const uint32_t l4 = l.l4_offset;
     if (l4 == 0 || end <= l4) return false;
     uint32_t hdr;
-    if (k.ip_proto == kProtoTcp) {
+    if (k.ip_proto == IPPROTO_TCP) {
         if (end - l4 < 20) return false;
         hdr = static_cast<uint32_t>(frame[l4 + 12] >> 4) * 4;
         if (hdr < 20) return false;
-    } else if (k.ip_proto == kProtoUdp) {
+    } else if (k.ip_proto == IPPROTO_UDP) {
         hdr = 8;
     } else {
         return false;

@@ -17,7 +17,11 @@
 // 0 for non-IP frames and non-first fragments.
 #include "dataplane/packet_parse.h"
 
+#include <netinet/in.h>
+
 #include <cstring>
+
+#include "dataplane/byte_order.h"
 
 namespace ferry {
 namespace {
@@ -38,16 +42,6 @@ constexpr uint16_t kTpid8021Q = 0x8100;
 constexpr uint16_t kTpid8021ad = 0x88a8;
 constexpr uint16_t kTpidQinQLegacy = 0x9100;
 
-constexpr uint8_t kProtoHopByHop = 0;
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoRouting = 43;
-constexpr uint8_t kProtoFragment = 44;
-constexpr uint8_t kProtoIcmpv6 = 58;
-constexpr uint8_t kProtoDestOpts = 60;
-constexpr uint8_t kProtoSctp = 132;
-
 constexpr uint32_t kTcpMinHeaderLen = 20;
 constexpr uint32_t kUdpHeaderLen = 8;
 constexpr uint32_t kIcmpMinLen = 4;
@@ -60,13 +54,6 @@ struct L4Span {
     bool present;    // false for non-first fragments: this packet carries no transport header
 };
 
-/// Reads a big-endian 16-bit field at any alignment. Context: any. Contract: p[0..1] readable.
-inline uint16_t load_be16(const uint8_t* p) {
-    uint16_t v;
-    std::memcpy(&v, p, sizeof(v));
-    return __builtin_bswap16(v);
-}
-
 /// True for the TPIDs accepted as a VLAN tag (802.1Q, 802.1ad, the pre-standard QinQ 0x9100).
 /// Context: fast path.
 inline bool is_vlan_tpid(uint16_t ethertype) {
@@ -77,8 +64,8 @@ inline bool is_vlan_tpid(uint16_t ethertype) {
 /// walked: ESP hides what follows, and AH is rare enough to be reported as the protocol itself.
 /// Context: fast path.
 inline bool is_ipv6_ext_header(uint8_t next_header) {
-    return next_header == kProtoHopByHop || next_header == kProtoRouting ||
-           next_header == kProtoFragment || next_header == kProtoDestOpts;
+    return next_header == IPPROTO_HOPOPTS || next_header == IPPROTO_ROUTING ||
+           next_header == IPPROTO_FRAGMENT || next_header == IPPROTO_DSTOPTS;
 }
 
 /// Parses the IPv4 header at data[off]. Context: fast path.
@@ -132,7 +119,7 @@ inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, u
     for (uint32_t walked = 0; is_ipv6_ext_header(next_header); ++walked) {
         if (walked == kMaxIpv6ExtHeaders || end - pos < kIpv6ExtMinLen) return DropReason::kBadL3;
         const uint8_t* ext = data + pos;
-        if (next_header == kProtoFragment) {
+        if (next_header == IPPROTO_FRAGMENT) {
             next_header = ext[0];
             pos += kIpv6ExtMinLen;
             // Fragment offset in the upper 13 bits: a non-first fragment has no transport header.
@@ -165,7 +152,7 @@ inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& spa
     const uint8_t* l4 = data + span.begin;
     const uint32_t avail = span.end - span.begin;
     switch (key->ip_proto) {
-        case kProtoTcp: {
+        case IPPROTO_TCP: {
             if (avail < kTcpMinHeaderLen) return DropReason::kBadL4;
             const uint32_t header_len = (l4[12] >> 4) * 4u;
             if (header_len < kTcpMinHeaderLen || header_len > avail) return DropReason::kBadL4;
@@ -174,18 +161,18 @@ inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& spa
             key->tcp_flags = l4[13];  // CWR ECE URG ACK PSH RST SYN FIN
             return std::nullopt;
         }
-        case kProtoUdp:
+        case IPPROTO_UDP:
             if (avail < kUdpHeaderLen) return DropReason::kBadL4;
             key->l4_src = load_be16(l4);
             key->l4_dst = load_be16(l4 + 2);
             return std::nullopt;
-        case kProtoIcmp:
-        case kProtoIcmpv6:
+        case IPPROTO_ICMP:
+        case IPPROTO_ICMPV6:
             if (avail < kIcmpMinLen) return DropReason::kBadL4;
             key->l4_src = l4[0];  // type
             key->l4_dst = l4[1];  // code
             return std::nullopt;
-        case kProtoSctp:
+        case IPPROTO_SCTP:
             if (avail < kSctpCommonHeaderLen) return DropReason::kBadL4;
             key->l4_src = load_be16(l4);
             key->l4_dst = load_be16(l4 + 2);

@@ -147,7 +147,7 @@ inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLay
     if (end <= l4) return true;  // truncated: the protocol's own parsing refuses it
     const uint32_t l4_len = end - l4;
     const uint8_t* p = frame + l4;
-    const bool udp = k.ip_proto == kProtoUdp;
+    const bool udp = k.ip_proto == IPPROTO_UDP;
     // Linux: a UDP length beyond the datagram (or below the header) is malformed.
     if (udp && l4_len >= 8 && (load_be16(p + 4) > l4_len || load_be16(p + 4) < 8)) return false;
     const uint8_t l4rx = rx & kCsumL4Mask;
@@ -155,17 +155,17 @@ inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLay
     if (l4rx != kCsumUnknown) return true;
     if (is_fragment(frame, l, k)) return true;
     switch (k.ip_proto) {
-        case kProtoTcp:
+        case IPPROTO_TCP:
             if (l4_len < 20) return true;
             break;
-        case kProtoUdp:
+        case IPPROTO_UDP:
             // A zero checksum is "none": IPv4 allows it, and Linux's conntrack accepts it for
             // IPv6 as well (the receiving stack decides).
             if (l4_len < 8 || load_be16(p + 6) == 0) return true;
             break;
-        case kProtoIcmp:
+        case IPPROTO_ICMP:
             return l4_len < 4 || folds_to_ones(add_bytes(p, l4_len, 0));
-        case kProtoIcmpv6:
+        case IPPROTO_ICMPV6:
             if (l4_len < 4) return true;
             break;
         default:

@@ -22,22 +22,22 @@ namespace ferry {
 namespace {
 
 bool is_icmp(uint8_t proto) {
-    return proto == kProtoIcmp || proto == kProtoIcmpv6;
+    return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
 }
 
 bool is_echo_request(const FlowKey& k) {
-    return (k.ip_proto == kProtoIcmp && k.l4_src == kIcmpEchoRequest) ||
-           (k.ip_proto == kProtoIcmpv6 && k.l4_src == kIcmpv6EchoRequest);
+    return (k.ip_proto == IPPROTO_ICMP && k.l4_src == kIcmpEchoRequest) ||
+           (k.ip_proto == IPPROTO_ICMPV6 && k.l4_src == kIcmpv6EchoRequest);
 }
 
 bool is_echo(const FlowKey& k) {
-    return is_echo_request(k) || (k.ip_proto == kProtoIcmp && k.l4_src == kIcmpEchoReply) ||
-           (k.ip_proto == kProtoIcmpv6 && k.l4_src == kIcmpv6EchoReply);
+    return is_echo_request(k) || (k.ip_proto == IPPROTO_ICMP && k.l4_src == kIcmpEchoReply) ||
+           (k.ip_proto == IPPROTO_ICMPV6 && k.l4_src == kIcmpv6EchoReply);
 }
 
 bool is_icmp_error_type(const FlowKey& k) {
-    if (k.ip_proto == kProtoIcmp) return k.l4_src == 3 || k.l4_src == 11 || k.l4_src == 12;
-    if (k.ip_proto == kProtoIcmpv6) return k.l4_src >= 1 && k.l4_src <= 4;
+    if (k.ip_proto == IPPROTO_ICMP) return k.l4_src == 3 || k.l4_src == 11 || k.l4_src == 12;
+    if (k.ip_proto == IPPROTO_ICMPV6) return k.l4_src >= 1 && k.l4_src <= 4;
     return false;
 }
 
@@ -107,7 +107,7 @@ bool ct_packet_tuple(const uint8_t* frame, uint32_t len, const PacketLayout& lay
         const uint16_t id = load_be16(frame + layout.l4_offset + 4);
         out->sport = id;
         out->dport = id;
-    } else if (key.ip_proto == kProtoTcp || key.ip_proto == kProtoUdp) {
+    } else if (key.ip_proto == IPPROTO_TCP || key.ip_proto == IPPROTO_UDP) {
         if (layout.l4_offset == 0) return false;  // no reassembly: later fragments are +inv
         out->sport = key.l4_src;
         out->dport = key.l4_dst;
@@ -131,7 +131,7 @@ bool ct_apply_nat(const CtEntry& e, unsigned dir, uint8_t* frame, uint32_t len,
     if (!nat_rewrite(frame, len, layout, *key, to)) return false;
     std::memcpy(key->ip_src, to.src, 16);
     std::memcpy(key->ip_dst, to.dst, 16);
-    if (key->ip_proto == kProtoTcp || key->ip_proto == kProtoUdp) {
+    if (key->ip_proto == IPPROTO_TCP || key->ip_proto == IPPROTO_UDP) {
         key->l4_src = to.sport;
         key->l4_dst = to.dport;
     }
@@ -156,9 +156,9 @@ std::unique_ptr<ConntrackShard> ConntrackShard::create(uint32_t capacity, uint16
 uint64_t ConntrackShard::timeout_ms(const CtEntry& e) const {
     const uint8_t proto = e.tuple[0].proto;
     uint32_t s;
-    if (proto == kProtoTcp)
+    if (proto == IPPROTO_TCP)
         s = timeouts_->tcp[static_cast<size_t>(e.tcp.state)];
-    else if (proto == kProtoUdp)
+    else if (proto == IPPROTO_UDP)
         s = (e.flags & kCtfSeenReply) ? timeouts_->udp_stream : timeouts_->udp_first;
     else if (is_icmp(proto))
         s = timeouts_->icmp;
@@ -171,9 +171,9 @@ uint64_t ConntrackShard::timeout_ms(const CtEntry& e) const {
 void ConntrackShard::account(const CtEntry& e, int delta) {
     const uint8_t proto = e.tuple[0].proto;
     uint64_t* c;
-    if (proto == kProtoTcp)
+    if (proto == IPPROTO_TCP)
         c = &counters_.by_tcp_state[static_cast<size_t>(e.tcp.state)];
-    else if (proto == kProtoUdp)
+    else if (proto == IPPROTO_UDP)
         c = &counters_.udp;
     else if (is_icmp(proto))
         c = &counters_.icmp;
@@ -197,7 +197,7 @@ bool ConntrackShard::choose_nat(const CtTuple& orig, const NatSpec& spec, CtTupl
     // destination keeps the identifier (a port means nothing there).
     const bool has_ports =
         spec.port_max != 0 &&
-        (orig.proto == kProtoTcp || orig.proto == kProtoUdp || (is_icmp(orig.proto) && src));
+        (orig.proto == IPPROTO_TCP || orig.proto == IPPROTO_UDP || (is_icmp(orig.proto) && src));
     const uint64_t addrs = has_addr ? addr_span(spec.addr_min, spec.addr_max, spec.ip_version) : 1;
     const uint32_t ports = has_ports ? uint32_t{spec.port_max} - spec.port_min + 1 : 1;
     // Start at a point derived from the connection so that retries of one flow agree, then walk.
@@ -314,7 +314,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     }
     if (zone.liberal.load(std::memory_order_relaxed)) e.flags |= kCtfLiberal;
     if (p.set_mark) e.mark = p.mark;
-    if (t.proto == kProtoTcp) tcp_start(e.tcp, *static_cast<const TcpSegment*>(tcp_seg));
+    if (t.proto == IPPROTO_TCP) tcp_start(e.tcp, *static_cast<const TcpSegment*>(tcp_seg));
     e.packets[0] = 1;
     e.bytes[0] = len;
     e.port[0] = key->in_port;
@@ -395,7 +395,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
     }
 
     std::optional<TcpSegment> seg;
-    if (t.proto == kProtoTcp) {
+    if (t.proto == IPPROTO_TCP) {
         seg = tcp_of(frame, len, layout, *key);
         if (!seg) {
             key->ct_state |= kCtInvalid;
@@ -414,7 +414,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
     }
     if (ref.found()) {
         CtEntry& e = table_->entry(ref.index);
-        if (t.proto == kProtoTcp) {
+        if (t.proto == IPPROTO_TCP) {
             const TcpState before = e.tcp.state;
             const TcpVerdict v = tcp_track(e.tcp, ref.dir, *seg, (e.flags & kCtfLiberal) != 0);
             if (v == TcpVerdict::kIgnore) {
@@ -452,7 +452,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
             }
             counter_add(e.packets[ref.dir], 1);
             counter_add(e.bytes[ref.dir], len);
-            if (t.proto != kProtoTcp) {
+            if (t.proto != IPPROTO_TCP) {
                 // Netfilter's notion, kept for ct.list and the migration stream: a reply makes
                 // the pseudo-connection "multiple"; traffic both ways twice makes it assured.
                 if (ref.dir == 1) e.other_state = static_cast<uint8_t>(CtOtherState::kMultiple);
@@ -471,7 +471,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
 
     // No connection: may this packet open one?
     bool may_open;
-    if (t.proto == kProtoTcp)
+    if (t.proto == IPPROTO_TCP)
         may_open =
             tcp_may_open(*seg, zones_->zones[p.zone].liberal.load(std::memory_order_relaxed));
     else if (is_icmp(t.proto))
@@ -636,9 +636,9 @@ void ConntrackShard::apply_notice(const CtNotice& n, uint64_t now_ms) {
 /// (the owner's delete notice normally removes it first).
 uint64_t ConntrackShard::redirect_ttl_ms(uint8_t proto) const {
     uint32_t s = timeouts_->other;
-    if (proto == kProtoTcp)
+    if (proto == IPPROTO_TCP)
         s = timeouts_->tcp[static_cast<size_t>(TcpState::kEstablished)];
-    else if (proto == kProtoUdp)
+    else if (proto == IPPROTO_UDP)
         s = timeouts_->udp_stream;
     else if (is_icmp(proto))
         s = timeouts_->icmp;

@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <iterator>
 
+#include "dataplane/byte_order.h"
+
 namespace ferry {
 namespace {
 
@@ -45,16 +47,6 @@ constexpr uint8_t kFlagCwr = 0x80;
 // Floor of the ACK lag accepted (netfilter's MAXACKWINDOW default): a little above the largest
 // unscaled window, so that ACKs lagging one full window behind the data are never refused.
 constexpr uint32_t kMinAckWindow = 66000;
-
-/// Reads a big-endian 16-bit field. Context: any. @return the host-order value.
-uint16_t load_be16(const uint8_t* p) {
-    return static_cast<uint16_t>(p[0] << 8 | p[1]);
-}
-
-/// Reads a big-endian 32-bit field. Context: any. @return the host-order value.
-uint32_t load_be32(const uint8_t* p) {
-    return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
-}
 
 /// Wrap-safe "a comes before b" in sequence space: valid while the two are less than 2^31 apart,
 /// which window scaling's limit of 2^30 guarantees for any two values worth comparing.

@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "dataplane/byte_order.h"
 #include "dataplane/conntrack/ct_tuple.h"
 #include "dataplane/ip_proto.h"
 
@@ -43,19 +44,6 @@ constexpr uint8_t kIcmpv6DestUnreachable = 1;
 constexpr uint8_t kIcmpv6PacketTooBig = 2;
 constexpr uint8_t kIcmpv6TimeExceeded = 3;
 constexpr uint8_t kIcmpv6ParamProblem = 4;
-
-/// Reads a big-endian 16-bit field at any alignment. Context: any. Contract: p[0..1] readable.
-inline uint16_t load_be16(const uint8_t* p) {
-    uint16_t v;
-    std::memcpy(&v, p, sizeof(v));
-    return __builtin_bswap16(v);
-}
-
-/// Writes a big-endian 16-bit field at any alignment. Context: any. Contract: p[0..1] writable.
-inline void store_be16(uint8_t* p, uint16_t v) {
-    v = __builtin_bswap16(v);
-    std::memcpy(p, &v, sizeof(v));
-}
 
 /// Adds the one's-complement change of one 16-bit word (~m + m') to *acc. An unchanged word adds
 /// nothing: adding ~m + m = 0xffff (negative zero) could flip a checksum between its two zero
@@ -145,12 +133,12 @@ inline bool plan_l4(const uint8_t* frame, const IpSpan& ip, uint32_t l4, uint8_t
     const uint32_t avail = ip.end - l4;
     const uint8_t* p = frame + l4;
     switch (proto) {
-        case kProtoTcp:
+        case IPPROTO_TCP:
             if (avail < kTcpChecksumAt + 2) return false;
             f->csum_at = kTcpChecksumAt;
             f->has_csum = f->pseudo = f->ports = true;
             break;
-        case kProtoUdp:
+        case IPPROTO_UDP:
             if (avail < kUdpHeaderLen) return false;
             f->csum_at = kUdpChecksumAt;
             // Zero means "no checksum" (IPv4; IPv6 tunnels under RFC 6935). Patching it would turn
@@ -158,14 +146,14 @@ inline bool plan_l4(const uint8_t* frame, const IpSpan& ip, uint32_t l4, uint8_t
             f->has_csum = load_be16(p + kUdpChecksumAt) != 0;
             f->pseudo = f->ports = f->udp = true;
             break;
-        case kProtoIcmp:
+        case IPPROTO_ICMP:
             // No pseudo-header in ICMPv4: only the echo identifier affects the checksum.
             if (avail == 0 || (p[0] != kIcmpEchoRequest && p[0] != kIcmpEchoReply)) return true;
             if (avail < kIcmpHeaderLen) return false;
             f->csum_at = kIcmpChecksumAt;
             f->has_csum = f->echo_id = true;
             break;
-        case kProtoIcmpv6:
+        case IPPROTO_ICMPV6:
             // Every ICMPv6 checksum covers the pseudo-header, so any message follows the
             // address change (an error forwarded untranslated still arrives intact).
             if (avail < kIcmpChecksumAt + 2) return false;
@@ -217,7 +205,7 @@ inline bool find_icmp_error_quote(const uint8_t* frame, uint32_t len, const Pack
                                   const FlowKey& key, IcmpErrorQuote* q) {
     if (!ip_span(frame, len, layout.l3_offset, key.ip_version, &q->outer)) return false;
     const bool v4 = key.ip_version == 4;
-    const uint8_t icmp_proto = v4 ? kProtoIcmp : kProtoIcmpv6;
+    const uint8_t icmp_proto = icmp_proto_of(key.ip_version);
     if (key.ip_proto != icmp_proto) return false;
     const uint32_t icmp = layout.l4_offset;
     const uint32_t end = q->outer.end;
@@ -249,7 +237,7 @@ inline bool find_icmp_error_quote(const uint8_t* frame, uint32_t len, const Pack
     const uint32_t l4 = ip + header_len;
     if (proto == icmp_proto) {
         if (!is_icmp_echo(frame[l4], v4)) return false;  // an error quoting an error: not ours
-    } else if (proto != kProtoTcp && proto != kProtoUdp) {
+    } else if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
         return false;
     }
     q->icmp = icmp;
@@ -334,7 +322,7 @@ bool nat_rewrite_icmp_error(uint8_t* frame, uint32_t len, const PacketLayout& la
     }
 
     uint8_t* l4 = frame + q.l4;
-    const bool echo = q.proto == kProtoIcmp || q.proto == kProtoIcmpv6;
+    const bool echo = q.proto == IPPROTO_ICMP || q.proto == IPPROTO_ICMPV6;
     uint32_t port_delta = 0;
     if (echo) {
         add_word_change(&port_delta, load_be16(l4 + kIcmpEchoIdAt), inner.sport);
@@ -347,9 +335,9 @@ bool nat_rewrite_icmp_error(uint8_t* frame, uint32_t len, const PacketLayout& la
     // computed (as Linux does): it covers the ports, and the addresses through the
     // pseudo-header (not for ICMPv4). A zero UDP checksum means none and stays zero.
     uint32_t l4_csum_at = 0;
-    if (q.proto == kProtoUdp) {
+    if (q.proto == IPPROTO_UDP) {
         l4_csum_at = q.l4 + kUdpChecksumAt;
-    } else if (q.proto == kProtoTcp) {
+    } else if (q.proto == IPPROTO_TCP) {
         if (q.l4 + kTcpChecksumAt + 2 <= q.outer.end) l4_csum_at = q.l4 + kTcpChecksumAt;
     } else {
         l4_csum_at = q.l4 + kIcmpChecksumAt;
@@ -357,12 +345,12 @@ bool nat_rewrite_icmp_error(uint8_t* frame, uint32_t len, const PacketLayout& la
     uint16_t l4_csum = 0;
     if (l4_csum_at != 0) {
         const uint16_t old_l4 = load_be16(frame + l4_csum_at);
-        if (q.proto == kProtoUdp && old_l4 == 0) {
+        if (q.proto == IPPROTO_UDP && old_l4 == 0) {
             l4_csum_at = 0;
         } else {
             l4_csum =
-                checksum_apply(old_l4, port_delta + (q.proto == kProtoIcmp ? 0 : quoted_delta));
-            if (q.proto == kProtoUdp && l4_csum == 0) l4_csum = 0xffff;
+                checksum_apply(old_l4, port_delta + (q.proto == IPPROTO_ICMP ? 0 : quoted_delta));
+            if (q.proto == IPPROTO_UDP && l4_csum == 0) l4_csum = 0xffff;
             add_word_change(&icmp_delta, old_l4, l4_csum);
         }
     }
@@ -400,7 +388,7 @@ bool icmp_error_inner_tuple(const uint8_t* frame, uint32_t len, const PacketLayo
     const uint8_t* l4 = frame + q.l4;
     std::memcpy(inner->src, quoted + q.outer.src_at, q.outer.addr_len);
     std::memcpy(inner->dst, quoted + q.outer.dst_at, q.outer.addr_len);
-    if (q.proto == kProtoIcmp || q.proto == kProtoIcmpv6) {
+    if (q.proto == IPPROTO_ICMP || q.proto == IPPROTO_ICMPV6) {
         // Echo tuples carry the identifier as both ports (see CtTuple).
         inner->sport = inner->dport = load_be16(l4 + kIcmpEchoIdAt);
     } else {

@@ -1,9 +1,11 @@
 #include "dataplane/dpi/dpi_engine.h"
 
 #include <hs/hs.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 
+#include "dataplane/byte_order.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/counters.h"
 #include "dataplane/flow_key.h"
@@ -15,10 +17,6 @@ namespace {
 constexpr uint32_t kNoSlot = 0xffffffffu;    // not inspected yet
 constexpr uint32_t kFinished = 0xfffffffeu;  // inspection is over for this connection
 constexpr uint8_t kTcpSyn = 0x02;
-
-uint32_t load_be32(const uint8_t* p) {
-    return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
-}
 
 }  // namespace
 
@@ -150,7 +148,7 @@ DpiOutcome DpiWorker::inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketS
     if (s.state[dir] == kDpiDone) return DpiOutcome::kPass;
 
     const uint8_t* data = frame + off;
-    if (key->ip_proto == kProtoTcp) {
+    if (key->ip_proto == IPPROTO_TCP) {
         // Only bytes in sequence are scanned: retransmitted ones are skipped, and a segment
         // past a gap ends this direction's inspection (nothing is buffered).
         const uint8_t* tcp = frame + layout.l4_offset;

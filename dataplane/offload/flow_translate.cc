@@ -1,5 +1,6 @@
 #include "dataplane/offload/flow_translate.h"
 
+#include <netinet/in.h>
 #include <rte_byteorder.h>
 
 #include <algorithm>
@@ -13,11 +14,6 @@ namespace {
 
 constexpr uint16_t kEtherTypeIpv4 = 0x0800;
 constexpr uint16_t kEtherTypeIpv6 = 0x86dd;
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmpv6 = 58;
-constexpr uint8_t kProtoSctp = 132;
 constexpr uint16_t kVidMask = 0x0fff;
 
 Error untranslatable(std::string reason) {
@@ -154,7 +150,7 @@ Result<FlowTranslation> translate_rule(const CompiledRule& rule, uint32_t mark,
         if (m.ip_proto != 0xff) {
             return untranslatable("L4 fields without an exact ip_proto cannot be offloaded");
         }
-        if (m.tcp_flags != 0 && v.ip_proto != kProtoTcp) {
+        if (m.tcp_flags != 0 && v.ip_proto != IPPROTO_TCP) {
             return untranslatable("tcp_flags without ip_proto tcp cannot be offloaded");
         }
         // The headers are packed: assign the fields, never take their addresses.
@@ -165,26 +161,26 @@ Result<FlowTranslation> translate_rule(const CompiledRule& rule, uint32_t mark,
             mask.hdr.dst_port = rte_cpu_to_be_16(m.l4_dst);
         };
         switch (v.ip_proto) {
-            case kProtoTcp:
+            case IPPROTO_TCP:
                 ports(s.tcp[0], s.tcp[1]);
                 s.tcp[0].hdr.tcp_flags = v.tcp_flags;
                 s.tcp[1].hdr.tcp_flags = m.tcp_flags;
                 add(RTE_FLOW_ITEM_TYPE_TCP, &s.tcp[0], &s.tcp[1]);
                 break;
-            case kProtoUdp:
+            case IPPROTO_UDP:
                 ports(s.udp[0], s.udp[1]);
                 add(RTE_FLOW_ITEM_TYPE_UDP, &s.udp[0], &s.udp[1]);
                 break;
-            case kProtoSctp:
+            case IPPROTO_SCTP:
                 ports(s.sctp[0], s.sctp[1]);
                 add(RTE_FLOW_ITEM_TYPE_SCTP, &s.sctp[0], &s.sctp[1]);
                 break;
-            case kProtoIcmp:
-            case kProtoIcmpv6:
+            case IPPROTO_ICMP:
+            case IPPROTO_ICMPV6:
                 if (v.l4_src > 0xff || v.l4_dst > 0xff) {
                     return untranslatable("ICMP type or code above 255 cannot be offloaded");
                 }
-                if (v.ip_proto == kProtoIcmp) {
+                if (v.ip_proto == IPPROTO_ICMP) {
                     s.icmp[0].hdr.icmp_type = static_cast<uint8_t>(v.l4_src);
                     s.icmp[1].hdr.icmp_type = static_cast<uint8_t>(m.l4_src);
                     s.icmp[0].hdr.icmp_code = static_cast<uint8_t>(v.l4_dst);

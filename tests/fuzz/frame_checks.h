@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "dataplane/byte_order.h"
 #include "dataplane/flow_key.h"
 #include "dataplane/ip_proto.h"
 
@@ -15,10 +16,6 @@ namespace ferry::fuzz {
 /// Aborts the run so libFuzzer records the input as a crash. Context: fuzzer only.
 inline void check(bool ok) {
     if (!ok) __builtin_trap();
-}
-
-inline uint16_t load_be16(const uint8_t* p) {
-    return static_cast<uint16_t>(p[0] << 8 | p[1]);
 }
 
 /// One's-complement sum of n bytes (odd last byte padded with zero), not folded.
@@ -36,7 +33,7 @@ inline bool sums_to_zero(uint64_t s) {
 
 /// Sum of the pseudo-header of a transport message of n bytes (none for ICMPv4).
 inline uint64_t pseudo_sum(const uint8_t* ip, uint8_t version, uint8_t proto, size_t n) {
-    if (proto == kProtoIcmp) return 0;
+    if (proto == IPPROTO_ICMP) return 0;
     const size_t alen = version == 4 ? 4 : 16;
     const uint8_t* src = ip + (version == 4 ? 12 : 8);
     const uint64_t s = sum_bytes(src, 2 * alen);  // destination follows the source in both
@@ -67,11 +64,11 @@ inline Validity validity(const uint8_t* frame, const FlowKey& key, const PacketL
     if (l.l4_offset == 0) return v;
     const size_t n = ip_end(frame, key, l) - l.l4_offset;
     const uint8_t* l4 = frame + l.l4_offset;
-    if (proto == kProtoUdp) v.udp_nonzero = load_be16(l4 + 6) != 0;
+    if (proto == IPPROTO_UDP) v.udp_nonzero = load_be16(l4 + 6) != 0;
     const bool whole = key.ip_version == 4 ? (load_be16(ip + 6) & 0x3fffu) == 0 : ip[6] == proto;
-    const bool known = proto == kProtoTcp || (proto == kProtoUdp && v.udp_nonzero) ||
-                       (proto == kProtoIcmp && key.ip_version == 4) ||
-                       (proto == kProtoIcmpv6 && key.ip_version == 6);
+    const bool known = proto == IPPROTO_TCP || (proto == IPPROTO_UDP && v.udp_nonzero) ||
+                       (proto == IPPROTO_ICMP && key.ip_version == 4) ||
+                       (proto == IPPROTO_ICMPV6 && key.ip_version == 6);
     if (whole && known)
         v.l4 = sums_to_zero(pseudo_sum(ip, key.ip_version, proto, n) + sum_bytes(l4, n));
     return v;

@@ -17,6 +17,8 @@
 // zone 2 liberal). Then chunks of [ctl][dt][len_hi][len_lo][len bytes of frame]; ctl bits 0-1
 // zone, bit 2 commit, bits 3-4 nat (off, src, dst, plain nat), bit 5 set_mark, bits 6-7 the
 // expiry budget after the frame; dt advances the clock by dt * 37 ms. Run through scripts/fuzz.
+#include <netinet/in.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -38,10 +40,7 @@ using ferry::CtTuple;
 using ferry::CtVerdict;
 
 using namespace ferry::fuzz;
-using ferry::kProtoIcmp;
-using ferry::kProtoIcmpv6;
-using ferry::kProtoTcp;
-using ferry::kProtoUdp;
+using ferry::load_be16;
 
 constexpr uint32_t kCapacity = 1024;
 constexpr uint16_t kZonesUsed = 4;
@@ -126,12 +125,12 @@ void check_books(const Run& r, const ferry::CtZoneTable& zones) {
             check(e.tuple[0].zone < kZonesUsed);
             ++zone_live[e.tuple[0].zone];
             const uint8_t proto = e.tuple[0].proto;
-            if (proto == kProtoTcp) {
+            if (proto == IPPROTO_TCP) {
                 check(e.tcp.state < ferry::TcpState::kCount);
                 ++by_state[static_cast<size_t>(e.tcp.state)];
-            } else if (proto == kProtoUdp) {
+            } else if (proto == IPPROTO_UDP) {
                 ++udp;
-            } else if (proto == kProtoIcmp || proto == kProtoIcmpv6) {
+            } else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
                 ++icmp;
             } else {
                 ++other;

@@ -4,6 +4,8 @@
 // touched bytes outside the IP packet, when the rewritten packet does not carry its target, or
 // when a checksum that was valid before a rewrite no longer is (checked by full recomputation, so
 // seeds with valid checksums exercise the incremental arithmetic). Run through scripts/fuzz.
+#include <netinet/in.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -17,10 +19,8 @@
 namespace {
 
 using namespace ferry::fuzz;
-using ferry::kProtoIcmp;
-using ferry::kProtoIcmpv6;
-using ferry::kProtoTcp;
-using ferry::kProtoUdp;
+using ferry::icmp_proto_of;
+using ferry::load_be16;
 
 /// Checks that a rewrite that succeeded left the frame parseable with the same layout, touched
 /// nothing outside the IP packet, and kept every checksum that was valid before valid.
@@ -54,7 +54,7 @@ void fuzz_nat_rewrite(const uint8_t* data, uint32_t len, const ferry::FlowKey& k
     check_rewritten(data, buf, key, layout, &now);
     const size_t alen = key.ip_version == 4 ? 4 : 16;
     check(std::memcmp(now.ip_src, to.src, alen) == 0 && std::memcmp(now.ip_dst, to.dst, alen) == 0);
-    if (layout.l4_offset != 0 && (key.ip_proto == kProtoTcp || key.ip_proto == kProtoUdp)) {
+    if (layout.l4_offset != 0 && (key.ip_proto == IPPROTO_TCP || key.ip_proto == IPPROTO_UDP)) {
         check(now.l4_src == to.sport && now.l4_dst == to.dport);
     }
 }
@@ -70,8 +70,8 @@ void fuzz_icmp_error(const uint8_t* data, uint32_t len, const ferry::FlowKey& ke
         check(tuple == zero);
     } else {
         check(tuple.ip_version == key.ip_version && tuple.zone == 3);
-        check(tuple.proto == kProtoTcp || tuple.proto == kProtoUdp ||
-              tuple.proto == (key.ip_version == 4 ? kProtoIcmp : kProtoIcmpv6));
+        check(tuple.proto == IPPROTO_TCP || tuple.proto == IPPROTO_UDP ||
+              tuple.proto == icmp_proto_of(key.ip_version));
     }
 
     std::vector<uint8_t> buf(data, data + len);
@@ -101,7 +101,7 @@ void fuzz_icmp_error(const uint8_t* data, uint32_t len, const ferry::FlowKey& ke
     check(ferry::icmp_error_inner_tuple(buf.data(), len, layout, key, 3, &after));
     check(std::memcmp(after.src, inner.src, alen) == 0);
     check(std::memcmp(after.dst, inner.dst, alen) == 0);
-    const bool echo = after.proto == kProtoIcmp || after.proto == kProtoIcmpv6;
+    const bool echo = after.proto == IPPROTO_ICMP || after.proto == IPPROTO_ICMPV6;
     check(after.sport == inner.sport && after.dport == (echo ? inner.sport : inner.dport));
 }
 

@@ -262,7 +262,7 @@ TEST(RuleConfig, EthernetAddresses) {
         "\"02:00:00:00:00:00/ff:ff:ff:00:00:00\"";
     for (const json& bad :
          {json("02:00:00:00:00"), json("02-00-00-00-00-01"), json("02:00:00:00:00:0g"),
-          json("2:0:0:0:0:1"), json(12), json("02:00:00:00:00:01/ff:ff")}) {
+          json("2:0:0:0:0:1"), json("0200:0000:0001"), json(12), json("02:00:00:00:00:01/ff:ff")}) {
         EXPECT_EQ(match_error({{"eth_src", bad}}), "rules[0].match.eth_src: " + what) << bad.dump();
     }
     EXPECT_EQ(match_error({{"eth_dst", "02:00:00:00:00:01/ff:ff:ff:00:00:00"}}),
