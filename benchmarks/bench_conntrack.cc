@@ -381,9 +381,9 @@ void BM_ShardEstablishedLookup(benchmark::State& state) {
 }
 BENCHMARK(BM_ShardEstablishedLookup)->Arg(10000)->Arg(100000)->Arg(1000000);
 
-/// As BM_ShardEstablishedLookup, the way a worker's ct stage runs a burst (dataplane/ct_action.cc
-/// ct_stage): the 32 packets' tuples, one CtTable::lookup_bulk, then process() of each with its
-/// tuple and the bulk hit. rx_csum: what the port's offload says about the checksums
+/// As BM_ShardEstablishedLookup, the way a worker's ct stage runs a burst
+/// (dataplane/conntrack/ct_action.cc ct_stage): the 32 packets' tuples, one CtTable::lookup_bulk,
+/// then process() of each with its tuple and the bulk hit. rx_csum: what the port's offload says about the checksums
 /// (kCsumUnknown: summed in software, as on a port without offload).
 void shard_established_burst(benchmark::State& state, uint8_t rx_csum) {
     const auto n = static_cast<uint32_t>(state.range(0));

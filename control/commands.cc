@@ -3,9 +3,9 @@
 #include <rte_version.h>
 
 #include "control/config.h"
-#include "control/conntrack.h"
 #include "control/counter_catalog.h"
-#include "control/dpi.h"
+#include "control/ct_control.h"
+#include "control/dpi_control.h"
 #include "control/log.h"
 #include "control/migration.h"
 #include "control/migration_session.h"

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "control/conntrack.h"
+#include "control/ct_control.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/drop_reason.h"
 

@@ -1,5 +1,5 @@
 // The names and descriptions of the counters ferryd reports by name, from the tables that define
-// them (dataplane/drop_reason.h, dataplane/conntrack/ct_shard.h, control/conntrack.h): what the
+// them (dataplane/drop_reason.h, dataplane/conntrack/ct_shard.h, control/ct_control.h): what the
 // stats.describe method and `ferryd --print-counters` answer, so that clients, the exporter, the
 // docs and the tests take the names from ferryd rather than keeping a copy.
 #pragma once

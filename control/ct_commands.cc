@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "control/conntrack.h"
+#include "control/ct_control.h"
 #include "control/json_path.h"
 #include "control/switch.h"
 

@@ -1,6 +1,6 @@
 // The dpi.* methods of the control socket. Loading compiles on the control thread and
 // publishes the new database with RCU, so every method is safe while the workers run.
-#include "control/dpi.h"
+#include "control/dpi_control.h"
 #include "control/json_path.h"
 #include "control/switch.h"
 

@@ -22,7 +22,7 @@
 #include "control/config.h"
 #include "control/control_server.h"
 #include "control/counter_catalog.h"
-#include "control/dpi.h"
+#include "control/dpi_control.h"
 #include "control/eal_setup.h"
 #include "control/jsonrpc.h"
 #include "control/log.h"

@@ -13,8 +13,8 @@
 #include <map>
 #include <random>
 
-#include "control/conntrack.h"
-#include "control/dpi.h"
+#include "control/ct_control.h"
+#include "control/dpi_control.h"
 #include "control/log.h"
 #include "control/switch.h"
 #include "dataplane/mac_table.h"

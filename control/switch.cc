@@ -17,8 +17,8 @@
 #include <chrono>
 #include <thread>
 
-#include "control/conntrack.h"
-#include "control/dpi.h"
+#include "control/ct_control.h"
+#include "control/dpi_control.h"
 #include "control/inband_migration.h"
 #include "control/log.h"
 #include "dataplane/classifier.h"

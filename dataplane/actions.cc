@@ -4,9 +4,9 @@
 #include <rte_mbuf.h>
 
 #include "dataplane/classifier.h"
+#include "dataplane/conntrack/ct_action.h"
 #include "dataplane/conntrack/ct_shard.h"
-#include "dataplane/ct_action.h"
-#include "dataplane/dpi_action.h"
+#include "dataplane/dpi/dpi_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
 #include "dataplane/meter.h"

@@ -8,8 +8,8 @@
 
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
+#include "dataplane/conntrack/ct_action.h"
 #include "dataplane/conntrack/ct_shard.h"
-#include "dataplane/ct_action.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
 #include "dataplane/offload/flow_translate.h"

@@ -6,9 +6,9 @@
 #include <rte_pause.h>
 #include <rte_rcu_qsbr.h>
 
+#include "dataplane/conntrack/ct_action.h"
 #include "dataplane/conntrack/ct_shard.h"
-#include "dataplane/ct_action.h"
-#include "dataplane/dpi_action.h"
+#include "dataplane/dpi/dpi_action.h"
 #include "dataplane/pipeline.h"
 
 namespace ferry {

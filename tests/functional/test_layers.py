@@ -1,5 +1,6 @@
 """Layers point one way: dataplane/ and migrate/ include nothing from control/, and dataplane/
-nothing from migrate/ (docs/architecture.md, "Layers").
+nothing from migrate/ (docs/architecture.md, "Layers"); the client, control/ferryctl/, includes
+nothing of the daemon's, and each feature's pipeline stage sits in its feature's folder.
 
 Reads every C++ source and header of those folders. Expects no #include of a higher layer.
 """
@@ -8,6 +9,9 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FORBIDDEN = {"dataplane": ("control/", "migrate/"), "migrate": ("control/",)}
+# A feature's files, by the prefix of their names, and the folder they belong in.
+FEATURE_FOLDERS = {"ct_": "dataplane/conntrack", "nat_": "dataplane/conntrack",
+                   "dpi_": "dataplane/dpi"}
 
 
 def includes(folder):
@@ -26,3 +30,17 @@ def test_lower_layers_include_nothing_from_higher_ones():
     bad = [f"{path}:{n}: {inc}" for folder, above in FORBIDDEN.items()
            for path, n, inc in includes(folder) if inc.startswith(above)]
     assert bad == [], "\n".join(bad)
+
+
+def test_ferryctl_includes_nothing_of_the_daemon():
+    """ferryctl links only JSON: a header of ferryd's would pull ferryd's code into the client."""
+    bad = [f"{path}:{n}: {inc}" for path, n, inc in includes("control/ferryctl")
+           if not inc.startswith(("control/ferryctl/", "ferry_version.h", "dataplane/result.h"))]
+    assert bad == [], "\n".join(bad)
+
+
+def test_feature_files_sit_in_their_folders():
+    """No ct_*, nat_* or dpi_* source directly in dataplane/: each lives in its feature folder."""
+    stray = [f for f in os.listdir(os.path.join(ROOT, "dataplane"))
+             if f.endswith((".h", ".cc")) and f.startswith(tuple(FEATURE_FOLDERS))]
+    assert stray == [], f"move into {sorted(set(FEATURE_FOLDERS.values()))}: {stray}"

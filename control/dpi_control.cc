@@ -1,4 +1,4 @@
-#include "control/dpi.h"
+#include "control/dpi_control.h"
 
 #include <rte_cycles.h>
 #include <rte_rcu_qsbr.h>
@@ -9,7 +9,7 @@
 #include <cinttypes>
 #include <cstdio>
 
-#include "control/conntrack.h"
+#include "control/ct_control.h"
 #include "control/log.h"
 #include "dataplane/counters.h"
 #include "dataplane/worker.h"

@@ -1,4 +1,4 @@
-#include "dataplane/ct_action.h"
+#include "dataplane/conntrack/ct_action.h"
 
 #include <rte_mbuf.h>
 #include <rte_ring.h>

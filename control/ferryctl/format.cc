@@ -1,5 +1,5 @@
 // ferryctl: key=value arguments into params, results into tables and key: value lines.
-#include "control/ferryctl_format.h"
+#include "control/ferryctl/format.h"
 
 #include <algorithm>
 #include <charconv>

@@ -1,4 +1,4 @@
-#include "dataplane/dpi_action.h"
+#include "dataplane/dpi/dpi_action.h"
 
 #include <rte_mbuf.h>
 #include <rte_ring.h>

@@ -1,4 +1,4 @@
-#include "control/conntrack.h"
+#include "control/ct_control.h"
 
 #include <arpa/inet.h>
 #include <rte_cycles.h>
@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "control/log.h"
-#include "dataplane/ct_action.h"
+#include "dataplane/conntrack/ct_action.h"
 #include "dataplane/ip_proto.h"
 
 namespace ferry {

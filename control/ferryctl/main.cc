@@ -26,7 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "control/ferryctl_format.h"
+#include "control/ferryctl/format.h"
 #include "ferry_version.h"
 
 namespace ferry {
