@@ -1,7 +1,10 @@
 #include "dataplane/port_security.h"
 
+#include <netinet/in.h>
+
 #include <cstring>
 
+#include "dataplane/byte_order.h"
 #include "dataplane/l4_payload.h"
 
 namespace ferry {
@@ -82,7 +85,7 @@ std::optional<DropReason> check_arp(const PortSecurity& s, const uint8_t* frame,
 std::optional<DropReason> check_ipv4(const PortSecurity& s, const FlowKey& key) {
     if (all_zero(key.ip_src, 4)) {
         // Only a DHCP client without an address yet sends from 0.0.0.0.
-        const bool dhcp = key.ip_proto == kProtoUdp && key.l4_src == kDhcpClientPort &&
+        const bool dhcp = key.ip_proto == IPPROTO_UDP && key.l4_src == kDhcpClientPort &&
                           key.l4_dst == kDhcpServerPort;
         return dhcp ? std::nullopt : std::optional(DropReason::kPortSecIp);
     }
@@ -113,7 +116,7 @@ std::optional<DropReason> check_nd_options(const PortSecurity& s, const uint8_t*
 std::optional<DropReason> check_ipv6(const PortSecurity& s, const uint8_t* frame, uint32_t len,
                                      const FlowKey& key, const PacketLayout& layout) {
     const bool unspecified = all_zero(key.ip_src, 16);
-    const bool icmp = key.ip_proto == kProtoIcmpv6 && layout.l4_offset != 0;
+    const bool icmp = key.ip_proto == IPPROTO_ICMPV6 && layout.l4_offset != 0;
     const uint16_t type = icmp ? key.l4_src : 0;
     if (icmp && (type == kIcmpv6RouterAdvert || type == kIcmpv6Redirect))
         return DropReason::kPortSecRa;
