@@ -1,23 +1,19 @@
 // ferryctl: the command-line client of ferryd's control socket. One table maps command words to
-// JSON-RPC methods; a new verb is one row. Exit status: 0 done, 1 ferryd refused the command,
+// JSON-RPC methods (verbs.cc; a new verb is one row), connection.cc makes the round trip and
+// format.cc turns results into text; this file holds the options, the reporting of outcomes and
+// the commands that take more than one call. Exit status: 0 done, 1 ferryd refused the command,
 // 2 ferryd could not be reached or did not answer, 64 usage error. `help`, `--help`,
 // `COMMAND --help` and `--version` answer without ferryd. With --json every outcome is JSON on
 // stdout, errors as {"error": {"code", "message"[, "data"]}}: ferryd's JSON-RPC error object
 // (negative codes), or ferryctl's own with the exit status as code (2 or 64).
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
@@ -26,7 +22,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "control/ferryctl/connection.h"
 #include "control/ferryctl/format.h"
+#include "control/ferryctl/verbs.h"
 #include "ferry_version.h"
 
 namespace ferry {
@@ -34,115 +32,11 @@ namespace {
 
 using nlohmann::json;
 using nlohmann::ordered_json;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kExitRefused = 1;
 constexpr int kExitUnreachable = 2;
-constexpr int kExitUsage = 64;  // EX_USAGE
-constexpr const char* kDefaultSocket = "/run/ferry/ferryd.sock";
+constexpr int kExitUsage = 64;           // EX_USAGE
 constexpr double kDefaultTimeoutS = 30;  // unsafe commands pause workers; port add may take a while
-
-/// How a verb's arguments become params.
-enum class Args {
-    kNone,            // no arguments
-    kName,            // NAME -> {"name": NAME}
-    kOptionalName,    // [NAME]
-    kKeyValues,       // [key=value ...]
-    kNameKeyValues,   // NAME key=value ...
-    kMethodJson,      // METHOD [JSON-PARAMS]: the escape hatch
-    kRuleJson,        // RULE-JSON: an object -> {"rule": ...}, an array -> {"rules": [...]}
-    kIds,             // ID ... -> {"ids": [...]}
-    kOptionalIds,     // [ID ...]: none means all
-    kPatterns,        // [replace] PATTERNS-JSON|@FILE -> {"patterns": [...], "replace": bool}
-    kFirstKeyValues,  // VALUE key=value ... -> {first_key: VALUE, key: value ...}
-    kLogLevel,        // [SUBSYSTEM] [LEVEL] -> {"subsystem": ..., "level": ...}
-};
-
-struct Verb {
-    std::string_view words;   // what the user types, e.g. "port add"
-    std::string_view method;  // the JSON-RPC method ("" for call)
-    Args args;
-    std::string_view synopsis;  // the arguments, for the usage text
-    std::string_view help;
-    std::string_view columns;  // keys to show first (results carry no key order of their own)
-    std::string_view first_key = {};  // kFirstKeyValues: the params key of the first argument
-    bool follow = false;              // poll migrate.status until the migration ends
-};
-
-constexpr std::string_view kPortColumns =
-    "name type state link dpdk_port queues path devargs mac rx_packets rx_bytes tx_packets "
-    "tx_bytes drops";
-
-constexpr std::string_view kCtColumns =
-    "worker zone proto state orig reply nat mark ports packets bytes timeout_s";
-constexpr std::string_view kDpiColumns = "id action direction flags mark matches regex";
-constexpr std::string_view kMigrateColumns =
-    "role phase address port connections dpi_streams macs stream_bytes bytes_done pause_ms "
-    "elapsed_ms error";
-constexpr std::string_view kRuleColumns = "id table priority match actions packets bytes offload";
-
-// clang-format off
-constexpr Verb kVerbs[] = {
-    {"version",    "version",    Args::kNone,          "",                "versions of ferryd, DPDK and the control API", "ferryd dpdk api"},
-    {"stats",      "stats",      Args::kNone,          "",                "switch-wide counters and per-worker load",
-     "uptime_s ports macs workers lcore packets busy_cycles idle_cycles cycles_per_packet"},
-    {"shutdown",   "shutdown",   Args::kNone,          "",                "stop ferryd", ""},
-    {"methods",    "help",       Args::kNone,          "",                "the methods ferryd offers, with their params", ""},
-    {"log level",  "log.level",  Args::kLogLevel,      "[SUBSYSTEM] [LEVEL]",
-     "show or set log levels (debug info warn error), one subsystem's or all", "subsystem level"},
-    {"port list",  "port.list",  Args::kNone,          "",                "ports and their state", kPortColumns},
-    {"port add",   "port.add",   Args::kNameKeyValues, "NAME key=value ...",
-     "add a port, e.g. type=vhost-user path=/tmp/vm.sock mode=client queues=2", kPortColumns},
-    {"port del",   "port.del",   Args::kName,          "NAME",            "remove a port", kPortColumns},
-    {"port stats", "port.stats", Args::kOptionalName,  "[NAME]",          "per-port packet, byte and drop counters", kPortColumns},
-    {"mac list",   "mac.list",   Args::kKeyValues,     "[port=NAME] [vlan=N]", "learned MAC addresses", "mac vlan port age_s"},
-    {"mac flush",  "mac.flush",  Args::kKeyValues,     "[port=NAME]",     "forget learned MAC addresses", ""},
-    {"rule add",   "rule.add",   Args::kRuleJson,      "RULE-JSON",       "add a rule object, or an array of rules atomically (docs/rules.md)", ""},
-    {"rule del",   "rule.del",   Args::kIds,           "ID ...",          "delete rules by id, all or none", ""},
-    {"rule list",  "rule.list",  Args::kKeyValues,     "[table=N]",       "rules and their hit counters", kRuleColumns},
-    {"rule flush", "rule.flush", Args::kKeyValues,     "[table=N]",       "delete every rule, or one table's", ""},
-    {"flow dump",  "flow.dump",  Args::kKeyValues,     "[lcore=N] [limit=N]", "a worker's flow cache", ""},
-    {"ct list",    "ct.list",    Args::kKeyValues,     "[zone=N] [port=NAME] [address=IP] [state=S] [limit=N] [cursor=N]",
-     "tracked connections, a page at a time", kCtColumns},
-    {"ct flush",   "ct.flush",   Args::kKeyValues,     "[zone=N] [port=NAME]", "forget tracked connections", ""},
-    {"ct stats",   "ct.stats",   Args::kNone,          "",                "connections by state, zone and worker", "connections"},
-    {"ct limit",   "ct.limit",   Args::kKeyValues,     "zone=N [limit=N] [liberal=true|false]",
-     "show or set a zone's connection limit and options", "zone limit liberal connections"},
-    {"dpi load",   "dpi.load",   Args::kPatterns,      "[replace] PATTERNS-JSON|@FILE",
-     "add payload patterns (an array, an object with \"patterns\", or a config file's dpi section)", "patterns generation hash stream_bytes"},
-    {"dpi list",   "dpi.list",   Args::kNone,          "",                "loaded payload patterns and their matches", kDpiColumns},
-    {"dpi stats",  "dpi.stats",  Args::kNone,          "",                "payload inspection counters, streams and database",
-     "generation hash pattern_count streams_in_use packets bytes matches drops alerts marks"},
-    {"dpi clear",  "dpi.clear",  Args::kOptionalIds,   "[ID ...]",        "remove payload patterns, all by default", "patterns generation hash"},
-    {"migrate save",    "migrate.save",    Args::kFirstKeyValues, "FILE [port=NAME]",
-     "checkpoint the switch's (or one port's) state into a file", "file bytes ports connections dpi_streams macs ms", "file"},
-    {"migrate load",    "migrate.load",    Args::kFirstKeyValues, "FILE",
-     "install a checkpoint (all or nothing)", "file bytes connections dpi_continued dpi_restarted macs ms", "file"},
-    {"migrate receive", "migrate.receive", Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [timeout_s=N]",
-     "wait for one incoming migration (returns at once; see migrate status)", "phase address", "listen"},
-    {"migrate send",    "migrate.send",    Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [port=NAME] [timeout_s=N] [precopy=true [hold=true]]",
-     "move the switch's (or one port's) state to a target, showing progress until it commits", kMigrateColumns, "to", true},
-    {"migrate continue", "migrate.continue", Args::kNone,         "", "a send held in phase ready (hold=true): go on, showing progress until it commits", kMigrateColumns, "", true},
-    {"migrate cancel",  "migrate.cancel",  Args::kNone,           "", "a send held in phase ready, or a receive nobody connected to: give it up", "phase"},
-    {"migrate status",  "migrate.status",  Args::kNone,           "", "the current or last migration", kMigrateColumns},
-    {"capture",    "",           Args::kNameKeyValues, "NAME [file=PATH] [count=N] [seconds=N] [filter=EXPR]",
-     "capture a port's packets with dpdk-dumpcap (needs ferryd on hugepages); Ctrl-C stops it", ""},
-    {"call",       "",           Args::kMethodJson,    "METHOD [JSON-PARAMS]", "call any method with a params object", "name mac lcore"},
-};
-// The words ferryctl answers itself, shown in the usage text beside the verbs.
-constexpr std::string_view kHelpSynopsis = "help [COMMAND]";
-constexpr std::string_view kHelpText = "this text, or one command's (also: COMMAND --help)";
-// clang-format on
-
-/// Value conversions of key=value arguments, shared by every verb. Context: ferryctl.
-const CliKeyKinds& key_kinds() {
-    static const CliKeyKinds kinds = {
-        .list_keys = {"rx_pin", "trunks"},
-        .string_keys = {"name", "port", "type", "path", "mode", "devargs", "mac", "address",
-                        "state", "file", "filter"},
-    };
-    return kinds;
-}
 
 struct Options {
     std::string socket;
@@ -151,50 +45,6 @@ struct Options {
     double timeout_s = kDefaultTimeoutS;
     std::vector<std::string> command;  // command words and their arguments
 };
-
-/// One line of the usage text: words and synopsis, then the help in a column. Context: ferryctl.
-std::string usage_line(std::string_view words, std::string_view synopsis, std::string_view help) {
-    std::string left("  ");
-    left.append(words);
-    if (!synopsis.empty()) left.append(" ").append(synopsis);
-    left.resize(std::max<size_t>(left.size() + 2, 34), ' ');
-    return left.append(help).append("\n");
-}
-
-/// The usage text, built from the verb table. Context: ferryctl.
-std::string usage_text() {
-    std::string out =
-        "usage: ferryctl [-s SOCKET] [--json] [--timeout SEC] COMMAND [ARGS...]\n\ncommands:\n";
-    for (const Verb& v : kVerbs) out += usage_line(v.words, v.synopsis, v.help);
-    out += usage_line(kHelpSynopsis, "", kHelpText);
-    out +=
-        "\noptions:\n"
-        "  -s, --socket PATH   control socket (default: $FERRY_SOCKET, else " +
-        std::string(kDefaultSocket) +
-        ")\n"
-        "  --json              print the result as JSON, and errors as {\"error\": {\"code\",\n"
-        "                      \"message\"}} on stdout: ferryd's (negative codes) or ferryctl's\n"
-        "                      own (code 2 or 64, as the exit status)\n"
-        "  --timeout SEC       wait at most SEC seconds for the answer (default 30)\n"
-        "  -h, --help          show this text, or after a command that command's help\n"
-        "  --version           show ferryctl's version\n"
-        "\nexit status: 0 done, 1 ferryd refused the command, 2 ferryd unreachable or silent,\n"
-        "64 usage error\n";
-    return out;
-}
-
-/// One verb's synopsis and help, for `ferryctl COMMAND --help`. Context: ferryctl.
-std::string verb_help_text(const Verb& v) {
-    std::string out("usage: ferryctl [-s SOCKET] [--json] [--timeout SEC] ");
-    out.append(v.words);
-    if (!v.synopsis.empty()) out.append(" ").append(v.synopsis);
-    out.append("\n\n").append(v.help).append("\n");
-    if (!v.method.empty()) {
-        out.append("\nJSON-RPC method: ").append(v.method);
-        out.append(" (`ferryctl methods` lists its params; docs/control-api.md)\n");
-    }
-    return out;
-}
 
 /// Where ferryctl's own failures and ferryd's refusals are reported: a line on stderr, or with
 /// --json an {"error": {...}} object on stdout, so a script reads every outcome from one place.
@@ -314,246 +164,10 @@ std::optional<Options> parse_options(int argc, char** argv, const Reporter& rep,
     return opts;
 }
 
-/// The verb whose words start the command, longest match first. Context: ferryctl.
-/// @param consumed set to the number of command words the verb takes
-const Verb* find_verb(const std::vector<std::string>& command, size_t* consumed) {
-    const Verb* best = nullptr;
-    for (const Verb& v : kVerbs) {
-        size_t n = 0;
-        bool match = true;
-        for (size_t pos = 0; pos < v.words.size() && match; ++n) {
-            size_t end = std::min(v.words.find(' ', pos), v.words.size());
-            match = n < command.size() && command[n] == v.words.substr(pos, end - pos);
-            pos = end + 1;
-        }
-        if (match && (best == nullptr || n > *consumed)) {
-            best = &v;
-            *consumed = n;
-        }
-    }
-    return best;
-}
-
 /// Explains a command that matches no verb, naming the subcommands of a known group.
 /// Context: ferryctl. @return kExitUsage.
 int unknown_command(const std::vector<std::string>& command, const Reporter& rep) {
-    std::string subcommands;
-    std::string group = command[0] + " ";
-    for (const Verb& v : kVerbs) {
-        if (!v.words.starts_with(group)) continue;
-        subcommands += ' ';
-        subcommands += v.words.substr(group.size());
-    }
-    if (!subcommands.empty()) {
-        return rep.usage("'" + command[0] + "' needs a subcommand:" + subcommands);
-    }
-    return rep.usage("unknown command '" + command[0] + "'");
-}
-
-/// Builds the method and params from the verb's arguments. Context: ferryctl.
-/// @return 0, or the exit code after printing a usage error.
-int build_request(const Verb& verb, std::vector<std::string> args, std::string* method,
-                  json* params, const Reporter& rep) {
-    *method = verb.method;
-    *params = json::object();
-    std::string synopsis = std::string(verb.words) + " " + std::string(verb.synopsis);
-    auto take_name = [&](bool required) -> bool {
-        if (args.empty() || args[0].find('=') != std::string::npos) return !required;
-        (*params)["name"] = args[0];
-        args.erase(args.begin());
-        return true;
-    };
-    switch (verb.args) {
-        case Args::kNone:
-            break;
-        case Args::kName:
-        case Args::kNameKeyValues:
-            if (!take_name(true)) return rep.usage("missing NAME; usage: ferryctl " + synopsis);
-            break;
-        case Args::kOptionalName:
-            take_name(false);
-            break;
-        case Args::kKeyValues:
-            break;
-        case Args::kRuleJson: {
-            if (args.size() != 1)
-                return rep.usage("expected RULE-JSON; usage: ferryctl " + synopsis);
-            json rule = json::parse(args[0], nullptr, /*allow_exceptions=*/false);
-            if (rule.is_object()) {
-                (*params)["rule"] = rule;
-            } else if (rule.is_array()) {
-                (*params)["rules"] = rule;
-            } else {
-                return rep.usage(
-                    "RULE-JSON must be a JSON object or array, e.g. "
-                    "'{\"id\":1,\"match\":{\"in_port\":\"vm1\"},\"actions\":[\"output:vm2\"]}'");
-            }
-            return 0;
-        }
-        case Args::kPatterns: {
-            if (!args.empty() && args[0] == "replace") {
-                (*params)["replace"] = true;
-                args.erase(args.begin());
-            }
-            if (args.size() != 1)
-                return rep.usage("expected PATTERNS-JSON or @FILE; usage: ferryctl " + synopsis);
-            std::string text = args[0];
-            if (text.starts_with("@")) {
-                std::ifstream in(text.substr(1));
-                if (!in) return rep.usage("cannot read " + text.substr(1));
-                text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-            }
-            json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-            // A whole config file, its dpi section, or the patterns themselves.
-            if (doc.is_object() && doc.contains("dpi")) doc = doc["dpi"];
-            if (doc.is_object() && doc.contains("patterns")) doc = doc["patterns"];
-            if (!doc.is_array())
-                return rep.usage(
-                    "PATTERNS-JSON must be an array of patterns, e.g. "
-                    "'[{\"id\":1,\"regex\":\"evil\",\"action\":\"drop\"}]'");
-            (*params)["patterns"] = doc;
-            return 0;
-        }
-        case Args::kFirstKeyValues:
-            if (args.empty() || args[0].find('=') != std::string::npos)
-                return rep.usage("missing argument; usage: ferryctl " + synopsis);
-            (*params)[std::string(verb.first_key)] = args[0];
-            args.erase(args.begin());
-            break;
-        case Args::kOptionalIds:
-            if (args.empty()) return 0;
-            [[fallthrough]];
-        case Args::kIds: {
-            if (args.empty()) return rep.usage("expected ID ...; usage: ferryctl " + synopsis);
-            json ids = json::array();
-            for (const std::string& a : args) {
-                char* end = nullptr;
-                errno = 0;
-                unsigned long long id = std::strtoull(a.c_str(), &end, 10);
-                if (a.empty() || *end != '\0' || errno != 0 || a[0] == '-')
-                    return rep.usage("'" + a + "' is not an id");
-                ids.push_back(static_cast<uint64_t>(id));
-            }
-            (*params)["ids"] = ids;
-            return 0;
-        }
-        case Args::kLogLevel: {
-            // A level name alone sets every subsystem; any other word names a subsystem.
-            auto is_level = [](const std::string& w) {
-                return w == "debug" || w == "info" || w == "warn" || w == "warning" || w == "error";
-            };
-            if (args.size() > 2)
-                return rep.usage("expected [SUBSYSTEM] [LEVEL]; usage: ferryctl " + synopsis);
-            if (args.size() == 2) {
-                (*params)["subsystem"] = args[0];
-                (*params)["level"] = args[1];
-            } else if (args.size() == 1) {
-                (*params)[is_level(args[0]) ? "level" : "subsystem"] = args[0];
-            }
-            return 0;
-        }
-        case Args::kMethodJson:
-            if (args.empty() || args.size() > 2) {
-                return rep.usage("expected METHOD [JSON-PARAMS]; usage: ferryctl " + synopsis);
-            }
-            *method = args[0];
-            if (args.size() == 2) {
-                *params = json::parse(args[1], nullptr, /*allow_exceptions=*/false);
-                if (!params->is_object()) {
-                    return rep.usage(
-                        "JSON-PARAMS must be a JSON object, e.g. '{\"name\":\"vm1\"}'");
-                }
-            }
-            return 0;
-    }
-    if (verb.args == Args::kKeyValues || verb.args == Args::kNameKeyValues ||
-        verb.args == Args::kFirstKeyValues) {
-        if (Status added = add_key_values(args, key_kinds(), params); !added) {
-            return rep.usage(added.error().message);
-        }
-    } else if (!args.empty()) {
-        return rep.usage("unexpected argument '" + args[0] + "'; usage: ferryctl " + synopsis);
-    }
-    return 0;
-}
-
-/// Milliseconds left until deadline, at least 0. Context: ferryctl.
-int ms_left(Clock::time_point deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    return static_cast<int>(std::max<int64_t>(left.count(), 0));
-}
-
-/// Connects, sends one request line and reads one response line. Context: ferryctl.
-/// @return the response line, or an error message for the user (exit status 2).
-Result<std::string> exchange(const std::string& path, const std::string& request,
-                             double timeout_s) {
-    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(timeout_s));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(addr.sun_path)) {
-        return make_error(ErrorCode::kFailed, "socket path '" + path + "' is too long");
-    }
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return make_error(ErrorCode::kFailed, std::string("socket: ") + std::strerror(errno));
-    struct Closer {
-        int fd;
-        ~Closer() { ::close(fd); }
-    } closer{fd};
-
-    // A unix socket connects at once or fails; EAGAIN means the server's backlog is full.
-    while (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-        if (errno == EAGAIN && ms_left(deadline) > 0) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            continue;
-        }
-        std::string hint = errno == ENOENT || errno == ECONNREFUSED
-                               ? " (is ferryd running? choose the socket with -s or FERRY_SOCKET)"
-                           : errno == EACCES ? " (the socket is mode 0660: run as root or as a "
-                                               "member of its group)"
-                                             : "";
-        std::string message = "cannot connect to ferryd at " + path + ": ";
-        message += std::strerror(errno);
-        message += hint;
-        return make_error(ErrorCode::kFailed, std::move(message));
-    }
-
-    char seconds[32];
-    std::snprintf(seconds, sizeof(seconds), "%g", timeout_s);
-    std::string timeout_message = "no answer from ferryd at " + path + " within " + seconds + " s";
-    for (size_t sent = 0; sent < request.size();) {
-        pollfd p{fd, POLLOUT, 0};
-        if (::poll(&p, 1, ms_left(deadline)) == 0) {
-            return make_error(ErrorCode::kFailed, timeout_message);
-        }
-        ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-        if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            return make_error(ErrorCode::kFailed,
-                              std::string("cannot send to ferryd: ") + std::strerror(errno));
-        }
-        if (n > 0) sent += static_cast<size_t>(n);
-    }
-
-    std::string response;
-    for (;;) {
-        if (auto nl = response.find('\n'); nl != std::string::npos) {
-            response.resize(nl);
-            return response;
-        }
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, ms_left(deadline)) == 0) {
-            return make_error(ErrorCode::kFailed, timeout_message);
-        }
-        char buf[65536];
-        ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            return make_error(ErrorCode::kFailed,
-                              "ferryd at " + path + " closed the connection without an answer");
-        }
-        if (n > 0) response.append(buf, static_cast<size_t>(n));
-    }
+    return rep.usage(unknown_command_message(command));
 }
 
 /// Polls migrate.status until the migration ends, showing its phase and progress on stderr.
@@ -692,7 +306,8 @@ int run(int argc, char** argv) {
     std::string method;
     json params;
     std::vector<std::string> args(command.begin() + static_cast<long>(consumed), command.end());
-    if (int rc = build_request(*verb, std::move(args), &method, &params, rep); rc != 0) return rc;
+    if (std::string bad = build_request(*verb, std::move(args), &method, &params); !bad.empty())
+        return rep.usage(bad);
     if (verb->words == "capture") return run_capture(*opts, params, rep);
 
     json request = {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}, {"id", 1}};
