@@ -41,6 +41,15 @@ struct PortTable {
     std::array<uint16_t, kWorkerSlots> rx_count{};
 };
 
+/// Whether a trunk's VLAN set holds vid. std::bitset::test() would check the index and throw
+/// std::out_of_range, which the fast path must never do (no exceptions in dataplane/); the mask
+/// keeps the unchecked operator[] in range whatever the caller passes, at the cost of one AND.
+/// Context: fast path.
+inline bool carries_tagged(const PortSlot& p, uint16_t vid) {
+    static_assert((kVlanIds & (kVlanIds - 1)) == 0, "the mask needs a power of two");
+    return p.trunks[vid & (kVlanIds - 1)];
+}
+
 /// Internal VLAN of a frame arriving on a port, or -1 when the port does not carry it.
 /// @param frame_vlan VID of the outer tag, kNoVlan (0xffff) when untagged; VID 0 is a priority
 ///        tag and counts as untagged. Context: fast path.
@@ -48,13 +57,13 @@ inline int ingress_vlan(const PortSlot& p, uint16_t frame_vlan) {
     bool untagged = frame_vlan == 0xffff || frame_vlan == 0;
     if (p.vlan_mode == PortVlanMode::kAccess) return untagged ? p.tag : -1;
     if (untagged) return p.tag;
-    return p.trunks.test(frame_vlan) ? frame_vlan : -1;
+    return carries_tagged(p, frame_vlan) ? frame_vlan : -1;
 }
 
 /// Whether a port carries an internal VLAN on egress. Context: fast path.
 inline bool port_carries(const PortSlot& p, uint16_t vlan) {
     if (vlan == p.tag) return true;
-    return p.vlan_mode == PortVlanMode::kTrunk && vlan != 0 && p.trunks.test(vlan);
+    return p.vlan_mode == PortVlanMode::kTrunk && vlan != 0 && carries_tagged(p, vlan);
 }
 
 /// Whether frames of an internal VLAN leave the port untagged. Context: fast path.
