@@ -37,6 +37,10 @@ constexpr Verb kVerbs[] = {
      "add a port, e.g. type=vhost-user path=/tmp/vm.sock mode=client queues=2", kPortColumns},
     {"port del",   "port.del",   Args::kName,          "NAME",            "remove a port", kPortColumns},
     {"port stats", "port.stats", Args::kOptionalName,  "[NAME]",          "per-port packet, byte and drop counters", kPortColumns},
+    {"port security",  "port.security",  Args::kNameSecurity, "NAME [SECURITY-JSON|@FILE|off]",
+     "show, set or turn off the addresses a port may send from, e.g. '{\"mac\":\"02:00:00:00:00:01\",\"ips\":[\"10.0.0.5/24\"]}' (docs/port-security.md)", ""},
+    {"port addresses", "port.addresses", Args::kName, "NAME",
+     "a port's addresses: configured (port security) and observed, with flags", ""},
     {"mac list",   "mac.list",   Args::kKeyValues,     "[port=NAME] [vlan=N]", "learned MAC addresses", "mac vlan port age_s"},
     {"mac flush",  "mac.flush",  Args::kKeyValues,     "[port=NAME]",     "forget learned MAC addresses", ""},
     {"rule add",   "rule.add",   Args::kRuleJson,      "RULE-JSON",       "add a rule object, or an array of rules atomically (docs/rules.md)", ""},
@@ -256,6 +260,27 @@ std::string build_request(const Verb& verb, std::vector<std::string> args, std::
             } else if (args.size() == 1) {
                 (*params)[is_level(args[0]) ? "level" : "subsystem"] = args[0];
             }
+            return {};
+        }
+        case Args::kNameSecurity: {
+            if (!take_name(true)) return "missing NAME; usage: ferryctl " + synopsis;
+            if (args.empty()) return {};
+            if (args.size() != 1) return "expected one SECURITY-JSON; usage: ferryctl " + synopsis;
+            if (args[0] == "off") {
+                (*params)["security"] = nullptr;
+                return {};
+            }
+            std::string text = args[0];
+            if (text.starts_with("@")) {
+                std::ifstream in(text.substr(1));
+                if (!in) return "cannot read " + text.substr(1);
+                text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+            }
+            json sec = json::parse(text, nullptr, /*allow_exceptions=*/false);
+            if (!sec.is_object())
+                return "SECURITY-JSON must be a JSON object, e.g. "
+                       "'{\"mac\":\"02:00:00:00:00:01\",\"ips\":[\"10.0.0.5/24\"]}', or off";
+            (*params)["security"] = sec;
             return {};
         }
         case Args::kMethodJson:

@@ -29,6 +29,7 @@ enum class Args {
     kPatterns,        // [replace] PATTERNS-JSON|@FILE -> {"patterns": [...], "replace": bool}
     kFirstKeyValues,  // VALUE key=value ... -> {first_key: VALUE, key: value ...}
     kLogLevel,        // [SUBSYSTEM] [LEVEL] -> {"subsystem": ..., "level": ...}
+    kNameSecurity,    // NAME [SECURITY-JSON|@FILE|off] -> {"name", "security": {...} | null}
 };
 
 struct Verb {

@@ -10,7 +10,9 @@ Without port security every spoofed frame reaches the victim (the attack works);
 addresses configured (in the config file, or at run time with port.security) only the VM's own
 frames do, and each spoofed one is counted under its own drop reason.
 """
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -23,7 +25,7 @@ from scapy.layers.l2 import ARP, Ether
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 
-from ferry_harness import RpcError, wait_for  # noqa: E402
+from ferry_harness import FERRYCTL, RpcError, wait_for  # noqa: E402
 from pcap_util import PcapBridge, assert_frames, pad60  # noqa: E402
 
 VM_MAC, VICTIM_MAC, BCAST = "02:00:00:00:00:01", "02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff"
@@ -216,5 +218,36 @@ def test_observed_addresses_are_kept_beside_the_configured_ones():
         with pytest.raises(RpcError) as e:
             b.call("port.addresses", {"name": "nosuch"})
         assert e.value.code == -32002
+    finally:
+        b.close()
+
+
+def test_ferryctl_port_security_and_addresses(tmp_path):
+    """ferryctl sets port security from JSON or a file, shows it, turns it off, and lists the
+    port's addresses; a bad object is ferryd's -32602 (exit 1), a non-object ferryctl's (64)."""
+    b = PcapBridge()
+    b.port("vm")
+    try:
+        b.start()
+
+        def ctl(*args):
+            return subprocess.run([FERRYCTL, "-s", b.ferryd.socket, "--json", *args],
+                                  capture_output=True, text=True, timeout=30)
+
+        r = ctl("port", "security", "vm", json.dumps(SECURITY))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["security"]["ips"] == SECURITY["ips"]
+        r = ctl("port", "addresses", "vm")
+        assert r.returncode == 0, r.stderr
+        assert [a["address"] for a in json.loads(r.stdout)["addresses"]] == [VM_IP, VM_IP6]
+        assert ctl("port", "security", "vm", "off").returncode == 0
+        assert json.loads(ctl("port", "security", "vm").stdout)["security"] is None
+        f = tmp_path / "sec.json"
+        f.write_text(json.dumps(SECURITY))
+        assert ctl("port", "security", "vm", f"@{f}").returncode == 0
+        assert json.loads(ctl("port", "security", "vm").stdout)["security"]["mac"] == VM_MAC
+        bad = ctl("port", "security", "vm", '{"mac": "nope"}')
+        assert bad.returncode == 1 and json.loads(bad.stdout)["error"]["code"] == -32602
+        assert ctl("port", "security", "vm", "[1]").returncode == 64
     finally:
         b.close()
