@@ -42,7 +42,11 @@ namespace ferry {
     _(kPortSecNd, "port_sec_nd",                                                                 \
       "Port security: a Neighbor Solicitation/Advertisement claiming an address or MAC the "     \
       "port may not, or malformed.")                                                             \
-    _(kPortSecRa, "port_sec_ra", "Port security: a Router Advertisement or Redirect from a VM.")
+    _(kPortSecRa, "port_sec_ra", "Port security: a Router Advertisement or Redirect from a VM.") \
+    _(kMtuExceeded, "mtu_exceeded",                                                              \
+      "The frame's L3 packet is larger than the MTU of the port it came in on or would leave.")  \
+    _(kSplitHeaders, "split_headers",                                                            \
+      "A frame in several segments whose headers do not all lie in the first.")
 
 enum class DropReason : uint8_t {
 #define FERRY_DROP_REASON_ENUM(e, name, description) e,

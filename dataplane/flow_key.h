@@ -46,7 +46,10 @@ struct PacketLayout {
     uint16_t l3_offset;
     uint16_t l4_offset;
     uint8_t vlan_tags;  // number of 802.1Q/802.1ad tags seen (outer one is in FlowKey::vlan)
-    uint8_t pad;
+    // 1 when the frame goes on past the buffer its headers lie in (a multi-segment mbuf): every
+    // header the parser read is there, but payload bytes may be in later segments, which only
+    // mbuf-aware code reads (payload checksums, payload inspection).
+    uint8_t segmented;
 };
 
 }  // namespace ferry

@@ -10,6 +10,11 @@
 // Hence a frame cut inside its IP packet is kBadL3 (the IP length claims more than is there), and
 // kBadL4 means the IP packet itself is too short for the transport header it announces.
 //
+// Segments: a multi-segment mbuf gives the parser its first segment (head bytes) and the frame's
+// length (len). Each header is first checked against len, as if the frame were contiguous (so a
+// truncated frame gets the same reason either way), then against head: a header that exists but
+// runs past the first segment is kSplitHeaders. Nothing past head is ever read.
+//
 // Layout offsets: l3_offset is the first byte after the L2 header (the last ethertype) for every
 // accepted frame, IP or not (ARP, LLC...), so VLAN push/pop has it without re-parsing; check
 // FlowKey::ip_version, not l3_offset, to know whether the frame is IP. l4_offset is the start of
@@ -46,6 +51,8 @@ constexpr uint32_t kTcpMinHeaderLen = 20;
 constexpr uint32_t kUdpHeaderLen = 8;
 constexpr uint32_t kIcmpMinLen = 4;
 constexpr uint32_t kSctpCommonHeaderLen = 12;
+// Type, code, checksum and the 32-bit word after them (echo identifier and sequence).
+constexpr uint32_t kIcmpHeaderLen = 8;
 
 /// Where the IP layer says the transport header lies. Filled by the L3 parsers, read by parse_l4.
 struct L4Span {
@@ -69,13 +76,15 @@ inline bool is_ipv6_ext_header(uint8_t next_header) {
 }
 
 /// Parses the IPv4 header at data[off]. Context: fast path.
-/// @param len frame length; off <= len
+/// @param head, len readable bytes and frame length; off <= head <= len
 /// @return nullopt with key->ip_* and *span filled, or kBadL3 if the header is truncated, not
-///         version 4, or its lengths disagree with each other or with the frame.
-inline std::optional<DropReason> parse_ipv4(const uint8_t* data, uint32_t off, uint32_t len,
-                                            FlowKey* key, L4Span* span) {
+///         version 4, or its lengths disagree with each other or with the frame, or
+///         kSplitHeaders if it runs past head.
+inline std::optional<DropReason> parse_ipv4(const uint8_t* data, uint32_t off, uint32_t head,
+                                            uint32_t len, FlowKey* key, L4Span* span) {
     const uint32_t avail = len - off;
     if (avail < kIpv4MinHeaderLen) return DropReason::kBadL3;
+    if (head - off < kIpv4MinHeaderLen) return DropReason::kSplitHeaders;
     const uint8_t* ip = data + off;
     const uint32_t header_len = (ip[0] & 0x0fu) * 4;
     const uint32_t total_len = load_be16(ip + 2);
@@ -83,6 +92,7 @@ inline std::optional<DropReason> parse_ipv4(const uint8_t* data, uint32_t off, u
         total_len < header_len || total_len > avail) {
         return DropReason::kBadL3;
     }
+    if (header_len > head - off) return DropReason::kSplitHeaders;
     key->ip_version = 4;
     key->ip_proto = ip[9];
     std::memcpy(key->ip_src, ip + 12, 4);
@@ -96,15 +106,16 @@ inline std::optional<DropReason> parse_ipv4(const uint8_t* data, uint32_t off, u
 
 /// Parses the IPv6 header at data[off] and walks hop-by-hop, routing, destination options and
 /// fragment headers to the transport protocol. Context: fast path.
-/// @param len frame length; off <= len
+/// @param head, len readable bytes and frame length; off <= head <= len
 /// @return nullopt with key->ip_* (ip_proto = last next-header seen) and *span filled, or kBadL3
 ///         if the fixed header is truncated or not version 6, the payload length exceeds the
 ///         frame, an extension header runs past the payload, or the chain is longer than
-///         kMaxIpv6ExtHeaders.
-inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, uint32_t len,
-                                            FlowKey* key, L4Span* span) {
+///         kMaxIpv6ExtHeaders; kSplitHeaders if a header read runs past head.
+inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, uint32_t head,
+                                            uint32_t len, FlowKey* key, L4Span* span) {
     const uint32_t avail = len - off;
     if (avail < kIpv6HeaderLen) return DropReason::kBadL3;
+    if (head - off < kIpv6HeaderLen) return DropReason::kSplitHeaders;
     const uint8_t* ip = data + off;
     const uint32_t payload_len = load_be16(ip + 4);
     if ((ip[0] >> 4) != 6 || payload_len > avail - kIpv6HeaderLen) return DropReason::kBadL3;
@@ -118,6 +129,7 @@ inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, u
     bool present = true;
     for (uint32_t walked = 0; is_ipv6_ext_header(next_header); ++walked) {
         if (walked == kMaxIpv6ExtHeaders || end - pos < kIpv6ExtMinLen) return DropReason::kBadL3;
+        if (pos + kIpv6ExtMinLen > head) return DropReason::kSplitHeaders;
         const uint8_t* ext = data + pos;
         if (next_header == IPPROTO_FRAGMENT) {
             next_header = ext[0];
@@ -143,19 +155,34 @@ inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, u
     return std::nullopt;
 }
 
+/// True for the ICMP and ICMPv6 errors that quote the packet they concern and that connection
+/// tracking relates to a connection: destination unreachable, time exceeded, parameter problem
+/// (and ICMPv6's packet too big). Context: fast path.
+inline bool is_quoting_icmp_error(uint8_t proto, uint8_t type) {
+    if (proto == IPPROTO_ICMP) return type == 3 || type == 11 || type == 12;
+    return type >= 1 && type <= 4;
+}
+
 /// Reads the transport ports (ICMP: type and code) and TCP flags of key->ip_proto from the span
 /// the IP layer delimited. Context: fast path.
-/// @param span present, begin <= end <= frame length
+/// @param span present, begin <= end <= frame length, begin <= head
 /// @return nullopt with key->l4_src/l4_dst/tcp_flags filled (left 0 for protocols without
-///         ports), or kBadL4 if the IP payload is too short for the transport header.
-inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& span, FlowKey* key) {
+///         ports), kBadL4 if the IP payload is too short for the transport header, or
+///         kSplitHeaders if the transport header (an ICMP error: the whole message) runs past
+///         head.
+inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& span, uint32_t head,
+                                          FlowKey* key) {
     const uint8_t* l4 = data + span.begin;
     const uint32_t avail = span.end - span.begin;
+    // An IPv6 extension header may end past head: then nothing of the transport header is here.
+    const uint32_t in_head = span.begin <= head ? head - span.begin : 0;
     switch (key->ip_proto) {
         case IPPROTO_TCP: {
             if (avail < kTcpMinHeaderLen) return DropReason::kBadL4;
+            if (in_head < kTcpMinHeaderLen) return DropReason::kSplitHeaders;
             const uint32_t header_len = (l4[12] >> 4) * 4u;
             if (header_len < kTcpMinHeaderLen || header_len > avail) return DropReason::kBadL4;
+            if (header_len > in_head) return DropReason::kSplitHeaders;
             key->l4_src = load_be16(l4);
             key->l4_dst = load_be16(l4 + 2);
             key->tcp_flags = l4[13];  // CWR ECE URG ACK PSH RST SYN FIN
@@ -163,17 +190,27 @@ inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& spa
         }
         case IPPROTO_UDP:
             if (avail < kUdpHeaderLen) return DropReason::kBadL4;
+            if (in_head < kUdpHeaderLen) return DropReason::kSplitHeaders;
             key->l4_src = load_be16(l4);
             key->l4_dst = load_be16(l4 + 2);
             return std::nullopt;
         case IPPROTO_ICMP:
-        case IPPROTO_ICMPV6:
+        case IPPROTO_ICMPV6: {
             if (avail < kIcmpMinLen) return DropReason::kBadL4;
+            if (in_head < kIcmpMinLen) return DropReason::kSplitHeaders;
+            // Echo identifiers (at 4) are read by conntrack and NAT; an error's quote as well.
+            const uint32_t need =
+                is_quoting_icmp_error(key->ip_proto, l4[0]) || avail < kIcmpHeaderLen
+                    ? avail
+                    : kIcmpHeaderLen;
+            if (need > in_head) return DropReason::kSplitHeaders;
             key->l4_src = l4[0];  // type
             key->l4_dst = l4[1];  // code
             return std::nullopt;
+        }
         case IPPROTO_SCTP:
             if (avail < kSctpCommonHeaderLen) return DropReason::kBadL4;
+            if (in_head < kSctpCommonHeaderLen) return DropReason::kSplitHeaders;
             key->l4_src = load_be16(l4);
             key->l4_dst = load_be16(l4 + 2);
             return std::nullopt;
@@ -184,13 +221,15 @@ inline std::optional<DropReason> parse_l4(const uint8_t* data, const L4Span& spa
 
 }  // namespace
 
-std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t len, uint16_t in_port,
-                                      FlowKey* key, PacketLayout* layout) {
+std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t head, uint32_t len,
+                                      uint16_t in_port, FlowKey* key, PacketLayout* layout) {
     std::memset(key, 0, sizeof(*key));
     std::memset(layout, 0, sizeof(*layout));
     key->in_port = in_port;
     key->vlan = kNoVlan;
+    if (head > len) head = len;  // a caller's inconsistency must not make us read past len
     if (len < kEthHeaderLen) return DropReason::kRunt;
+    if (head < kEthHeaderLen) return DropReason::kSplitHeaders;
     std::memcpy(key->eth_dst, data, 6);
     std::memcpy(key->eth_src, data + 6, 6);
 
@@ -201,6 +240,7 @@ std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t len, uint16_
     while (tags < kMaxVlanTags && is_vlan_tpid(ethertype)) {
         // The tag is TPID + TCI; the inner ethertype must follow it.
         if (len - off < kVlanTagLen + 2) return DropReason::kBadVlan;
+        if (head - off < kVlanTagLen + 2) return DropReason::kSplitHeaders;
         if (tags == 0) key->vlan = load_be16(data + off + 2) & 0x0fffu;
         off += kVlanTagLen;
         ethertype = load_be16(data + off);
@@ -217,20 +257,21 @@ std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t len, uint16_
     key->ethertype = ethertype;
     layout->vlan_tags = static_cast<uint8_t>(tags);
     layout->l3_offset = static_cast<uint16_t>(l3);
+    layout->segmented = head < len ? 1 : 0;
 
     L4Span span;
     std::optional<DropReason> drop;
     if (ethertype == kEtherTypeIpv4) {
-        drop = parse_ipv4(data, l3, len, key, &span);
+        drop = parse_ipv4(data, l3, head, len, key, &span);
     } else if (ethertype == kEtherTypeIpv6) {
-        drop = parse_ipv6(data, l3, len, key, &span);
+        drop = parse_ipv6(data, l3, head, len, key, &span);
     } else {
         return std::nullopt;
     }
     if (drop || !span.present) return drop;
     // Fits: IPv4 puts it below l3 + 60, IPv6 below l3 + 40 + 8 * 2048 (eight maximal ext headers).
     layout->l4_offset = static_cast<uint16_t>(span.begin);
-    return parse_l4(data, span, key);
+    return parse_l4(data, span, head, key);
 }
 
 }  // namespace ferry

@@ -42,7 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           (key.ip_version != 0 && layout.l4_offset > layout.l3_offset && layout.l4_offset <= len));
     check(key.ip_version != 0 || (key.ip_proto == 0 && key.l4_src == 0 && key.l4_dst == 0));
     check(key.tcp_flags == 0 || key.ip_proto == 6);
-    check(key.ct_state == 0 && key.ct_zone == 0 && key.ct_mark == 0 && layout.pad == 0);
+    check(key.ct_state == 0 && key.ct_zone == 0 && key.ct_mark == 0 && layout.segmented == 0);
 
     // Port security of a port whose MAC is the frame's source, so the address and Neighbor
     // Discovery checks run on hostile bytes too (their reads go past the parser's).

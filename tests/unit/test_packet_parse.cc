@@ -279,7 +279,7 @@ void expect_layout(const PacketLayout& got, uint16_t l3, uint16_t l4, uint8_t ta
     EXPECT_EQ(got.l3_offset, l3);
     EXPECT_EQ(got.l4_offset, l4);
     EXPECT_EQ(got.vlan_tags, tags);
-    EXPECT_EQ(got.pad, 0);
+    EXPECT_EQ(got.segmented, 0);
 }
 
 /// Parses a well-formed frame and checks key and layout.
@@ -743,6 +743,91 @@ INSTANTIATE_TEST_SUITE_P(Frames, ParseTruncation, testing::ValuesIn(truncation_c
                          [](const testing::TestParamInfo<TruncationCase>& info) {
                              return std::string(info.param.name);
                          });
+
+// ---- Frames in segments: headers must lie in the first -----------------------------------------
+
+struct SplitCase {
+    const char* name;
+    Bytes frame;
+    size_t header_end;  // bytes the first segment must hold: every header the parser reads
+};
+
+std::vector<SplitCase> split_cases() {
+    Ipv4Options opts;
+    opts.option_words = 2;
+    Ipv4Options non_first;
+    non_first.frag_field = 0x0020;
+    const Bytes v6_chain = cat(ipv6_ext(43, 1), cat(ipv6_frag(60, 0, true), ipv6_ext(6)));
+    Bytes quoted = ipv4(17, udp(53, 5353, 100));
+    return {
+        {"Ipv4TcpOptions", eth(0x0800, ipv4(6, tcp(1, 2, kTcpAck, 3000, 7), opts)), 14 + 28 + 28},
+        {"Ipv4Udp", eth(0x0800, ipv4(17, udp(53, 5353, 3000))), 14 + 20 + 8},
+        {"QinQIpv4Udp", eth(0x0800, ipv4(17, udp(53, 5353, 3000)), {{0x88a8, 100}, {0x8100, 200}}),
+         22 + 20 + 8},
+        {"Ipv4EchoRequest", eth(0x0800, ipv4(1, icmp(8, 0, 4000))), 14 + 20 + 8},
+        // An ICMP error is read up to its quote's ports: the whole message must be there.
+        {"Ipv4PortUnreachable", eth(0x0800, ipv4(1, cat(icmp(3, 3, 4), quoted))),
+         14 + 20 + 8 + quoted.size()},
+        {"Ipv4NonFirstFragment", eth(0x0800, ipv4(17, payload(3000), non_first)), 14 + 20},
+        {"Ipv4Sctp", eth(0x0800, ipv4(132, cat(sctp(1, 2), payload(3000)))), 14 + 20 + 12},
+        {"Ipv6ExtTcp", eth(0x86dd, ipv6(43, cat(v6_chain, tcp(80, 1234, kTcpAck, 3000)))),
+         14 + 40 + 16 + 8 + 8 + 20},
+        {"Ipv6Icmpv6Echo", eth(0x86dd, ipv6(58, icmp(128, 0, 3000))), 14 + 40 + 8},
+        {"VlanArp", eth(0x0806, cat(arp_request(), payload(3000)), {{0x8100, 3}}), 18},
+        {"Ipv4Gre", eth(0x0800, ipv4(47, payload(3000))), 14 + 20},
+    };
+}
+
+class ParseSplit : public testing::TestWithParam<SplitCase> {};
+
+TEST_P(ParseSplit, HeadersMustLieInTheFirstSegmentAndNothingPastItIsRead) {
+    // Parses the frame with only its first `head` bytes readable (a heap buffer of exactly head
+    // bytes, so a sanitizer build catches a read past it), for every head. Expects kSplitHeaders
+    // below the end of the headers, and from there on the result of the contiguous parse, with
+    // the layout marked segmented while bytes remain past head.
+    const SplitCase& c = GetParam();
+    const Parsed full = parse(c.frame);
+    ASSERT_EQ(full.drop, std::nullopt);
+    const auto len = static_cast<uint32_t>(c.frame.size());
+    for (uint32_t head = 0; head <= len; ++head) {
+        SCOPED_TRACE(head);
+        auto buf = std::make_unique<uint8_t[]>(head + 1);  // never 0 bytes; only head are valid
+        std::memcpy(buf.get(), c.frame.data(), head);
+        Parsed p;
+        p.drop = parse_frame(buf.get(), head, len, 3, &p.key, &p.layout);
+        if (head < c.header_end) {
+            ASSERT_TRUE(p.drop.has_value());
+            EXPECT_EQ(drop_reason_name(*p.drop), "split_headers");
+            continue;
+        }
+        ASSERT_EQ(p.drop, std::nullopt) << drop_reason_name(*p.drop);
+        expect_key(p.key, full.key);
+        EXPECT_EQ(p.layout.l3_offset, full.layout.l3_offset);
+        EXPECT_EQ(p.layout.l4_offset, full.layout.l4_offset);
+        EXPECT_EQ(p.layout.vlan_tags, full.layout.vlan_tags);
+        EXPECT_EQ(p.layout.segmented, head < len ? 1 : 0);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Frames, ParseSplit, testing::ValuesIn(split_cases()),
+                         [](const testing::TestParamInfo<SplitCase>& info) {
+                             return std::string(info.param.name);
+                         });
+
+TEST(ParseSplitLengths, IpLengthsAreCheckedAgainstTheWholeFrame) {
+    // A 3,042-byte UDP frame whose first 1,000 bytes are readable: accepted (its IPv4 total
+    // length is checked against the frame, not the segment). The same frame cut at 3,000 bytes,
+    // with the same first segment: kBadL3, as the contiguous cut frame is.
+    const Bytes f = eth(0x0800, ipv4(17, udp(53, 5353, 3000)));
+    FlowKey k;
+    PacketLayout l;
+    EXPECT_EQ(parse_frame(f.data(), 1000, static_cast<uint32_t>(f.size()), 3, &k, &l),
+              std::nullopt);
+    EXPECT_EQ(l.segmented, 1);
+    auto cut = parse_frame(f.data(), 1000, 3000, 3, &k, &l);
+    ASSERT_TRUE(cut.has_value());
+    EXPECT_EQ(drop_reason_name(*cut), "bad_l3");
+}
 
 }  // namespace
 }  // namespace ferry
