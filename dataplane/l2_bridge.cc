@@ -6,7 +6,7 @@
 
 #include "dataplane/flow_key.h"
 #include "dataplane/mac_table.h"
-#include "dataplane/packet_parse.h"
+#include "dataplane/mbuf_frame.h"
 #include "dataplane/tx.h"
 #include "dataplane/vlan_edit.h"
 #include "dataplane/worker.h"
@@ -84,12 +84,12 @@ void l2_switch_burst(WorkerState& w, const PortTable& t, uint16_t in_port, rte_m
     FlowKey keys[kRxBurst];
     PacketLayout layout;
     rte_mbuf* live[kRxBurst];
+    const PortSlot& in = t.ports[in_port];
     uint16_t m = 0;
     for (uint16_t i = 0; i < n; ++i) {
         if (i + kPrefetchAhead < n)
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kPrefetchAhead], void*));
-        auto bad = parse_frame(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
-                               rte_pktmbuf_data_len(pkts[i]), in_port, &keys[m], &layout);
+        auto bad = parse_received(pkts[i], in, in_port, &keys[m], &layout);
         if (bad) {
             drop(w, in_port, pkts[i], *bad);
             continue;

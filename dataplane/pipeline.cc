@@ -12,8 +12,8 @@
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
+#include "dataplane/mbuf_frame.h"
 #include "dataplane/offload/flow_translate.h"
-#include "dataplane/packet_parse.h"
 #include "dataplane/port_security.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"
@@ -127,11 +127,11 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     CtPacketState states[kRxBurst];
 
     // Stage 1: parse.
+    const PortSlot& in = t.ports[in_port];
     uint16_t m = 0;
     for (uint16_t i = 0; i < n; ++i) {
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
-        auto bad = parse_frame(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
-                               rte_pktmbuf_data_len(pkts[i]), in_port, &keys[m], &layouts[m]);
+        auto bad = parse_received(pkts[i], in, in_port, &keys[m], &layouts[m]);
         if (bad) {
             drop(w, in_port, pkts[i], *bad);
             continue;

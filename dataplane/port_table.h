@@ -24,6 +24,9 @@ struct PortSlot {
     uint16_t dpdk_port = 0;
     PortVlanMode vlan_mode = PortVlanMode::kTrunk;
     uint16_t tag = 0;  // access: the VLAN; trunk: native VLAN carried untagged (0 = none)
+    // Largest L3 packet the port takes in and sends out (Ethernet header and VLAN tags not
+    // counted); a larger frame is dropped as kMtuExceeded on this port.
+    uint16_t mtu = 1500;
     std::bitset<kVlanIds> trunks;  // trunk: VLANs carried tagged
     PortSecurity security;         // addresses the port may send from (off unless configured)
 };
