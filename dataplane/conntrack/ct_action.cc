@@ -8,8 +8,9 @@
 
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
+#include "dataplane/conntrack/ct_checksum_mbuf.h"
 #include "dataplane/conntrack/ct_shard.h"
-#include "dataplane/packet_parse.h"
+#include "dataplane/mbuf_frame.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"
 
@@ -46,9 +47,11 @@ static_assert(rx_csum_of_flags(RTE_MBUF_F_RX_L4_CKSUM_NONE) == kCsumL4None);
 static_assert(rx_csum_of_flags(~(RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK)) ==
               kCsumUnknown);
 
-/// rx_csum_of_flags of m's ol_flags. Context: fast path. @return a CtRxCsum
-uint8_t rx_csum_of(const rte_mbuf* m) {
-    return rx_csum_of_flags(m->ol_flags);
+/// What conntrack takes about m's checksums: rx_csum_of_flags of its ol_flags, with the
+/// transport checksum of a frame in several segments verified across them when the port left
+/// it unknown. Context: fast path. @return a CtRxCsum
+uint8_t rx_csum_of(const rte_mbuf* m, const PacketLayout& l, const FlowKey& k) {
+    return ct_rx_csum_mbuf(m, l, k, rx_csum_of_flags(m->ol_flags));
 }
 
 /// Queues pkt for worker `owner` with the ct action and the rest of the rule. Takes ownership.
@@ -77,12 +80,13 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                  uint8_t hops, CtPacketState* st, const CompiledRule** next) {
     (void)t;
     const Action& a = rule.actions[index];
+    // Headers from the first segment, lengths from the whole chain (mbuf_frame.h).
     auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
-    const uint32_t len = rte_pktmbuf_data_len(pkt);
+    const uint32_t len = rte_pktmbuf_pkt_len(pkt);
     // Actions before ct may have moved the headers (VLAN edits): parse again for fresh offsets.
     // The frame parsed on arrival, and VLAN edits keep it parseable.
     PacketLayout layout;
-    if (auto bad = parse_frame(data, len, in_port, key, &layout)) {
+    if (auto bad = parse_mbuf(pkt, in_port, key, &layout)) {
         drop(w, in_port, pkt, *bad);
         return CtStep::kConsumed;
     }
@@ -98,7 +102,8 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             }
         }
     }
-    switch (w.ct->process(data, len, layout, key, p, w.now_ms, nullptr, st, rx_csum_of(pkt))) {
+    const uint8_t rx = rx_csum_of(pkt, layout, *key);
+    switch (w.ct->process(data, len, layout, key, p, w.now_ms, nullptr, st, rx)) {
         case CtVerdict::kContinue:
             break;
         case CtVerdict::kLimit:
@@ -146,8 +151,8 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
         const CompiledRule* r = rules[i];
         if (r == nullptr || r->n_actions == 0 || r->actions[0].type != ActionType::kCt) continue;
         if (!ct_packet_tuple(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
-                             rte_pktmbuf_data_len(pkts[i]), layouts[i], keys[i],
-                             r->actions[0].arg16, &tuples[nt], &icmp_errors[nt]))
+                             rte_pktmbuf_pkt_len(pkts[i]), layouts[i], keys[i], r->actions[0].arg16,
+                             &tuples[nt], &icmp_errors[nt]))
             continue;
         whole = whole || (r->n_actions == 1 && (r->actions[0].arg32 & kCtHasTable));
         which[nt++] = i;
@@ -180,9 +185,10 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
         }
         const Action& a = r.actions[0];
         const CtKeyed keyed{tuples[j], icmp_errors[j], refs[j]};
-        switch (w.ct->process(rte_pktmbuf_mtod(pkts[i], uint8_t*), rte_pktmbuf_data_len(pkts[i]),
+        const uint8_t rx = rx_csum_of(pkts[i], layouts[i], keys[i]);
+        switch (w.ct->process(rte_pktmbuf_mtod(pkts[i], uint8_t*), rte_pktmbuf_pkt_len(pkts[i]),
                               layouts[i], &keys[i], params_of(a, r), w.now_ms, &keyed, &states[i],
-                              rx_csum_of(pkts[i]))) {
+                              rx)) {
             case CtVerdict::kContinue:
                 break;
             case CtVerdict::kLimit:

@@ -3,7 +3,10 @@
 // datagram. Linux's conntrack does the same with nf_conntrack_checksum=1 (its default): a packet
 // the endpoint will discard must not end a connection (a forged RST) nor open one (a forged SYN
 // from inside). Header-only and free of DPDK: the caller decodes the mbuf's receive offload flags
-// into a CtRxCsum, and only what the port left unknown is summed in software. Context: fast path.
+// into a CtRxCsum, and only what the port left unknown is summed in software. A frame in several
+// segments (layout.segmented) has its transport checksum summed across them by the caller
+// (ct_l4_checksum says over which bytes; dataplane/conntrack/ct_checksum_mbuf.h) and passed in
+// as the L4 part of CtRxCsum: here only the first segment is read. Context: fast path.
 #pragma once
 
 #include <cstdint>
@@ -66,10 +69,26 @@ inline uint64_t add_bytes(const uint8_t* p, uint32_t n, uint64_t acc) {
     return acc;
 }
 
+/// acc folded to 16 bits (end-around carries added back). Context: fast path.
+inline uint64_t fold16(uint64_t acc) {
+    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+    return acc;
+}
+
 /// Whether a sum over data that includes its own checksum field verifies. Context: fast path.
 inline bool folds_to_ones(uint64_t acc) {
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return acc == 0xffff;
+    return fold16(acc) == 0xffff;
+}
+
+/// add_bytes of one piece of data summed in pieces (the segments of a frame): odd says the
+/// piece starts at an odd offset of the data, so its bytes sit in the other halves of the
+/// words. Its sum is folded before it is byte-swapped (RFC 1071's byte-order independence), so
+/// no carry is lost. Context: fast path. @return the unfolded sum added to acc
+inline uint64_t add_piece(const uint8_t* p, uint32_t n, bool odd, uint64_t acc) {
+    const uint64_t s = add_bytes(p, n, 0);
+    if (!odd) return acc + s;
+    const auto f = static_cast<uint16_t>(fold16(s));
+    return acc + static_cast<uint16_t>(f << 8 | f >> 8);
 }
 
 /// The TCP/UDP/ICMPv6 pseudo-header of the packet (addresses, protocol, upper-layer length).
@@ -119,11 +138,62 @@ inline bool source_routed(const uint8_t* opt, uint32_t len) {
 
 }  // namespace csum_detail
 
+/// The bytes a packet's transport checksum covers, for a verifier that sums them where they
+/// lie: frame[offset, offset + length) with the pseudo-header's sum as the start.
+struct CtL4Checksum {
+    uint32_t offset;  // the transport header, in the frame
+    uint32_t length;  // to the end of the IP packet (Ethernet padding excluded)
+    uint64_t pseudo;  // unfolded sum of the pseudo-header; 0 for ICMPv4, which has none
+};
+
+/// Whether software has a transport checksum of the packet to verify, and over which bytes.
+/// Reads only headers (the parser put them within the first segment). Context: fast path.
+/// @param len  the whole frame's length (all segments)
+/// @return true with *c filled; false when there is none: not TCP, UDP, ICMP or ICMPv6, a
+///         fragment (the checksum covers the whole datagram), a zero UDP checksum ("none"), or
+///         a transport header too short to hold one (the protocol's own parsing refuses it)
+inline bool ct_l4_checksum(const uint8_t* frame, uint32_t len, const PacketLayout& l,
+                           const FlowKey& k, CtL4Checksum* c) {
+    using namespace csum_detail;
+    if (k.ip_version != 4 && k.ip_version != 6) return false;
+    const uint32_t l4 = l.l4_offset;
+    if (l4 == 0) return false;  // a later fragment: no transport header here
+    const uint32_t end = ip_end(frame, len, l, k);
+    if (end <= l4) return false;
+    const uint32_t l4_len = end - l4;
+    const uint8_t* p = frame + l4;
+    switch (k.ip_proto) {
+        case IPPROTO_TCP:
+            if (l4_len < 20) return false;
+            break;
+        case IPPROTO_UDP:
+            // A zero checksum is "none": IPv4 allows it, and Linux's conntrack accepts it for
+            // IPv6 as well (the receiving stack decides).
+            if (l4_len < 8 || load_be16(p + 6) == 0) return false;
+            break;
+        case IPPROTO_ICMP:
+        case IPPROTO_ICMPV6:
+            if (l4_len < 4) return false;
+            break;
+        default:
+            return false;  // no transport checksum conntrack knows
+    }
+    if (is_fragment(frame, l, k)) return false;
+    c->offset = l4;
+    c->length = l4_len;
+    c->pseudo = k.ip_proto == IPPROTO_ICMP
+                    ? 0
+                    : pseudo_header(frame, l.l3_offset, k.ip_version, k.ip_proto, l4_len);
+    return true;
+}
+
 /// Whether the packet's checksums are right and its UDP length fits, as far as the offload
 /// flags `rx` leave to software, and it carries no IPv4 source route. A fragment's transport
 /// checksum is not checked (it covers the whole datagram). Packets the parser accepted only: the
-/// headers are within `len`. Context: fast path. @return false when conntrack must treat the packet
-/// as invalid
+/// headers are within the first segment at frame. Context: fast path.
+/// @param len  the whole frame's length; when l.segmented, rx must carry the transport
+///             checksum's verdict (a packet whose transport checksum is left unknown is invalid)
+/// @return false when conntrack must treat the packet as invalid
 inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLayout& l,
                              const FlowKey& k, uint8_t rx) {
     using namespace csum_detail;
@@ -153,26 +223,11 @@ inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLay
     const uint8_t l4rx = rx & kCsumL4Mask;
     if (l4rx == kCsumL4Bad) return false;
     if (l4rx != kCsumUnknown) return true;
-    if (is_fragment(frame, l, k)) return true;
-    switch (k.ip_proto) {
-        case IPPROTO_TCP:
-            if (l4_len < 20) return true;
-            break;
-        case IPPROTO_UDP:
-            // A zero checksum is "none": IPv4 allows it, and Linux's conntrack accepts it for
-            // IPv6 as well (the receiving stack decides).
-            if (l4_len < 8 || load_be16(p + 6) == 0) return true;
-            break;
-        case IPPROTO_ICMP:
-            return l4_len < 4 || folds_to_ones(add_bytes(p, l4_len, 0));
-        case IPPROTO_ICMPV6:
-            if (l4_len < 4) return true;
-            break;
-        default:
-            return true;  // no transport checksum conntrack knows
-    }
-    return folds_to_ones(
-        add_bytes(p, l4_len, pseudo_header(frame, l3, k.ip_version, k.ip_proto, l4_len)));
+    CtL4Checksum c;
+    if (!ct_l4_checksum(frame, len, l, k, &c)) return true;
+    // The bytes go on in segments not given here: the caller should have summed them.
+    if (l.segmented) return false;
+    return folds_to_ones(add_bytes(frame + c.offset, c.length, c.pseudo));
 }
 
 }  // namespace ferry

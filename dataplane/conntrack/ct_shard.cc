@@ -103,7 +103,9 @@ bool ct_packet_tuple(const uint8_t* frame, uint32_t len, const PacketLayout& lay
             return true;
         }
         if (!is_echo(key)) return false;
-        if (layout.l4_offset + 8u > len) return false;
+        // The identifier lies in the ICMP header's second word, inside the IP packet (not in
+        // Ethernet padding; the parser put those 8 bytes in the first segment).
+        if (layout.l4_offset + 8u > ip_end(frame, len, layout, key)) return false;
         const uint16_t id = load_be16(frame + layout.l4_offset + 4);
         out->sport = id;
         out->dport = id;

@@ -119,8 +119,9 @@ inline constexpr CtCounterInfo kCtCounters[] = {
 
 /// The tuple ct looks a packet up with: its own 5-tuple, or for an ICMP error the tuple of the
 /// connection it concerns in the error's own direction. Used to pick the owner worker.
-/// Context: fast path. @return false for packets ct cannot key (not IP, non-first fragment of
-///         TCP/UDP, ICMP that is neither echo nor a recognised error)
+/// Reads headers only (frame and len as for ConntrackShard::process). Context: fast path.
+/// @return false for packets ct cannot key (not IP, non-first fragment of TCP/UDP, ICMP that is
+///         neither echo nor a recognised error)
 bool ct_packet_tuple(const uint8_t* frame, uint32_t len, const PacketLayout& layout,
                      const FlowKey& key, uint16_t zone, CtTuple* out, bool* is_icmp_error);
 
@@ -136,7 +137,12 @@ public:
     /// Tracks one packet: looks up (and with commit creates) its connection, updates state,
     /// applies NAT to the frame and the key when asked, and sets key->ct_state (always with
     /// +trk), ct_zone and ct_mark. Context: fast path, owner.
-    /// @param frame, len  the Ethernet frame, writable (NAT)
+    /// @param frame, len  the Ethernet frame, writable (NAT): frame holds at least every header
+    ///                    parse_frame read (a multi-segment mbuf's first segment), len is the
+    ///                    whole frame's length. Only headers are read and written (NAT patches
+    ///                    checksums incrementally), except for the checksum check, which needs
+    ///                    the transport checksum's verdict in rx_csum when layout.segmented
+    ///                    (ct_checksum_mbuf.h)
     /// @param now_ms      the owner's clock
     /// @param keyed       the tuple and bulk-lookup hit computed for the packet just before
     ///                    (may be null: the packet is keyed and looked up here)
