@@ -5,7 +5,7 @@
 #include <rte_ring_elem.h>
 
 #include "dataplane/conntrack/ct_shard.h"
-#include "dataplane/packet_parse.h"
+#include "dataplane/mbuf_frame.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"
 
@@ -17,15 +17,27 @@ DpiOutcome dpi_action(WorkerState& w, uint16_t in_port, rte_mbuf* pkt, FlowKey* 
     // Acquire: pairs with the control thread's release when it publishes a database.
     DpiVersion* v = w.dpi_version->load(std::memory_order_acquire);
     if (v == nullptr) return DpiOutcome::kPass;
-    auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
-    const uint32_t len = rte_pktmbuf_data_len(pkt);
     // Earlier actions may have moved the headers (VLAN edits): fresh offsets, without
     // touching the key's ct fields.
     FlowKey parsed;
     PacketLayout layout;
-    if (parse_frame(data, len, in_port, &parsed, &layout)) return DpiOutcome::kPass;
-    if (w.dpi->inspect(*v, *w.ct, st, data, len, layout, key, w.now_ms) == DpiOutcome::kPass)
-        return DpiOutcome::kPass;
+    if (parse_mbuf(pkt, in_port, &parsed, &layout)) return DpiOutcome::kPass;
+    // Headers from the first segment; the payload is scanned segment by segment, in order.
+    DpiScan scan;
+    switch (w.dpi->scan_begin(*v, *w.ct, st, rte_pktmbuf_mtod(pkt, const uint8_t*),
+                              rte_pktmbuf_pkt_len(pkt), layout, key, &scan)) {
+        case DpiStep::kPass:
+            return DpiOutcome::kPass;
+        case DpiStep::kDrop:
+            break;
+        case DpiStep::kScan:
+            for_each_piece(pkt, scan.offset, scan.length,
+                           [&w, &scan](const uint8_t* bytes, uint32_t n, uint32_t) {
+                               return w.dpi->scan_piece(scan, bytes, n);
+                           });
+            if (w.dpi->scan_end(scan, w.now_ms) == DpiOutcome::kPass) return DpiOutcome::kPass;
+            break;
+    }
     drop(w, in_port, pkt, DropReason::kDpiDrop);
     return DpiOutcome::kDrop;
 }

@@ -20,17 +20,6 @@ constexpr uint8_t kTcpSyn = 0x02;
 
 }  // namespace
 
-/// The scan callback's view of the packet being scanned.
-struct DpiWorker::Match {
-    DpiWorker* self;
-    DpiVersion* version;
-    ConntrackShard* ct;
-    uint32_t ct_index;
-    uint8_t dir;
-    bool drop;
-    FlowKey* key;
-};
-
 std::unique_ptr<DpiWorker> DpiWorker::create(uint16_t worker, uint32_t slots, uint32_t ct_capacity,
                                              uint32_t depth_bytes) {
     if (slots == 0 || slots >= kFinished || ct_capacity == 0 || depth_bytes == 0) return nullptr;
@@ -84,7 +73,7 @@ void DpiWorker::count_lost_alerts(unsigned n) {
 
 int DpiWorker::on_match(unsigned id, unsigned long long /*from*/, unsigned long long to,
                         unsigned /*flags*/, void* ctx) {
-    Match& m = *static_cast<Match*>(ctx);
+    DpiScan& m = *static_cast<DpiScan*>(ctx);
     DpiWorker& self = *m.self;
     const std::vector<DpiRule>& rules = m.version->database().rules();
     if (id >= rules.size()) return 0;
@@ -116,27 +105,43 @@ int DpiWorker::on_match(unsigned id, unsigned long long /*from*/, unsigned long 
 DpiOutcome DpiWorker::inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketState& st,
                               const uint8_t* frame, uint32_t len, const PacketLayout& layout,
                               FlowKey* key, uint64_t now_ms) {
+    DpiScan scan;
+    switch (scan_begin(v, ct, st, frame, len, layout, key, &scan)) {
+        case DpiStep::kPass:
+            return DpiOutcome::kPass;
+        case DpiStep::kDrop:
+            return DpiOutcome::kDrop;
+        case DpiStep::kScan:
+            break;
+    }
+    scan_piece(scan, frame + scan.offset, scan.length);
+    return scan_end(scan, now_ms);
+}
+
+DpiStep DpiWorker::scan_begin(DpiVersion& v, ConntrackShard& ct, const CtPacketState& st,
+                              const uint8_t* frame, uint32_t len, const PacketLayout& layout,
+                              FlowKey* key, DpiScan* scan) {
     if (st.index == kCtNone || st.index >= slot_of_.size()) {
         counter_add(counters_.untracked, 1);
-        return DpiOutcome::kPass;
+        return DpiStep::kPass;
     }
     // The connection's verdicts stand for every later packet, including those of this burst
     // that were tracked before an earlier packet's match changed the entry.
     const CtEntry& entry = ct.table().entry(st.index);
-    if (entry.flags & kCtfBlocked) return DpiOutcome::kDrop;
+    if (entry.flags & kCtfBlocked) return DpiStep::kDrop;
     key->ct_mark = entry.mark;
     const DpiDatabase& db = v.database();
     const unsigned dir = st.dir & 1u;
     uint32_t& so = slot_of_[st.index];
-    if (so == kFinished || db.db(dir) == nullptr) return DpiOutcome::kPass;
+    if (so == kFinished || db.db(dir) == nullptr) return DpiStep::kPass;
     uint32_t off, plen;
-    if (!l4_payload(frame, len, layout, *key, &off, &plen) || plen == 0) return DpiOutcome::kPass;
+    if (!l4_payload(frame, len, layout, *key, &off, &plen) || plen == 0) return DpiStep::kPass;
     if (so == kNoSlot) {
         so = acquire(st.index);
         if (so == kNoSlot) {
             counter_add(counters_.streams_exhausted, 1);
             so = kFinished;
-            return DpiOutcome::kPass;
+            return DpiStep::kPass;
         }
     }
     Slot& s = slot_[so];
@@ -145,9 +150,8 @@ DpiOutcome DpiWorker::inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketS
         reset_streams(v, so);
         s.generation = v.generation();
     }
-    if (s.state[dir] == kDpiDone) return DpiOutcome::kPass;
+    if (s.state[dir] == kDpiDone) return DpiStep::kPass;
 
-    const uint8_t* data = frame + off;
     if (key->ip_proto == IPPROTO_TCP) {
         // Only bytes in sequence are scanned: retransmitted ones are skipped, and a segment
         // past a gap ends this direction's inspection (nothing is buffered).
@@ -160,47 +164,71 @@ DpiOutcome DpiWorker::inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketS
             // data segment came out of order): they would leave a hole in the stream.
             counter_add(counters_.gaps, 1);
             s.state[dir] = kDpiDone;
-        } else {
-            const auto behind = static_cast<uint32_t>(-ahead);
-            if (behind >= plen) return DpiOutcome::kPass;  // all of it was scanned before
-            data += behind;
-            plen -= behind;
-            s.next_seq[dir] += plen;
+            release_if_done(db, so);
+            return DpiStep::kPass;
         }
+        const auto behind = static_cast<uint32_t>(-ahead);
+        if (behind >= plen) return DpiStep::kPass;  // all of it was scanned before
+        off += behind;
+        plen -= behind;
+        s.next_seq[dir] += plen;
     }
-    if (s.state[dir] != kDpiDone) {
-        s.state[dir] = kDpiScanning;
-        const uint32_t n = std::min(plen, depth_ - s.seen[dir]);
-        DpiWorkerStreams& ws = v.worker(worker_);
-        Match m{this, &v, &ct, st.index, static_cast<uint8_t>(dir), false, key};
-        const hs_error_t rc =
-            hs_scan_stream(ws.streams[dir][so], reinterpret_cast<const char*>(data), n, 0,
-                           ws.scratch, on_match, &m);
-        s.seen[dir] += n;
-        counter_add(counters_.packets, 1);
-        counter_add(counters_.bytes, n);
-        if (m.drop) {
-            counter_add(counters_.drops, 1);
-            ct.block(st.index, now_ms);
-            release(so);
-            so = kFinished;
-            return DpiOutcome::kDrop;
-        }
-        if (rc != HS_SUCCESS) {
-            counter_add(counters_.scan_errors, 1);
-            s.state[dir] = kDpiDone;
-        } else if (s.seen[dir] >= depth_) {
-            counter_add(counters_.depth_reached, 1);
-            s.state[dir] = kDpiDone;
-        }
+    s.state[dir] = kDpiScanning;
+    *scan = DpiScan{};
+    scan->offset = off;
+    scan->length = std::min(plen, depth_ - s.seen[dir]);
+    scan->self = this;
+    scan->version = &v;
+    scan->ct = &ct;
+    scan->key = key;
+    scan->ct_index = st.index;
+    scan->slot = so;
+    scan->rc = HS_SUCCESS;
+    scan->dir = static_cast<uint8_t>(dir);
+    return DpiStep::kScan;
+}
+
+bool DpiWorker::scan_piece(DpiScan& scan, const uint8_t* bytes, uint32_t n) {
+    if (scan.drop || scan.rc != HS_SUCCESS) return false;
+    DpiWorkerStreams& ws = scan.version->worker(worker_);
+    scan.rc = hs_scan_stream(ws.streams[scan.dir][scan.slot], reinterpret_cast<const char*>(bytes),
+                             n, 0, ws.scratch, on_match, &scan);
+    return !scan.drop && scan.rc == HS_SUCCESS;
+}
+
+DpiOutcome DpiWorker::scan_end(DpiScan& scan, uint64_t now_ms) {
+    uint32_t& so = slot_of_[scan.ct_index];
+    Slot& s = slot_[scan.slot];
+    const unsigned dir = scan.dir;
+    s.seen[dir] += scan.length;
+    counter_add(counters_.packets, 1);
+    counter_add(counters_.bytes, scan.length);
+    if (scan.drop) {
+        counter_add(counters_.drops, 1);
+        scan.ct->block(scan.ct_index, now_ms);
+        release(so);
+        so = kFinished;
+        return DpiOutcome::kDrop;
     }
+    if (scan.rc != HS_SUCCESS) {
+        counter_add(counters_.scan_errors, 1);
+        s.state[dir] = kDpiDone;
+    } else if (s.seen[dir] >= depth_) {
+        counter_add(counters_.depth_reached, 1);
+        s.state[dir] = kDpiDone;
+    }
+    release_if_done(scan.version->database(), so);
+    return DpiOutcome::kPass;
+}
+
+void DpiWorker::release_if_done(const DpiDatabase& db, uint32_t& so) {
+    const Slot& s = slot_[so];
     const bool done0 = s.state[0] == kDpiDone || db.db(0) == nullptr;
     const bool done1 = s.state[1] == kDpiDone || db.db(1) == nullptr;
     if (done0 && done1) {
         release(so);
         so = kFinished;
     }
-    return DpiOutcome::kPass;
 }
 
 bool DpiWorker::export_state(const DpiVersion& v, uint32_t ct_index, DpiStreamState* out) const {

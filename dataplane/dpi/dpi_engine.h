@@ -48,6 +48,28 @@ inline constexpr unsigned kDpiAlertSlots = 64;
 /// What dpi decided for the packet.
 enum class DpiOutcome : uint8_t { kPass, kDrop };
 
+/// What DpiWorker::scan_begin decided: a verdict already, or payload bytes to scan.
+enum class DpiStep : uint8_t { kPass, kDrop, kScan };
+
+class DpiWorker;
+
+/// One packet's scan, from scan_begin to scan_end: the bytes of the frame to give to
+/// scan_piece, and what the match callback reports into. Lives on the caller's stack.
+struct DpiScan {
+    uint32_t offset = 0;  // first byte of the frame to scan
+    uint32_t length = 0;  // bytes to scan from there, in pieces, in order
+    // The engine's, between scan_begin and scan_end:
+    DpiWorker* self = nullptr;
+    DpiVersion* version = nullptr;
+    ConntrackShard* ct = nullptr;
+    FlowKey* key = nullptr;
+    uint32_t ct_index = 0;
+    uint32_t slot = 0;
+    int rc = 0;  // Hyperscan's first error (HS_SUCCESS: none)
+    uint8_t dir = 0;
+    bool drop = false;  // a drop pattern matched: scanning stopped
+};
+
 /// A connection's inspection state as it leaves a worker (migration) or enters one.
 /// streams[d] is hs_compress_stream output, meaningful only to a database of hash db_hash.
 struct DpiStreamState {
@@ -85,10 +107,29 @@ public:
     /// Scans the payload of a tracked packet (st: its connection in shard ct) with v and
     /// applies what matches: kDrop ends the connection (ct.block) and drops the packet; mark
     /// sets the connection's mark and key->ct_mark; alert counts and queues a DpiAlert.
-    /// Context: fast path, owner.
+    /// The frame lies whole at frame (len bytes); a frame in several segments goes through
+    /// scan_begin, scan_piece and scan_end instead. Context: fast path, owner.
     DpiOutcome inspect(DpiVersion& v, ConntrackShard& ct, const CtPacketState& st,
                        const uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
                        uint64_t now_ms);
+
+    /// inspect in three steps, for a frame whose payload lies in pieces (the segments of an
+    /// mbuf): scan_begin decides from the headers (in the first piece, at frame; len is the
+    /// whole frame's length) which payload bytes to scan, in sequence order and within the
+    /// depth; the caller gives them to scan_piece in order, in as many pieces as they lie in
+    /// (Hyperscan's stream mode finds matches across pieces as across packets); scan_end
+    /// applies the outcome. Context: fast path, owner.
+    /// @return kScan with *scan set: bytes [scan->offset, + scan->length) of the frame are to
+    ///         be scanned; otherwise the verdict (nothing more to call)
+    DpiStep scan_begin(DpiVersion& v, ConntrackShard& ct, const CtPacketState& st,
+                       const uint8_t* frame, uint32_t len, const PacketLayout& layout, FlowKey* key,
+                       DpiScan* scan);
+    /// Scans the next n bytes of the range scan_begin set. @return false once scanning stopped
+    /// (a drop pattern matched or Hyperscan failed): the rest need not be given
+    bool scan_piece(DpiScan& scan, const uint8_t* bytes, uint32_t n);
+    /// Ends a scan scan_begin started. @return kDrop when a drop pattern matched (the
+    /// connection is ended), else kPass
+    DpiOutcome scan_end(DpiScan& scan, uint64_t now_ms);
 
     /// The shard's remove hook: frees the connection's stream slot. Context: owner.
     void connection_removed(uint32_t ct_index);
@@ -122,9 +163,9 @@ private:
         uint8_t state[2];
         uint8_t pad[6];
     };
-    struct Match;
-
     DpiWorker() = default;
+    /// Frees the connection's slot once neither direction has anything left to scan.
+    void release_if_done(const DpiDatabase& db, uint32_t& so);
     uint32_t acquire(uint32_t ct_index);
     void release(uint32_t slot);
     void reset_streams(DpiVersion& v, uint32_t slot);
