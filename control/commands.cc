@@ -112,6 +112,7 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
                   {"mode", ParamType::kString, false, "server or client"},
                   {"devargs", ParamType::kString, false, "DPDK device arguments"},
                   {"queues", ParamType::kUnsigned, false, "rx queues"},
+                  {"mtu", ParamType::kUnsigned, false, "largest L3 packet in and out (68..9000)"},
                   {"rx_pin", ParamType::kArray, false, "worker lcore per rx queue"},
                   {"vlan_mode", ParamType::kString, false, "trunk or access"},
                   {"tag", ParamType::kUnsigned, false, "access VLAN or trunk native VLAN"},

@@ -213,6 +213,12 @@ const ObjectSpec& port_spec() {
                      .rule = integer(1, kMaxQueuesPerPort),
                      .default_value = d.queues,
                      .description = "Number of rx queues."},
+                    {.key = "mtu",
+                     .rule = integer(kMinMtu, kMaxMtu),
+                     .default_value = d.mtu,
+                     .description = "Largest L3 packet the port receives and sends (Ethernet "
+                                    "header and VLAN tags not counted); larger frames are "
+                                    "dropped as mtu_exceeded."},
                     {.key = "rx_pin",
                      .rule = array_of(lcore, 1, kMaxQueuesPerPort, false),
                      .description = "Worker lcore polling each rx queue: one entry per queue, each "
@@ -833,6 +839,7 @@ Result<PortConfig> port_from(const json& obj, const std::string& path) {
     take_enum(obj, "mode", kVhostModeNames, p.mode);
     take(obj, "devargs", p.devargs);
     take(obj, "queues", p.queues);
+    take(obj, "mtu", p.mtu);
     take(obj, "rx_pin", p.rx_pin);
     take_enum(obj, "vlan_mode", kVlanModeNames, p.vlan_mode);
     take(obj, "tag", p.tag);

@@ -22,6 +22,11 @@ namespace ferry {
 inline constexpr uint16_t kMaxPorts = 64;
 inline constexpr uint16_t kMaxWorkers = 16;
 inline constexpr uint16_t kMaxQueuesPerPort = 16;
+// A port's MTU: from IPv4's minimum (RFC 791: 68 bytes, DPDK's RTE_ETHER_MIN_MTU) to the 9,000
+// bytes of common jumbo frames (what devices usually take; DPDK's net_vhost and net_pcap take
+// more, a NIC says its own limit at configure).
+inline constexpr uint16_t kMinMtu = 68;
+inline constexpr uint16_t kMaxMtu = 9000;
 
 enum class PortType { kVhostUser, kDpdk };
 enum class VhostMode { kServer, kClient };
@@ -34,6 +39,7 @@ struct PortConfig {
     VhostMode mode = VhostMode::kServer;
     std::string devargs;  // DPDK device arguments (dpdk only), e.g. "net_pcap0,rx_pcap=a.pcap"
     uint16_t queues = 1;  // rx queues (1..kMaxQueuesPerPort)
+    uint16_t mtu = 1500;  // largest L3 packet in and out (kMinMtu..kMaxMtu)
     std::vector<unsigned> rx_pin;  // optional: worker lcore per rx queue (size == queues)
     VlanMode vlan_mode = VlanMode::kTrunk;
     uint16_t tag = 0;  // access: the port's VLAN (1..4094); trunk: native VLAN (0 = none)

@@ -4,6 +4,7 @@
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_mbuf.h>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -86,6 +87,34 @@ Error dpdk_error(const std::string& what, int rc) {
     return make_error(ErrorCode::kFailed, what + ": " + rte_strerror(rc < 0 ? -rc : rc));
 }
 
+/// The rte_eth_conf for a port of the given MTU on a device described by info, whose frames
+/// land in mbufs of pool: rxmode.mtu, and when the largest frame (with two VLAN tags and the
+/// FCS) does not fit one mbuf, scattered receive and multi-segment transmit where the device
+/// offers them. net_vhost and net_pcap offer neither and chain mbufs all the same; a NIC that
+/// needs scatter and lacks it is refused by its own driver at start. Context: control.
+/// @return the configuration, or kInvalidParams when the device's MTU range excludes mtu
+Result<rte_eth_conf> port_eth_conf(const PortConfig& cfg, const rte_eth_dev_info& info,
+                                   rte_mempool* pool) {
+    if (cfg.mtu < info.min_mtu || cfg.mtu > info.max_mtu)
+        return make_error(ErrorCode::kInvalidParams,
+                          "port " + cfg.name + ": mtu " + std::to_string(cfg.mtu) +
+                              " is outside the device's range " + std::to_string(info.min_mtu) +
+                              ".." + std::to_string(info.max_mtu));
+    rte_eth_conf conf{};
+    conf.rxmode.mtu = cfg.mtu;
+    if (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) conf.intr_conf.lsc = 1;
+    const uint32_t frame =
+        uint32_t{cfg.mtu} + RTE_ETHER_HDR_LEN + 2 * RTE_VLAN_HLEN + RTE_ETHER_CRC_LEN;
+    const uint32_t room = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
+    if (frame > room) {
+        if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER)
+            conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+        if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS)
+            conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+    }
+    return conf;
+}
+
 }  // namespace
 
 std::string port_devargs(const PortConfig& cfg, uint16_t n_workers) {
@@ -135,9 +164,9 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
     if (Status st = OffloadManager::negotiate_mark_delivery(pid); !st)
         FERRY_LOG_INFO_IN(kPort, "port %s: flow marks not delivered: %s", cfg.name.c_str(),
                           st.error().message.c_str());
-    rte_eth_conf conf{};
-    if (*info.dev_flags & RTE_ETH_DEV_INTR_LSC) conf.intr_conf.lsc = 1;
-    rc = rte_eth_dev_configure(pid, cfg.queues, n_workers, &conf);
+    auto conf = port_eth_conf(cfg, info, pool);
+    if (!conf) return fail(conf.error());
+    rc = rte_eth_dev_configure(pid, cfg.queues, n_workers, &conf.value());
     if (rc != 0) return fail(dpdk_error("cannot configure " + dev.dev_name, rc));
     // net_vhost registered and started the socket in configure: offer the state transfer
     // now, before a front-end asks for the protocol features.
@@ -168,8 +197,11 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
         return fail(dpdk_error("cannot start " + dev.dev_name, rc));
     }
     rte_eth_promiscuous_enable(pid);  // a bridge port sees every address; not all devices can
-    FERRY_LOG_DEBUG_IN(kPort, "port %s: device %s is DPDK port %u, %u rx and %u tx queues",
-                       cfg.name.c_str(), dev.devargs.c_str(), pid, cfg.queues, n_workers);
+    FERRY_LOG_DEBUG_IN(
+        kPort, "port %s: device %s is DPDK port %u, %u rx and %u tx queues, mtu %u%s%s",
+        cfg.name.c_str(), dev.devargs.c_str(), pid, cfg.queues, n_workers, cfg.mtu,
+        conf->rxmode.offloads & RTE_ETH_RX_OFFLOAD_SCATTER ? ", rx scatter" : "",
+        conf->txmode.offloads & RTE_ETH_TX_OFFLOAD_MULTI_SEGS ? ", tx multi-seg" : "");
     return dev;
 }
 

@@ -344,6 +344,7 @@ void Switch::publish() {
         s.vlan_mode =
             r.cfg.vlan_mode == VlanMode::kAccess ? PortVlanMode::kAccess : PortVlanMode::kTrunk;
         s.tag = r.cfg.tag;
+        s.mtu = r.cfg.mtu;
         if (s.vlan_mode == PortVlanMode::kTrunk) {
             if (r.cfg.trunks.empty()) {
                 s.trunks.set();
@@ -581,6 +582,7 @@ nlohmann::json Switch::describe(const PortRecord& r) const {
     j["dpdk_port"] = r.dev.dpdk_port;
     j["device"] = r.dev.dev_name;
     j["queues"] = r.cfg.queues;
+    j["mtu"] = r.cfg.mtu;
     if (r.cfg.type == PortType::kVhostUser) {
         j["path"] = r.cfg.path;
         j["mode"] = r.cfg.mode == VhostMode::kServer ? "server" : "client";

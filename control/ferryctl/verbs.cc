@@ -15,7 +15,7 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kPortColumns =
-    "name type state link dpdk_port queues path devargs mac rx_packets rx_bytes tx_packets "
+    "name type state link dpdk_port queues mtu path devargs mac rx_packets rx_bytes tx_packets "
     "tx_bytes drops";
 
 constexpr std::string_view kCtColumns =

@@ -120,6 +120,7 @@ TEST(Config, DefaultsFillWhatIsAbsent) {
     ASSERT_TRUE(p.ok()) << p.error().message;
     EXPECT_EQ(p->mode, VhostMode::kServer);
     EXPECT_EQ(p->queues, 1);
+    EXPECT_EQ(p->mtu, 1500);
     EXPECT_TRUE(p->rx_pin.empty());
     EXPECT_EQ(p->vlan_mode, VlanMode::kTrunk);
     EXPECT_EQ(p->tag, 0);
@@ -215,6 +216,25 @@ TEST(Config, RefusesMissingRequired) {
     EXPECT_EQ(error_after([](json& d) { d["ports"][0].erase("path"); }), "ports[0].path: required");
     EXPECT_EQ(error_after([](json& d) { d["ports"][1].erase("devargs"); }),
               "ports[1].devargs: required");
+}
+
+TEST(Config, MtuParsesWithinItsRange) {
+    json doc = base_doc();
+    doc["ports"][0]["mtu"] = 9000;
+    Result<Config> r = parse_config(doc);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->ports[0].mtu, 9000);
+    EXPECT_EQ(r->ports[1].mtu, 1500);
+    doc["ports"][1]["mtu"] = 68;
+    r = parse_config(doc);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->ports[1].mtu, 68);
+    EXPECT_EQ(error_after([](json& d) { d["ports"][0]["mtu"] = 9001; }),
+              "ports[0].mtu: must be an integer in 68..9000");
+    EXPECT_EQ(error_after([](json& d) { d["ports"][1]["mtu"] = 67; }),
+              "ports[1].mtu: must be an integer in 68..9000");
+    EXPECT_EQ(error_after([](json& d) { d["ports"][0]["mtu"] = "9000"; }),
+              "ports[0].mtu: must be an integer in 68..9000");
 }
 
 TEST(Config, RefusesOutOfRange) {
@@ -495,8 +515,9 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
     for (const auto& [key, unused] : schema["$defs"]["port"]["properties"].items()) {
         port.insert(key);
     }
-    EXPECT_EQ(port, (std::set<std::string>{"name", "type", "path", "mode", "devargs", "queues",
-                                           "rx_pin", "vlan_mode", "tag", "trunks", "security"}));
+    EXPECT_EQ(port,
+              (std::set<std::string>{"name", "type", "path", "mode", "devargs", "queues", "mtu",
+                                     "rx_pin", "vlan_mode", "tag", "trunks", "security"}));
     EXPECT_EQ(schema["required"], json::array({"workers"}));
 }
 
