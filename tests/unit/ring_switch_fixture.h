@@ -11,6 +11,7 @@
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -113,14 +114,36 @@ protected:
         return pkts;
     }
 
-    /// Frames that left a port, oldest first.
+    /// A frame as an mbuf chain whose segments hold sizes[i] bytes each, the last one what is
+    /// left (more segments than sizes when the frame is longer). Context: test.
+    rte_mbuf* chain(const Frame& f, const std::vector<uint16_t>& sizes) {
+        rte_mbuf* head = nullptr;
+        size_t at = 0;
+        for (size_t i = 0; at < f.size() || head == nullptr; ++i) {
+            rte_mbuf* seg = rte_pktmbuf_alloc(pool_);
+            EXPECT_NE(seg, nullptr);
+            const size_t room = rte_pktmbuf_tailroom(seg);
+            const size_t n = std::min({i < sizes.size() ? sizes[i] : room, room, f.size() - at});
+            memcpy(rte_pktmbuf_append(seg, static_cast<uint16_t>(n)), f.data() + at, n);
+            at += n;
+            if (head == nullptr)
+                head = seg;
+            else
+                EXPECT_EQ(rte_pktmbuf_chain(head, seg), 0);
+        }
+        return head;
+    }
+
+    /// Frames that left a port, oldest first, every segment of each.
     std::vector<Frame> drain(uint16_t port) {
         std::vector<Frame> out;
         void* obj;
         while (rte_ring_dequeue(tx_[port], &obj) == 0) {
             auto* m = static_cast<rte_mbuf*>(obj);
-            const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
-            out.emplace_back(d, d + rte_pktmbuf_data_len(m));
+            Frame f(rte_pktmbuf_pkt_len(m));
+            const void* d = rte_pktmbuf_read(m, 0, static_cast<uint32_t>(f.size()), f.data());
+            if (d != f.data()) memcpy(f.data(), d, f.size());
+            out.push_back(std::move(f));
             rte_pktmbuf_free(m);
         }
         return out;
