@@ -226,8 +226,9 @@ class CtBridge(PcapBridge):
     compares them with the tx files byte for byte after finish().
     """
 
-    def __init__(self, rules=None, conntrack=None, capture=("inside", "outside"), workers=(1,)):
-        super().__init__(workers=workers)
+    def __init__(self, rules=None, conntrack=None, capture=("inside", "outside"), workers=(1,),
+                 mtu=None):
+        super().__init__(workers=workers, mtu=mtu)
         self.ferryd.config["conntrack"] = conntrack or {"capacity": 4096}
         self.ferryd.config["conntrack"].setdefault("capacity", 4096)
         self.ferryd.config["rules"] = list(rules or [])

@@ -152,16 +152,19 @@ class PcapBridge:
     port.add. Each port records the frames it was given so counters can be checked.
     """
 
-    def __init__(self, workers=(1,)):
+    def __init__(self, workers=(1,), mtu=None):
+        """mtu: the MTU of every port declared without one (None: the config's default)."""
         self.ferryd = Ferryd(ports=[], workers=workers)
+        self.mtu = mtu
         self.ports = {}  # name -> {"rx": [frames], "tx_path": path, "spec": {...}}
         self.devices = itertools.count()
         self.outputs = None
 
     def _spec(self, name, rx, vlan_mode=None, tag=None, trunks=None, infinite=False,
-              capture=True):
+              capture=True, mtu=None):
         """infinite: the PMD replays the rx frames in a loop until the port goes away;
-        capture=False: no tx_pcap, the PMD drops what ferryd sends (counted all the same)."""
+        capture=False: no tx_pcap, the PMD drops what ferryd sends (counted all the same);
+        mtu: the port's MTU (default: the bridge's)."""
         dev = next(self.devices)
         rx_path = self.ferryd.path(f"{name}-rx.pcap")
         tx_path = self.ferryd.path(f"{name}-tx.pcap")
@@ -178,6 +181,8 @@ class PcapBridge:
             spec["tag"] = tag
         if trunks is not None:
             spec["trunks"] = list(trunks)
+        if mtu is not None or self.mtu is not None:
+            spec["mtu"] = mtu if mtu is not None else self.mtu
         self.ports[name] = {"rx": list(rx), "tx_path": tx_path, "spec": spec}
         return spec
 
