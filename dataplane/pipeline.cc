@@ -99,10 +99,13 @@ uint16_t port_security_filter(WorkerState& w, const PortSecurity& s, uint16_t in
     uint16_t kept = 0;
     for (uint16_t i = 0; i < n; ++i) {
         const uint8_t* frame = rte_pktmbuf_mtod(pkts[i], const uint8_t*);
+        // Port security reads past the parsed headers (ARP bodies, Neighbor Discovery options)
+        // within the first segment only: a frame in several segments (a jumbo frame) is parsed
+        // whole, but an ARP or ND message longer than a segment is refused as malformed.
         const uint32_t len = rte_pktmbuf_data_len(pkts[i]);
         FlowKey key;
         PacketLayout layout;
-        auto bad = parse_frame(frame, len, in_port, &key, &layout);
+        auto bad = parse_mbuf(pkts[i], in_port, &key, &layout);
         if (!bad) bad = port_security_check(s, frame, len, key, layout);
         if (bad) {
             drop(w, in_port, pkts[i], *bad);

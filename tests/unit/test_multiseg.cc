@@ -209,6 +209,29 @@ TEST_F(MultisegTest, HeadersRunningPastTheFirstSegmentAreDroppedAsSplit) {
     EXPECT_EQ(drain(1), std::vector<Bytes>{f});
 }
 
+TEST_F(MultisegTest, PortSecurityPassesAllowedJumboFramesAndRefusesOthers) {
+    // p0 has port security: its MAC with 10.0.0.1. A 9000-byte packet from 10.0.0.1 (a chain)
+    // is kept and flooded unchanged; the same from 10.0.0.2 is dropped as port_sec_ip, not as
+    // a malformed frame.
+    PortSecurity& sec = table_.ports[0].security;
+    sec.enabled = true;
+    sec.count = 1;
+    sec.allowed[0].mac = {0x02, 0, 0, 0, 0, 0x01};
+    sec.allowed[0].family = 4;
+    sec.allowed[0].prefix = 32;
+    std::copy(kClient4.begin(), kClient4.end(), sec.allowed[0].ip.begin());
+    Bytes ok = udp_of_ip_len(kJumboMtu);
+    Bytes spoofed = udp_of_ip_len(kJumboMtu, kClient4b);
+    ok[0] = spoofed[0] = 0xff;
+    rte_mbuf* pkts[] = {chain(ok, kFull), chain(spoofed, kFull)};
+    const uint16_t kept = port_security_filter(*w_, sec, 0, pkts, 2);
+    ASSERT_EQ(kept, 1);
+    EXPECT_EQ(drops(0, DropReason::kPortSecIp), 1u);
+    pipeline_burst(*w_, table_, nullptr, 0, pkts, kept);
+    worker_flush_tx(*w_, table_);
+    EXPECT_EQ(drain(1), std::vector<Bytes>{ok});
+}
+
 // ---- Connection tracking -----------------------------------------------------------------------
 
 /// Firewall rules: track IPv4, drop +inv, send the rest from p0 to p1 and from p1 to p0.
