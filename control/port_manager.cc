@@ -90,8 +90,9 @@ Error dpdk_error(const std::string& what, int rc) {
 /// The rte_eth_conf for a port of the given MTU on a device described by info, whose frames
 /// land in mbufs of pool: rxmode.mtu, and when the largest frame (with two VLAN tags and the
 /// FCS) does not fit one mbuf, scattered receive and multi-segment transmit where the device
-/// offers them. net_vhost and net_pcap offer neither and chain mbufs all the same; a NIC that
-/// needs scatter and lacks it is refused by its own driver at start. Context: control.
+/// offers them. net_vhost offers multi-segment transmit only and net_pcap neither; both chain
+/// received mbufs all the same. A NIC that needs scatter and lacks it is refused by its own
+/// driver at start. Context: control.
 /// @return the configuration, or kInvalidParams when the device's MTU range excludes mtu
 Result<rte_eth_conf> port_eth_conf(const PortConfig& cfg, const rte_eth_dev_info& info,
                                    rte_mempool* pool) {
