@@ -189,8 +189,8 @@ inline bool ct_l4_checksum(const uint8_t* frame, uint32_t len, const PacketLayou
 
 /// Whether the packet's checksums are right and its UDP length fits, as far as the offload
 /// flags `rx` leave to software, and it carries no IPv4 source route. A fragment's transport
-/// checksum is not checked (it covers the whole datagram). Packets the parser accepted only: the
-/// headers are within the first segment at frame. Context: fast path.
+/// checksum and UDP length are not checked (they cover the whole datagram). Packets the parser
+/// accepted only: the headers are within the first segment at frame. Context: fast path.
 /// @param len  the whole frame's length; when l.segmented, rx must carry the transport
 ///             checksum's verdict (a packet whose transport checksum is left unknown is invalid)
 /// @return false when conntrack must treat the packet as invalid
@@ -218,8 +218,12 @@ inline bool ct_packet_intact(const uint8_t* frame, uint32_t len, const PacketLay
     const uint32_t l4_len = end - l4;
     const uint8_t* p = frame + l4;
     const bool udp = k.ip_proto == IPPROTO_UDP;
-    // Linux: a UDP length beyond the datagram (or below the header) is malformed.
-    if (udp && l4_len >= 8 && (load_be16(p + 4) > l4_len || load_be16(p + 4) < 8)) return false;
+    // Linux: a UDP length beyond the datagram (or below the header) is malformed. A first
+    // fragment holds part of the datagram only, and its UDP length and transport checksum cover
+    // the whole (Linux checks both after nf_defrag has reassembled it).
+    if (udp && l4_len >= 8 && (load_be16(p + 4) > l4_len || load_be16(p + 4) < 8) &&
+        !is_fragment(frame, l, k))
+        return false;
     const uint8_t l4rx = rx & kCsumL4Mask;
     if (l4rx == kCsumL4Bad) return false;
     if (l4rx != kCsumUnknown) return true;

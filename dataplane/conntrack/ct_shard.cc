@@ -21,6 +21,8 @@
 namespace ferry {
 namespace {
 
+constexpr uint8_t kTcpFlagRst = 0x04;
+
 bool is_icmp(uint8_t proto) {
     return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
 }
@@ -366,6 +368,13 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         hint.found() && table_->live(hint.index) && table_->entry(hint.index).tuple[hint.dir] == t
             ? hint
             : table_->lookup(t);
+    if (ref.found() && !(table_->entry(ref.index).flags & kCtfRedirect) &&
+        table_->entry(ref.index).expires_ms <= now_ms) {
+        // Past its deadline, which the aging walk has not reached yet: gone, as netfilter's
+        // lookup skips an expired entry.
+        remove(ref.index);
+        ref = CtRef{};
+    }
     if (ref.found() && (table_->entry(ref.index).flags & kCtfRedirect)) {
         CtEntry& r = table_->entry(ref.index);
         r.expires_ms = now_ms + redirect_ttl_ms(r.tuple[0].proto);
@@ -421,7 +430,13 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
             const TcpVerdict v = tcp_track(e.tcp, ref.dir, *seg, (e.flags & kCtfLiberal) != 0);
             if (v == TcpVerdict::kIgnore) {
                 // Passes as a packet of the connection, which it leaves as it is (not even its
-                // deadline): netfilter's answer to a client restarting on the same port.
+                // deadline): netfilter's answer to a client restarting on the same port, and to
+                // the segments it does not track. Only that the reply side was heard from is
+                // kept, as netfilter keeps it for any reply it lets through.
+                if (ref.dir == 1 && !(e.flags & kCtfSeenReply)) {
+                    e.flags |= kCtfSeenReply;
+                    e.port[1] = key->in_port;
+                }
                 key->ct_state |= ((e.flags & kCtfSeenReply) ? kCtEstablished : kCtNew) |
                                  (ref.dir == 1 ? kCtReply : 0);
                 key->ct_mark = e.mark;
@@ -448,6 +463,11 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
             }
         }
         if (ref.found()) {
+            // A RST before any reply (the answer to a SYN, or the opener giving up) leaves no
+            // connection, as netfilter kills one "whose only reply is a RST": the entry
+            // expires now, and the next packet of the tuple finds it gone.
+            const bool rst_unreplied = t.proto == IPPROTO_TCP && (seg->flags & kTcpFlagRst) != 0 &&
+                                       !(e.flags & kCtfSeenReply);
             if (ref.dir == 1 && !(e.flags & kCtfSeenReply)) {
                 e.flags |= kCtfSeenReply;
                 e.port[1] = key->in_port;
@@ -461,7 +481,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
                 if (e.packets[0] >= 2 && e.packets[1] >= 2) e.flags |= kCtfAssured;
             }
             if (p.commit && p.set_mark) e.mark = p.mark;
-            e.expires_ms = now_ms + timeout_ms(e);
+            e.expires_ms = rst_unreplied ? now_ms : now_ms + timeout_ms(e);
             key->ct_state |= (e.flags & kCtfSeenReply) ? kCtEstablished : kCtNew;
             if (ref.dir == 1) key->ct_state |= kCtReply;
             key->ct_mark = e.mark;

@@ -182,13 +182,13 @@ constexpr TransitionRow row(S... next) {
 //  SYN_SENT     orig SYN retransmission (stay); reply SYN+ACK -> SYN_RECV; reply SYN
 //               (simultaneous open) -> SYN_SENT2; RST -> CLOSE. No data, no FIN yet.
 //  SYN_SENT2    SYN retransmissions either way (stay); SYN+ACK either way -> SYN_RECV; RST.
-//  SYN_RECV     orig ACK -> ESTABLISHED; reply ACK, SYN+ACK retransmissions and the orig SYN
-//               retransmitted after a lost SYN+ACK (stay); FIN either way -> FIN_WAIT; RST.
-//  ESTABLISHED  ACK/data either way (stay); reply SYN+ACK retransmitted after a lost final ACK
-//               (stay); FIN either way -> FIN_WAIT; RST. A new SYN from orig (a client that
-//               restarted on the same port) is ignored: it passes and changes nothing, so the
-//               server can answer with a challenge ACK, and the client's RST to that ends the
-//               old connection (netfilter does the same, in FIN_WAIT..LAST_ACK too).
+//  SYN_RECV     orig ACK -> ESTABLISHED; reply ACK and the orig SYN retransmitted after a
+//               lost SYN+ACK (stay); FIN either way -> FIN_WAIT; RST.
+//  ESTABLISHED  ACK/data either way (stay); FIN either way -> FIN_WAIT; RST. A new SYN from
+//               orig (a client that restarted on the same port) is ignored: it passes and
+//               changes nothing, so the server can answer with a challenge ACK, and the client's
+//               RST to that ends the old connection (netfilter does the same, in
+//               FIN_WAIT..LAST_ACK too).
 //  FIN_WAIT     the closer's FIN retransmitted (stay); the other side's ACK covering the FIN ->
 //               CLOSE_WAIT, its other ACKs/data (stay); the other side's FIN -> LAST_ACK; RST.
 //  CLOSE_WAIT   ACK/data from the side still open (stay); its FIN -> LAST_ACK; RST.
@@ -197,6 +197,10 @@ constexpr TransitionRow row(S... next) {
 //               timeout covers it); FIN retransmissions and other ACKs (stay); RST.
 //  TIME_WAIT    late ACKs/FINs (stay); orig SYN -> kReopen; RST -> CLOSE.
 //  CLOSE        stragglers (stay); orig SYN -> kReopen.
+// Ignored as netfilter ignores them (kIgnore: passes, changes nothing, as the endpoint will
+// answer with a RST or a SYN+ACK that tells): a reply ACK in SYN_SENT or SYN_SENT2 (a half-open
+// connection the firewall missed the start of), a reply SYN+ACK once in SYN_RECV (a
+// retransmission, or the answer to an ignored SYN).
 // Indexed [direction][segment class][current state].
 constexpr TransitionRow kTransitions[2][kNumClasses] = {
     {
@@ -211,9 +215,9 @@ constexpr TransitionRow kTransitions[2][kNumClasses] = {
     {
         // Reply direction.       NO   SS   S2   SR   ES   FW   CW   LA   TW   CL
         /* SYN     */ row(sIV, sS2, sS2, sIV, sIV, sIV, sIV, sIV, sIV, sIV),
-        /* SYN+ACK */ row(sIV, sSR, sSR, sSR, sES, sIV, sIV, sIV, sIV, sIV),
+        /* SYN+ACK */ row(sIV, sSR, sSR, sIG, sIG, sIG, sIG, sIG, sIG, sIG),
         /* FIN     */ row(sIV, sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL),
-        /* ACK     */ row(sIV, sIV, sIV, sSR, sES, sCW, sCW, sTW, sTW, sCL),
+        /* ACK     */ row(sIV, sIG, sIG, sSR, sES, sCW, sCW, sTW, sTW, sCL),
         /* RST     */ row(sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL),
         /* invalid */ row(sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV),
     },
@@ -280,12 +284,29 @@ void agree_window_scale(TcpPeer& a, TcpPeer& b) {
     if ((a.flags & b.flags & kTcpPeerWindowScale) == 0) a.scale = b.scale = 0;
 }
 
+// TcpConn::last_data: what the last segment tracked or ignored was.
+constexpr uint8_t kLastOther = 0;
+constexpr uint8_t kLastAck = 1;      // an accepted plain ACK (data or not): ends a data train
+constexpr uint8_t kLastIgnored = 2;  // a SYN or ACK the table ignored (sIG)
+
+/// What the sequence bounds make of a segment.
+enum class WindowVerdict : uint8_t {
+    kIn,      // in window: the tracking values were updated
+    kOut,     // invalid: nothing changed
+    kIgnore,  // passes without tracking (netfilter's NFCT_TCP_IGNORE), see track_window
+};
+
 /// The four bounds of Rooij's "Real stateful TCP packet filtering", checked on a segment from
 /// `dir`, and the tracking updates an accepted segment brings. Works on copies of both peers and
 /// commits them only when the segment passes (or `liberal`, which skips the checks but keeps the
-/// values current), so a refused segment leaves no trace. Context: fast path.
-/// @return true when the segment is in window (always with `liberal`).
-bool track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal) {
+/// values current), so a refused segment leaves no trace.
+/// As netfilter since Linux 6.1, two kinds of segment pass without being tracked (kIgnore):
+/// one entirely older than a window behind, or acknowledging older than a window behind (an
+/// overly delayed duplicate, which the endpoint discards), and one that overshoots the right
+/// edge by at most the receiver's largest window while its other bounds hold (stacks that send
+/// more than the window allows; its end is recorded so that the ACK for it is not refused).
+/// Context: fast path. @return the verdict (kIn always with `liberal`).
+WindowVerdict track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal) {
     TcpPeer s = c.peer[dir];      // sender
     TcpPeer r = c.peer[dir ^ 1];  // receiver
     const bool syn = (seg.flags & kFlagSyn) != 0;
@@ -310,7 +331,7 @@ bool track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal)
                 // hold it against: the opening SYN, or the reply's SYN of a simultaneous open.
                 c.peer[dir] = s;
                 c.peer[dir ^ 1] = r;
-                return true;
+                return WindowVerdict::kIn;
             }
         } else {
             // Picked up mid-stream (or a RST answering our SYN): trust this segment for the
@@ -353,18 +374,40 @@ bool track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal)
     if (has_ack && seg.has_sack && (r.flags & kTcpPeerSackPerm) != 0 &&
         seq_after(seg.sack_right, ack))
         sack = seg.sack_right;
-    const bool in_window =
-        // I: the segment starts within what the receiver allowed (its ack + scaled window);
-        // RFC 793 accepts one straddling the right edge (the receiver keeps what fits).
-        !seq_after(seq, s.maxend) &&
-        // II: it ends no earlier than one receiver window behind the data already sent
-        // (receiver's window still unknown: no lower bound).
-        (r.maxwin == 0 || !seq_before(end, s.end - r.maxwin)) &&
-        // III: no ACK (or SACK) of data the receiver has not sent.
-        !seq_after(sack, r.end) &&
-        // IV: no ACK older than one window behind the receiver's data.
-        !seq_before(sack, r.end - max_ack_window);
-    if (!in_window && !liberal) return false;
+    // Each bound is written as netfilter writes it (before(a, b + 1) rather than !after(a, b)):
+    // the two differ for values 2^31 apart, where "before" and "after" both hold.
+    // I: the segment starts within what the receiver allowed (its ack + scaled window);
+    // RFC 793 accepts one straddling the right edge (the receiver keeps what fits).
+    const bool seq_ok = seq_before(seq, s.maxend + 1);
+    // II: it ends no earlier than one receiver window behind the data already sent.
+    const bool end_ok = seq_after(end, s.end - r.maxwin - 1);
+    // III: no ACK (or SACK) of data the receiver has not sent.
+    const bool ack_not_ahead = seq_before(sack, r.end + 1);
+    // IV: no ACK older than one window behind the receiver's data.
+    const bool ack_not_behind = seq_after(sack, r.end - max_ack_window - 1);
+    if (!liberal) {
+        if (!seq_ok) {
+            // Past the right edge: netfilter lets a segment overshoot it by up to the receiver's
+            // largest window when everything else holds, and records its end.
+            const uint32_t overshot = end - s.maxend + 1;
+            if (r.maxwin != 0 && end_ok && ack_not_ahead && ack_not_behind &&
+                overshot <= r.maxwin) {
+                s.end = end;
+                c.peer[dir] = s;
+                c.peer[dir ^ 1] = r;
+                return WindowVerdict::kIgnore;
+            }
+            return WindowVerdict::kOut;
+        }
+        if (!ack_not_ahead) return WindowVerdict::kOut;
+        // Receiver's window still unknown: no lower bound.
+        if ((r.maxwin != 0 && !end_ok) || !ack_not_behind) {
+            // What the first segment of a side set up stays, as in netfilter.
+            c.peer[dir] = s;
+            c.peer[dir ^ 1] = r;
+            return WindowVerdict::kIgnore;
+        }
+    }
 
     // RFC 7323: the window of a SYN is never scaled.
     if (!syn) win <<= s.scale;
@@ -387,7 +430,7 @@ bool track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liberal)
     }
     c.peer[dir] = s;
     c.peer[dir ^ 1] = r;
-    return true;
+    return WindowVerdict::kIn;
 }
 
 constexpr std::string_view kTcpStateNames[] = {
@@ -449,7 +492,7 @@ bool rst_refine(const TcpConn& c, unsigned dir, const TcpSegment& seg, TcpState*
     if (seg.seq == 0 && !established) return true;  // an answer to a SYN let through
     if (seq_before(seg.seq, c.maxack[rcv])) return false;
     if (!established || seg.seq == c.maxack[rcv]) return true;
-    if (c.last_data && c.last_dir == dir && seg.seq == c.last_end) return true;
+    if (c.last_data == kLastAck && c.last_dir == dir && seg.seq == c.last_end) return true;
     *next = c.state;
     return true;
 }
@@ -464,14 +507,32 @@ TcpVerdict tcp_track(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liber
     TcpState next = kTransitions[dir][static_cast<size_t>(cls)].next[static_cast<size_t>(c.state)];
     if (next == sIV) return TcpVerdict::kInvalid;
     if (next == sRO) return TcpVerdict::kReopen;
-    if (next == sIG) return TcpVerdict::kIgnore;
-    if (cls == SegClass::kRst && !rst_refine(c, dir, seg, &next)) return TcpVerdict::kInvalid;
-    // A SYN+ACK answering a SYN must acknowledge exactly that SYN (netfilter: ISN + 1).
-    if (cls == SegClass::kSynAck && c.state <= TcpState::kSynRecv &&
-        (c.peer[dir ^ 1].flags & kTcpPeerMaxAckSet) != 0 && seg.ack != c.peer[dir ^ 1].end)
+    if (next == sIG) {
+        // Netfilter remembers a SYN or ACK it ignored (a client restarting on the same port, a
+        // half-open connection): a RST acknowledging exactly that segment answers it.
+        if (cls == SegClass::kSyn || cls == SegClass::kAck) {
+            c.last_dir = static_cast<uint8_t>(dir);
+            c.last_data = kLastIgnored;
+            c.last_end = seg.seq + seg.payload_len + (cls == SegClass::kSyn ? 1u : 0u);
+        }
+        return TcpVerdict::kIgnore;
+    }
+    // Such a RST ends the connection without the RFC 5961 and window checks: it may acknowledge
+    // a sequence space the ignored segment started, which tracking never saw. Netfilter reads
+    // the acknowledgement field whether or not the ACK flag is set. So does any RST once the
+    // connection is closing (FIN_WAIT on): netfilter skips the checks there, as the tuple may
+    // already belong to a new connection its values know nothing of.
+    const bool unchecked_rst =
+        cls == SegClass::kRst &&
+        ((c.last_data == kLastIgnored && seg.ack == c.last_end) || c.state >= TcpState::kFinWait);
+    if (cls == SegClass::kRst && !unchecked_rst && !rst_refine(c, dir, seg, &next))
         return TcpVerdict::kInvalid;
     next = close_refine(c, dir, cls, seg, next);
-    if (!track_window(c, dir, seg, liberal)) return TcpVerdict::kInvalid;
+    // A SYN+ACK answering a SYN is held to the window like any segment: it may not acknowledge
+    // beyond the SYN, and one acknowledging more than a window below it is ignored.
+    const WindowVerdict w = unchecked_rst ? WindowVerdict::kIn : track_window(c, dir, seg, liberal);
+    if (w == WindowVerdict::kOut) return TcpVerdict::kInvalid;
+    if (w == WindowVerdict::kIgnore) return TcpVerdict::kIgnore;
     if (cls == SegClass::kFin) c.peer[dir].flags |= kTcpPeerCloseInit;
     if ((seg.flags & kFlagAck) != 0 && cls != SegClass::kRst) {
         const uint8_t bit = static_cast<uint8_t>(1u << dir);
@@ -479,7 +540,7 @@ TcpVerdict tcp_track(TcpConn& c, unsigned dir, const TcpSegment& seg, bool liber
         c.maxack_set |= bit;
     }
     c.last_dir = static_cast<uint8_t>(dir);
-    c.last_data = cls == SegClass::kAck;
+    c.last_data = cls == SegClass::kAck ? kLastAck : kLastOther;
     c.last_end = seg.seq + seg.payload_len + (cls == SegClass::kSyn || cls == SegClass::kSynAck) +
                  (cls == SegClass::kFin);
     c.state = next;

@@ -50,14 +50,15 @@ struct TcpConn {
     TcpPeer peer[2];
     TcpState state;
     uint8_t maxack_set;  // bit d: maxack[d] is valid (side d sent an accepted ACK)
-    uint8_t last_dir;    // direction of the last segment accepted
-    uint8_t last_data;   // the last segment accepted was a plain ACK (data or not)
+    uint8_t last_dir;    // direction of the last segment accepted (or ignored, see last_data)
+    uint8_t last_data;   // 1: the last segment accepted was a plain ACK (data or not); 2: the
+                         // last one was a SYN or ACK ignored by the state table (ct_tcp.cc)
     uint32_t retrans;    // consecutive identical retransmissions (for diagnostics)
     // What RFC 5961's exact-RST check needs, as netfilter keeps it (td_maxack, last_end). Not in
     // the migration stream: a connection moved here has maxack_set 0, so its first RSTs are
     // checked against the window only, as netfilter does before it has seen an ACK.
     uint32_t maxack[2];  // highest ACK side d sent: what it expects next from the other side
-    uint32_t last_end;   // sequence end of the last segment accepted
+    uint32_t last_end;   // sequence end of the last segment accepted (or ignored)
 };
 static_assert(sizeof(TcpConn) == 52);
 
@@ -95,9 +96,11 @@ enum class TcpVerdict : uint8_t {
     kInvalid,  // flags invalid in this state or out of window: count as +inv, state unchanged
     kReopen,   // a SYN on a connection in TIME_WAIT/CLOSE: the caller drops the old entry and
                // tracks the segment as a new connection
-    kIgnore,   // a SYN from the original side of a connection past the handshake (a client that
-               // restarted on the same port): passes untracked, nothing changes, so the server
-               // can answer with a challenge ACK (netfilter's TCP_CONNTRACK_IGNORE)
+    kIgnore,   // passes as a packet of the connection, which it leaves as it is (but for what
+               // a RST answering the segment needs, TcpConn::last_data): a SYN from the
+               // original side past the handshake (a client that restarted on the same port),
+               // so the server can answer with a challenge ACK (netfilter's
+               // TCP_CONNTRACK_IGNORE), and the segments netfilter ignores (see ct_tcp.cc)
 };
 
 /// Tracks one segment of a known connection: the state transition and the window checks.

@@ -235,11 +235,11 @@ def test_tcp_liberal_zone_skips_window_checks(ctb):
 def test_tcp_window_scaling(ctb, client_scales):
     """CLIENT:40025 -> SERVER:80: the SYN carries window 512 and (both_scale) the window-scale
     option 7, the SYN+ACK window 512 and scale 7 in both cases; the client's ACK advertises 512.
-    Then the server sends 1000 bytes at seq 5001 + 60000, then 1000 bytes at 5001 + 70000.
+    Then the server sends 1000 bytes at seq 5001 + 60000, then 1000 bytes at 5001 + 140000.
 
     Expects, when both SYNs carry the option, the client's window to be 512 << 7 = 65536 bytes:
-    the first segment (ending 61000 past the ACK) forwarded, the second (ending 71000 past it)
-    +inv and dropped. When only the server offers scaling, RFC 7323 turns it off both ways:
+    the first segment (ending 61000 past the ACK) forwarded, the second (starting more than a
+    window past the right edge, beyond what netfilter lets overshoot it) +inv and dropped. When only the server offers scaling, RFC 7323 turns it off both ways:
     the window is 512 bytes and both segments are dropped. The connection stays ESTABLISHED.
     """
     b = ctb(rules=stateful_rules())
@@ -251,7 +251,7 @@ def test_tcp_window_scaling(ctb, client_scales):
     b.phase([synack], out={"inside": [synack]})
     b.phase([ack], out={"outside": [ack]})
     inside = srv(40025, "PA", 5001 + 60000, 1001, b"i" * 1000, window=512)
-    beyond = srv(40025, "PA", 5001 + 70000, 1001, b"o" * 1000, window=512)
+    beyond = srv(40025, "PA", 5001 + 140000, 1001, b"o" * 1000, window=512)
     if client_scales:
         b.phase([inside, beyond], out={"inside": [inside]}, drops={"rule_drop": 1})
     else:

@@ -815,5 +815,34 @@ TEST_F(CtShardTest, SourceRoutedPacketIsInvalid) {
     EXPECT_EQ(st(run(build(spec), commit(), 0).state()), "+trk+new");
 }
 
+// Netfilter's half-open case: while the connection waits for the SYN-ACK, a reply ACK passes
+// untracked (+est+rpl: the reply side is heard from), and the state stays SYN_SENT.
+TEST_F(CtShardTest, TcpReplyAckBeforeSynAckPassesUntracked) {
+    const TcpFlow f;
+    run(f.syn(), commit(), 0);
+    const Out o = run(f.from_server(kAck, f.s_isn + 1, f.c_isn + 1), track(), 10);
+    EXPECT_EQ(st(o.state()), "+trk+est+rpl");
+    const CtEntry* e = find(f.orig());
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->tcp.state, TcpState::kSynSent);
+    EXPECT_TRUE(e->flags & kCtfSeenReply);
+    EXPECT_EQ(e->expires_ms, 1000ull * timeouts_.tcp[1]);  // the deadline set by the SYN
+}
+
+// A RST before any reply leaves no connection (netfilter kills one "whose only reply is a
+// RST"): the RST passes, and the client's next ACK finds nothing (+inv), its next SYN opens.
+TEST_F(CtShardTest, TcpRstBeforeAnyReplyLeavesNoConnection) {
+    const TcpFlow f;
+    run(f.syn(), commit(), 0);
+    Out o = run(f.from_server(kRst | kAck, 0, f.c_isn + 1), track(), 10);
+    EXPECT_EQ(st(o.state()), "+trk+est+rpl");
+    o = run(f.from_client(kAck, f.c_isn + 1, f.s_isn + 1), track(), 11);
+    EXPECT_EQ(st(o.state()), "+trk+inv");
+    EXPECT_EQ(find(f.orig()), nullptr);
+    o = run(f.syn(), commit(), 12);
+    EXPECT_EQ(st(o.state()), "+trk+new");
+    ASSERT_NE(find(f.orig()), nullptr);
+}
+
 }  // namespace
 }  // namespace ferry
