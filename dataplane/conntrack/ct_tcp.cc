@@ -182,8 +182,7 @@ constexpr TransitionRow row(S... next) {
 //  SYN_SENT     orig SYN retransmission (stay); reply SYN+ACK -> SYN_RECV; reply SYN
 //               (simultaneous open) -> SYN_SENT2; RST -> CLOSE. No data, no FIN yet.
 //  SYN_SENT2    SYN retransmissions either way (stay); SYN+ACK either way -> SYN_RECV; RST.
-//  SYN_RECV     orig ACK -> ESTABLISHED; reply ACK and the orig SYN retransmitted after a
-//               lost SYN+ACK (stay); FIN either way -> FIN_WAIT; RST.
+//  SYN_RECV     orig ACK -> ESTABLISHED; reply ACK (stay); FIN either way -> FIN_WAIT; RST.
 //  ESTABLISHED  ACK/data either way (stay); FIN either way -> FIN_WAIT; RST. A new SYN from
 //               orig (a client that restarted on the same port) is ignored: it passes and
 //               changes nothing, so the server can answer with a challenge ACK, and the client's
@@ -200,12 +199,13 @@ constexpr TransitionRow row(S... next) {
 // Ignored as netfilter ignores them (kIgnore: passes, changes nothing, as the endpoint will
 // answer with a RST or a SYN+ACK that tells): a reply ACK in SYN_SENT or SYN_SENT2 (a half-open
 // connection the firewall missed the start of), a reply SYN+ACK once in SYN_RECV (a
-// retransmission, or the answer to an ignored SYN).
+// retransmission, or the answer to an ignored SYN), an orig SYN once in SYN_RECV (a
+// retransmission after a lost SYN+ACK).
 // Indexed [direction][segment class][current state].
 constexpr TransitionRow kTransitions[2][kNumClasses] = {
     {
         // Original direction.    NO   SS   S2   SR   ES   FW   CW   LA   TW   CL
-        /* SYN     */ row(sSS, sSS, sS2, sSR, sIG, sIG, sIG, sIG, sRO, sRO),
+        /* SYN     */ row(sSS, sSS, sS2, sIG, sIG, sIG, sIG, sIG, sRO, sRO),
         /* SYN+ACK */ row(sSR, sIV, sSR, sSR, sIV, sIV, sIV, sIV, sIV, sIV),
         /* FIN     */ row(sFW, sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL),
         /* ACK     */ row(sES, sIV, sIV, sES, sES, sCW, sCW, sTW, sTW, sCL),
@@ -299,7 +299,8 @@ enum class WindowVerdict : uint8_t {
 /// The four bounds of Rooij's "Real stateful TCP packet filtering", checked on a segment from
 /// `dir`, and the tracking updates an accepted segment brings. Works on copies of both peers and
 /// commits them only when the segment passes (or `liberal`, which skips the checks but keeps the
-/// values current), so a refused segment leaves no trace.
+/// values current), so a refused segment leaves no trace, except that the first segment of a
+/// side sets that side up whatever its verdict, as in netfilter.
 /// As netfilter since Linux 6.1, two kinds of segment pass without being tracked (kIgnore):
 /// one entirely older than a window behind, or acknowledging older than a window behind (an
 /// overly delayed duplicate, which the endpoint discards), and one that overshoots the right
@@ -318,7 +319,17 @@ WindowVerdict track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool
     uint32_t ack = seg.ack;
     uint32_t win = seg.window;
 
-    if ((s.flags & kTcpPeerMaxAckSet) == 0) {
+    // The first segment of a side sets its sequence space up; netfilter keeps that even when the
+    // segment then fails the bounds, so later segments are measured against it.
+    const bool first_of_side = (s.flags & kTcpPeerMaxAckSet) == 0;
+    const auto refuse = [&] {
+        if (first_of_side) {
+            c.peer[dir] = s;
+            c.peer[dir ^ 1] = r;
+        }
+        return WindowVerdict::kOut;
+    };
+    if (first_of_side) {
         // First segment from this side: it defines the side's sequence space.
         if (syn) {
             s.end = s.maxend = end;
@@ -397,9 +408,9 @@ WindowVerdict track_window(TcpConn& c, unsigned dir, const TcpSegment& seg, bool
                 c.peer[dir ^ 1] = r;
                 return WindowVerdict::kIgnore;
             }
-            return WindowVerdict::kOut;
+            return refuse();
         }
-        if (!ack_not_ahead) return WindowVerdict::kOut;
+        if (!ack_not_ahead) return refuse();
         // Receiver's window still unknown: no lower bound.
         if ((r.maxwin != 0 && !end_ok) || !ack_not_behind) {
             // What the first segment of a side set up stays, as in netfilter.

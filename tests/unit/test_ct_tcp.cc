@@ -154,6 +154,15 @@ protected:
             << "refused segment left a trace";
     }
 
+    /// Expects the server's first segment `s` refused with the client's side and the state as
+    /// they were: only the server's side is set up from it (netfilter keeps that).
+    void expect_invalid_keeps_client(const TcpSegment& s) {
+        const TcpConn before = conn_;
+        EXPECT_EQ(tcp_track(conn_, kReply, s, liberal_), TcpVerdict::kInvalid);
+        EXPECT_EQ(std::memcmp(&before.peer[kOrig], &conn_.peer[kOrig], sizeof(TcpPeer)), 0);
+        EXPECT_EQ(conn_.state, before.state);
+    }
+
     /// Expects `s` from `dir` to pass untracked: kIgnore, nothing in the connection changed.
     void expect_ignored_untouched(unsigned dir, const TcpSegment& s) {
         const TcpConn before = conn_;
@@ -511,7 +520,7 @@ TEST_F(TcpTrack, RstAnsweringSynClosesSynSent) {
 
 TEST_F(TcpTrack, RstNotAcknowledgingOurSynIsInvalid) {
     start();
-    expect_invalid_untouched(kReply, segment(kRst | kAck, 0, kClientIsn + 90000, 0, 0));
+    expect_invalid_keeps_client(segment(kRst | kAck, 0, kClientIsn + 90000, 0, 0));
     EXPECT_EQ(state(), TcpState::kSynSent);
 }
 
@@ -778,7 +787,9 @@ TEST_F(TcpTrack, RstEndingADataTrainCloses) {
 // (Linux 6.18 lets ISN + 1 - 1000 through) is accepted.
 TEST_F(TcpTrack, SynAckIsHeldToTheAckBounds) {
     start();
-    expect_invalid_untouched(kReply, segment(kSyn | kAck, kServerIsn, kClientIsn + 1 + 5));
+    expect_invalid_keeps_client(segment(kSyn | kAck, kServerIsn, kClientIsn + 1 + 5));
+    // The refused SYN+ACK still set the server's side up, as netfilter does.
+    EXPECT_EQ(conn_.peer[kReply].end, kServerIsn + 1);
     EXPECT_EQ(
         tcp_track(conn_, kReply, segment(kSyn | kAck, kServerIsn, kClientIsn - 100'000), false),
         TcpVerdict::kIgnore);
