@@ -32,8 +32,10 @@ import struct
 import subprocess
 import time
 
+from ct_util import inet_sum
 from ferry_harness import Ferryd
 
+NFT = shutil.which("nft") or "/usr/sbin/nft"
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 CLONE_NEWNET = 0x40000000
@@ -141,21 +143,12 @@ def barrier_l3(outbound, n):
     udp = struct.pack("!HHHH", 9, 9, 8 + len(payload), 0) + payload
     ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
                                socket.inet_aton(src), socket.inet_aton(dst)))
-    csum = _checksum(bytes(ip))
+    csum = ~inet_sum(bytes(ip)) & 0xFFFF
     ip[10:12] = struct.pack("!H", csum)
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, len(udp))
-    ucsum = _checksum(pseudo + udp) or 0xFFFF
+    ucsum = ~inet_sum(pseudo + udp) & 0xFFFF or 0xFFFF
     udp = udp[:6] + struct.pack("!H", ucsum) + udp[8:]
     return bytes(ip) + udp
-
-
-def _checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 class World:
@@ -270,7 +263,7 @@ class LinuxRouter(World):
             sysctl(ns[side], "net.ipv4.ip_forward", "0")
             run("ip", "-n", ns[side], "link", "set", ifs[side], "up")
         rt = ns["rt"]
-        res = subprocess.run(["ip", "netns", "exec", rt, "nft", "-f", "-"], capture_output=True,
+        res = subprocess.run(["ip", "netns", "exec", rt, NFT, "-f", "-"], capture_output=True,
                              text=True, input=NFT_POLICY % {"inside": ifs["rt_in"]})
         if res.returncode != 0:
             raise RuntimeError(f"nft -f failed: {res.stderr.strip()}")

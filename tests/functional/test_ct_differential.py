@@ -19,8 +19,6 @@ Reproduce a random run: FERRY_DIFF_SEED=<seed printed> pytest test_ct_differenti
 """
 import os
 import random
-import shutil
-import subprocess
 import sys
 
 import pytest
@@ -28,26 +26,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 
-TUN = "/dev/net/tun"
+from ferry_harness import tap_netns_unavailable  # noqa: E402
 
-
-def _why_unavailable():
-    """The reason this test cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "network namespaces, net_tap and nftables need root"
-    if not os.access(TUN, os.R_OK | os.W_OK):
-        return f"{TUN} is not usable"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (scripts/setup installs it)"
-    probe = f"ferrydiff-probe-{os.getpid()}"
-    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
-        return "ip netns add failed (no network namespace support)"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-_UNAVAILABLE = _why_unavailable()
+_UNAVAILABLE = tap_netns_unavailable(tools=("ip", "nft"))
 pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or "")
 
 if _UNAVAILABLE is None:

@@ -8,33 +8,21 @@ port 8888. Expects: rule.list shows the rule's offload state starting with "soft
 datagrams count as drops.rule_drop, the 8888 ones reach ferryd without being dropped by the rule.
 """
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from ferry_harness import Ferryd, wait_for  # noqa: E402
-
-TUN = "/dev/net/tun"
-
+from ferry_harness import Ferryd, tap_netns_unavailable, wait_for  # noqa: E402
 
 def _why_unavailable():
     """The reason this test cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "net_tap and network namespaces need root"
-    if not os.access(TUN, os.R_OK | os.W_OK):
-        return f"{TUN} is not usable"
-    if shutil.which("ip") is None:
-        return "iproute2 (ip) is not installed"
-    probe = f"ferry-nsprobe-{os.getpid()}"
-    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
-        return "ip netns add failed (no network namespace support)"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    if subprocess.run([sys.executable, "-c", "import scapy.all"], capture_output=True).returncode:
-        return f"scapy is not importable by {sys.executable}"
-    return None
+    why = tap_netns_unavailable()
+    if why is None and subprocess.run([sys.executable, "-c", "import scapy.all"],
+                                      capture_output=True).returncode:
+        why = f"scapy is not importable by {sys.executable}"
+    return why
 
 
 _UNAVAILABLE = _why_unavailable()

@@ -125,6 +125,23 @@ def counter_catalog(ferryd=None):
     return json.loads(out)
 
 
+def tap_netns_unavailable(tools=("ip",)):
+    """Why net_tap ports in network namespaces cannot be used here (root, /dev/net/tun, the
+    programs `tools`, `ip netns add`), or None when they can. Tests skip with the reason."""
+    if os.geteuid() != 0:
+        return "net_tap and network namespaces need root"
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return "/dev/net/tun is not usable"
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/setup installs it)"
+    probe = f"ferry-nsprobe-{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
+        return "ip netns add failed (no network namespace support)"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
 def build_kind(build=BUILD):
     """Which instruction set the build in `build` targets, from meson's record of its options:
     "native" (-Dnative=true: this machine's CPU, for benchmarks), "portable" (DPDK's baseline),
