@@ -1,6 +1,6 @@
 // The control socket's command table: every method is one row with its parameters and whether
 // it may run while workers run (BESS's habit). Methods that may not are run between a
-// Pauser::pause() and Pauser::resume(), never under an ad-hoc lock.
+// Pauser::pause() and Pauser::resume() (dataplane/pauser.h), never under an ad-hoc lock.
 #pragma once
 
 #include <functional>
@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dataplane/pauser.h"
 #include "dataplane/result.h"
 
 namespace ferry {
@@ -32,16 +33,6 @@ struct CommandSpec {
     bool safe_while_running;
     std::vector<ParamSpec> params;
     CommandHandler handler;
-};
-
-/// Stops and restarts the workers around an unsafe command. Context: control thread.
-class Pauser {
-public:
-    virtual ~Pauser() = default;
-    /// Pauses every worker at a safe point; returns an error (kBusy) if they do not stop in time,
-    /// in which case no worker is left paused.
-    virtual Status pause() = 0;
-    virtual void resume() = 0;
 };
 
 }  // namespace ferry

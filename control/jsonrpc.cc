@@ -110,18 +110,6 @@ std::string_view type_phrase(ParamType type) {
     return "?";
 }
 
-/// Resumes the workers when it leaves scope, whatever the handler did (BESS's one RAII pauser).
-class ResumeOnExit {
-public:
-    explicit ResumeOnExit(Pauser* pauser) : pauser_(pauser) {}
-    ~ResumeOnExit() { pauser_->resume(); }
-    ResumeOnExit(const ResumeOnExit&) = delete;
-    ResumeOnExit& operator=(const ResumeOnExit&) = delete;
-
-private:
-    Pauser* pauser_;
-};
-
 }  // namespace
 
 JsonRpcDispatcher::JsonRpcDispatcher(std::vector<CommandSpec> table, Pauser* pauser)
@@ -206,14 +194,14 @@ std::optional<std::string> JsonRpcDispatcher::handle_line(std::string_view line)
 /// @return {"result": value} or {"error": {code, message}}.
 json JsonRpcDispatcher::call(const CommandSpec& row, const json& params) {
     try {
-        std::optional<ResumeOnExit> resume;
+        // The one RAII pauser: the workers resume whatever the handler did.
+        std::optional<ScopedPause> paused;
         if (!row.safe_while_running && pauser_ != nullptr) {
-            Status paused = pauser_->pause();
-            if (!paused) {
-                return json{
-                    {"error", error_object(make_error(ErrorCode::kBusy, paused.error().message))}};
+            paused.emplace(*pauser_);
+            if (!*paused) {
+                return json{{"error", error_object(make_error(ErrorCode::kBusy,
+                                                              paused->status().error().message))}};
             }
-            resume.emplace(pauser_);
         }
         Result<json> result = row.handler(params);
         if (!result) return json{{"error", error_object(result.error())}};

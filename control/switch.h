@@ -24,6 +24,7 @@
 #include "control/rule_config.h"
 #include "control/rule_table.h"
 #include "dataplane/counters.h"
+#include "dataplane/pauser.h"
 #include "dataplane/port_table.h"
 #include "dataplane/result.h"
 #include "dataplane/worker.h"
@@ -38,32 +39,6 @@ class FlowCache;
 class ConntrackControl;
 class DpiControl;
 struct MeterSet;
-
-/// Pauses the workers for as long as it lives: its destructor (or release()) resumes them when
-/// the pause took, so no path out of a scope leaves them parked. Nests as pause()/resume() do
-/// (an inner one only counts; the outermost resumes). Context: control thread.
-class ScopedPause {
-public:
-    explicit ScopedPause(Pauser& p) : p_(&p), status_(p.pause()) {
-        if (!status_) p_ = nullptr;
-    }
-    ~ScopedPause() { release(); }
-    ScopedPause(const ScopedPause&) = delete;
-    ScopedPause& operator=(const ScopedPause&) = delete;
-
-    /// Whether this one holds the workers paused.
-    explicit operator bool() const { return p_ != nullptr; }
-    /// Why the pause did not take (kBusy: a worker did not stop in time); Ok while held.
-    const Status& status() const { return status_; }
-    /// Resumes now; later calls and the destructor do nothing.
-    void release() {
-        if (p_ != nullptr) std::exchange(p_, nullptr)->resume();
-    }
-
-private:
-    Pauser* p_;
-    Status status_;
-};
 
 class Switch : public Pauser {
 public:

@@ -1,10 +1,10 @@
-// ScopedPause (control/switch.h): the one way migration and takeover code pauses the workers.
+// ScopedPause (dataplane/pauser.h): the one way migration and takeover code pauses the workers.
 // Against a Pauser that counts nested pauses as Switch does, expects every pause that took to be
 // resumed exactly once (at the end of its scope or at release()), nested ones innermost first,
 // and a pause that did not take never to be resumed.
 #include <gtest/gtest.h>
 
-#include "control/switch.h"
+#include "dataplane/pauser.h"
 
 namespace ferry {
 namespace {
