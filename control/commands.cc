@@ -7,8 +7,7 @@
 #include "control/ct_control.h"
 #include "control/dpi_control.h"
 #include "control/log.h"
-#include "control/migration.h"
-#include "control/migration_session.h"
+#include "control/migrate_commands.h"
 #include "control/switch.h"
 #include "control/telemetry.h"
 #include "dataplane/rule.h"
@@ -283,7 +282,6 @@ std::vector<CommandSpec> make_commands(Switch& sw, std::function<nlohmann::json(
     add_ct_commands(t, sw);
     add_dpi_commands(t, sw);
     add_migrate_commands(t, sw);
-    add_migrate_session_commands(t, sw);
     // Telemetry's /ferry/stats, /ferry/ct, /ferry/dpi, /ferry/migration... run these rows'
     // handlers; the migration session is reachable only through them.
     telemetry_bind_methods(t);

@@ -26,14 +26,16 @@
 #include "control/eal_setup.h"
 #include "control/jsonrpc.h"
 #include "control/log.h"
-#include "control/migration.h"
+#include "control/migration_host.h"
 #include "control/rule_config.h"
 #include "control/sd_notify.h"
 #include "control/switch.h"
-#include "control/takeover.h"
 #include "control/telemetry.h"
 #include "ferry_version.h"
+#include "migrate/file_transport.h"
+#include "migrate/stages.h"
 #include "migrate/stream_reader.h"
+#include "migrate/takeover.h"
 
 namespace {
 
@@ -185,32 +187,18 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     // its ports before this one creates them.
     ferry::Takeover handover;
     if (!takeover.empty()) {
-        auto t = ferry::takeover_begin(takeover, 60);
+        std::vector<std::string> ports;
+        for (const ferry::PortConfig& p : cfg.ports) ports.push_back(p.name);
+        auto t = ferry::take_over(takeover, ports, 60, [](pid_t predecessor) {
+            ferry::notify_service_manager("STATUS=taking over from pid " +
+                                          std::to_string(predecessor));
+        });
         if (!t) {
             FERRY_LOG_ERROR("--takeover %s: %s", takeover.c_str(), t.error().message.c_str());
-            return kExitRuntime;
+            // The running switch's state does not fit this configuration: it goes on.
+            return t.error().code == ferry::ErrorCode::kInvalidParams ? kExitConfig : kExitRuntime;
         }
         handover = std::move(*t);
-        ferry::notify_service_manager("STATUS=taking over from pid " +
-                                      std::to_string(handover.predecessor_pid));
-        // Before the point of no return: the stream must read and its ports exist here.
-        auto state = ferry::read_stream(handover.stream.data(), handover.stream.size());
-        std::string why = state ? "" : state.error().message;
-        for (size_t i = 0; state && why.empty() && i < state->ports.size(); ++i) {
-            const std::string& name = state->ports[i].name;
-            if (std::none_of(cfg.ports.begin(), cfg.ports.end(),
-                             [&](const ferry::PortConfig& p) { return p.name == name; }))
-                why = "the running switch's port " + name + " is not in this configuration";
-        }
-        if (!why.empty()) {
-            FERRY_LOG_ERROR("--takeover: %s; the running ferryd goes on", why.c_str());
-            ferry::takeover_abort(handover, why);
-            return kExitConfig;
-        }
-        if (ferry::Status r = ferry::takeover_release(handover); !r) {
-            FERRY_LOG_ERROR("--takeover: %s", r.error().message.c_str());
-            return kExitRuntime;
-        }
         // Test only: a successor that dies right after the release (the predecessor must go
         // on by itself). Unset: nothing.
         if (const char* die = std::getenv("FERRY_TEST_TAKEOVER_DIE_AFTER_RELEASE"); die && *die)
@@ -225,16 +213,15 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     auto sw = ferry::Switch::create(cfg);
     if (!sw) return fail(sw.error().message, kExitConfig);
     ferry::Switch& s = *sw.value();
+    ferry::SwitchMigrationHost host(s);  // what the migration drivers see of it
     if (!takeover.empty()) {
-        auto state = ferry::read_stream(handover.stream.data(), handover.stream.size());
-        if (!state) return fail("--takeover: " + state.error().message, kExitRuntime);
-        auto r = ferry::MigrationControl(s).install(*state);
+        auto r = ferry::takeover_install(handover, host);
         if (!r) return fail("--takeover: " + r.error().message, kExitRuntime);
         FERRY_LOG_INFO("took over %zu connections from ferryd %s", r->connections,
-                       state->ferryd_version.c_str());
+                       handover.state.ferryd_version.c_str());
     }
     if (!restore.empty()) {
-        if (auto r = ferry::restore_from_file(s, restore); !r) {
+        if (auto r = ferry::restore_from_file(host, restore); !r) {
             FERRY_LOG_ERROR("--restore %s", r.error().message.c_str());
             return kExitConfig;
         }
@@ -293,7 +280,8 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     report_running(&ready_fd);
     // The next upgrade takes over from this one.
     const std::string takeover_path = cfg.control_socket + ".takeover";
-    auto successor = ferry::TakeoverListener::listen(takeover_path, s, *server.value());
+    ferry::SwitchTakeoverHost upgrade(s, *server.value());
+    auto successor = ferry::TakeoverListener::listen(takeover_path, host, upgrade);
     if (successor)
         server.value()->add_watch(successor.value()->fd(),
                                   [&successor] { successor.value()->on_readable(); });

@@ -19,9 +19,10 @@
 #include <vector>
 
 #include "control/log.h"
-#include "control/migration.h"
+#include "control/migration_host.h"
 #include "control/switch.h"
 #include "dataplane/mac_table.h"
+#include "migrate/stages.h"
 #include "migrate/stream_reader.h"
 #include "migrate/stream_writer.h"
 #include "migrate/vhost_device_state.h"
@@ -120,14 +121,15 @@ std::optional<T> on_control_thread(Switch& sw, std::function<T()> fn) {
 /// Retires what a confirmed SAVE sent, quietly (no packet): the guest left with it.
 /// Context: control.
 void retire_saved(Switch& sw, const std::string& port, const MigrationState& state) {
-    if (Status p = sw.pause(); !p) {
+    ScopedPause paused(sw);
+    if (!paused) {
         FERRY_LOG_WARN("port %s: cannot retire the moved connections now: %s", port.c_str(),
-                       p.error().message.c_str());
+                       paused.status().error().message.c_str());
         return;  // they expire like any idle connection
     }
-    MigrationControl mc(sw);
-    const size_t n = mc.retire(state, 0, state.connections.size());
-    sw.resume();
+    SwitchMigrationHost host(sw);
+    const size_t n = MigrationControl(host).retire(state, 0, state.connections.size());
+    paused.release();
     FERRY_LOG_INFO("port %s: the guest moved; %zu of its connections retired here", port.c_str(),
                    n);
 }
@@ -163,13 +165,14 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
         auto saved = on_control_thread<DeviceStateHooks::Saved>(*sw, [sw, port, path, t0] {
             const auto t1 = std::chrono::steady_clock::now();
             DeviceStateHooks::Saved out;
-            if (Status p = sw->pause(); !p) {
-                out.error = p.error().message;
+            ScopedPause paused(*sw);
+            if (!paused) {
+                out.error = paused.status().error().message;
                 return out;
             }
-            MigrationControl mc(*sw);
-            auto state = mc.capture(port);
-            sw->resume();
+            SwitchMigrationHost host(*sw);
+            auto state = MigrationControl(host).capture(port);
+            paused.release();
             if (!state) {
                 out.error = state.error().message;
                 return out;
@@ -224,10 +227,11 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
         auto shared = std::make_shared<MigrationState>(std::move(*state));
         out.install = [sw, shared]() -> std::string {
             auto r = on_control_thread<std::string>(*sw, [sw, shared]() -> std::string {
-                if (Status p = sw->pause(); !p) return p.error().message;
-                MigrationControl mc(*sw);
-                auto report = mc.install(*shared);
-                sw->resume();
+                ScopedPause paused(*sw);
+                if (!paused) return paused.status().error().message;
+                SwitchMigrationHost host(*sw);
+                auto report = MigrationControl(host).install(*shared);
+                paused.release();
                 if (!report) return report.error().message;
                 FERRY_LOG_INFO(
                     "port %s: installed %zu connections and %zu MACs from QEMU's "

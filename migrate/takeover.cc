@@ -1,4 +1,4 @@
-#include "control/takeover.h"
+#include "migrate/takeover.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,11 +13,9 @@
 #include <fstream>
 #include <thread>
 
-#include "control/control_server.h"
-#include "control/log.h"
-#include "control/migration.h"
-#include "control/sd_notify.h"
-#include "control/switch.h"
+#include "migrate/file_transport.h"
+#include "migrate/stages.h"
+#include "migrate/stream_reader.h"
 #include "migrate/stream_writer.h"
 #include "migrate/transport.h"
 
@@ -124,9 +122,9 @@ bool wait_gone(pid_t pid, std::chrono::milliseconds wait) {
 }  // namespace
 
 Result<std::unique_ptr<TakeoverListener>> TakeoverListener::listen(const std::string& path,
-                                                                   Switch& sw,
-                                                                   ControlServer& server) {
-    std::unique_ptr<TakeoverListener> l(new TakeoverListener(path, sw, server));
+                                                                   MigrationHost& host,
+                                                                   TakeoverHost& ferryd) {
+    std::unique_ptr<TakeoverListener> l(new TakeoverListener(path, host, ferryd));
     auto fd = transport_listen("unix:" + path);
     if (!fd) return fd.error();
     l->fd_ = *fd;
@@ -151,13 +149,15 @@ void TakeoverListener::on_readable() {
     socklen_t len = sizeof(cred);
     if (::getsockopt(*conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != ::getuid() && cred.uid != 0)) {
-        FERRY_LOG_WARN("takeover: refused a connection from uid %u", cred.uid);
+        host_.log(MigrateLog::kWarn, "takeover: refused a connection from uid %u", cred.uid);
         ::close(*conn);
         return;
     }
-    FERRY_LOG_INFO("takeover: ferryd pid %d asks to take over", static_cast<int>(cred.pid));
+    host_.log(MigrateLog::kInfo, "takeover: ferryd pid %d asks to take over",
+              static_cast<int>(cred.pid));
     successor_pid_ = cred.pid;
-    if (Status s = hand_over(*conn, cred.pid); !s) FERRY_LOG_WARN("%s", s.error().message.c_str());
+    if (Status s = hand_over(*conn, cred.pid); !s)
+        host_.log(MigrateLog::kWarn, "%s", s.error().message.c_str());
     ::close(*conn);
 }
 
@@ -165,14 +165,14 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     auto hello = read_line(conn, in_seconds(5));
     if (!hello || *hello + "\n" != kHello)
         return make_error(ErrorCode::kFailed, "takeover: not a ferryd asking to take over");
-    ScopedPause paused(sw_);
+    ScopedPause paused(host_.workers());
     if (!paused) return paused.status().error();
-    auto state = MigrationControl(sw_).capture(std::nullopt);
+    auto state = MigrationControl(host_).capture(std::nullopt);
     if (!state) return state.error();
     const std::vector<uint8_t> stream = write_stream(*state);
     const Deadline deadline = in_seconds(60);
     Status sent = transport_send(conn, stream.data(), stream.size(), deadline);
-    if (sent) sent = send_fd(conn, server_.listen_fd());
+    if (sent) sent = send_fd(conn, ferryd_.control_socket_fd());
     auto reply = sent ? read_line(conn, deadline) : Result<std::string>(sent.error());
     if (!reply || *reply != "RELEASE") {
         // ABORT: the successor found it cannot take this state; nothing changed here, and
@@ -184,17 +184,18 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     // The point of no return: the successor has the state and the control socket.
     const std::string checkpoint = path_ + ".checkpoint";
     if (Status w = write_file_atomic(checkpoint, stream); !w)
-        FERRY_LOG_WARN("takeover: %s", w.error().message.c_str());
+        host_.log(MigrateLog::kWarn, "takeover: %s", w.error().message.c_str());
     paused.release();  // release_ports() stops the workers, which must not be parked then
-    sw_.release_ports();
+    ferryd_.release_ports();
     send_text(conn, "RELEASED\n", deadline);
     auto done = read_line(conn, in_seconds(120));
     if (done && *done == "DONE") {
-        server_.hand_over();  // the socket is the successor's now
-        sw_.request_shutdown();
+        ferryd_.control_socket_handed_over();  // the socket is the successor's now
+        ferryd_.request_shutdown();
         outcome_ = Outcome::kHandedOver;
-        FERRY_LOG_INFO("takeover: the successor runs; %zu connections handed over, exiting",
-                       state->connections.size());
+        host_.log(MigrateLog::kInfo,
+                  "takeover: the successor runs; %zu connections handed over, exiting",
+                  state->connections.size());
         ::unlink(checkpoint.c_str());
         return Ok{};
     }
@@ -203,21 +204,21 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     // may hold them, is gone) and goes on where it stopped.
     const std::string why = done ? *done : done.error().message;
     Status back = wait_gone(successor, std::chrono::seconds(10))
-                      ? sw_.reclaim_ports()
+                      ? ferryd_.reclaim_ports()
                       : Status(make_error(ErrorCode::kFailed, "the successor did not exit"));
     if (back) {
         ::unlink(checkpoint.c_str());
         // The successor may have named itself the unit's main process before it failed.
-        notify_service_manager("MAINPID=" + std::to_string(::getpid()) +
-                               "\nSTATUS=the successor failed; ports reopened, forwarding");
+        ferryd_.notify_service_manager("MAINPID=" + std::to_string(::getpid()) +
+                                       "\nSTATUS=the successor failed; ports reopened, forwarding");
         return make_error(ErrorCode::kFailed, "takeover: the successor failed (" + why +
                                                   "); ports reopened, going "
                                                   "on with " +
                                                   std::to_string(state->connections.size()) +
                                                   " connections");
     }
-    server_.hand_over();
-    sw_.request_shutdown();
+    ferryd_.control_socket_handed_over();
+    ferryd_.request_shutdown();
     outcome_ = Outcome::kSuccessorFailed;
     return make_error(ErrorCode::kFailed,
                       "takeover: the successor failed (" + why +
@@ -225,7 +226,12 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
                           "); exiting: start ferryd with --restore " + checkpoint);
 }
 
-Result<Takeover> takeover_begin(const std::string& path, double timeout_s) {
+namespace {
+
+/// Connects to path and receives the stream and the control socket. @return the hand-over,
+/// its stream, or why not (the predecessor then goes on)
+Result<Takeover> takeover_begin(const std::string& path, double timeout_s,
+                                std::vector<uint8_t>* stream_out) {
     const Deadline deadline = in_seconds(timeout_s);
     auto conn = transport_connect("unix:" + path, deadline);
     if (!conn) return conn.error();
@@ -244,13 +250,14 @@ Result<Takeover> takeover_begin(const std::string& path, double timeout_s) {
     if (Status s = send_text(t.conn, kHello, deadline); !s) return fail(s.error());
     auto stream = transport_read_stream(t.conn, deadline, kMaxStreamBytes);
     if (!stream) return fail(stream.error());
-    t.stream = std::move(*stream);
+    *stream_out = std::move(*stream);
     auto fd = recv_fd(t.conn, deadline);
     if (!fd) return fail(fd.error());
     t.control_fd = *fd;
     return t;
 }
 
+/// Has the predecessor release its ports: from here on it will exit whatever happens.
 Status takeover_release(Takeover& t) {
     const Deadline deadline = in_seconds(60);
     if (Status s = send_text(t.conn, "RELEASE\n", deadline); !s) return s;
@@ -262,6 +269,7 @@ Status takeover_release(Takeover& t) {
     return Ok{};
 }
 
+/// Gives up before the release: the predecessor goes on as it was.
 void takeover_abort(Takeover& t, const std::string& why) {
     if (t.conn < 0) return;
     send_text(t.conn, "ABORT " + why + "\n", in_seconds(1));
@@ -269,6 +277,35 @@ void takeover_abort(Takeover& t, const std::string& why) {
     t.conn = -1;
     if (t.control_fd >= 0) ::close(t.control_fd);
     t.control_fd = -1;
+}
+
+}  // namespace
+
+Result<Takeover> take_over(const std::string& path, const std::vector<std::string>& ports,
+                           double timeout_s, const std::function<void(pid_t)>& connected) {
+    std::vector<uint8_t> stream;
+    auto t = takeover_begin(path, timeout_s, &stream);
+    if (!t) return t.error();
+    if (connected) connected(t->predecessor_pid);
+    // Before the point of no return: the stream must read and its ports exist here.
+    auto state = read_stream(stream.data(), stream.size());
+    std::string why = state ? "" : state.error().message;
+    for (size_t i = 0; state && why.empty() && i < state->ports.size(); ++i) {
+        const std::string& name = state->ports[i].name;
+        if (std::find(ports.begin(), ports.end(), name) == ports.end())
+            why = "the running switch's port " + name + " is not in this configuration";
+    }
+    if (!why.empty()) {
+        takeover_abort(*t, why);
+        return make_error(ErrorCode::kInvalidParams, why + "; the running ferryd goes on");
+    }
+    if (Status r = takeover_release(*t); !r) return r.error();
+    t->state = std::move(*state);
+    return t;
+}
+
+Result<InstallReport> takeover_install(const Takeover& t, MigrationHost& host) {
+    return MigrationControl(host).install(t.state);
 }
 
 void takeover_end(Takeover& t, bool ok, const std::string& why) {

@@ -1,4 +1,4 @@
-#include "control/migration_session.h"
+#include "migrate/session.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,10 +8,7 @@
 #include <cstring>
 #include <future>
 
-#include "control/inband_migration.h"
-#include "control/log.h"
-#include "control/migration.h"
-#include "control/switch.h"
+#include "migrate/stages.h"
 #include "migrate/stream_reader.h"
 #include "migrate/stream_writer.h"
 #include "migrate/transport.h"
@@ -38,8 +35,6 @@ constexpr auto kHandshakeTime = std::chrono::seconds(5);  // a peer's TLS handsh
 // answer asks for this long.
 constexpr auto kOutcomeLinger = std::chrono::seconds(30);
 constexpr auto kOutcomeAsking = std::chrono::seconds(5);
-constexpr uint64_t kMaxTimeoutS = 86400;    // timeout_s: 1 s .. a day
-constexpr uint64_t kMaxSettleMs = 3600000;  // settle_ms: up to an hour
 
 /// Test only: FERRY_TEST_SLOW_TASK=NAME:MS makes the target's posted control-thread task NAME
 /// (stage, install) wait MS ms (at most 10000) on the control thread before it starts, as a
@@ -50,6 +45,11 @@ void test_slow_task(const char* name) {
     if (!colon || std::string(env, colon) != name) return;
     const long ms = std::clamp(std::strtol(colon + 1, nullptr, 10), 0L, 10000L);
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+/// A phase's name as migrate.status prints it, as a string for json and logs.
+std::string name_of(MigrationPhase p) {
+    return std::string(phase_name(p));
 }
 
 Deadline deadline_in(double seconds) {
@@ -73,60 +73,7 @@ Result<std::unique_ptr<ByteChannel>> authenticate(int fd, bool unix_socket,
     return ch;
 }
 
-/// A whole number param in [lo, hi], else def when absent. Context: control.
-/// @return it, or kInvalidParams naming the range
-Result<uint64_t> bounded(const json& p, const char* key, uint64_t def, uint64_t lo, uint64_t hi) {
-    if (!p.contains(key)) return def;
-    const json& v = p[key];
-    if (!v.is_number_unsigned() || v.get<uint64_t>() < lo || v.get<uint64_t>() > hi)
-        return make_error(ErrorCode::kInvalidParams,
-                          std::string("params.") + key + ": must be an integer in " +
-                              std::to_string(lo) + ".." + std::to_string(hi));
-    return v.get<uint64_t>();
-}
-
 }  // namespace
-
-Result<ChannelSecurity> channel_security(const json& p, const std::string& address, TlsRole role) {
-    auto a = transport_parse(address);
-    if (!a) return a.error();
-    const bool has_creds = p.contains("tls_creds");
-    const bool has_peer = p.contains("tls_peer");
-    if (a->scheme == TransportScheme::kTcpInsecure) {
-        if (has_creds || has_peer)
-            return make_error(ErrorCode::kInvalidParams,
-                              "tcp-insecure: is a clear, unauthenticated channel: drop "
-                              "tls_creds / tls_peer, or use tcp: for TLS");
-        return ChannelSecurity{};
-    }
-    if (!has_creds) {
-        if (a->scheme == TransportScheme::kTcp)
-            return make_error(ErrorCode::kInvalidParams,
-                              "tcp: is TLS with certificates on both ends: give tls_creds=DIR "
-                              "(ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, "
-                              "client-key.pem), or use tcp-insecure:HOST:PORT for a clear, "
-                              "unauthenticated channel");
-        if (has_peer) return make_error(ErrorCode::kInvalidParams, "tls_peer needs tls_creds");
-        return ChannelSecurity{};
-    }
-    ChannelSecurity sec;
-    if (has_peer) {
-        sec.peer = p["tls_peer"].get<std::string>();
-    } else if (role == TlsRole::kClient && a->scheme == TransportScheme::kTcp) {
-        sec.peer = a->host;  // the target's certificate names the host it is reached at
-    }
-    if (sec.peer.empty())
-        return make_error(ErrorCode::kInvalidParams,
-                          role == TlsRole::kServer
-                              ? "TLS needs tls_peer=NAME: the name the source's client "
-                                "certificate carries (CN or DNS name)"
-                              : "TLS over a unix socket needs tls_peer=NAME: the name the "
-                                "target's certificate carries");
-    auto creds = tls_load_credentials(p["tls_creds"].get<std::string>(), role);
-    if (!creds) return creds.error();
-    sec.tls = std::move(*creds);
-    return sec;
-}
 
 MigrationSession::~MigrationSession() {
     // Wake a migration thread blocked on its socket or held; it gives up and exits.
@@ -154,35 +101,34 @@ void MigrationSession::join() {
 
 bool MigrationSession::busy() const {
     std::lock_guard lock(mu_);
-    return st_.phase != "" && st_.phase != "idle" && st_.phase != "committed" &&
-           st_.phase != "refused" && st_.phase != "failed";
+    return !phase_allows(st_.phase, kAllowsSend);
 }
 
-void MigrationSession::set_phase(const std::string& phase) {
+void MigrationSession::set_phase(MigrationPhase phase) {
     std::lock_guard lock(mu_);
     st_.phase = phase;
 }
 
-void MigrationSession::finish(const std::string& phase, const std::string& error) {
+void MigrationSession::finish(MigrationPhase phase, const std::string& error) {
     std::lock_guard lock(mu_);
     st_.phase = phase;
     st_.error = error;
     st_.total_ms = ms_between(st_.started, Clock::now());
     if (error.empty())
-        FERRY_LOG_INFO(
-            "migration (%s, %s): %s: %zu connections, %llu bytes, workers paused "
-            "%.1f ms, %.1f ms in all",
-            st_.role.c_str(), st_.address.c_str(), phase.c_str(), st_.connections,
-            static_cast<unsigned long long>(st_.stream_bytes), st_.pause_ms, st_.total_ms);
+        host_.log(MigrateLog::kInfo,
+                  "migration (%s, %s): %s: %zu connections, %llu bytes, workers paused "
+                  "%.1f ms, %.1f ms in all",
+                  st_.role.c_str(), st_.address.c_str(), name_of(phase).c_str(), st_.connections,
+                  static_cast<unsigned long long>(st_.stream_bytes), st_.pause_ms, st_.total_ms);
     else
-        FERRY_LOG_WARN("migration (%s, %s): %s: %s", st_.role.c_str(), st_.address.c_str(),
-                       phase.c_str(), error.c_str());
+        host_.log(MigrateLog::kWarn, "migration (%s, %s): %s: %s", st_.role.c_str(),
+                  st_.address.c_str(), name_of(phase).c_str(), error.c_str());
 }
 
 Status MigrationSession::await_release(Deadline deadline) {
     const auto t = Clock::now();
     std::unique_lock lock(mu_);
-    st_.phase = "ready";
+    st_.phase = MigrationPhase::kReady;
     released_.wait_until(lock, deadline, [this] { return release_ != 0 || abandoned_.load(); });
     st_.steps_ms["held"] = ms_between(t, Clock::now());
     if (release_ > 0) return Ok{};
@@ -193,30 +139,36 @@ Status MigrationSession::await_release(Deadline deadline) {
 Result<json> MigrationSession::go_on(bool cancel) {
     {
         std::lock_guard lock(mu_);
-        if (cancel && st_.role == "target" && st_.phase == "listening" && release_ == 0) {
+        // The phase says what it allows: a target listening may be cancelled, a source held
+        // in ready continued or cancelled (once).
+        const bool allowed =
+            phase_allows(st_.phase, cancel ? kAllowsCancel : kAllowsContinue) && release_ == 0;
+        if (allowed && st_.phase == MigrationPhase::kListening) {
             // No source came: stop listening (the accept wakes up and gives up).
             release_ = -1;
-            st_.phase = "cancelling";
+            st_.phase = MigrationPhase::kCancelling;
             shutdown(listen_fd_, SHUT_RDWR);
-            return json{{"phase", "cancelling"}};
+            return json{{"phase", name_of(MigrationPhase::kCancelling)}};
         }
-        if (st_.role != "source" || st_.phase != "ready" || release_ != 0)
+        if (!allowed)
             return make_error(ErrorCode::kBusy, cancel ? "no migration is held in phase ready or "
                                                          "listening"
                                                        : "no migration is held in phase ready");
         release_ = cancel ? -1 : 1;
-        st_.phase = cancel ? "cancelling" : "continuing";  // no poll sees "ready" again
+        // No poll sees "ready" again.
+        st_.phase = cancel ? MigrationPhase::kCancelling : MigrationPhase::kContinuing;
     }
     released_.notify_all();
-    return json{{"phase", cancel ? "cancelling" : "continuing"}};
+    return json{
+        {"phase", name_of(cancel ? MigrationPhase::kCancelling : MigrationPhase::kContinuing)}};
 }
 
 json MigrationSession::status() const {
     std::lock_guard lock(mu_);
-    if (st_.role.empty()) return json{{"phase", "idle"}};
+    if (st_.role.empty()) return json{{"phase", name_of(MigrationPhase::kIdle)}};
     const double elapsed = st_.total_ms > 0 ? st_.total_ms : ms_between(st_.started, Clock::now());
     json j{{"role", st_.role},
-           {"phase", st_.phase},
+           {"phase", name_of(st_.phase)},
            {"address", st_.address},
            {"stream_bytes", st_.stream_bytes},
            {"bytes_done", st_.bytes_done},
@@ -245,21 +197,21 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
         std::lock_guard lock(mu_);
         st_ = Progress{};
         st_.role = "target";
-        st_.phase = "listening";
+        st_.phase = MigrationPhase::kListening;
         committed_stream_.reset();
         st_.address = transport_local_address(listen_fd_, address);
         st_.started = Clock::now();
         release_ = 0;
     }
     if (address.rfind("tcp-insecure:", 0) == 0)
-        FERRY_LOG_WARN(
-            "migration: listening at %s in clear with no authentication (tcp-insecure:): "
-            "anyone who reaches it can write connections and NAT bindings into this ferryd",
-            status()["address"].get<std::string>().c_str());
+        host_.log(MigrateLog::kWarn,
+                  "migration: listening at %s in clear with no authentication (tcp-insecure:): "
+                  "anyone who reaches it can write connections and NAT bindings into this ferryd",
+                  status()["address"].get<std::string>().c_str());
     const Deadline deadline = deadline_in(timeout_s);
     thread_ = std::thread(
         [this, deadline, security = std::move(security)] { run_target(deadline, security); });
-    return json{{"phase", "listening"}, {"address", status()["address"]}};
+    return json{{"phase", name_of(MigrationPhase::kListening)}, {"address", status()["address"]}};
 }
 
 void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& security) {
@@ -275,7 +227,8 @@ void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& secu
         }
         if (!conn || cancelled) {
             if (conn) close(*conn);
-            finish("failed", cancelled ? "cancelled by migrate.cancel" : conn.error().message);
+            finish(MigrationPhase::kFailed,
+                   cancelled ? "cancelled by migrate.cancel" : conn.error().message);
             return;
         }
         active_fd_.store(*conn);
@@ -285,7 +238,7 @@ void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& secu
             if (in) {
                 ch = std::move(*in);
             } else {
-                FERRY_LOG_WARN("migration (target): %s", in.error().message.c_str());
+                host_.log(MigrateLog::kWarn, "migration (target): %s", in.error().message.c_str());
             }
             bool cancelled_meanwhile = false;
             {
@@ -296,7 +249,7 @@ void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& secu
                 ch.reset();
                 active_fd_.store(-1);
                 close(*conn);
-                finish("failed", "cancelled by migrate.cancel");
+                finish(MigrationPhase::kFailed, "cancelled by migrate.cancel");
                 return;
             }
             if (ch) receive_stream(*ch, deadline);
@@ -305,7 +258,7 @@ void MigrationSession::run_target(Deadline deadline, const ChannelSecurity& secu
             ch.reset();
             active_fd_.store(-1);
             close(*conn);
-            finish("refused", std::string("internal error: ") + e.what());
+            finish(MigrationPhase::kRefused, std::string("internal error: ") + e.what());
             return;
         }
         const bool done = ch != nullptr;
@@ -335,14 +288,14 @@ void MigrationSession::answer_outcome_queries(const ChannelSecurity& security, b
                 const bool yes = committed && *committed == *asked;
                 transport_send_answer(
                     **ch, StreamAnswer{yes, *asked, yes ? "" : "not installed here"}, by);
-                FERRY_LOG_INFO("migration (target): told a source its stream was %s",
-                               yes ? "committed" : "not installed");
+                host_.log(MigrateLog::kInfo, "migration (target): told a source its stream was %s",
+                          yes ? "committed" : "not installed");
             } else {
-                FERRY_LOG_WARN("migration (target): after the stream: %s",
-                               asked.error().message.c_str());
+                host_.log(MigrateLog::kWarn, "migration (target): after the stream: %s",
+                          asked.error().message.c_str());
             }
         } catch (const std::exception& e) {
-            FERRY_LOG_WARN("migration (target): after the stream: %s", e.what());
+            host_.log(MigrateLog::kWarn, "migration (target): after the stream: %s", e.what());
         }
         active_fd_.store(-1);
         close(*conn);
@@ -352,7 +305,7 @@ void MigrationSession::answer_outcome_queries(const ChannelSecurity& security, b
 Result<StreamAnswer> MigrationSession::ask_outcome(const std::string& address,
                                                    const ChannelSecurity& security,
                                                    uint64_t stream_id) {
-    set_phase("resolving");
+    set_phase(MigrationPhase::kResolving);
     const Deadline until = Clock::now() + kOutcomeAsking;
     std::string why = "no answer";
     while (Clock::now() < until && !abandoned_.load()) {
@@ -389,13 +342,13 @@ Result<StreamAnswer> MigrationSession::ask_outcome(const std::string& address,
 void MigrationSession::receive_stream(ByteChannel& ch, Deadline deadline) {
     // Only the control thread's tasks touch job (they capture it), never this thread.
     auto job = std::make_shared<TargetStaging>();
-    auto unstage = [&sw = sw_, job] {
-        sw.post([&sw, job] {
+    auto unstage = [&host = host_, job] {
+        host.post([&host, job] {
             if (!job->staged) return;
-            if (!MigrationControl(sw).unstage(*job->staged, kStageSlice))
-                FERRY_LOG_ERROR(
-                    "migration (target): the workers did not pause: connections placed ahead "
-                    "stay dormant");
+            if (!MigrationControl(host).unstage(*job->staged, kStageSlice))
+                host.log(MigrateLog::kError,
+                         "migration (target): the workers did not pause: connections placed ahead "
+                         "stay dormant");
             job->staged.reset();
         });
     };
@@ -405,14 +358,14 @@ void MigrationSession::receive_stream(ByteChannel& ch, Deadline deadline) {
         const std::string why = std::string("internal error: ") + e.what();
         unstage();
         transport_send_answer(ch, StreamAnswer{false, 0, why}, deadline_in(2));
-        finish("refused", why);
+        finish(MigrationPhase::kRefused, why);
     }
 }
 
 void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
                                     const std::shared_ptr<TargetStaging>& job,
                                     const std::function<void()>& unstage) {
-    set_phase("receiving");
+    set_phase(MigrationPhase::kReceiving);
     const auto t_recv = Clock::now();
     // Sections are decoded as they arrive: what remains after the trailer is the delta.
     // With a pre-copy, its connections are placed ahead (dormant) before READY.
@@ -431,7 +384,7 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
         auto claim = std::make_shared<std::atomic<int>>(kPosted);
         auto done = std::make_shared<std::promise<R>>();
         std::future<R> f = done->get_future();
-        sw_.post([name, task, done, claim] {
+        host_.post([name, task, done, claim] {
             test_slow_task(name);
             int posted = kPosted;
             // seq_cst: exactly one of this exchange and the give-up exchange below wins.
@@ -474,10 +427,10 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
             const uint16_t type = static_cast<uint16_t>(stream[offset] << 8 | stream[offset + 1]);
             if (type != static_cast<uint16_t>(SectionType::kPrecopyEnd)) return Ok{};
             // The pre-copy is decoded: place it, then let the source pause its workers.
-            set_phase("staging");
+            set_phase(MigrationPhase::kStaging);
             const auto t_stage = Clock::now();
-            auto r = on_control("stage", [&sw = sw_, reader, job]() -> Status {
-                auto st = MigrationControl(sw).stage(reader->partial(), kStageSlice);
+            auto r = on_control("stage", [&host = host_, reader, job]() -> Status {
+                auto st = MigrationControl(host).stage(reader->partial(), kStageSlice);
                 if (!st) return st.error();
                 job->staged = std::move(*st);
                 return Ok{};
@@ -488,19 +441,19 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
             {
                 std::lock_guard lock(mu_);
                 st_.steps_ms["stage_ahead"] = ms_between(t_stage, Clock::now());
-                st_.phase = "receiving";
+                st_.phase = MigrationPhase::kReceiving;
             }
             return transport_send_ready(ch, deadline);
         });
     auto refuse = [&](const std::string& why) {
         unstage();
         transport_send_answer(ch, StreamAnswer{false, 0, why}, deadline_in(2));
-        finish("refused", why);
+        finish(MigrationPhase::kRefused, why);
     };
     if (!bytes) {
         if (bytes.error().code == ErrorCode::kInvalidParams) return refuse(bytes.error().message);
         unstage();
-        finish("failed", bytes.error().message);
+        finish(MigrationPhase::kFailed, bytes.error().message);
         return;
     }
     if (Status complete = reader->check_complete(); !complete)
@@ -513,17 +466,17 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
         st_.connections = part.connections.size();
         st_.dpi_streams = part.dpi.size();
         st_.macs = part.macs.size();
-        st_.phase = "installing";
+        st_.phase = MigrationPhase::kInstalling;
     }
     const uint64_t stream_id = reader->partial().stream_id;
     // The control thread installs (it owns the tables and the pause); this thread waits.
     auto r =
         on_control("install", [this, reader, job, first_delta_entry]() -> Result<InstallReport> {
             const auto t0 = Clock::now();
-            ScopedPause paused(sw_);
+            ScopedPause paused(host_.workers());
             if (!paused) return paused.status().error();
             const auto t_paused = Clock::now();
-            MigrationControl mc(sw_);
+            MigrationControl mc(host_);
             Result<InstallReport> out = make_error(ErrorCode::kFailed, "not installed");
             if (job->staged) {
                 out = mc.commit_staged(*job->staged, reader->partial(), reader->context(),
@@ -551,7 +504,7 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
     const Status sent = transport_send_answer(ch, StreamAnswer{true, stream_id, ""}, deadline);
     // The state is installed either way; a lost answer leaves the source as it was, and
     // its copies of the connections expire there.
-    finish("committed", sent ? "" : "commit not delivered: " + sent.error().message);
+    finish(MigrationPhase::kCommitted, sent ? "" : "commit not delivered: " + sent.error().message);
 }
 
 Result<json> MigrationSession::send(const std::string& address,
@@ -562,7 +515,7 @@ Result<json> MigrationSession::send(const std::string& address,
     if (hold && !precopy) return make_error(ErrorCode::kInvalidParams, "hold needs precopy");
     join();
     const auto t0 = Clock::now();
-    MigrationControl mc(sw_);
+    MigrationControl mc(host_);
     // What goes out: `first` now; with pre-copy, the rest (changes, trailer) once the
     // workers are paused, which the control thread does when `first` has been sent.
     auto moved = std::make_shared<MigrationState>();  // everything sent, for retire()
@@ -585,7 +538,7 @@ Result<json> MigrationSession::send(const std::string& address,
         moved->connections = pre->state.connections;
         moved->stream_id = pre->state.stream_id;
     } else {
-        auto paused = std::make_unique<ScopedPause>(sw_);
+        auto paused = std::make_unique<ScopedPause>(host_.workers());
         if (!*paused) return paused->status().error();
         paused_at_ = Clock::now();  // the blackout: from the workers parked to their resume
         auto captured = mc.capture(port);
@@ -600,7 +553,7 @@ Result<json> MigrationSession::send(const std::string& address,
         st_ = Progress{};
         st_.steps_ms[precopy ? "precopy_capture" : "capture"] = ms_between(t0, t_ready);
         st_.role = "source";
-        st_.phase = precopy ? "precopy" : "sending";
+        st_.phase = precopy ? MigrationPhase::kPrecopy : MigrationPhase::kSending;
         st_.address = address;
         st_.port = port.value_or("");
         st_.stream_bytes = first->size();
@@ -611,10 +564,10 @@ Result<json> MigrationSession::send(const std::string& address,
         release_ = 0;
     }
     if (address.rfind("tcp-insecure:", 0) == 0)
-        FERRY_LOG_WARN(
-            "migration: sending to %s in clear with no authentication (tcp-insecure:): the "
-            "state can be read and altered on the way, and the target is not checked",
-            address.c_str());
+        host_.log(MigrateLog::kWarn,
+                  "migration: sending to %s in clear with no authentication (tcp-insecure:): the "
+                  "state can be read and altered on the way, and the target is not checked",
+                  address.c_str());
     const Deadline deadline = deadline_in(timeout_s);
     thread_ = std::thread([this, moved, late, first, pre, writer, buffer, address, deadline,
                            settle_s, hold, security = std::move(security)] {
@@ -652,7 +605,7 @@ Result<json> MigrationSession::send(const std::string& address,
             try {
                 Status sent = send_all(*ch, *first, 0);
                 if (sent && pre) {
-                    set_phase("precopy_sent");
+                    set_phase(MigrationPhase::kPrecopySent);
                     sent = transport_await_ready(*ch, deadline);
                     if (sent && settle_s > 0)  // traffic goes on meanwhile: more changes to send
                         std::this_thread::sleep_until(std::min(
@@ -665,9 +618,9 @@ Result<json> MigrationSession::send(const std::string& address,
                     // workers paused from now until the answer.
                     auto rest = std::make_shared<std::promise<std::vector<uint8_t>>>();
                     std::future<std::vector<uint8_t>> rest_bytes = rest->get_future();
-                    sw_.post([this, pre, writer, late, rest] {
+                    host_.post([this, pre, writer, late, rest] {
                         const auto t_pause = Clock::now();
-                        auto paused = std::make_unique<ScopedPause>(sw_);
+                        auto paused = std::make_unique<ScopedPause>(host_.workers());
                         if (!*paused) {
                             rest->set_value({});
                             return;
@@ -675,7 +628,7 @@ Result<json> MigrationSession::send(const std::string& address,
                         held_pause_ = std::move(paused);  // until the answer
                         const auto t_paused = Clock::now();
                         paused_at_ = t_paused;  // the blackout starts when the workers are parked
-                        MigrationState d = MigrationControl(sw_).delta(*pre);
+                        MigrationState d = MigrationControl(host_).delta(*pre);
                         const auto t_delta = Clock::now();
                         if (!d.macs.empty()) writer->macs(d.macs);
                         if (!d.connections.empty())
@@ -687,7 +640,7 @@ Result<json> MigrationSession::send(const std::string& address,
                         // growing that vector here could copy every pre-copied connection.
                         *late = std::move(d.connections);
                         std::lock_guard lock(mu_);
-                        st_.phase = "sending";
+                        st_.phase = MigrationPhase::kSending;
                         st_.steps_ms["pause"] = ms_between(t_pause, t_paused);
                         st_.steps_ms["delta"] = ms_between(t_paused, t_delta);
                         st_.steps_ms["encode_delta"] = ms_between(t_delta, Clock::now());
@@ -715,13 +668,13 @@ Result<json> MigrationSession::send(const std::string& address,
                 if (!sent) {
                     answer = sent.error();
                 } else {
-                    set_phase("waiting_commit");
+                    set_phase(MigrationPhase::kWaitingCommit);
                     answer = transport_read_answer(*ch, deadline);
                     if (!answer) {
                         // Lost or late: the target may have installed it all the same. The
                         // workers stay paused until the target says which.
-                        FERRY_LOG_WARN("migration (source): %s; asking the target",
-                                       answer.error().message.c_str());
+                        host_.log(MigrateLog::kWarn, "migration (source): %s; asking the target",
+                                  answer.error().message.c_str());
                         answer = ask_outcome(address, security, moved->stream_id);
                     }
                 }
@@ -738,7 +691,7 @@ Result<json> MigrationSession::send(const std::string& address,
             close(*fd);
         }
         if (abandoned_.load()) return;
-        sw_.post([this, moved, late, answer] {
+        host_.post([this, moved, late, answer] {
             const bool committed =
                 answer && answer->commit && answer->stream_id == moved->stream_id;
             if (held_pause_) {
@@ -750,10 +703,10 @@ Result<json> MigrationSession::send(const std::string& address,
             // The moved connections are retired after the workers resumed, a slice per brief
             // pause: the VM that used them is gone, so nothing depends on them any more.
             const auto t_retire = Clock::now();
-            MigrationControl mc(sw_);
+            MigrationControl mc(host_);
             size_t at = 0;
             for (int refused = 0; committed && at < moved->connections.size();) {
-                ScopedPause paused(sw_);
+                ScopedPause paused(host_.workers());
                 if (!paused) {
                     if (++refused == 10) break;  // stuck workers: the rest expire there
                     continue;
@@ -762,109 +715,29 @@ Result<json> MigrationSession::send(const std::string& address,
                 at += kRetireSlice;
             }
             if (committed && at < moved->connections.size())
-                FERRY_LOG_WARN(
-                    "migration: %zu moved connections not retired (the workers did "
-                    "not pause); they expire here",
-                    moved->connections.size() - at);
+                host_.log(MigrateLog::kWarn,
+                          "migration: %zu moved connections not retired (the workers did "
+                          "not pause); they expire here",
+                          moved->connections.size() - at);
             {
                 std::lock_guard lock(mu_);
                 st_.steps_ms["retire_after_resume"] = ms_between(t_retire, Clock::now());
             }
             if (committed)
-                finish("committed", "");
+                finish(MigrationPhase::kCommitted, "");
             else if (answer && !answer->commit)
-                finish("refused", "the target refused: " + answer->message);
+                finish(MigrationPhase::kRefused, "the target refused: " + answer->message);
             else if (answer)
-                finish("failed", "the target answered another stream");
+                finish(MigrationPhase::kFailed, "the target answered another stream");
             else
-                finish("failed", answer.error().message);
+                finish(MigrationPhase::kFailed, answer.error().message);
         });
     });
-    return json{{"phase", precopy ? "precopy" : "sending"},
+    return json{{"phase", name_of(precopy ? MigrationPhase::kPrecopy : MigrationPhase::kSending)},
                 {"address", address},
                 {"stream_bytes", first->size()},
                 {"connections", moved->connections.size()},
                 {"precopy", precopy}};
-}
-
-void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw) {
-    auto session = std::make_shared<MigrationSession>(sw);
-    t.push_back(
-        {"migrate.receive",
-         "wait for one incoming migration stream and install it (all or nothing)",
-         true,
-         {{"listen", ParamType::kString, true,
-           "unix:/path, tcp:HOST:PORT (TLS) or tcp-insecure:HOST:PORT (port 0: any)"},
-          {"timeout_s", ParamType::kUnsigned, false, "give up after (1..86400, default 60)"},
-          {"tls_creds", ParamType::kString, false,
-           "directory with ca-cert.pem, server-cert.pem, server-key.pem (needed by tcp:)"},
-          {"tls_peer", ParamType::kString, false,
-           "the name the source's client certificate must carry"}},
-         [session](const json& p) -> Result<json> {
-             auto timeout = bounded(p, "timeout_s", 60, 1, kMaxTimeoutS);
-             if (!timeout) return timeout.error();
-             const std::string listen = p["listen"].get<std::string>();
-             auto security = channel_security(p, listen, TlsRole::kServer);
-             if (!security) return security.error();
-             return session->receive(listen, static_cast<double>(*timeout), std::move(*security));
-         }});
-    t.push_back(
-        {"migrate.send",
-         "send one port's state (or the whole switch's) to a target; the workers pause "
-         "until the target commits, and the moved state is then retired here",
-         true,
-         {{"to", ParamType::kString, true,
-           "the target's unix:/path, tcp:HOST:PORT (TLS) or tcp-insecure:HOST:PORT"},
-          {"port", ParamType::kString, false, "only this port's state"},
-          {"timeout_s", ParamType::kUnsigned, false, "give up after (1..86400, default 10)"},
-          {"precopy", ParamType::kBoolean, false,
-           "send the connections while traffic runs first, then only what changed "
-           "with the workers paused"},
-          {"settle_ms", ParamType::kUnsigned, false,
-           "with precopy: wait this long after the target took the pre-copy before "
-           "pausing (0..3600000, default 0)"},
-          {"hold", ParamType::kBoolean, false,
-           "with precopy: after the target took the pre-copy, wait in phase ready for "
-           "migrate.continue (or migrate.cancel) before pausing"},
-          {"tls_creds", ParamType::kString, false,
-           "directory with ca-cert.pem, client-cert.pem, client-key.pem (needed by tcp:)"},
-          {"tls_peer", ParamType::kString, false,
-           "the name the target's certificate must carry (default: the address's host)"}},
-         [session](const json& p) -> Result<json> {
-             auto timeout = bounded(p, "timeout_s", 10, 1, kMaxTimeoutS);
-             if (!timeout) return timeout.error();
-             auto settle = bounded(p, "settle_ms", 0, 0, kMaxSettleMs);
-             if (!settle) return settle.error();
-             std::optional<std::string> port;
-             if (p.contains("port")) port = p["port"].get<std::string>();
-             const std::string to = p["to"].get<std::string>();
-             auto security = channel_security(p, to, TlsRole::kClient);
-             if (!security) return security.error();
-             return session->send(to, port, static_cast<double>(*timeout),
-                                  p.value("precopy", false), static_cast<double>(*settle) / 1000.0,
-                                  p.value("hold", false), std::move(*security));
-         }});
-    t.push_back({"migrate.continue",
-                 "a source held in phase ready: pause the workers, send what changed since the "
-                 "pre-copy and wait for the commit",
-                 true,
-                 {},
-                 [session](const json&) -> Result<json> { return session->go_on(false); }});
-    t.push_back({"migrate.cancel",
-                 "a source held in phase ready: give the migration up (the target drops what it "
-                 "placed ahead; nothing changes here); a target still listening: stop",
-                 true,
-                 {},
-                 [session](const json&) -> Result<json> { return session->go_on(true); }});
-    t.push_back({"migrate.status",
-                 "the current or last migration: role, phase, progress",
-                 true,
-                 {},
-                 [session](const json&) -> Result<json> {
-                     json s = session->status();
-                     s["in_band"] = inband_status();  // QEMU's own migrations (device state)
-                     return s;
-                 }});
 }
 
 }  // namespace ferry

@@ -1,24 +1,21 @@
-// Moving state out of and into this ferryd: capture the state of one port or the whole switch
-// into a MigrationState (stream form), install a validated MigrationState into the workers'
-// tables (all or nothing), retire moved state after the target committed, and the file
-// transport (migrate.save, migrate.load, ferryd --restore). Every operation here runs with the
-// workers paused or not yet started.
+// Moving state out of and into this ferryd, through its MigrationHost: capture the state of one
+// port or the whole switch into a MigrationState (stream form), pre-copy it while traffic runs
+// and find what changed since, install a validated MigrationState into the workers' tables (all
+// or nothing), place a pre-copy ahead (dormant) and commit or remove it, retire moved state
+// after the target committed. Every operation here runs on the control thread, with the
+// workers paused or not yet started unless it says it pauses them itself.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "control/command_table.h"
 #include "dataplane/result.h"
+#include "migrate/host.h"
 #include "migrate/migration_state.h"
 #include "migrate/stream_codec.h"
 
 namespace ferry {
-
-class Switch;
 
 /// What install() did, for replies and logs.
 struct InstallReport {
@@ -55,7 +52,7 @@ struct Staged {
 
 class MigrationControl {
 public:
-    explicit MigrationControl(Switch& sw) : sw_(sw) {}
+    explicit MigrationControl(MigrationHost& host) : host_(host) {}
 
     /// The state of one port (its connections: those whose either direction's first packet
     /// came in on it; its learned MACs) or, without a port, of the whole switch.
@@ -98,19 +95,7 @@ public:
     size_t retire(const MigrationState& s, size_t from, size_t count);
 
 private:
-    Switch& sw_;
+    MigrationHost& host_;
 };
-
-/// Writes bytes to path atomically (a temporary file in the same directory, fsync, rename).
-Status write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
-/// Reads a whole file of at most max_bytes. @return kNotFound / kFailed / kInvalidParams
-Result<std::vector<uint8_t>> read_file_bounded(const std::string& path, size_t max_bytes);
-
-/// Reads, validates and installs a stream file (migrate.load, ferryd --restore).
-/// Context: control, workers paused or not started. @return a summary, or why nothing changed
-Result<nlohmann::json> restore_from_file(Switch& sw, const std::string& path);
-
-/// The migrate.* rows of the command table. Context: control.
-void add_migrate_commands(std::vector<CommandSpec>& t, Switch& sw);
 
 }  // namespace ferry

@@ -10,8 +10,10 @@
 //     (TLS: checks the target's certificate), sends the stream and waits for the answer; on
 //     commit the control thread retires the moved state, on a refusal, a lost connection or a
 //     timeout it changes nothing; then the workers resume.
-// migrate.status reports the phase and progress. Context: control thread, plus the one
-// migration thread, which touches only the socket and the status (under its mutex).
+// migrate.status reports the phase (migrate/phase.h: what each allows, whether the workers are
+// paused) and progress. The switch is seen through a MigrationHost (migrate/host.h). Context:
+// control thread, plus the one migration thread, which touches only the socket and the status
+// (under its mutex) and posts the rest to the control thread.
 #pragma once
 
 #include <atomic>
@@ -28,16 +30,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "control/command_table.h"
-#include "control/migration.h"
 #include "dataplane/result.h"
+#include "migrate/host.h"
 #include "migrate/migration_state.h"
+#include "migrate/phase.h"
+#include "migrate/stages.h"
 #include "migrate/tls_channel.h"
+#include "migrate/transport.h"
 
 namespace ferry {
-
-class ScopedPause;
-class Switch;
 
 /// Who may be at the other end of a migration's channel. A target always takes a unix peer
 /// only of its own uid or root; with credentials, either end also runs TLS 1.3 and requires
@@ -47,17 +48,9 @@ struct ChannelSecurity {
     std::string peer;                           // the name the peer's certificate must carry
 };
 
-/// The channel security that migrate.send (role client) or migrate.receive (role server)
-/// params ask for at address: tcp: needs tls_creds (and, on a target, tls_peer: the
-/// source's name; a source expects the address's host unless tls_peer says otherwise);
-/// tcp-insecure: takes none; unix: takes TLS when tls_creds is given. Context: control.
-/// @return the security, or kInvalidParams saying what is missing or unreadable
-Result<ChannelSecurity> channel_security(const nlohmann::json& params, const std::string& address,
-                                         TlsRole role);
-
 class MigrationSession {
 public:
-    explicit MigrationSession(Switch& sw) : sw_(sw) {}
+    explicit MigrationSession(MigrationHost& host) : host_(host) {}
     ~MigrationSession();
     MigrationSession(const MigrationSession&) = delete;
     MigrationSession& operator=(const MigrationSession&) = delete;
@@ -81,10 +74,8 @@ public:
 
 private:
     struct Progress {
-        std::string role;   // "source", "target", "" (none yet)
-        std::string phase;  // idle listening receiving installing capturing precopy
-                            // precopy_sent ready sending waiting_commit committed refused
-                            // failed
+        std::string role;  // "source", "target", "" (none yet)
+        MigrationPhase phase = MigrationPhase::kIdle;
         std::string address;
         std::string port;
         uint64_t stream_bytes = 0;
@@ -128,11 +119,11 @@ private:
                                      uint64_t stream_id);
     /// A held source's migration thread: waits for go_on() or the deadline. Ok to continue.
     Status await_release(std::chrono::steady_clock::time_point deadline);
-    void set_phase(const std::string& phase);
-    void finish(const std::string& phase, const std::string& error);
+    void set_phase(MigrationPhase phase);
+    void finish(MigrationPhase phase, const std::string& error);
     void join();
 
-    Switch& sw_;
+    MigrationHost& host_;
     mutable std::mutex mu_;  // guards st_ (the migration thread updates progress)
     Progress st_;
     std::thread thread_;
@@ -147,8 +138,5 @@ private:
     // Under mu_: the stream this target installed, to tell a source that asks.
     std::optional<uint64_t> committed_stream_;
 };
-
-/// The migrate.send / migrate.receive / migrate.status rows. Context: control.
-void add_migrate_session_commands(std::vector<CommandSpec>& t, Switch& sw);
 
 }  // namespace ferry

@@ -1,0 +1,97 @@
+#include "control/migration_host.h"
+
+#include "control/ct_control.h"
+#include "control/control_server.h"
+#include "control/dpi_control.h"
+#include "control/log.h"
+#include "control/sd_notify.h"
+#include "control/switch.h"
+
+namespace ferry {
+
+void SwitchMigrationHost::post(std::function<void()> task) {
+    sw_.post(std::move(task));
+}
+
+Pauser& SwitchMigrationHost::workers() {
+    return sw_;
+}
+
+std::vector<std::pair<std::string, uint16_t>> SwitchMigrationHost::port_slots() const {
+    return sw_.port_slots();
+}
+
+std::optional<uint16_t> SwitchMigrationHost::port_slot(const std::string& name) const {
+    return sw_.port_slot(name);
+}
+
+std::string SwitchMigrationHost::port_mac_text(const std::string& name) const {
+    return sw_.port_mac_text(name);
+}
+
+MacTable& SwitchMigrationHost::mac_table() {
+    return sw_.mac_table();
+}
+
+uint32_t SwitchMigrationHost::clock_s() const {
+    return sw_.clock_s();
+}
+
+uint16_t SwitchMigrationHost::ct_shard_count() const {
+    return static_cast<uint16_t>(sw_.conntrack().shard_count());
+}
+
+ConntrackShard& SwitchMigrationHost::ct_shard(uint16_t worker) {
+    return sw_.conntrack().shard(worker);
+}
+
+CtZoneTable& SwitchMigrationHost::ct_zones() {
+    return sw_.conntrack().zones();
+}
+
+uint64_t SwitchMigrationHost::ct_now_ms() const {
+    return sw_.conntrack().now_ms();
+}
+
+std::string SwitchMigrationHost::ct_tuple_text(const CtTuple& t) const {
+    return ferry::ct_tuple_text(t);
+}
+
+DpiVersion& SwitchMigrationHost::dpi_current() {
+    return sw_.dpi().current();
+}
+
+DpiWorker& SwitchMigrationHost::dpi_worker(uint16_t worker) {
+    return sw_.dpi().worker(worker);
+}
+
+int SwitchTakeoverHost::control_socket_fd() const {
+    return server_.listen_fd();
+}
+
+void SwitchTakeoverHost::control_socket_handed_over() {
+    server_.hand_over();
+}
+
+void SwitchTakeoverHost::release_ports() {
+    sw_.release_ports();
+}
+
+Status SwitchTakeoverHost::reclaim_ports() {
+    return sw_.reclaim_ports();
+}
+
+void SwitchTakeoverHost::request_shutdown() {
+    sw_.request_shutdown();
+}
+
+void SwitchTakeoverHost::notify_service_manager(const std::string& state) {
+    ferry::notify_service_manager(state);
+}
+
+void SwitchMigrationHost::log_line(MigrateLog level, const std::string& line) {
+    static_assert(static_cast<int>(MigrateLog::kError) == static_cast<int>(LogLevel::kError));
+    ferry::log(static_cast<LogLevel>(level), "%s", line.c_str());
+}
+
+}  // namespace ferry
