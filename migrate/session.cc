@@ -530,9 +530,7 @@ Result<json> MigrationSession::send(const std::string& address,
         if (!p) return p.error();
         pre = std::make_shared<Precopy>(std::move(*p));
         writer = std::make_shared<StreamWriter>(*buffer, pre->state);
-        for (const MigratedPort& mp : pre->state.ports) writer->port(mp);
-        writer->connections(pre->state.connections.data(), pre->state.connections.size());
-        if (!pre->state.dpi.empty()) writer->dpi_streams(pre->state.dpi_hash, pre->state.dpi);
+        write_sections(*writer, pre->state, false);  // ports, connections, DPI streams
         writer->precopy_end();
         *first = writer->take();
         moved->connections = pre->state.connections;
@@ -630,11 +628,8 @@ Result<json> MigrationSession::send(const std::string& address,
                         paused_at_ = t_paused;  // the blackout starts when the workers are parked
                         MigrationState d = MigrationControl(host_).delta(*pre);
                         const auto t_delta = Clock::now();
-                        if (!d.macs.empty()) writer->macs(d.macs);
-                        if (!d.connections.empty())
-                            writer->connections(d.connections.data(), d.connections.size());
-                        if (!d.gone.empty()) writer->connections_gone(d.gone);
-                        if (!d.dpi.empty()) writer->dpi_streams(d.dpi_hash, d.dpi);
+                        // The delta writer: the format table's write column, without ports.
+                        write_sections(*writer, d, true);
                         writer->finish();
                         // Appended to what retire() walks only after the workers resume:
                         // growing that vector here could copy every pre-copied connection.

@@ -31,55 +31,6 @@ uint64_t random_id() {
     return (uint64_t{rd()} << 32) | rd();
 }
 
-}  // namespace
-
-namespace {
-
-/// The stream's header fields and ports for a one-port (port given) or whole-switch stream;
-/// stream_port maps local slots to stream port numbers. @return kNotFound for an unknown port
-Status begin_state(MigrationHost& host, const std::optional<std::string>& port, MigrationState* s,
-                   std::vector<uint16_t>* stream_port, std::optional<uint16_t>* slot) {
-    s->scope = port ? StreamScope::kPort : StreamScope::kSwitch;
-    s->stream_id = random_id();
-    s->ferryd_version = FERRY_VERSION;
-    s->hyperscan_version = dpi_library_version();
-    std::vector<std::pair<std::string, uint16_t>> ports = host.port_slots();
-    if (port) {
-        // The moved port first; the others follow so that its connections keep naming the
-        // port their other direction uses (the target maps those when it has them).
-        *slot = host.port_slot(*port);
-        if (!*slot) return make_error(ErrorCode::kNotFound, "no port named " + *port);
-        std::erase_if(ports, [&](const auto& p) { return p.first == *port; });
-        ports.insert(ports.begin(), {*port, **slot});
-    }
-    stream_port->assign(kPortSlots, kNoStreamPort);
-    for (size_t i = 0; i < ports.size(); ++i) {
-        (*stream_port)[ports[i].second] = static_cast<uint16_t>(i);
-        MigratedPort p;
-        p.name = ports[i].first;
-        p.mac = parse_mac(host.port_mac_text(p.name));
-        s->ports.push_back(std::move(p));
-    }
-    return Ok{};
-}
-
-/// The learned MACs of the stream's ports (of the moved port only, for a one-port stream).
-void capture_macs(MigrationHost& host, const std::vector<uint16_t>& stream_port,
-                  const std::optional<uint16_t>& slot, MigrationState* s) {
-    const uint32_t now_s = host.clock_s();
-    host.mac_table().for_each([&](uint64_t key, MacEntry e) {
-        if (e.port >= kPortSlots || stream_port[e.port] == kNoStreamPort) return;
-        if (slot && e.port != *slot) return;
-        MigratedMac m;
-        const uint64_t addr = mac_key_addr(key);
-        for (int i = 0; i < 6; ++i) m.mac[i] = static_cast<uint8_t>(addr >> (40 - 8 * i));
-        m.vlan = mac_key_vlan(key);
-        m.port = stream_port[e.port];
-        m.age_ms = (now_s - e.stamp_s) * 1000;
-        s->macs.push_back(m);
-    });
-}
-
 /// Whether a connection belongs to a one-port migration of `slot` (any without a slot).
 bool in_scope(const CtEntry& e, const std::optional<uint16_t>& slot) {
     if (e.flags & kCtfRedirect) return false;  // the owner's placement, not a connection
@@ -109,95 +60,6 @@ bool unchanged(const Precopy::Seen& a, const CtEntry& e) {
     return a.orig == e.tuple[0] && a.packets == e.packets[0] + e.packets[1] && a.flags == e.flags &&
            a.tcp_state == static_cast<uint8_t>(e.tcp.state) && a.mark == e.mark;
 }
-
-}  // namespace
-
-Result<MigrationState> MigrationControl::capture(const std::optional<std::string>& port) const {
-    MigrationState s;
-    std::vector<uint16_t> stream_port;
-    std::optional<uint16_t> slot;
-    if (Status b = begin_state(host_, port, &s, &stream_port, &slot); !b) return b.error();
-    capture_macs(host_, stream_port, slot, &s);
-    MigrationHost& host = host_;
-    const uint64_t now_ms = host.ct_now_ms();
-    s.dpi_hash = host_.dpi_current().database().hash();
-    const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
-    for (uint16_t w = 0; w < n_workers; ++w) {
-        const CtTable& t = host.ct_shard(w).table();
-        for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1))
-            if (in_scope(t.entry(i), slot)) add_connection(host_, w, i, now_ms, stream_port, &s);
-    }
-    return s;
-}
-
-Result<Precopy> MigrationControl::precopy(const std::optional<std::string>& port,
-                                          uint32_t slice) const {
-    Precopy p;
-    if (Status b = begin_state(host_, port, &p.state, &p.stream_port, &p.slot); !b)
-        return b.error();
-    MigrationHost& host = host_;
-    p.state.dpi_hash = host_.dpi_current().database().hash();
-    const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
-    for (uint16_t w = 0; w < n_workers; ++w) {
-        const CtTable& t = host.ct_shard(w).table();
-        for (uint32_t from = 0; from < t.capacity(); from += slice) {
-            // A short pause per slice: the owner writes the entries, so they are read while
-            // it is parked; traffic flows between slices.
-            ScopedPause paused(host_.workers());
-            if (!paused) return paused.status().error();
-            const uint64_t now_ms = host.ct_now_ms();
-            const uint32_t to = std::min<uint32_t>(t.capacity(), from + slice);
-            for (uint32_t i = t.next_live(from); i != kCtNone && i < to; i = t.next_live(i + 1)) {
-                const CtEntry& e = t.entry(i);
-                if (!in_scope(e, p.slot)) continue;
-                add_connection(host_, w, i, now_ms, p.stream_port, &p.state);
-                p.seen.push_back(seen_of(w, i, e));
-            }
-        }
-    }
-    return p;
-}
-
-MigrationState MigrationControl::delta(const Precopy& p) const {
-    MigrationState d;
-    d.scope = p.state.scope;
-    d.stream_id = p.state.stream_id;
-    d.dpi_hash = p.state.dpi_hash;
-    capture_macs(host_, p.stream_port, p.slot, &d);
-    MigrationHost& host = host_;
-    const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
-    const uint64_t now_ms = host.ct_now_ms();
-    // Where each pre-copied connection was: by worker, slot index -> position in p.seen + 1.
-    std::vector<std::vector<uint32_t>> at(n_workers);
-    for (uint16_t w = 0; w < n_workers; ++w) at[w].assign(host.ct_shard(w).table().capacity(), 0);
-    for (size_t k = 0; k < p.seen.size(); ++k)
-        at[p.seen[k].worker][p.seen[k].index] = static_cast<uint32_t>(k + 1);
-    std::vector<bool> still(p.seen.size(), false);
-    for (uint16_t w = 0; w < n_workers; ++w) {
-        const CtTable& t = host.ct_shard(w).table();
-        for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1)) {
-            const CtEntry& e = t.entry(i);
-            if (!in_scope(e, p.slot)) continue;
-            const uint32_t k = at[w][i];
-            if (k != 0 && unchanged(p.seen[k - 1], e)) {
-                still[k - 1] = true;
-                continue;
-            }
-            if (k != 0 && p.seen[k - 1].orig == e.tuple[0]) still[k - 1] = true;  // re-sent
-            add_connection(host_, w, i, now_ms, p.stream_port, &d);
-        }
-    }
-    // Connections sent that are gone now, unless their tuple is tracked again (re-sent above).
-    for (size_t k = 0; k < p.seen.size(); ++k) {
-        if (still[k]) continue;
-        const CtTuple& t = p.seen[k].orig;
-        if (host.ct_shard(ct_owner(t, n_workers)).table().lookup(t).found()) continue;
-        d.gone.push_back(t);
-    }
-    return d;
-}
-
-namespace {
 
 /// Room per owner shard and zone limits for conns, and with `conflicts` clashes with tracked
 /// connections: all checked before any change. Context: control.
@@ -243,10 +105,6 @@ Status check_room(MigrationHost& host, const std::vector<MigratedConnection>& co
 
     return Ok{};
 }
-
-}  // namespace
-
-namespace {
 
 /// Delivers the redirect notices shards queued (all workers paused). Context: control.
 void deliver_notices(MigrationHost& host) {
@@ -303,56 +161,302 @@ Result<std::vector<uint16_t>> map_ports(MigrationHost& host, const MigrationStat
     return local_port;
 }
 
-/// After the connections: their DPI states (where(n): the entry of stream connection n, index
-/// kCtNone when it has none) and the learned MACs.
-void install_dpi_and_macs(MigrationHost& host, const MigrationState& s,
-                          const std::vector<uint16_t>& local_port,
-                          const std::function<std::pair<uint16_t, uint32_t>(uint32_t)>& where,
-                          InstallReport* report) {
-    for (const MigratedDpi& d : s.dpi) {
-        const auto [w, idx] = where(d.connection);
+}  // namespace
+
+// The stages' capture and install columns, in table order (migrate/stages.h).
+
+Status capture_ports(CaptureWalk& walk) {
+    MigrationState& s = walk.out;
+    if (walk.since != nullptr) {  // a delta: the pre-copy sent the ports
+        s.scope = walk.since->state.scope;
+        s.stream_id = walk.since->state.stream_id;
+        walk.slot = walk.since->slot;
+        walk.stream_port = walk.since->stream_port;
+        return Ok{};
+    }
+    const std::optional<std::string>& port = walk.port;
+    s.scope = port ? StreamScope::kPort : StreamScope::kSwitch;
+    s.stream_id = random_id();
+    s.ferryd_version = FERRY_VERSION;
+    s.hyperscan_version = dpi_library_version();
+    std::vector<std::pair<std::string, uint16_t>> ports = walk.host.port_slots();
+    if (port) {
+        // The moved port first; the others follow so that its connections keep naming the
+        // port their other direction uses (the target maps those when it has them).
+        walk.slot = walk.host.port_slot(*port);
+        if (!walk.slot) return make_error(ErrorCode::kNotFound, "no port named " + *port);
+        std::erase_if(ports, [&](const auto& p) { return p.first == *port; });
+        ports.insert(ports.begin(), {*port, *walk.slot});
+    }
+    walk.stream_port.assign(kPortSlots, kNoStreamPort);
+    for (size_t i = 0; i < ports.size(); ++i) {
+        walk.stream_port[ports[i].second] = static_cast<uint16_t>(i);
+        MigratedPort p;
+        p.name = ports[i].first;
+        p.mac = parse_mac(walk.host.port_mac_text(p.name));
+        s.ports.push_back(std::move(p));
+    }
+    return Ok{};
+}
+
+Status install_ports(InstallWalk& walk) {
+    if (walk.staged != nullptr) {  // mapped when the pre-copy was placed ahead
+        walk.local_port = walk.staged->local_port;
+        return Ok{};
+    }
+    auto local_port = map_ports(walk.host, walk.s);
+    if (!local_port) return local_port.error();
+    walk.local_port = std::move(*local_port);
+    return Ok{};
+}
+
+Status capture_macs(CaptureWalk& walk) {
+    // The learned MACs of the stream's ports (of the moved port only, for a one-port stream).
+    const uint32_t now_s = walk.host.clock_s();
+    walk.host.mac_table().for_each([&](uint64_t key, MacEntry e) {
+        if (e.port >= kPortSlots || walk.stream_port[e.port] == kNoStreamPort) return;
+        if (walk.slot && e.port != *walk.slot) return;
+        MigratedMac m;
+        const uint64_t addr = mac_key_addr(key);
+        for (int i = 0; i < 6; ++i) m.mac[i] = static_cast<uint8_t>(addr >> (40 - 8 * i));
+        m.vlan = mac_key_vlan(key);
+        m.port = walk.stream_port[e.port];
+        m.age_ms = (now_s - e.stamp_s) * 1000;
+        walk.out.macs.push_back(m);
+    });
+    return Ok{};
+}
+
+Status install_macs(InstallWalk& walk) {
+    const uint32_t now_s = walk.host.clock_s();
+    for (const MigratedMac& m : walk.s.macs) {
+        if (m.port >= walk.local_port.size() || walk.local_port[m.port] == kCtNoPort) continue;
+        const uint32_t age_s = m.age_ms / 1000;
+        MacEntry e{walk.local_port[m.port], now_s > age_s ? now_s - age_s : 0};
+        if (walk.host.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++walk.report.macs;
+    }
+    return Ok{};
+}
+
+Status capture_connections(CaptureWalk& walk) {
+    MigrationHost& host = walk.host;
+    const auto n_workers = host.ct_shard_count();
+    const uint64_t now_ms = host.ct_now_ms();
+    if (walk.since == nullptr) {
+        for (uint16_t w = 0; w < n_workers; ++w) {
+            const CtTable& t = host.ct_shard(w).table();
+            for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1))
+                if (in_scope(t.entry(i), walk.slot))
+                    add_connection(host, w, i, now_ms, walk.stream_port, &walk.out);
+        }
+        return Ok{};
+    }
+    // A delta: the connections new or changed since the pre-copy.
+    const Precopy& p = *walk.since;
+    // Where each pre-copied connection was: by worker, slot index -> position in p.seen + 1.
+    std::vector<std::vector<uint32_t>> at(n_workers);
+    for (uint16_t w = 0; w < n_workers; ++w) at[w].assign(host.ct_shard(w).table().capacity(), 0);
+    for (size_t k = 0; k < p.seen.size(); ++k)
+        at[p.seen[k].worker][p.seen[k].index] = static_cast<uint32_t>(k + 1);
+    walk.still.assign(p.seen.size(), false);
+    for (uint16_t w = 0; w < n_workers; ++w) {
+        const CtTable& t = host.ct_shard(w).table();
+        for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1)) {
+            const CtEntry& e = t.entry(i);
+            if (!in_scope(e, walk.slot)) continue;
+            const uint32_t k = at[w][i];
+            if (k != 0 && unchanged(p.seen[k - 1], e)) {
+                walk.still[k - 1] = true;
+                continue;
+            }
+            if (k != 0 && p.seen[k - 1].orig == e.tuple[0]) walk.still[k - 1] = true;  // re-sent
+            add_connection(host, w, i, now_ms, walk.stream_port, &walk.out);
+        }
+    }
+    return Ok{};
+}
+
+Status install_connections(InstallWalk& walk) {
+    MigrationHost& host = walk.host;
+    const MigrationState& s = walk.s;
+    const uint64_t now_ms = host.ct_now_ms();
+    if (walk.staged == nullptr) {
+        // All or nothing: room and clashes checked first; an insertion that still fails
+        // removes what was placed.
+        if (Status room = check_room(host, s.connections, false); !room) return room.error();
+        walk.placed.reserve(s.connections.size());
+        for (const MigratedConnection& c : s.connections) {
+            auto where = place(host, c, walk.local_port, now_ms, false);
+            if (!where) {
+                for (const auto& [w, idx] : walk.placed) host.ct_shard(w).remove(idx);
+                deliver_notices(host);
+                walk.placed.clear();
+                return make_error(where.error().code,
+                                  where.error().message + "; nothing installed");
+            }
+            walk.placed.push_back(*where);
+        }
+        walk.report.connections = walk.placed.size();
+        return Ok{};
+    }
+    // A commit of what was placed ahead: slots sent again after the pre-copy (changed or new)
+    // are placed anew, active; gone ones removed; the others activated.
+    Staged& st = *walk.staged;
+    const DecodeContext& ctx = *walk.ctx;
+    const size_t slots = s.connections.size();
+    st.placed.resize(slots, kNotPlaced);
+    std::vector<bool> fresh(slots, false);
+    for (size_t e = walk.first_delta_entry; e < ctx.slot_of_number.size(); ++e)
+        fresh[ctx.slot_of_number[e]] = true;
+    auto fail = [&](const Error& err) -> Status {
+        for (auto& [w, idx] : st.placed)
+            if (idx != kCtNone) host.ct_shard(w).remove(idx), idx = kCtNone;
+        deliver_notices(host);
+        return make_error(err.code, err.message + "; nothing installed");
+    };
+    for (size_t k = 0; k < slots; ++k) {
+        auto& [w, idx] = st.placed[k];
+        if (ctx.gone[k] || fresh[k]) {
+            if (idx != kCtNone) host.ct_shard(w).remove(idx);
+            idx = kCtNone;
+            if (ctx.gone[k]) continue;
+            auto where = place(host, s.connections[k], walk.local_port, now_ms, false);
+            if (!where) return fail(where.error());
+            st.placed[k] = *where;
+        } else if (idx != kCtNone) {
+            host.ct_shard(w).activate(idx, now_ms, s.connections[k].remaining_ms);
+        }
+        ++walk.report.connections;
+    }
+    deliver_notices(host);
+    return Ok{};
+}
+
+Status capture_gone(CaptureWalk& walk) {
+    if (walk.since == nullptr) return Ok{};  // a full capture ends nothing
+    // Connections sent that are gone now, unless their tuple is tracked again (re-sent).
+    MigrationHost& host = walk.host;
+    const Precopy& p = *walk.since;
+    const auto n_workers = host.ct_shard_count();
+    for (size_t k = 0; k < p.seen.size(); ++k) {
+        if (walk.still[k]) continue;
+        const CtTuple& t = p.seen[k].orig;
+        if (host.ct_shard(ct_owner(t, n_workers)).table().lookup(t).found()) continue;
+        walk.out.gone.push_back(t);
+    }
+    return Ok{};
+}
+
+Status capture_dpi(CaptureWalk& walk) {
+    // The streams come with their connections (CONNECTIONS reads both at the same index).
+    walk.out.dpi_hash = walk.since != nullptr ? walk.since->state.dpi_hash
+                                              : walk.host.dpi_current().database().hash();
+    return Ok{};
+}
+
+Status install_dpi(InstallWalk& walk) {
+    MigrationHost& host = walk.host;
+    for (const MigratedDpi& d : walk.s.dpi) {
+        const auto [w, idx] = walk.where(d.connection);
         if (idx == kCtNone) continue;
         DpiStreamState st = d.state;
-        st.db_hash = s.dpi_hash;
+        st.db_hash = walk.s.dpi_hash;
         if (host.dpi_worker(w).import_state(host.dpi_current(), idx, st) == DpiImport::kExpanded)
-            ++report->dpi_expanded;
+            ++walk.report.dpi_expanded;
         else
-            ++report->dpi_restarted;
+            ++walk.report.dpi_restarted;
     }
-    const uint32_t now_s = host.clock_s();
-    for (const MigratedMac& m : s.macs) {
-        if (m.port >= local_port.size() || local_port[m.port] == kCtNoPort) continue;
-        const uint32_t age_s = m.age_ms / 1000;
-        MacEntry e{local_port[m.port], now_s > age_s ? now_s - age_s : 0};
-        if (host.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++report->macs;
-    }
+    return Ok{};
+}
+
+std::pair<uint16_t, uint32_t> InstallWalk::where(uint32_t n) const {
+    if (staged == nullptr) return n < placed.size() ? placed[n] : kNotPlaced;
+    return n < ctx->slot_of_number.size() ? staged->placed[ctx->slot_of_number[n]] : kNotPlaced;
+}
+
+namespace {
+
+/// Walks the capture column. Context: control, workers paused.
+Status walk_capture(CaptureWalk& walk) {
+    for (const Stage& stage : kStages)
+        if (stage.capture != nullptr)
+            if (Status s = stage.capture(walk); !s) return s;
+    return Ok{};
+}
+
+/// Walks the install column: first the stages that may refuse, then those that only add.
+/// Context: control, workers paused or not started.
+Result<InstallReport> walk_install(InstallWalk& walk) {
+    for (const bool refusing : {true, false})
+        for (const Stage& stage : kStages)
+            if (stage.install != nullptr && stage.may_refuse == refusing)
+                if (Status s = stage.install(walk); !s) return s.error();
+    return walk.report;
 }
 
 }  // namespace
 
+Result<MigrationState> MigrationControl::capture(const std::optional<std::string>& port) const {
+    MigrationState s;
+    CaptureWalk walk{host_, port, s};
+    if (Status c = walk_capture(walk); !c) return c.error();
+    return s;
+}
+
+MigrationState MigrationControl::delta(const Precopy& p) const {
+    MigrationState d;
+    CaptureWalk walk{host_, std::nullopt, d, &p};
+    (void)walk_capture(walk);  // a delta's stages cannot fail: its ports were found by the pre-copy
+    return d;
+}
+
 Result<InstallReport> MigrationControl::install(const MigrationState& s) {
-    MigrationHost& host = host_;
-    auto local_port = map_ports(host_, s);
-    if (!local_port) return local_port.error();
-    if (Status room = check_room(host, s.connections, false); !room) return room.error();
-    const uint64_t now_ms = host.ct_now_ms();
-    std::vector<std::pair<uint16_t, uint32_t>> placed;  // (worker, index) per connection
-    placed.reserve(s.connections.size());
-    for (const MigratedConnection& c : s.connections) {
-        auto where = place(host, c, *local_port, now_ms, false);
-        if (!where) {
-            for (const auto& [w, idx] : placed) host.ct_shard(w).remove(idx);
-            deliver_notices(host);
-            return make_error(where.error().code, where.error().message + "; nothing installed");
-        }
-        placed.push_back(*where);
-    }
-    InstallReport report;
-    report.connections = placed.size();
-    install_dpi_and_macs(
-        host_, s, *local_port,
-        [&](uint32_t n) { return n < placed.size() ? placed[n] : kNotPlaced; }, &report);
+    InstallWalk walk{host_, s};
+    return walk_install(walk);
+}
+
+Result<InstallReport> MigrationControl::commit_staged(Staged& st, const MigrationState& partial,
+                                                      const DecodeContext& ctx,
+                                                      uint32_t first_delta_entry) {
+    InstallWalk walk{host_, partial};
+    walk.staged = &st;
+    walk.ctx = &ctx;
+    walk.first_delta_entry = first_delta_entry;
+    auto report = walk_install(walk);
+    st.placed.clear();  // the switch's now, or removed by the refusal
     return report;
+}
+
+Result<Precopy> MigrationControl::precopy(const std::optional<std::string>& port,
+                                          uint32_t slice) const {
+    Precopy p;
+    // The PORT and DPI_STREAMS stages as a capture walks them; the connections a slice per
+    // brief pause, while traffic runs.
+    CaptureWalk walk{host_, port, p.state};
+    if (Status b = capture_ports(walk); !b) return b.error();
+    if (Status b = capture_dpi(walk); !b) return b.error();
+    p.slot = walk.slot;
+    p.stream_port = std::move(walk.stream_port);
+    MigrationHost& host = host_;
+    const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
+    for (uint16_t w = 0; w < n_workers; ++w) {
+        const CtTable& t = host.ct_shard(w).table();
+        for (uint32_t from = 0; from < t.capacity(); from += slice) {
+            // A short pause per slice: the owner writes the entries, so they are read while
+            // it is parked; traffic flows between slices.
+            ScopedPause paused(host_.workers());
+            if (!paused) return paused.status().error();
+            const uint64_t now_ms = host.ct_now_ms();
+            const uint32_t to = std::min<uint32_t>(t.capacity(), from + slice);
+            for (uint32_t i = t.next_live(from); i != kCtNone && i < to; i = t.next_live(i + 1)) {
+                const CtEntry& e = t.entry(i);
+                if (!in_scope(e, p.slot)) continue;
+                add_connection(host_, w, i, now_ms, p.stream_port, &p.state);
+                p.seen.push_back(seen_of(w, i, e));
+            }
+        }
+    }
+    return p;
 }
 
 Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t slice) {
@@ -409,49 +513,6 @@ bool MigrationControl::unstage(Staged& st, uint32_t slice) {
         deliver_notices(host);
     }
     return true;
-}
-
-Result<InstallReport> MigrationControl::commit_staged(Staged& st, const MigrationState& partial,
-                                                      const DecodeContext& ctx,
-                                                      uint32_t first_delta_entry) {
-    MigrationHost& host = host_;
-    const uint64_t now_ms = host.ct_now_ms();
-    const size_t slots = partial.connections.size();
-    st.placed.resize(slots, kNotPlaced);
-    // Slots sent again after the pre-copy (changed or new) are placed anew, active.
-    std::vector<bool> fresh(slots, false);
-    for (size_t e = first_delta_entry; e < ctx.slot_of_number.size(); ++e)
-        fresh[ctx.slot_of_number[e]] = true;
-    auto fail = [&](const Error& err) -> Result<InstallReport> {
-        for (auto& [w, idx] : st.placed)
-            if (idx != kCtNone) host.ct_shard(w).remove(idx), idx = kCtNone;
-        deliver_notices(host);
-        return make_error(err.code, err.message + "; nothing installed");
-    };
-    InstallReport report;
-    for (size_t k = 0; k < slots; ++k) {
-        auto& [w, idx] = st.placed[k];
-        if (ctx.gone[k] || fresh[k]) {
-            if (idx != kCtNone) host.ct_shard(w).remove(idx);
-            idx = kCtNone;
-            if (ctx.gone[k]) continue;
-            auto where = place(host, partial.connections[k], st.local_port, now_ms, false);
-            if (!where) return fail(where.error());
-            st.placed[k] = *where;
-        } else if (idx != kCtNone) {
-            host.ct_shard(w).activate(idx, now_ms, partial.connections[k].remaining_ms);
-        }
-        ++report.connections;
-    }
-    deliver_notices(host);
-    install_dpi_and_macs(
-        host_, partial, st.local_port,
-        [&](uint32_t n) {
-            return n < ctx.slot_of_number.size() ? st.placed[ctx.slot_of_number[n]] : kNotPlaced;
-        },
-        &report);
-    st.placed.clear();  // they are the switch's now
-    return report;
 }
 
 size_t MigrationControl::retire(const MigrationState& s, size_t from, size_t count) {

@@ -6,31 +6,12 @@
 #include <vector>
 
 #include "migrate/crc32c.h"
+#include "migrate/sections.h"
 #include "migrate/stream_codec.h"
 #include "migrate/wire.h"
 
 namespace ferry {
 namespace {
-
-using Decoder = std::string (*)(const uint8_t*, size_t, DecodeContext&);
-
-/// The sections this version knows: type, name, whether they must be critical, decoder.
-struct SectionKind {
-    SectionType type;
-    const char* name;
-    Decoder decode;
-};
-
-constexpr std::array<SectionKind, 8> kSectionKinds = {{
-    {SectionType::kPort, "PORT", decode_port},
-    {SectionType::kMacs, "MACS", decode_macs},
-    {SectionType::kConnections, "CONNECTIONS", decode_connections},
-    {SectionType::kConnectionsGone, "CONNECTIONS_GONE", decode_connections_gone},
-    {SectionType::kDpiStreams, "DPI_STREAMS", decode_dpi_streams},
-    {SectionType::kRules, "RULES", decode_rules},
-    {SectionType::kCounters, "COUNTERS", decode_counters},
-    {SectionType::kPrecopyEnd, "PRECOPY_END", decode_precopy_end},
-}};
 
 Error stream_error(const std::string& what, size_t offset) {
     return make_error(ErrorCode::kInvalidParams,
@@ -162,19 +143,18 @@ Result<size_t> StreamReader::section(const uint8_t* data, size_t avail, size_t a
         done_ = true;
         return kSectionHeaderBytes + length;
     }
-    const SectionKind* kind = nullptr;
-    for (const SectionKind& k : kSectionKinds)
-        if (static_cast<uint16_t>(k.type) == type) kind = &k;
-    if (kind != nullptr && kind->type == SectionType::kPort && past_ports_)
+    // The format table's read column (migrate/sections.h).
+    const SectionCodec* kind = find_section(type);
+    if (kind != nullptr && kind->section == SectionType::kPort && past_ports_)
         return stream_error("PORT: a PORT section after other sections (PORT sections come first)",
                             at);
     if (kind == nullptr) {
         if (critical) return stream_error("unknown critical section type " + hex16(type), at);
         ++seen_.skipped;
-    } else if (std::string e = kind->decode(payload, length, ctx_); !e.empty()) {
+    } else if (std::string e = kind->read(payload, length, ctx_); !e.empty()) {
         return stream_error(std::string(kind->name) + ": " + e, at);
     }
-    if (kind != nullptr && kind->type != SectionType::kPort) past_ports_ = true;
+    if (kind != nullptr && kind->section != SectionType::kPort) past_ports_ = true;
     ++seen_.sections;
     return kSectionHeaderBytes + length;
 }

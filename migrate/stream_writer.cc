@@ -1,9 +1,9 @@
 #include "migrate/stream_writer.h"
 
 #include <algorithm>
-#include <unordered_set>
 
 #include "migrate/crc32c.h"
+#include "migrate/sections.h"
 #include "migrate/stream_codec.h"
 #include "migrate/wire.h"
 
@@ -174,22 +174,7 @@ void StreamWriter::finish() {
 std::vector<uint8_t> write_stream(const MigrationState& s) {
     std::vector<uint8_t> out;
     StreamWriter w(out, s);
-    for (const MigratedPort& p : s.ports) w.port(p);
-    if (!s.macs.empty()) w.macs(s.macs);
-    if (!s.connections.empty()) w.connections(s.connections.data(), s.connections.size());
-    if (!s.gone.empty()) {
-        // A gone tuple can only name a connection sent earlier in the stream: those of s.gone
-        // that are among s.connections, each once. The others (a state read from a stream with
-        // deltas holds the tuples whose connections it already dropped) have nothing to end.
-        std::unordered_set<CtTuple, CtTupleHasher> sent;
-        for (const MigratedConnection& c : s.connections) sent.insert(c.orig);
-        std::vector<CtTuple> gone;
-        for (const CtTuple& t : s.gone)
-            if (sent.erase(t) != 0) gone.push_back(t);
-        if (!gone.empty()) w.connections_gone(gone);
-    }
-    if (!s.dpi.empty()) w.dpi_streams(s.dpi_hash, s.dpi);
-    if (!s.rules_json.empty()) w.rules(s.rules_json);
+    write_sections(w, s, false);  // the format table, in stream order (migrate/sections.h)
     w.finish();
     return out;
 }

@@ -45,7 +45,7 @@ private:
 };
 
 /// The whole of s as one stream: its ports, MACs, connections, gone tuples, DPI streams and
-/// rules. Context: control.
+/// rules, as the format table (migrate/sections.h) orders them. Context: control.
 std::vector<uint8_t> write_stream(const MigrationState& s);
 
 }  // namespace ferry
