@@ -6,10 +6,10 @@
 
 #include <chrono>
 
-#include "control/inband_migration.h"
 #include "control/migration_host.h"
 #include "control/switch.h"
 #include "migrate/file_transport.h"
+#include "migrate/inband_migration.h"
 #include "migrate/session.h"
 #include "migrate/stages.h"
 #include "migrate/stream_writer.h"

@@ -29,6 +29,12 @@ std::string SwitchMigrationHost::port_mac_text(const std::string& name) const {
     return sw_.port_mac_text(name);
 }
 
+std::vector<MigrationHost::DepartedMac> SwitchMigrationHost::departed_macs(uint16_t slot) const {
+    std::vector<DepartedMac> out;
+    for (const Switch::DepartedMac& d : sw_.departed_macs(slot)) out.push_back({d.key, d.stamp_s});
+    return out;
+}
+
 MacTable& SwitchMigrationHost::mac_table() {
     return sw_.mac_table();
 }

@@ -19,6 +19,7 @@ public:
     std::vector<std::pair<std::string, uint16_t>> port_slots() const override;
     std::optional<uint16_t> port_slot(const std::string& name) const override;
     std::string port_mac_text(const std::string& name) const override;
+    std::vector<DepartedMac> departed_macs(uint16_t slot) const override;
     MacTable& mac_table() override;
     uint32_t clock_s() const override;
     uint16_t ct_shard_count() const override;

@@ -16,9 +16,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "control/inband_migration.h"
 #include "control/log.h"
 #include "dataplane/offload/offload_manager.h"
+#include "migrate/inband_migration.h"
 
 namespace ferry {
 namespace {

@@ -19,13 +19,14 @@
 
 #include "control/ct_control.h"
 #include "control/dpi_control.h"
-#include "control/inband_migration.h"
 #include "control/log.h"
+#include "control/migration_host.h"
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/hash_key.h"
 #include "dataplane/mac_table.h"
 #include "dataplane/meter.h"
+#include "migrate/inband_migration.h"
 
 namespace ferry {
 namespace {
@@ -483,7 +484,7 @@ Result<nlohmann::json> Switch::add_port(const PortConfig& cfg, std::optional<uin
     }
     // Known to in-band migration before the device exists: its first events attach to it.
     const bool vhost = cfg.type == PortType::kVhostUser;
-    if (vhost) inband_add_port(*this, cfg.name, cfg.path);
+    if (vhost) inband_add_port(std::make_shared<SwitchMigrationHost>(*this), cfg.name, cfg.path);
     auto dev = port_device_open(cfg, worker_count(), pool_, &Switch::on_port_event, this);
     if (!dev) {
         if (vhost) inband_remove_port(cfg.path);

@@ -127,7 +127,7 @@ public:
     uint32_t clock_s() const { return clock_s_.load(std::memory_order_relaxed); }
 
     /// A MAC a vhost-user port's link down forgot: its device stopped, perhaps for a QEMU
-    /// migration that asks for the port's state next (control/inband_migration.h).
+    /// migration that asks for the port's state next (migrate/inband_migration.h).
     struct DepartedMac {
         uint64_t key;  // the MAC table's key (address and VLAN)
         uint32_t stamp_s;

@@ -43,6 +43,17 @@ public:
     /// A port's MAC address as "aa:bb:cc:dd:ee:ff" ("" when unknown). Context: control.
     virtual std::string port_mac_text(const std::string& name) const = 0;
 
+    /// A MAC a port's link down took out of the MAC table (its device stopped, perhaps for a
+    /// QEMU migration that asks for the port's state next): the table's key (address and VLAN)
+    /// and its stamp.
+    struct DepartedMac {
+        uint64_t key;
+        uint32_t stamp_s;
+    };
+    /// The MACs the port in slot forgot at its last link down; empty once it is up again.
+    /// Context: control.
+    virtual std::vector<DepartedMac> departed_macs(uint16_t slot) const = 0;
+
     /// The learned MACs and the clock their stamps use, in seconds. Context: control (the MAC
     /// table's only writer).
     virtual MacTable& mac_table() = 0;

@@ -1,4 +1,4 @@
-#include "control/inband_migration.h"
+#include "migrate/inband_migration.h"
 
 #include <rte_log.h>
 #include <rte_vhost.h>
@@ -18,9 +18,6 @@
 #include <optional>
 #include <vector>
 
-#include "control/log.h"
-#include "control/migration_host.h"
-#include "control/switch.h"
 #include "dataplane/mac_table.h"
 #include "migrate/stages.h"
 #include "migrate/stream_reader.h"
@@ -57,7 +54,7 @@ static_assert(sizeof(VhuMsgContext) == 12 + 632 + 8 * 4 + 4);
 /// A port that takes part: its transfer per connection (vid).
 struct InbandPort {
     std::string name;
-    Switch* sw = nullptr;
+    std::shared_ptr<MigrationHost> host;  // the switch the port is on
     std::map<int, std::shared_ptr<DeviceStateTransfer>> by_vid;
     /// The state the last SAVE captured, and whether QEMU confirmed it (CHECK succeeded): the
     /// source keeps those connections until it knows the outcome. The device running again
@@ -87,7 +84,7 @@ Registry& registry() {
 /// Runs fn on the control thread and waits for it. @return its value, or nullopt when the
 /// control thread did not take it within kControlWait (then fn never runs).
 template <class T>
-std::optional<T> on_control_thread(Switch& sw, std::function<T()> fn) {
+std::optional<T> on_control_thread(MigrationHost& host, std::function<T()> fn) {
     struct Shared {
         std::mutex m;
         bool started = false;
@@ -96,7 +93,7 @@ std::optional<T> on_control_thread(Switch& sw, std::function<T()> fn) {
     };
     auto sh = std::make_shared<Shared>();
     std::future<T> fut = sh->result.get_future();
-    sw.post([sh, fn = std::move(fn)] {
+    host.post([sh, fn = std::move(fn)] {
         {
             std::lock_guard lock(sh->m);
             if (sh->abandoned) return;
@@ -120,31 +117,30 @@ std::optional<T> on_control_thread(Switch& sw, std::function<T()> fn) {
 
 /// Retires what a confirmed SAVE sent, quietly (no packet): the guest left with it.
 /// Context: control.
-void retire_saved(Switch& sw, const std::string& port, const MigrationState& state) {
-    ScopedPause paused(sw);
+void retire_saved(MigrationHost& host, const std::string& port, const MigrationState& state) {
+    ScopedPause paused(host.workers());
     if (!paused) {
-        FERRY_LOG_WARN("port %s: cannot retire the moved connections now: %s", port.c_str(),
-                       paused.status().error().message.c_str());
+        host.log(MigrateLog::kWarn, "port %s: cannot retire the moved connections now: %s",
+                 port.c_str(), paused.status().error().message.c_str());
         return;  // they expire like any idle connection
     }
-    SwitchMigrationHost host(sw);
     const size_t n = MigrationControl(host).retire(state, 0, state.connections.size());
     paused.release();
-    FERRY_LOG_INFO("port %s: the guest moved; %zu of its connections retired here", port.c_str(),
-                   n);
+    host.log(MigrateLog::kInfo, "port %s: the guest moved; %zu of its connections retired here",
+             port.c_str(), n);
 }
 
 /// The port's MACs that its link down (QEMU stopping the device before SAVE) took out of the
 /// MAC table, added to a capture that lacks them. Context: control.
-void add_departed_macs(Switch& sw, const std::string& port, MigrationState* s) {
-    const std::optional<uint16_t> slot = sw.port_slot(port);
+void add_departed_macs(MigrationHost& host, const std::string& port, MigrationState* s) {
+    const std::optional<uint16_t> slot = host.port_slot(port);
     if (!slot) return;
     uint16_t stream_port = kNoStreamPort;
     for (size_t i = 0; i < s->ports.size(); ++i)
         if (s->ports[i].name == port) stream_port = static_cast<uint16_t>(i);
     if (stream_port == kNoStreamPort) return;
-    const uint32_t now_s = sw.clock_s();
-    for (const Switch::DepartedMac& d : sw.departed_macs(*slot)) {
+    const uint32_t now_s = host.clock_s();
+    for (const MigrationHost::DepartedMac& d : host.departed_macs(*slot)) {
         MigratedMac m;
         const uint64_t addr = mac_key_addr(d.key);
         for (int i = 0; i < 6; ++i) m.mac[i] = static_cast<uint8_t>(addr >> (40 - 8 * i));
@@ -158,35 +154,35 @@ void add_departed_macs(Switch& sw, const std::string& port, MigrationState* s) {
     }
 }
 
-DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::string& path) {
+DeviceStateHooks make_hooks(const std::shared_ptr<MigrationHost>& host, const std::string& port,
+                            const std::string& path) {
     DeviceStateHooks h;
-    h.save = [sw, port, path] {
+    h.save = [host, port, path] {
         const auto t0 = std::chrono::steady_clock::now();
-        auto saved = on_control_thread<DeviceStateHooks::Saved>(*sw, [sw, port, path, t0] {
+        auto saved = on_control_thread<DeviceStateHooks::Saved>(*host, [host, port, path, t0] {
             const auto t1 = std::chrono::steady_clock::now();
             DeviceStateHooks::Saved out;
-            ScopedPause paused(*sw);
+            ScopedPause paused(host->workers());
             if (!paused) {
                 out.error = paused.status().error().message;
                 return out;
             }
-            SwitchMigrationHost host(*sw);
-            auto state = MigrationControl(host).capture(port);
+            auto state = MigrationControl(*host).capture(port);
             paused.release();
             if (!state) {
                 out.error = state.error().message;
                 return out;
             }
-            add_departed_macs(*sw, port, &*state);
+            add_departed_macs(*host, port, &*state);
             out.connections = state->connections.size();
             out.bytes = write_stream(*state);
             const auto ms = [](auto a, auto b) {
                 return std::chrono::duration<double, std::milli>(b - a).count();
             };
-            FERRY_LOG_INFO(
-                "port %s: state for QEMU's migration: control thread took it after "
-                "%.1f ms, captured and encoded in %.1f ms",
-                port.c_str(), ms(t0, t1), ms(t1, std::chrono::steady_clock::now()));
+            host->log(MigrateLog::kInfo,
+                      "port %s: state for QEMU's migration: control thread took it after "
+                      "%.1f ms, captured and encoded in %.1f ms",
+                      port.c_str(), ms(t0, t1), ms(t1, std::chrono::steady_clock::now()));
             std::lock_guard lock(registry().mutex);
             auto it = registry().ports.find(path);
             if (it != registry().ports.end()) {
@@ -198,7 +194,7 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
         if (!saved) return DeviceStateHooks::Saved{{}, 0, "the control thread is busy"};
         return *saved;
     };
-    h.load = [sw, port](std::vector<uint8_t> bytes) {
+    h.load = [host, port](std::vector<uint8_t> bytes) {
         DeviceStateHooks::Loaded out;
         auto state = read_stream(bytes.data(), bytes.size());
         if (!state) {
@@ -225,26 +221,25 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
             }
         out.connections = state->connections.size();
         auto shared = std::make_shared<MigrationState>(std::move(*state));
-        out.install = [sw, shared]() -> std::string {
-            auto r = on_control_thread<std::string>(*sw, [sw, shared]() -> std::string {
-                ScopedPause paused(*sw);
+        out.install = [host, shared]() -> std::string {
+            auto r = on_control_thread<std::string>(*host, [host, shared]() -> std::string {
+                ScopedPause paused(host->workers());
                 if (!paused) return paused.status().error().message;
-                SwitchMigrationHost host(*sw);
-                auto report = MigrationControl(host).install(*shared);
+                auto report = MigrationControl(*host).install(*shared);
                 paused.release();
                 if (!report) return report.error().message;
-                FERRY_LOG_INFO(
-                    "port %s: installed %zu connections and %zu MACs from QEMU's "
-                    "migration (%zu DPI streams continued, %zu restarted)",
-                    shared->ports[0].name.c_str(), report->connections, report->macs,
-                    report->dpi_expanded, report->dpi_restarted);
+                host->log(MigrateLog::kInfo,
+                          "port %s: installed %zu connections and %zu MACs from QEMU's "
+                          "migration (%zu DPI streams continued, %zu restarted)",
+                          shared->ports[0].name.c_str(), report->connections, report->macs,
+                          report->dpi_expanded, report->dpi_restarted);
                 return std::string();
             });
             return r ? *r : "the control thread is busy";
         };
         return out;
     };
-    h.finished = [port, path](const DeviceStateReport& r) {
+    h.finished = [host, port, path](const DeviceStateReport& r) {
         {
             std::lock_guard lock(registry().mutex);
             registry().history.emplace_back(port, r);
@@ -260,13 +255,14 @@ DeviceStateHooks make_hooks(Switch* sw, const std::string& port, const std::stri
         }
         const char* dir = r.direction == DeviceStateDirection::kSave ? "sent" : "received";
         if (r.ok)
-            FERRY_LOG_INFO("port %s: in-band migration %s %zu connections (%llu bytes) in %.1f ms",
-                           port.c_str(), dir, r.connections,
-                           static_cast<unsigned long long>(r.bytes), r.ms);
+            host->log(MigrateLog::kInfo,
+                      "port %s: in-band migration %s %zu connections (%llu bytes) in %.1f ms",
+                      port.c_str(), dir, r.connections, static_cast<unsigned long long>(r.bytes),
+                      r.ms);
         else
-            FERRY_LOG_WARN("port %s: in-band migration (%s) failed: %s", port.c_str(),
-                           r.direction == DeviceStateDirection::kSave ? "save" : "load",
-                           r.reason.c_str());
+            host->log(MigrateLog::kWarn, "port %s: in-band migration (%s) failed: %s", port.c_str(),
+                      r.direction == DeviceStateDirection::kSave ? "save" : "load",
+                      r.reason.c_str());
     };
     return h;
 }
@@ -325,11 +321,12 @@ Status inband_offer(const std::string& path) {
     return Ok{};
 }
 
-void inband_add_port(Switch& sw, const std::string& port, const std::string& path) {
+void inband_add_port(std::shared_ptr<MigrationHost> host, const std::string& port,
+                     const std::string& path) {
     std::lock_guard lock(registry().mutex);
     InbandPort& p = registry().ports[path];
     p.name = port;
-    p.sw = &sw;
+    p.host = std::move(host);
     p.by_vid.clear();
 }
 
@@ -371,10 +368,10 @@ void inband_device_resumed(const std::string& path) {
     if (it == registry().ports.end() || !it->second.saved) return;
     it->second.saved = false;  // the migration failed or was cancelled: the guest runs here
     it->second.captured = nullptr;
-    FERRY_LOG_INFO(
-        "port %s: device running again after its state was saved; its connections "
-        "stay here",
-        it->second.name.c_str());
+    it->second.host->log(MigrateLog::kInfo,
+                         "port %s: device running again after its state was saved; its connections "
+                         "stay here",
+                         it->second.name.c_str());
 }
 
 void inband_attach(const std::string& path) {
@@ -406,10 +403,10 @@ void inband_attach(const std::string& path) {
             continue;
         }
         if (rte_vhost_extern_callback_register(vid, &kExternOps, nullptr) != 0) continue;
-        live[vid] = std::make_shared<DeviceStateTransfer>(p.name, make_hooks(p.sw, p.name, path),
+        live[vid] = std::make_shared<DeviceStateTransfer>(p.name, make_hooks(p.host, p.name, path),
                                                           kMaxInbandStream);
-        FERRY_LOG_DEBUG("port %s: device-state handler on vhost connection %d", p.name.c_str(),
-                        vid);
+        p.host->log(MigrateLog::kDebug, "port %s: device-state handler on vhost connection %d",
+                    p.name.c_str(), vid);
     }
     bool closed = false;
     for (auto& [vid, t] : p.by_vid) {
@@ -423,9 +420,9 @@ void inband_attach(const std::string& path) {
         // again here: its migration completed, the guest runs elsewhere.
         std::shared_ptr<MigrationState> state = std::move(p.captured);
         p.saved = false;
-        Switch* sw = p.sw;
+        std::shared_ptr<MigrationHost> host = p.host;
         std::string name = p.name;
-        sw->post([sw, name, state] { retire_saved(*sw, name, *state); });
+        host->post([host, name, state] { retire_saved(*host, name, *state); });
     }
     // live now holds the previous map; the gone transfers are joined when it is destroyed,
     // after the lock is released (declared before the lock_guard)

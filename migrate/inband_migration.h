@@ -2,7 +2,8 @@
 // (VHOST_USER_PROTOCOL_F_DEVICE_STATE, QEMU >= 10; docs/migration.md, "In-band migration").
 // This is the DPDK side: offering the protocol feature on a net_vhost socket, attaching the
 // device-state protocol (migrate/vhost_device_state.h) to each connection through DPDK's
-// external message hook, and the switch's capture and install as that protocol's hooks.
+// external message hook, and the switch's capture and install (through its MigrationHost) as that
+// protocol's hooks.
 //
 // net_vhost tells the application nothing about a connection until its device is ready, and
 // DPDK's hook is per connection (vid). A destination QEMU sends SET_DEVICE_STATE_FD before its
@@ -13,24 +14,25 @@
 // for the race that the latter leaves and for the way out (owning the sockets via rte_vhost).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "dataplane/result.h"
+#include "migrate/host.h"
 
 namespace ferry {
-
-class Switch;
 
 /// Offers VHOST_USER_PROTOCOL_F_DEVICE_STATE on the vhost-user socket at path. Call right
 /// after rte_eth_dev_configure (where net_vhost registers the socket), before a front-end
 /// negotiates. Context: control. @return kFailed when the socket is not registered
 Status inband_offer(const std::string& path);
 
-/// Makes in-band state transfers of the port at path use sw's capture and install.
-/// Context: control (port added).
-void inband_add_port(Switch& sw, const std::string& port, const std::string& path);
+/// Makes in-band state transfers of the port at path use host's capture and install (the
+/// port's transfers keep host as long as they run). Context: control (port added).
+void inband_add_port(std::shared_ptr<MigrationHost> host, const std::string& port,
+                     const std::string& path);
 /// Stops the port's transfers (nothing is installed after) and forgets it. Context: control
 /// (port deleted).
 void inband_remove_port(const std::string& path);
