@@ -64,9 +64,11 @@ constexpr Verb kVerbs[] = {
      "checkpoint the switch's (or one port's) state into a file", "file bytes ports connections dpi_streams macs ms", "file"},
     {"migrate load",    "migrate.load",    Args::kFirstKeyValues, "FILE",
      "install a checkpoint (all or nothing)", "file bytes connections dpi_continued dpi_restarted macs ms", "file"},
-    {"migrate receive", "migrate.receive", Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [timeout_s=N]",
+    {"migrate receive", "migrate.receive", Args::kFirstKeyValues,
+     "unix:/PATH|tcp:HOST:PORT|tcp-insecure:HOST:PORT [timeout_s=N] [tls_creds=DIR tls_peer=NAME]",
      "wait for one incoming migration (returns at once; see migrate status)", "phase address", "listen"},
-    {"migrate send",    "migrate.send",    Args::kFirstKeyValues, "unix:/PATH|tcp:HOST:PORT [port=NAME] [timeout_s=N] [precopy=true [hold=true]]",
+    {"migrate send",    "migrate.send",    Args::kFirstKeyValues,
+     "unix:/PATH|tcp:HOST:PORT|tcp-insecure:HOST:PORT [port=NAME] [timeout_s=N] [precopy=true [hold=true] [settle_ms=N]] [tls_creds=DIR] [tls_peer=NAME]",
      "move the switch's (or one port's) state to a target, showing progress until it commits", kMigrateColumns, "to", true},
     {"migrate continue", "migrate.continue", Args::kNone,         "", "a send held in phase ready (hold=true): go on, showing progress until it commits", kMigrateColumns, "", true},
     {"migrate cancel",  "migrate.cancel",  Args::kNone,           "", "a send held in phase ready, or a receive nobody connected to: give it up", "phase"},
@@ -117,6 +119,14 @@ std::string usage_text() {
         "  --timeout SEC       wait at most SEC seconds for the answer (default 30)\n"
         "  -h, --help          show this text, or after a command that command's help\n"
         "  --version           show ferryctl's version\n"
+        "\nmigration addresses (migrate receive, migrate send):\n"
+        "  unix:/PATH              a 0600 socket; the peer must be ferryd's user or root\n"
+        "  tcp:HOST:PORT           TLS 1.3 with certificates on both ends: tls_creds=DIR\n"
+        "                          (ca-cert.pem, server-cert.pem and server-key.pem to receive,\n"
+        "                          client-cert.pem and client-key.pem to send), tls_peer=NAME\n"
+        "                          (the name the peer's certificate carries; a sender defaults\n"
+        "                          to the address's host)\n"
+        "  tcp-insecure:HOST:PORT  clear TCP, no authentication: a trusted, isolated network only\n"
         "\nexit status: 0 done, 1 ferryd refused the command, 2 ferryd unreachable or silent,\n"
         "64 usage error\n";
     return out;
