@@ -61,24 +61,13 @@ bool unchanged(const Precopy::Seen& a, const CtEntry& e) {
            a.tcp_state == static_cast<uint8_t>(e.tcp.state) && a.mark == e.mark;
 }
 
-/// Room per owner shard and zone limits for conns, and with `conflicts` clashes with tracked
-/// connections: all checked before any change. Context: control.
-Status check_room(MigrationHost& host, const std::vector<MigratedConnection>& conns,
-                  bool conflicts) {
+/// Room per owner shard and zone limits for conns, checked before any change (a clash with a
+/// tracked connection is found as each is placed, and undoes what was placed). Context: control.
+Status check_room(MigrationHost& host, const std::vector<MigratedConnection>& conns) {
     const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
     std::vector<uint32_t> per_shard(n_workers, 0);
     std::vector<uint32_t> per_zone(kCtZones, 0);
     for (const MigratedConnection& c : conns) {
-        // Each tuple can only be tracked by its owner (a redirect there names the owner).
-        for (const CtTuple* t : {&c.orig, &c.reply}) {
-            if (!conflicts) break;
-            const uint16_t w = ct_owner(*t, n_workers);
-            if (host.ct_shard(w).table().lookup(*t).found())
-                return make_error(ErrorCode::kConflict, "connection " + host.ct_tuple_text(c.orig) +
-                                                            " clashes with one tracked here (" +
-                                                            host.ct_tuple_text(*t) + ", worker " +
-                                                            std::to_string(w) + ")");
-        }
         ++per_shard[ct_owner(c.orig, n_workers)];
         ++per_zone[c.orig.zone];
     }
@@ -125,6 +114,7 @@ Result<std::pair<uint16_t, uint32_t>> place(MigrationHost& host, const MigratedC
                                             const std::vector<uint16_t>& local_port,
                                             uint64_t now_ms, bool dormant) {
     const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
+    // Each tuple can only be tracked by its owner (a redirect there names the owner).
     for (const CtTuple* t : {&c.orig, &c.reply}) {
         const uint16_t w = ct_owner(*t, n_workers);
         if (host.ct_shard(w).table().lookup(*t).found())
@@ -281,9 +271,9 @@ Status install_connections(InstallWalk& walk) {
     const MigrationState& s = walk.s;
     const uint64_t now_ms = host.ct_now_ms();
     if (walk.staged == nullptr) {
-        // All or nothing: room and clashes checked first; an insertion that still fails
-        // removes what was placed.
-        if (Status room = check_room(host, s.connections, false); !room) return room.error();
+        // All or nothing: room and zone limits checked first; a clash or an insertion that
+        // fails removes what was placed.
+        if (Status room = check_room(host, s.connections); !room) return room.error();
         walk.placed.reserve(s.connections.size());
         for (const MigratedConnection& c : s.connections) {
             auto where = place(host, c, walk.local_port, now_ms, false);
@@ -465,7 +455,7 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
     auto local_port = map_ports(host_, partial);
     if (!local_port) return local_port.error();
     st.local_port = std::move(*local_port);
-    if (Status room = check_room(host, partial.connections, false); !room) return room.error();
+    if (Status room = check_room(host, partial.connections); !room) return room.error();
     st.slots = partial.connections.size();
     st.placed.assign(st.slots, kNotPlaced);
     for (size_t from = 0; from < st.slots; from += slice) {
