@@ -1,11 +1,12 @@
 #include "control/migration_host.h"
 
-#include "control/ct_control.h"
 #include "control/control_server.h"
+#include "control/ct_control.h"
 #include "control/dpi_control.h"
 #include "control/log.h"
 #include "control/sd_notify.h"
 #include "control/switch.h"
+#include "migrate/migration_state.h"
 
 namespace ferry {
 
@@ -33,6 +34,31 @@ std::vector<MigrationHost::DepartedMac> SwitchMigrationHost::departed_macs(uint1
     std::vector<DepartedMac> out;
     for (const Switch::DepartedMac& d : sw_.departed_macs(slot)) out.push_back({d.key, d.stamp_s});
     return out;
+}
+
+std::vector<MigratedAddress> SwitchMigrationHost::port_addresses(const std::string& name) {
+    // The stream's flags are its own (docs/migration-stream.md), never PortAddressFlag's bits.
+    std::vector<MigratedAddress> out;
+    for (const PortAddress& a : sw_.port_address_list(name)) {
+        MigratedAddress m;
+        m.family = a.family;
+        m.prefix_length = a.prefix_len;
+        m.address = a.ip;
+        if (a.flags & kPortAddrConfigured) m.flags |= kAddrConfigured;
+        if (a.flags & kPortAddrObserved) m.flags |= kAddrLearned;
+        if (a.flags & kPortAddrLinkLocal) m.flags |= kAddrLinkLocal;
+        out.push_back(m);
+    }
+    return out;
+}
+
+size_t SwitchMigrationHost::learn_port_addresses(const std::string& name,
+                                                 const std::vector<MigratedAddress>& addresses) {
+    // Only what the source saw the guest use: the configured ones are this switch's to say.
+    std::vector<std::pair<uint8_t, Switch::IpBytes>> seen;
+    for (const MigratedAddress& a : addresses)
+        if (a.flags & kAddrLearned) seen.emplace_back(a.family, a.address);
+    return seen.empty() ? 0 : sw_.note_port_addresses(name, seen);
 }
 
 MacTable& SwitchMigrationHost::mac_table() {

@@ -20,6 +20,9 @@ public:
     std::optional<uint16_t> port_slot(const std::string& name) const override;
     std::string port_mac_text(const std::string& name) const override;
     std::vector<DepartedMac> departed_macs(uint16_t slot) const override;
+    std::vector<MigratedAddress> port_addresses(const std::string& name) override;
+    size_t learn_port_addresses(const std::string& name,
+                                const std::vector<MigratedAddress>& addresses) override;
     MacTable& mac_table() override;
     uint32_t clock_s() const override;
     uint16_t ct_shard_count() const override;

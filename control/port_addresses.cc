@@ -54,19 +54,25 @@ void ObservedAddresses::drain(const std::vector<rte_ring*>& rings, uint32_t now_
         while ((n = rte_ring_sc_dequeue_burst_elem(ring, evs, sizeof(AddressEvent), 64, nullptr)) !=
                0) {
             for (unsigned i = 0; i < n; ++i) {
-                if (evs[i].family != 4 && evs[i].family != 6) continue;
-                Key k{evs[i].family, {}};
-                std::copy(evs[i].ip, evs[i].ip + 16, k.second.begin());
-                auto& port = seen_[evs[i].port];
-                port[k] = now_s;
-                if (port.size() > kPerPort) {
-                    auto oldest = std::min_element(
-                        port.begin(), port.end(),
-                        [](const auto& a, const auto& b) { return a.second < b.second; });
-                    port.erase(oldest);
-                }
+                std::array<uint8_t, 16> ip{};
+                std::copy(evs[i].ip, evs[i].ip + 16, ip.begin());
+                note(evs[i].port, evs[i].family, ip, now_s);
             }
         }
+    }
+}
+
+void ObservedAddresses::note(uint16_t slot, uint8_t family, const std::array<uint8_t, 16>& ip,
+                             uint32_t seen_s) {
+    if (family != 4 && family != 6) return;
+    auto& port = seen_[slot];
+    uint32_t& last = port[Key{family, ip}];
+    last = std::max(last, seen_s);
+    if (port.size() > kPerPort) {
+        auto oldest = std::min_element(port.begin(), port.end(), [](const auto& a, const auto& b) {
+            return a.second < b.second;
+        });
+        port.erase(oldest);
     }
 }
 

@@ -41,6 +41,9 @@ public:
 
     /// Takes every pending event off the workers' rings. Context: control thread.
     void drain(const std::vector<rte_ring*>& rings, uint32_t now_s);
+    /// Records that the guest on slot sent from ip (family 4: the first 4 bytes) at seen_s;
+    /// a later time of the same address wins. Context: control thread.
+    void note(uint16_t slot, uint8_t family, const std::array<uint8_t, 16>& ip, uint32_t seen_s);
     /// Forgets a port slot's observations (the port was removed). Context: control thread.
     void forget(uint16_t slot) { seen_.erase(slot); }
     /// The port's addresses: configured ones first, in configuration order, then observed ones

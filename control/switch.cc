@@ -564,6 +564,40 @@ Result<nlohmann::json> Switch::port_addresses(const std::string& name) const {
     return nlohmann::json{{"name", name}, {"addresses", std::move(list)}};
 }
 
+void Switch::drain_addresses(uint32_t now_s) {
+    std::vector<rte_ring*> rings;
+    for (WorkerState* w : workers_) rings.push_back(w->address_ring);
+    addresses_.drain(rings, now_s);
+}
+
+std::vector<PortAddress> Switch::port_address_list(const std::string& name) {
+    drain_addresses(clock_s_.load(std::memory_order_relaxed));
+    std::lock_guard lock(registry_mutex_);
+    const PortRecord* r = find(name);
+    return r == nullptr ? std::vector<PortAddress>{} : addresses_.list(r->slot, r->cfg.security);
+}
+
+size_t Switch::note_port_addresses(const std::string& name,
+                                   const std::vector<std::pair<uint8_t, IpBytes>>& seen) {
+    std::lock_guard lock(registry_mutex_);
+    const PortRecord* r = find(name);
+    if (r == nullptr) return 0;
+    std::optional<PortSecurity> sec;
+    if (r->cfg.security) {
+        auto compiled = compile_port_security(*r->cfg.security, "security");
+        if (!compiled) return 0;  // refused when it was set: cannot happen
+        sec = *compiled;
+    }
+    const uint32_t now = clock_s_.load(std::memory_order_relaxed);
+    size_t n = 0;
+    for (const auto& [family, ip] : seen) {
+        if (sec && !port_security_source_allowed(*sec, family, ip.data())) continue;
+        addresses_.note(r->slot, family, ip, now);
+        ++n;
+    }
+    return n;
+}
+
 Result<nlohmann::json> Switch::port_security(const std::string& name) const {
     std::lock_guard lock(registry_mutex_);
     auto it = ports_.find(name);
@@ -723,11 +757,7 @@ void Switch::housekeeping() {
     uint32_t now = static_cast<uint32_t>((rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz());
     clock_s_.store(now, std::memory_order_relaxed);
     drain_learn_events();
-    {
-        std::vector<rte_ring*> rings;
-        for (WorkerState* w : workers_) rings.push_back(w->address_ring);
-        addresses_.drain(rings, now);
-    }
+    drain_addresses(now);
     if (dpi_) dpi_->drain_alerts();
     if (now != last_age_s_) {
         last_age_s_ = now;

@@ -69,6 +69,15 @@ public:
     /// A port's addresses, configured and observed (ports with port security): {name, addresses:
     /// [{address, prefix_len, flags, seen_s_ago?}]}, or kNotFound. Context: control.
     Result<nlohmann::json> port_addresses(const std::string& name) const;
+    /// A port's addresses as port_addresses() lists them, including what the workers reported
+    /// last; empty when no port has that name. Context: control.
+    std::vector<PortAddress> port_address_list(const std::string& name);
+    /// Records (family, address) pairs the port's guest was seen sending from elsewhere (a
+    /// migration), as seen now: those the port's security allows, all when it has none.
+    /// @return how many were recorded. Context: control.
+    using IpBytes = std::array<uint8_t, 16>;
+    size_t note_port_addresses(const std::string& name,
+                               const std::vector<std::pair<uint8_t, IpBytes>>& seen);
     /// A port's security: {name, security} (null when off), or kNotFound. Context: control.
     Result<nlohmann::json> port_security(const std::string& name) const;
     /// Sets a port's security (nullopt: off) and publishes it: every frame a worker takes from the
@@ -174,6 +183,7 @@ private:
     const PortRecord* find(const std::string& name) const;
     void drain_learn_events();
     void age_macs();
+    void drain_addresses(uint32_t now_s);  // the workers' address reports into addresses_
     void poll_links();
     static void on_port_event(void* self);
 

@@ -168,6 +168,12 @@ bool port_security_ip_allowed(const PortSecurity& s, const uint8_t* mac, uint8_t
     return family == 6 && mac_known && is_eui64_link_local(ip, mac);
 }
 
+bool port_security_source_allowed(const PortSecurity& s, uint8_t family, const uint8_t* ip) {
+    for (uint8_t i = 0; i < s.count; ++i)
+        if (port_security_ip_allowed(s, s.allowed[i].mac.data(), family, ip)) return true;
+    return false;
+}
+
 std::optional<DropReason> port_security_check(const PortSecurity& s, const uint8_t* frame,
                                               uint32_t len, const FlowKey& key,
                                               const PacketLayout& layout) {

@@ -39,6 +39,10 @@ bool port_security_mac_allowed(const PortSecurity& s, const uint8_t* mac);
 bool port_security_ip_allowed(const PortSecurity& s, const uint8_t* mac, uint8_t family,
                               const uint8_t* ip);
 
+/// Whether any MAC the port may send from may use ip as a source (port_security_ip_allowed).
+/// Context: any (the control thread uses it for addresses reported from elsewhere).
+bool port_security_source_allowed(const PortSecurity& s, uint8_t family, const uint8_t* ip);
+
 /// The verdict on one frame a port received. Checks, in order: the source MAC; ARP's sender
 /// (hardware, protocol) pair; the IPv4/IPv6 source for that MAC (0.0.0.0 only for a DHCP client,
 /// :: only for duplicate address detection and MLD); Router Advertisements and Redirects, which a

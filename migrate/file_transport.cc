@@ -136,15 +136,16 @@ Result<nlohmann::json> restore_from_file(MigrationHost& host, const std::string&
     if (!report) return make_error(report.error().code, path + ": " + report.error().message);
     host.log(MigrateLog::kInfo,
              "restored %s: %zu connections (%zu DPI streams continued, %zu restarted), "
-             "%zu MACs, from ferryd %s",
+             "%zu MACs, %zu port addresses, from ferryd %s",
              path.c_str(), report->connections, report->dpi_expanded, report->dpi_restarted,
-             report->macs, state->ferryd_version.c_str());
+             report->macs, report->addresses, state->ferryd_version.c_str());
     return nlohmann::json{{"file", path},
                           {"bytes", bytes->size()},
                           {"connections", report->connections},
                           {"dpi_continued", report->dpi_expanded},
                           {"dpi_restarted", report->dpi_restarted},
                           {"macs", report->macs},
+                          {"addresses", report->addresses},
                           {"skipped_sections", info.skipped},
                           {"writer", state->ferryd_version},
                           {"ms", ms_since(t0)}};

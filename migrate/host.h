@@ -21,6 +21,7 @@ class DpiVersion;
 class DpiWorker;
 class MacTable;
 struct CtTuple;
+struct MigratedAddress;
 struct CtZoneTable;
 
 /// How loud a driver's log line is; the host maps it onto its own log.
@@ -53,6 +54,16 @@ public:
     /// The MACs the port in slot forgot at its last link down; empty once it is up again.
     /// Context: control.
     virtual std::vector<DepartedMac> departed_macs(uint16_t slot) const = 0;
+
+    /// A port's addresses as a stream carries them (stream flags, migrate/stream_format.h): the
+    /// configured ones and those its guest was seen sending from. Context: control, workers
+    /// paused (what they reported last is included).
+    virtual std::vector<MigratedAddress> port_addresses(const std::string& name) = 0;
+    /// Takes the addresses another ferryd saw the port's guest send from (flag kAddrLearned),
+    /// those that the port's security here allows (all when it has none), as seen now.
+    /// @return how many were taken. Context: control.
+    virtual size_t learn_port_addresses(const std::string& name,
+                                        const std::vector<MigratedAddress>& addresses) = 0;
 
     /// The learned MACs and the clock their stamps use, in seconds. Context: control (the MAC
     /// table's only writer).

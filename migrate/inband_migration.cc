@@ -229,10 +229,10 @@ DeviceStateHooks make_hooks(const std::shared_ptr<MigrationHost>& host, const st
                 paused.release();
                 if (!report) return report.error().message;
                 host->log(MigrateLog::kInfo,
-                          "port %s: installed %zu connections and %zu MACs from QEMU's "
-                          "migration (%zu DPI streams continued, %zu restarted)",
+                          "port %s: installed %zu connections, %zu MACs and %zu addresses "
+                          "from QEMU's migration (%zu DPI streams continued, %zu restarted)",
                           shared->ports[0].name.c_str(), report->connections, report->macs,
-                          report->dpi_expanded, report->dpi_restarted);
+                          report->addresses, report->dpi_expanded, report->dpi_restarted);
                 return std::string();
             });
             return r ? *r : "the control thread is busy";

@@ -184,6 +184,9 @@ Status capture_ports(CaptureWalk& walk) {
         MigratedPort p;
         p.name = ports[i].first;
         p.mac = parse_mac(walk.host.port_mac_text(p.name));
+        // The addresses of the stream's ports (of the moved port only, for a one-port stream).
+        if (!port || i == 0) p.addresses = walk.host.port_addresses(p.name);
+        if (p.addresses.size() > kMaxPortAddresses) p.addresses.resize(kMaxPortAddresses);
         s.ports.push_back(std::move(p));
     }
     return Ok{};
@@ -225,6 +228,12 @@ Status install_macs(InstallWalk& walk) {
         MacEntry e{walk.local_port[m.port], now_s > age_s ? now_s - age_s : 0};
         if (walk.host.mac_table().upsert(mac_key(m.mac.data(), m.vlan), e)) ++walk.report.macs;
     }
+    // The addresses the ports' guests were seen using, which PORT carries: taken here, with the
+    // rest of what was learned, because PORT installs before the stages that may still refuse.
+    for (size_t n = 0; n < walk.s.ports.size(); ++n)
+        if (n < walk.local_port.size() && walk.local_port[n] != kCtNoPort)
+            walk.report.addresses +=
+                walk.host.learn_port_addresses(walk.s.ports[n].name, walk.s.ports[n].addresses);
     return Ok{};
 }
 

@@ -31,6 +31,7 @@ struct InstallReport {
     size_t dpi_expanded = 0;
     size_t dpi_restarted = 0;
     size_t macs = 0;
+    size_t addresses = 0;  // observed port addresses taken
 };
 
 /// What a pre-copy sent, to find by the time the workers pause what changed since.
@@ -109,10 +110,10 @@ struct Stage {
 };
 
 // The stages' own columns (migrate/stages.cc). Context: control.
-Status capture_ports(CaptureWalk& walk);  // header fields, ports with MAC and addresses
-Status install_ports(InstallWalk& walk);  // each stream port to a local one, by name
-Status capture_macs(CaptureWalk& walk);   // the scope's learned MACs
-Status install_macs(InstallWalk& walk);
+Status capture_ports(CaptureWalk& walk);        // header fields, ports with MAC and addresses
+Status install_ports(InstallWalk& walk);        // each stream port to a local one, by name
+Status capture_macs(CaptureWalk& walk);         // the scope's learned MACs
+Status install_macs(InstallWalk& walk);         // and the ports' observed addresses
 Status capture_connections(CaptureWalk& walk);  // with each one's DPI stream state
 Status install_connections(InstallWalk& walk);  // all or nothing; a commit activates
 Status capture_gone(CaptureWalk& walk);         // a delta: pre-copied ones that ended
