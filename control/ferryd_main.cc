@@ -194,7 +194,8 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
                                           std::to_string(predecessor));
         });
         if (!t) {
-            FERRY_LOG_ERROR("--takeover %s: %s", takeover.c_str(), t.error().message.c_str());
+            FERRY_LOG_ERROR_IN(kMigrate, "--takeover %s: %s", takeover.c_str(),
+                               t.error().message.c_str());
             // The running switch's state does not fit this configuration: it goes on.
             return t.error().code == ferry::ErrorCode::kInvalidParams ? kExitConfig : kExitRuntime;
         }
@@ -217,12 +218,12 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     if (!takeover.empty()) {
         auto r = ferry::takeover_install(handover, host);
         if (!r) return fail("--takeover: " + r.error().message, kExitRuntime);
-        FERRY_LOG_INFO("took over %zu connections from ferryd %s", r->connections,
-                       handover.state.ferryd_version.c_str());
+        FERRY_LOG_INFO_IN(kMigrate, "took over %zu connections from ferryd %s", r->connections,
+                          handover.state.ferryd_version.c_str());
     }
     if (!restore.empty()) {
         if (auto r = ferry::restore_from_file(host, restore); !r) {
-            FERRY_LOG_ERROR("--restore %s", r.error().message.c_str());
+            FERRY_LOG_ERROR_IN(kMigrate, "--restore %s", r.error().message.c_str());
             return kExitConfig;
         }
     }
@@ -286,7 +287,7 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
         server.value()->add_watch(successor.value()->fd(),
                                   [&successor] { successor.value()->on_readable(); });
     else
-        FERRY_LOG_WARN("no live upgrade: %s", successor.error().message.c_str());
+        FERRY_LOG_WARN_IN(kMigrate, "no live upgrade: %s", successor.error().message.c_str());
     FERRY_LOG_INFO("ready: %zu ports, %u workers, control socket %s", cfg.ports.size(),
                    s.worker_count(), cfg.control_socket.c_str());
     while (!s.shutdown_requested()) {

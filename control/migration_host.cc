@@ -123,7 +123,9 @@ void SwitchTakeoverHost::notify_service_manager(const std::string& state) {
 
 void SwitchMigrationHost::log_line(MigrateLog level, const std::string& line) {
     static_assert(static_cast<int>(MigrateLog::kError) == static_cast<int>(LogLevel::kError));
-    ferry::log(static_cast<LogLevel>(level), "%s", line.c_str());
+    const auto lvl = static_cast<LogLevel>(level);
+    if (log_enabled(LogSubsystem::kMigrate, lvl))
+        log_in(LogSubsystem::kMigrate, lvl, "%s", line.c_str());
 }
 
 }  // namespace ferry

@@ -32,7 +32,7 @@ public:
     std::string ct_tuple_text(const CtTuple& t) const override;
     DpiVersion& dpi_current() override;
     DpiWorker& dpi_worker(uint16_t worker) override;
-    /// Lines go to ferryd's log as the drivers' lines always did (no subsystem: kMain).
+    /// Lines go to ferryd's log under the `migrate` subsystem (its level applies).
     void log_line(MigrateLog level, const std::string& line) override;
 
     Switch& sw() { return sw_; }

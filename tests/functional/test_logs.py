@@ -130,3 +130,17 @@ def test_rule_and_ct_subsystems():
     assert published == ["1"], log
     assert "ferryd info ct: zone 3: limit 10, liberal no" in log
     assert "ferryd info ct: flushed 0 connections" in log
+
+
+def test_migrate_subsystem():
+    """Saves a checkpoint and loads it twice, the second time with migrate at warn. Expects the
+    load's info line under migrate for the first load only, and none of them under main."""
+    with Ferryd() as d:
+        path = d.path("checkpoint.bin")
+        d.call("migrate.save", {"file": path})
+        d.call("migrate.load", {"file": path})
+        d.call("log.level", {"subsystem": "migrate", "level": "warn"})
+        d.call("migrate.load", {"file": path})
+        log = d.read_log()
+    assert len(re.findall(r"ferryd info migrate: restored " + re.escape(path), log)) == 1, log
+    assert not re.search(r"ferryd \w+ main: restored", log), log
