@@ -792,6 +792,7 @@ Status parse_actions(const json& actions, const RuleContext& ctx, uint8_t table,
                                             " must be the last action");
     }
     rule.n_actions = static_cast<uint8_t>(actions.size());
+    mark_output_copies(rule);
     return Ok{};
 }
 

@@ -1,6 +1,5 @@
 #include "dataplane/actions.h"
 
-#include <rte_cycles.h>
 #include <rte_mbuf.h>
 
 #include "dataplane/classifier.h"
@@ -55,18 +54,6 @@ void flood_all(WorkerState& w, const PortTable& t, uint16_t in_port, rte_mbuf* p
         tx_enqueue(w, t, static_cast<uint16_t>(last), pkt);
 }
 
-/// Whether any action after position i sends or hands over the packet, so an output at i must
-/// send a copy rather than the packet itself.
-bool consumed_later(const CompiledRule& r, unsigned i) {
-    for (unsigned j = i + 1; j < r.n_actions; ++j) {
-        ActionType a = r.actions[j].type;
-        if (a == ActionType::kOutput || a == ActionType::kNormal || a == ActionType::kFlood ||
-            a == ActionType::kGotoTable || a == ActionType::kMirror || a == ActionType::kCt)
-            return true;
-    }
-    return false;
-}
-
 }  // namespace
 
 void normal_flush(WorkerState& w, const PortTable& t, uint16_t in_port, NormalBatch& normal) {
@@ -108,7 +95,7 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             const Action& a = rule->actions[i];
             switch (a.type) {
                 case ActionType::kOutput:
-                    if (consumed_later(*rule, i)) {
+                    if (a.flags & kActionSendCopy) {  // mark_output_copies: used later
                         send_copy(w, t, a.arg16, pkt);
                         sent = true;
                         break;
@@ -152,7 +139,7 @@ void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                     break;
                 case ActionType::kMeter:
                     if (w.meters != nullptr &&
-                        !meter_pass(*w.meters, a.arg32, rte_pktmbuf_pkt_len(pkt), rte_rdtsc())) {
+                        !meter_pass(*w.meters, a.arg32, rte_pktmbuf_pkt_len(pkt), w.now_tsc)) {
                         drop(w, in_port, pkt, DropReason::kMeter);
                         return;
                     }

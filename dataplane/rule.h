@@ -64,6 +64,11 @@ struct Action {
 };
 static_assert(sizeof(Action) == 8);
 
+// Action::flags, set when the rule is compiled so that no packet recomputes them.
+//   kActionSendCopy  an output with an action after it that still uses the packet (output,
+//                    normal, flood, goto_table, mirror, ct): the output sends a copy
+inline constexpr uint8_t kActionSendCopy = 1u << 0;
+
 struct CompiledRule {
     FlowKey value;  // already masked: value == (value & mask)
     FlowKey mask;
@@ -76,6 +81,23 @@ struct CompiledRule {
     Action actions[kMaxActions];
     NatSpec nat;  // of the rule's ct action (at most one ct action per rule has nat(...))
 };
+
+/// Sets kActionSendCopy on each output of r that a later action of r still needs the packet
+/// for. Context: control (the rule compiler).
+inline void mark_output_copies(CompiledRule& r) {
+    bool used_later = false;
+    for (unsigned i = r.n_actions; i-- > 0;) {
+        const ActionType t = r.actions[i].type;
+        if (t == ActionType::kOutput) {
+            r.actions[i].flags =
+                static_cast<uint8_t>(used_later ? r.actions[i].flags | kActionSendCopy
+                                                : r.actions[i].flags & ~kActionSendCopy);
+        }
+        used_later = used_later || t == ActionType::kOutput || t == ActionType::kNormal ||
+                     t == ActionType::kFlood || t == ActionType::kGotoTable ||
+                     t == ActionType::kMirror || t == ActionType::kCt;
+    }
+}
 
 /// Whether key matches rule. Context: fast path.
 inline bool rule_matches(const CompiledRule& r, const FlowKey& key) {

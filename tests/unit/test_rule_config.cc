@@ -705,14 +705,17 @@ TEST(RuleConfig, EachActionEncodes) {
     const CompiledRule& e = spec.entries[0];
     ASSERT_EQ(e.n_actions, 7);
     const Action expected[7] = {
-        {ActionType::kOutput, 0, 2, 0},  {ActionType::kPushVlan, 0, 10, 0},
-        {ActionType::kPopVlan, 0, 0, 0}, {ActionType::kSetVlan, 0, 4094, 0},
-        {ActionType::kMirror, 0, 3, 0},  {ActionType::kMeter, 0, 0, 7},
+        {ActionType::kOutput, kActionSendCopy, 2, 0},
+        {ActionType::kPushVlan, 0, 10, 0},
+        {ActionType::kPopVlan, 0, 0, 0},
+        {ActionType::kSetVlan, 0, 4094, 0},
+        {ActionType::kMirror, 0, 3, 0},
+        {ActionType::kMeter, 0, 0, 7},
         {ActionType::kNormal, 0, 0, 0},
     };
     for (int i = 0; i < 7; ++i) {
         EXPECT_EQ(e.actions[i].type, expected[i].type) << i;
-        EXPECT_EQ(e.actions[i].flags, 0) << i;
+        EXPECT_EQ(e.actions[i].flags, expected[i].flags) << i;
         EXPECT_EQ(e.actions[i].arg16, expected[i].arg16) << i;
         EXPECT_EQ(e.actions[i].arg32, expected[i].arg32) << i;
     }
@@ -732,6 +735,26 @@ TEST(RuleConfig, EachActionEncodes) {
     EXPECT_EQ(go.entries[0].actions[0].arg16, 7);
     EXPECT_EQ(go.entries[0].actions[1].type, ActionType::kGotoTable);
     EXPECT_EQ(go.entries[0].actions[1].arg16, 63);
+    EXPECT_TRUE(go.entries[0].actions[0].flags & kActionSendCopy);  // goto_table uses it after
+}
+
+TEST(RuleConfig, AnOutputSendsACopyOnlyWhenALaterActionUsesThePacket) {
+    auto copies = [](std::vector<std::string> actions) {
+        RuleSpec spec = compile(with_actions(actions));
+        std::vector<bool> out;
+        for (unsigned i = 0; i < spec.entries[0].n_actions; ++i)
+            if (spec.entries[0].actions[i].type == ActionType::kOutput)
+                out.push_back((spec.entries[0].actions[i].flags & kActionSendCopy) != 0);
+        return out;
+    };
+    EXPECT_EQ(copies({"output:uplink"}), std::vector<bool>{false});
+    EXPECT_EQ(copies({"output:uplink", "push_vlan:5", "output:vm2"}),
+              (std::vector<bool>{true, false}));
+    EXPECT_EQ(copies({"output:uplink", "mirror:vm3"}), std::vector<bool>{true});
+    EXPECT_EQ(copies({"output:uplink", "normal"}), std::vector<bool>{true});
+    EXPECT_EQ(copies({"output:uplink", "flood"}), std::vector<bool>{true});
+    EXPECT_EQ(copies({"output:uplink", "ct", "normal"}), std::vector<bool>{true});
+    EXPECT_EQ(copies({"mirror:vm3", "output:uplink"}), std::vector<bool>{false});
 }
 
 TEST(RuleConfig, CtEncoding) {
