@@ -95,6 +95,7 @@ int worker_main(void* arg) {
         // Acquire, as for the port table: a published classifier is complete when seen.
         const Classifier* cls =
             w.classifier != nullptr ? w.classifier->load(std::memory_order_acquire) : nullptr;
+        w.now_tsc = t0;
         if (w.ct_clock != nullptr) w.now_ms = w.ct_clock->now_ms(t0);
         // Packets other workers handed over first: they waited in a ring already.
         const uint32_t handed = w.n_workers > 1 ? ct_handoff_drain(w, *t, cls) : 0;

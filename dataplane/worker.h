@@ -124,6 +124,7 @@ struct alignas(64) WorkerState {
     uint32_t cache_window_misses = 0;
     uint32_t cache_insert_tick = 0;
     bool cache_thrashing = false;
+    uint64_t now_tsc = 0;      // the TSC at the start of this iteration (meters read it)
     uint64_t now_ms = 0;       // ct_clock at the start of this iteration
     uint64_t ct_swept_ms = 0;  // when the expiry sweep last ran
     uint64_t learn_recent_key[kLearnFilterSlots]{};

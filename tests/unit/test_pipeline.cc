@@ -72,6 +72,7 @@ protected:
     }
 
     void send(uint16_t in_port, const std::vector<Frame>& frames) {
+        w_->now_tsc = rte_rdtsc();  // the worker loop's clock for this burst
         auto pkts = mbufs(frames);
         pipeline_burst(*w_, table_, cls_.get(), in_port, pkts.data(),
                        static_cast<uint16_t>(pkts.size()));
