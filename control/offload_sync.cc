@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <set>
 
-#include "dataplane/offload/flow_translate.h"
+#include "control/offload/flow_translate.h"
 
 namespace ferry {
 namespace {

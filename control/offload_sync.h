@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/offload/offload_manager.h"
+#include "control/offload/offload_manager.h"
 #include "dataplane/rule.h"
 
 namespace ferry {

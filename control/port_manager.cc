@@ -17,7 +17,7 @@
 #include <cstring>
 
 #include "control/log.h"
-#include "dataplane/offload/offload_manager.h"
+#include "control/offload/offload_manager.h"
 #include "migrate/inband_migration.h"
 
 namespace ferry {

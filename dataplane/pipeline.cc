@@ -13,7 +13,7 @@
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
 #include "dataplane/mbuf_frame.h"
-#include "dataplane/offload/flow_translate.h"
+#include "dataplane/offload_mark.h"
 #include "dataplane/port_security.h"
 #include "dataplane/tx.h"
 #include "dataplane/worker.h"

@@ -1,7 +1,7 @@
 // Result of a control or migration operation: a value, or an error code with a message that a
 // user can act on. The fast path never uses this; it counts drops instead. It lives in the lowest
-// layer that uses it (dataplane/offload's control-thread half), so that dataplane/, migrate/ and
-// control/ share it without a lower layer including control/.
+// layer that uses it (dataplane/pauser.h: pausing the workers can fail), so that dataplane/,
+// migrate/ and control/ share it without a lower layer including control/.
 #pragma once
 
 #include <string>

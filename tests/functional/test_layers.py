@@ -48,7 +48,7 @@ def test_feature_files_sit_in_their_folders():
 
 
 # Checked accessors that report a bad index or an empty value by throwing. dataplane/ is built
-# with exceptions because its control-thread half (the classifier build, offload, DPI database
+# with exceptions because its control-thread half (the classifier build, DPI database
 # compilation) allocates with standard containers; the fast path must still never throw, so
 # none of these appear anywhere in dataplane/ (use operator[] on an index known to be in range).
 THROWING = re.compile(r"\.(test|at|value)\(|\bstd::sto[a-z]+\(|\bthrow\b")

@@ -14,8 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/offload/flow_translate.h"
-#include "dataplane/offload/offload_manager.h"
+#include "control/offload/flow_translate.h"
+#include "control/offload/offload_manager.h"
+#include "dataplane/offload_mark.h"
 
 namespace ferry {
 namespace {

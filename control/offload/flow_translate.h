@@ -18,12 +18,11 @@
 //
 // Actions. A rule whose only action is `drop` becomes DROP: the frame never reaches software, so
 // rule and port drop counters do not see it. Any other rule becomes MARK(mark) + PASSTHRU: the
-// NIC tags the frame (see offload_mark) so the worker can skip the table-0 lookup; the rule's
-// actions still run in software.
+// NIC tags the frame (dataplane/offload_mark.h) so the worker can skip the table-0 lookup; the
+// rule's actions still run in software.
 #pragma once
 
 #include <rte_flow.h>
-#include <rte_mbuf.h>
 
 #include <cstdint>
 #include <memory>
@@ -84,13 +83,5 @@ uint32_t priority_rank(int32_t priority, std::span<const int32_t> priorities);
 /// Whether some key matches both rules (their masked values agree wherever both masks have
 /// bits). Context: control.
 bool rules_overlap(const CompiledRule& a, const CompiledRule& b);
-
-/// The NIC's mark on a received frame, if a MARK flow matched it. Context: fast path.
-/// @return true with *mark set when RTE_MBUF_F_RX_FDIR_ID is set (mark in hash.fdir.hi)
-inline bool offload_mark(const rte_mbuf* m, uint32_t* mark) {
-    if ((m->ol_flags & RTE_MBUF_F_RX_FDIR_ID) == 0) return false;
-    *mark = m->hash.fdir.hi;
-    return true;
-}
 
 }  // namespace ferry

@@ -1,4 +1,4 @@
-#include "dataplane/offload/flow_translate.h"
+#include "control/offload/flow_translate.h"
 
 #include <netinet/in.h>
 #include <rte_byteorder.h>

@@ -1,4 +1,4 @@
-#include "dataplane/offload/offload_manager.h"
+#include "control/offload/offload_manager.h"
 
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -6,7 +6,7 @@
 
 #include <cerrno>
 
-#include "dataplane/offload/flow_translate.h"
+#include "control/offload/flow_translate.h"
 
 namespace ferry {
 
