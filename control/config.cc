@@ -1,8 +1,11 @@
-// ferryd's configuration: one table of rules per JSON object drives both validation and the
-// JSON Schema, so the two cannot drift apart. Parsing is two steps: check_object() validates a
-// whole object tree against its table (types, ranges, enums, required and unknown keys), then
-// small extractors copy the already-valid values into the structs and run the cross-field checks
-// the schema cannot express (rx_pin length, rx_pin lcores, unique port names, max_us >= min_us).
+// ferryd's configuration: the tables of every JSON object of `ferryd --config FILE` (and of
+// port.add's, port.security's and dpi.load's params), and the extractors that copy validated
+// objects into the structs of config.h. One table per object drives both validation and the JSON
+// Schema (control/json_schema.h does both), so the two cannot drift apart. Parsing is two steps:
+// check_object() validates a whole object tree against its table (types, ranges, enums, required
+// and unknown keys), then small extractors copy the already-valid values into the structs and run
+// the cross-field checks the schema cannot express (rx_pin length, rx_pin lcores, unique port
+// names, max_us >= min_us).
 //
 // Adding a key: add a Field to the object's table (the schema follows), then read it in the
 // object's extractor with take()/take_enum().
@@ -11,8 +14,6 @@
 // whose message starts with the JSON path; the first error found ends the parse.
 #include "control/config.h"
 
-#include "control/json_path.h"
-
 #include <sys/un.h>
 
 #include <algorithm>
@@ -20,24 +21,46 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
-#include <limits>
 #include <memory>
-#include <regex>
 #include <string_view>
 #include <system_error>
 #include <unordered_set>
 #include <utility>
+
+#include "control/json_path.h"
+#include "control/json_schema.h"
 
 namespace ferry {
 namespace {
 
 using nlohmann::json;
 
+using json_path::at;
+using json_path::invalid;
+using json_schema::array_of;
+using json_schema::boolean;
+using json_schema::check_object;
+using json_schema::check_value;
+using json_schema::deeper_than;
+using json_schema::integer;
+using json_schema::Kind;
+using json_schema::kUnbounded;
+using json_schema::matching;
+using json_schema::member_or_empty;
+using json_schema::name_of;
+using json_schema::object;
+using json_schema::ObjectSpec;
+using json_schema::one_of;
+using json_schema::raw_object;
+using json_schema::Rule;
+using json_schema::take;
+using json_schema::take_enum;
+using json_schema::text;
+
 constexpr unsigned kLcoreLimit = 128;  // lcore ids are below this (DPDK's default RTE_MAX_LCORE)
 constexpr uint16_t kMaxVlan = 4094;
 constexpr uint64_t kSunPathSize = sizeof(sockaddr_un{}.sun_path);  // includes the NUL
-constexpr uint64_t kUnbounded = std::numeric_limits<uint64_t>::max();
-constexpr int kMaxJsonDepth = 64;  // as for control requests
+constexpr int kMaxJsonDepth = 64;                                  // as for control requests
 
 // JSON spelling of each enum value, indexed by the enum.
 constexpr std::array<std::string_view, 2> kPortTypeNames{"vhost-user", "dpdk"};
@@ -47,116 +70,18 @@ static_assert(kPortTypeNames.size() == static_cast<size_t>(PortType::kDpdk) + 1)
 static_assert(kVhostModeNames.size() == static_cast<size_t>(VhostMode::kClient) + 1);
 static_assert(kVlanModeNames.size() == static_cast<size_t>(VlanMode::kAccess) + 1);
 
-template <class E, size_t N>
-std::string name_of(const std::array<std::string_view, N>& names, E value) {
-    return std::string(names[static_cast<size_t>(value)]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rules: what a value may be. One Rule checks a value and describes it in the schema.
-
-// kRawObject: any JSON object, checked by another parser later (e.g. flow rules, which need
-// the ports to exist first).
-enum class Kind { kBool, kUint, kString, kArray, kObject, kRawObject };
-
-struct ObjectSpec;
-
-struct Rule {
-    Kind kind = Kind::kBool;
-    uint64_t min = 0;           // kUint: value; kString: length in bytes; kArray: item count
-    uint64_t max = kUnbounded;  // likewise, inclusive
-    std::vector<std::string> one_of{};    // kString: the allowed values (empty = any)
-    std::string pattern{};                // kString: anchored ECMA-262 regex (empty = any)
-    std::string what{};                   // kString: message for a refused value ("must ...")
-    std::shared_ptr<const Rule> items{};  // kArray: rule of every item
-    bool unique = false;                  // kArray: items must differ
-    const ObjectSpec* object = nullptr;   // kObject: the object's table
-};
-
-// One key of an object.
-struct Field {
-    std::string key{};
-    Rule rule{};
-    bool required = false;
-    json default_value{};  // for the schema only; the parser leaves the struct's default in place
-    std::string description{};
-};
-
-// Keys that exist only for one value of a discriminating key (e.g. "path" when type is
-// "vhost-user"). The discriminator is a string field of the same object.
-struct Variant {
-    std::string value{};
-    std::vector<Field> fields{};
-};
-
-struct Switch {
-    std::string key{};
-    std::vector<Variant> variants{};
-};
-
-struct ObjectSpec {
-    std::string def_name{};  // non-empty: the schema holds it once under $defs and refers to it
-    std::string description{};
-    std::vector<Field> fields{};
-    std::vector<Switch> switches{};
-};
-
-Rule boolean() {
-    return Rule{.kind = Kind::kBool};
-}
-
-Rule integer(uint64_t min, uint64_t max) {
-    return Rule{.kind = Kind::kUint, .min = min, .max = max};
-}
-
-Rule text(uint64_t min_bytes, uint64_t max_bytes, std::string what = {}) {
-    return Rule{.kind = Kind::kString, .min = min_bytes, .max = max_bytes, .what = std::move(what)};
-}
-
-// libstdc++'s regex matcher recurses about once per character: every pattern gets a length
-// bound, checked before the regex runs, so a hostile string cannot exhaust the stack.
-Rule matching(std::string pattern, uint64_t max_bytes, std::string what) {
-    return Rule{.kind = Kind::kString,
-                .min = 1,
-                .max = max_bytes,
-                .pattern = std::move(pattern),
-                .what = std::move(what)};
-}
-
-template <size_t N>
-Rule one_of(const std::array<std::string_view, N>& names) {
-    Rule r{.kind = Kind::kString};
-    for (std::string_view n : names) r.one_of.emplace_back(n);
-    return r;
-}
-
-Rule array_of(Rule items, uint64_t min_items, uint64_t max_items, bool unique) {
-    return Rule{.kind = Kind::kArray,
-                .min = min_items,
-                .max = max_items,
-                .items = std::make_shared<const Rule>(std::move(items)),
-                .unique = unique};
-}
-
-Rule object(const ObjectSpec& spec) {
-    return Rule{.kind = Kind::kObject, .object = &spec};
-}
-
-Rule raw_object(std::string what) {
-    return Rule{.kind = Kind::kRawObject, .what = std::move(what)};
-}
-
 // ---------------------------------------------------------------------------------------------
 // The tables. Defaults shown in the schema come from default-constructed structs, so config.h
 // stays the one place that sets them.
 
-const char* const kMacPattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+constexpr const char* kMacPattern = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
 
 const ObjectSpec& address_pair_spec() {
     static const ObjectSpec spec{
         .def_name = "address_pair",
-        .description = "An allowed address pair: a prefix the port may also send from, and the "
-                       "MAC it sends it with.",
+        .description =
+            "An allowed address pair: a prefix the port may also send from, and the "
+            "MAC it sends it with.",
         .fields =
             {
                 {.key = "ip",
@@ -643,192 +568,7 @@ const ObjectSpec& root_spec() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validation against the tables.
-
-using json_path::at;
-using json_path::invalid;
-
-std::string quoted_list(const std::vector<std::string>& values, std::string_view separator) {
-    std::string out;
-    for (const std::string& v : values) {
-        if (!out.empty()) out += separator;
-        out += "\"" + v + "\"";
-    }
-    return out;
-}
-
-// The message for a value the rule refuses.
-std::string describe(const Rule& r) {
-    switch (r.kind) {
-        case Kind::kBool:
-            return "must be a boolean";
-        case Kind::kUint:
-            return "must be an integer in " + std::to_string(r.min) + ".." + std::to_string(r.max);
-        case Kind::kString:
-            if (!r.what.empty()) return r.what;
-            if (!r.one_of.empty()) return "must be one of " + quoted_list(r.one_of, ", ");
-            if (r.min == 0 && r.max == kUnbounded) return "must be a string";
-            if (r.min == 1 && r.max == kUnbounded) return "must be a non-empty string";
-            return "must be a string of " + std::to_string(r.min) + ".." + std::to_string(r.max) +
-                   " bytes";
-        case Kind::kArray:
-            return "must be an array";
-        case Kind::kObject:
-        case Kind::kRawObject:
-            return "must be an object";
-    }
-    return "is invalid";
-}
-
-Status check_object(const json& v, const ObjectSpec& spec, const std::string& path);
-
-// Checks one value (and, for arrays and objects, everything inside it) against its rule.
-Status check_value(const json& v, const Rule& r, const std::string& path) {
-    switch (r.kind) {
-        case Kind::kBool:
-            if (!v.is_boolean()) return invalid(path, describe(r));
-            return Ok{};
-        case Kind::kUint:
-            // Built documents hold signed integers even when non-negative; parsed ones unsigned.
-            // Negative numbers fail the range like any other value.
-            if (!v.is_number_integer()) return invalid(path, describe(r));
-            if (!v.is_number_unsigned() && v.get<int64_t>() < 0) return invalid(path, describe(r));
-            if (v.get<uint64_t>() < r.min || v.get<uint64_t>() > r.max) {
-                return invalid(path, describe(r));
-            }
-            return Ok{};
-        case Kind::kString: {
-            if (!v.is_string())
-                return invalid(path, r.one_of.empty() ? "must be a string" : describe(r));
-            const std::string& s = v.get_ref<const std::string&>();
-            bool ok = s.size() >= r.min && s.size() <= r.max;
-            if (ok && !r.one_of.empty())
-                ok = std::find(r.one_of.begin(), r.one_of.end(), s) != r.one_of.end();
-            if (ok && !r.pattern.empty()) ok = std::regex_search(s, std::regex(r.pattern));
-            if (!ok) return invalid(path, describe(r));
-            return Ok{};
-        }
-        case Kind::kArray: {
-            if (!v.is_array()) return invalid(path, describe(r));
-            if (v.size() < r.min) {
-                return invalid(
-                    path, r.min == 1 ? "must not be empty"
-                                     : "must have at least " + std::to_string(r.min) + " items");
-            }
-            if (v.size() > r.max)
-                return invalid(path, "must have at most " + std::to_string(r.max) + " items");
-            for (size_t i = 0; i < v.size(); ++i) {
-                if (Status s = check_value(v[i], *r.items, at(path, i)); !s) return s;
-                for (size_t j = 0; r.unique && j < i; ++j) {
-                    if (v[i] == v[j]) return invalid(at(path, i), "duplicate of " + at(path, j));
-                }
-            }
-            return Ok{};
-        }
-        case Kind::kObject:
-            return check_object(v, *r.object, path);
-        case Kind::kRawObject:
-            if (!v.is_object()) return invalid(path, describe(r));
-            return Ok{};
-    }
-    return invalid(path, "is invalid");
-}
-
-// Checks obj's member f.key if present; refuses its absence when the field is required.
-Status check_field(const json& obj, const Field& f, const std::string& path) {
-    auto it = obj.find(f.key);
-    if (it == obj.end()) return f.required ? Status(invalid(at(path, f.key), "required")) : Ok{};
-    return check_value(*it, f.rule, at(path, f.key));
-}
-
-bool defines(const std::vector<Field>& fields, const std::string& key) {
-    return std::any_of(fields.begin(), fields.end(), [&](const Field& f) { return f.key == key; });
-}
-
-bool defines(const Switch& sw, const std::string& key) {
-    return std::any_of(sw.variants.begin(), sw.variants.end(),
-                       [&](const Variant& v) { return defines(v.fields, key); });
-}
-
-bool defines(const ObjectSpec& spec, const std::string& key) {
-    return defines(spec.fields, key) ||
-           std::any_of(spec.switches.begin(), spec.switches.end(),
-                       [&](const Switch& sw) { return defines(sw, key); });
-}
-
-const Field* base_field(const ObjectSpec& spec, const std::string& key) {
-    for (const Field& f : spec.fields) {
-        if (f.key == key) return &f;
-    }
-    return nullptr;
-}
-
-// Checks the keys that depend on a discriminator; its value was already checked as a base field.
-Status check_switch(const json& obj, const ObjectSpec& spec, const Switch& sw,
-                    const std::string& path) {
-    auto it = obj.find(sw.key);
-    const std::string chosen = it != obj.end()
-                                   ? it->get<std::string>()
-                                   : base_field(spec, sw.key)->default_value.get<std::string>();
-    const Variant* active = nullptr;
-    for (const Variant& v : sw.variants) {
-        if (v.value == chosen) active = &v;
-    }
-    for (const auto& [key, value] : obj.items()) {
-        if (!defines(sw, key) || defines(active->fields, key)) continue;
-        std::vector<std::string> owners;
-        for (const Variant& v : sw.variants) {
-            if (defines(v.fields, key)) owners.push_back(v.value);
-        }
-        return invalid(at(path, key),
-                       "only allowed when " + sw.key + " is " + quoted_list(owners, " or "));
-    }
-    for (const Field& f : active->fields) {
-        if (Status s = check_field(obj, f, path); !s) return s;
-    }
-    return Ok{};
-}
-
-// Validates a whole object tree. Errors come in a fixed order: the object's type, unknown keys,
-// base fields in table order (recursing), then the keys of each switch.
-Status check_object(const json& v, const ObjectSpec& spec, const std::string& path) {
-    if (!v.is_object()) return invalid(path, "must be an object");
-    for (const auto& [key, value] : v.items()) {
-        if (!defines(spec, key)) return invalid(at(path, key), "unknown key");
-    }
-    for (const Field& f : spec.fields) {
-        if (Status s = check_field(v, f, path); !s) return s;
-    }
-    for (const Switch& sw : spec.switches) {
-        if (Status s = check_switch(v, spec, sw, path); !s) return s;
-    }
-    return Ok{};
-}
-
-// ---------------------------------------------------------------------------------------------
 // Extraction of validated objects into the structs.
-
-// Copies obj[key] into out when present; out keeps its default otherwise. obj is validated.
-template <class T>
-void take(const json& obj, const char* key, T& out) {
-    if (auto it = obj.find(key); it != obj.end()) it->get_to(out);
-}
-
-template <class E, size_t N>
-void take_enum(const json& obj, const char* key, const std::array<std::string_view, N>& names,
-               E& out) {
-    auto it = obj.find(key);
-    if (it == obj.end()) return;
-    for (size_t i = 0; i < N; ++i) {
-        if (names[i] == it->get_ref<const std::string&>()) out = static_cast<E>(i);
-    }
-}
-
-const json& member_or_empty(const json& obj, const char* key) {
-    static const json empty = json::object();
-    auto it = obj.find(key);
-    return it != obj.end() ? *it : empty;
-}
 
 // Copies a port object that check_object() accepted; refuses an rx_pin whose length is not queues.
 Result<PortConfig> port_from(const json& obj, const std::string& path) {
@@ -891,110 +631,6 @@ Status check_ports(const Config& c) {
         }
     }
     return Ok{};
-}
-
-// ---------------------------------------------------------------------------------------------
-// Schema generation from the tables.
-
-json schema_of(const ObjectSpec& spec, json& defs);
-
-json schema_of(const Rule& r, json& defs) {
-    json s = json::object();
-    switch (r.kind) {
-        case Kind::kBool:
-            s["type"] = "boolean";
-            break;
-        case Kind::kUint:
-            s["type"] = "integer";
-            s["minimum"] = r.min;
-            s["maximum"] = r.max;
-            break;
-        case Kind::kString:
-            s["type"] = "string";
-            if (!r.one_of.empty()) s["enum"] = r.one_of;
-            if (!r.pattern.empty()) s["pattern"] = r.pattern;
-            if (r.min > 0) s["minLength"] = r.min;
-            if (r.max != kUnbounded) s["maxLength"] = r.max;
-            break;
-        case Kind::kArray:
-            s["type"] = "array";
-            s["items"] = schema_of(*r.items, defs);
-            if (r.min > 0) s["minItems"] = r.min;
-            if (r.max != kUnbounded) s["maxItems"] = r.max;
-            if (r.unique) s["uniqueItems"] = true;
-            break;
-        case Kind::kObject:
-            s = schema_of(*r.object, defs);
-            break;
-        case Kind::kRawObject:
-            s["type"] = "object";
-            s["description"] = r.what;
-            break;
-    }
-    return s;
-}
-
-json schema_of(const Field& f, json& defs) {
-    json s = schema_of(f.rule, defs);
-    if (!f.default_value.is_null()) s["default"] = f.default_value;
-    if (!f.description.empty()) s["description"] = f.description;
-    return s;
-}
-
-// Base keys go under "properties"; a switch becomes one if/then per variant whose "then" holds
-// the variant's keys and forbids (false) the keys of the other variants. The base "properties"
-// lists variant keys as true so that additionalProperties: false lets them through.
-json object_schema(const ObjectSpec& spec, json& defs) {
-    json s = {{"type", "object"}, {"additionalProperties", false}};
-    if (!spec.description.empty()) s["description"] = spec.description;
-    json properties = json::object();
-    json required = json::array();
-    for (const Field& f : spec.fields) {
-        properties[f.key] = schema_of(f, defs);
-        if (f.required) required.push_back(f.key);
-    }
-    json all_of = json::array();
-    for (const Switch& sw : spec.switches) {
-        const json& fallback = base_field(spec, sw.key)->default_value;
-        for (const Variant& variant : sw.variants) {
-            json condition = {{"properties", {{sw.key, {{"const", variant.value}}}}}};
-            // The default variant also applies when the key is absent.
-            if (fallback != variant.value) condition["required"] = json::array({sw.key});
-            json then = {{"properties", json::object()}};
-            json then_required = json::array();
-            for (const Field& f : variant.fields) {
-                then["properties"][f.key] = schema_of(f, defs);
-                if (f.required) then_required.push_back(f.key);
-                properties[f.key] = true;
-            }
-            for (const Variant& other : sw.variants) {
-                for (const Field& f : other.fields) {
-                    if (!defines(variant.fields, f.key)) then["properties"][f.key] = false;
-                }
-            }
-            if (!then_required.empty()) then["required"] = then_required;
-            all_of.push_back({{"if", condition}, {"then", then}});
-        }
-    }
-    s["properties"] = properties;
-    if (!required.empty()) s["required"] = required;
-    if (!all_of.empty()) s["allOf"] = all_of;
-    return s;
-}
-
-json schema_of(const ObjectSpec& spec, json& defs) {
-    if (spec.def_name.empty()) return object_schema(spec, defs);
-    if (!defs.contains(spec.def_name)) defs[spec.def_name] = object_schema(spec, defs);
-    return {{"$ref", "#/$defs/" + spec.def_name}};
-}
-
-/// Whether v nests deeper than limit levels. Recurses at most limit levels. Context: control.
-bool deeper_than(const json& v, int limit) {
-    if (!v.is_structured()) return false;
-    if (limit == 0) return true;
-    for (const json& child : v)
-        if (deeper_than(child, limit - 1)) return true;
-    return false;
 }
 
 // Copies a validated conntrack object; refuses a zone listed twice.
@@ -1187,12 +823,7 @@ Result<Config> load_config_file(const std::string& file) {
 }
 
 json config_schema() {
-    json defs = json::object();
-    json s = schema_of(root_spec(), defs);
-    s["$schema"] = "https://json-schema.org/draft/2020-12/schema";
-    s["title"] = "ferryd configuration";
-    if (!defs.empty()) s["$defs"] = defs;
-    return s;
+    return json_schema::document_schema(root_spec(), "ferryd configuration");
 }
 
 }  // namespace ferry

@@ -43,7 +43,7 @@ struct PortConfig {
     std::vector<unsigned> rx_pin;  // optional: worker lcore per rx queue (size == queues)
     VlanMode vlan_mode = VlanMode::kTrunk;
     uint16_t tag = 0;  // access: the port's VLAN (1..4094); trunk: native VLAN (0 = none)
-    std::vector<uint16_t> trunks;  // trunk: allowed VLANs (empty = all)
+    std::vector<uint16_t> trunks;                // trunk: allowed VLANs (empty = all)
     std::optional<PortSecurityConfig> security;  // absent: the port may send from any address
 };
 
