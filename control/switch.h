@@ -1,6 +1,7 @@
 // The switch: the one context object of ferryd's control thread. It owns the ports, the worker
 // states, the MAC table and the RCU that protects the published port table, and it is the only
-// writer of every structure the workers read.
+// writer of every structure the workers read. Its member functions are defined in
+// control/switch*.cc, one file per job; control/switch.cc's opening comment lists them.
 #pragma once
 
 #include <atomic>

@@ -1,0 +1,200 @@
+// What the control methods read, as JSON: a port's description (port.list, port.add's answer),
+// its counters (port.stats) and security, one worker's flow cache (flow.dump) and the
+// switch's own counters (stats).
+#include "control/switch.h"
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <map>
+
+#include "control/mac_text.h"
+#include "dataplane/classifier.h"
+#include "dataplane/flow_cache.h"
+#include "dataplane/mac_table.h"
+
+namespace ferry {
+namespace {
+
+/// Adds one worker's counters of a port slot into a sum. Context: control.
+void add_counters(PortCounters& into, const PortCounters& c) {
+    into.rx_packets += counter_read(c.rx_packets);
+    into.rx_bytes += counter_read(c.rx_bytes);
+    into.tx_packets += counter_read(c.tx_packets);
+    into.tx_bytes += counter_read(c.tx_bytes);
+    for (size_t i = 0; i < kDropReasonCount; ++i) into.drops[i] += counter_read(c.drops[i]);
+}
+
+/// The EAL's --file-prefix: the last component of its runtime directory. Context: any.
+std::string eal_file_prefix() {
+    const std::string dir = rte_eal_get_runtime_dir();
+    const size_t slash = dir.rfind('/');
+    return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+}  // namespace
+
+nlohmann::json Switch::describe(const PortRecord& r) const {
+    nlohmann::json j;
+    j["name"] = r.cfg.name;
+    j["type"] = r.cfg.type == PortType::kVhostUser ? "vhost-user" : "dpdk";
+    j["state"] = r.link_up ? "up" : "down";
+    j["link"] = r.link_up ? "up" : "down";
+    j["slot"] = r.slot;
+    j["dpdk_port"] = r.dev.dpdk_port;
+    j["device"] = r.dev.dev_name;
+    j["queues"] = r.cfg.queues;
+    j["mtu"] = r.cfg.mtu;
+    if (r.cfg.type == PortType::kVhostUser) {
+        j["path"] = r.cfg.path;
+        j["mode"] = r.cfg.mode == VhostMode::kServer ? "server" : "client";
+    } else {
+        j["devargs"] = r.cfg.devargs;
+    }
+    j["mac"] = port_mac(r.dev.dpdk_port);
+    j["vlan_mode"] = r.cfg.vlan_mode == VlanMode::kAccess ? "access" : "trunk";
+    j["tag"] = r.cfg.tag;
+    if (!r.cfg.trunks.empty()) j["trunks"] = r.cfg.trunks;
+    if (r.cfg.security) j["security"] = port_security_json(*r.cfg.security);
+    nlohmann::json rx = nlohmann::json::array();
+    for (uint16_t wi : r.rx_worker) rx.push_back(cfg_.workers[wi]);
+    j["rx_lcores"] = rx;
+    return j;
+}
+
+nlohmann::json Switch::port_list() const {
+    std::lock_guard lock(registry_mutex_);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [n, r] : ports_) out.push_back(describe(r));
+    return out;
+}
+
+PortCounters Switch::sum_port_counters(uint16_t slot) const {
+    PortCounters sum{};
+    for (const WorkerState* w : workers_) add_counters(sum, w->port_counters[slot]);
+    return sum;
+}
+
+Result<nlohmann::json> Switch::port_stats(const std::string& name) const {
+    std::lock_guard lock(registry_mutex_);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& [n, r] : ports_) {
+        if (!name.empty() && n != name) continue;
+        PortCounters c = sum_port_counters(r.slot);
+        nlohmann::json j;
+        j["name"] = n;
+        j["rx_packets"] = c.rx_packets - r.baseline.rx_packets;
+        j["rx_bytes"] = c.rx_bytes - r.baseline.rx_bytes;
+        j["tx_packets"] = c.tx_packets - r.baseline.tx_packets;
+        j["tx_bytes"] = c.tx_bytes - r.baseline.tx_bytes;
+        nlohmann::json drops = nlohmann::json::object();
+        for (size_t i = 0; i < kDropReasonCount; ++i)
+            drops[std::string(kDropReasons[i].name)] = c.drops[i] - r.baseline.drops[i];
+        j["drops"] = drops;
+        rte_eth_stats es{};
+        if (rte_eth_stats_get(r.dev.dpdk_port, &es) == 0)
+            j["device"] = {{"ipackets", es.ipackets}, {"opackets", es.opackets},
+                           {"imissed", es.imissed},   {"ierrors", es.ierrors},
+                           {"oerrors", es.oerrors},   {"rx_nombuf", es.rx_nombuf}};
+        out.push_back(j);
+    }
+    if (!name.empty() && out.empty())
+        return make_error(ErrorCode::kNotFound, "no port named " + name);
+    return out;
+}
+
+Result<nlohmann::json> Switch::port_security(const std::string& name) const {
+    std::lock_guard lock(registry_mutex_);
+    auto it = ports_.find(name);
+    if (it == ports_.end()) return make_error(ErrorCode::kNotFound, "no port named " + name);
+    const auto& sec = it->second.cfg.security;
+    return nlohmann::json{{"name", name},
+                          {"security", sec ? port_security_json(*sec) : nlohmann::json(nullptr)}};
+}
+
+Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {
+    auto it = std::find_if(workers_.begin(), workers_.end(),
+                           [lcore](const WorkerState* w) { return w->lcore == lcore; });
+    if (it == workers_.end())
+        return make_error(ErrorCode::kNotFound,
+                          "lcore " + std::to_string(lcore) + " is not a worker");
+    WorkerState* w = *it;
+    std::map<uint16_t, std::string> slot_names;
+    for (const auto& [n, r] : ports_) slot_names[r.slot] = n;
+    const Classifier* cls = rules_->published()->load();
+    uint64_t gen = cls->generation();
+    nlohmann::json entries = nlohmann::json::array();
+    // Slices of 256 buckets keep each pause of the worker to a few microseconds.
+    constexpr uint32_t kSlice = 256;
+    uint32_t next = 0;
+    do {
+        Status st = pause_worker(w);
+        if (!st) return st.error();
+        next = w->flow_cache->dump(
+            gen, next, kSlice,
+            [&](const FlowKey& k, uint8_t table, const CompiledRule* r, uint64_t hits) {
+                if (entries.size() >= limit) return;
+                auto port = slot_names.find(k.in_port);
+                entries.push_back({{"in_port", port == slot_names.end() ? "?" : port->second},
+                                   {"eth_src", format_mac(mac_key(k.eth_src, 0))},
+                                   {"eth_dst", format_mac(mac_key(k.eth_dst, 0))},
+                                   {"eth_type", k.ethertype},
+                                   {"ip_proto", k.ip_proto},
+                                   {"l4_src", k.l4_src},
+                                   {"l4_dst", k.l4_dst},
+                                   {"table", table},
+                                   {"rule_slot", r == nullptr ? nlohmann::json(nullptr)
+                                                              : nlohmann::json(r->index)},
+                                   {"hits", hits}});
+            });
+        resume_worker(w);
+    } while (next != 0 && entries.size() < limit);
+    auto st = w->flow_cache->stats();
+    return nlohmann::json{{"lcore", lcore},
+                          {"generation", gen},
+                          {"capacity", w->flow_cache->capacity()},
+                          {"hits", st.hits},
+                          {"misses", st.misses},
+                          {"evictions", st.evictions},
+                          {"revalidated", st.revalidated},
+                          {"entries", entries}};
+}
+
+nlohmann::json Switch::stats() const {
+    nlohmann::json workers = nlohmann::json::array();
+    for (const WorkerState* w : workers_) {
+        uint64_t pk = counter_read(w->counters.packets);
+        uint64_t busy = counter_read(w->counters.busy_cycles);
+        workers.push_back({{"lcore", w->lcore},
+                           {"packets", pk},
+                           {"busy_cycles", busy},
+                           {"idle_cycles", counter_read(w->counters.idle_cycles)},
+                           {"cycles_per_packet", pk == 0 ? 0 : busy / pk},
+                           {"sleeps", counter_read(w->counters.sleeps)},
+                           {"iterations", counter_read(w->counters.iterations)},
+                           {"learn_events", counter_read(w->counters.learn_events)},
+                           {"learn_ring_full", counter_read(w->counters.learn_ring_full)},
+                           {"address_ring_full", counter_read(w->counters.address_ring_full)},
+                           {"flow_cache_hits", counter_read(w->counters.cache_hits)},
+                           {"flow_cache_misses", counter_read(w->counters.cache_misses)}});
+    }
+    std::lock_guard lock(registry_mutex_);
+    return {
+        {"uptime_s", (rte_get_tsc_cycles() - start_tsc_) / rte_get_tsc_hz()},
+        {"workers", workers},
+        {"ports", ports_.size()},
+        {"macs", macs_->size()},
+        {"mac_capacity", macs_->capacity()},
+        {"mac_table_full", mac_table_full_.load()},
+        {"mbufs_in_use", rte_mempool_in_use_count(pool_)},
+        {"table_generation", generation_.load()},
+        {"rules", rules_->size()},
+        {"rule_generation", rules_->generation()},
+        // What a DPDK secondary process (dpdk-dumpcap, dpdk-proc-info) needs to attach.
+        {"eal", {{"file_prefix", eal_file_prefix()}, {"hugepages", rte_eal_has_hugepages() != 0}}}};
+}
+
+}  // namespace ferry
