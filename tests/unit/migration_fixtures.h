@@ -497,7 +497,7 @@ inline ::testing::AssertionResult refused(const Bytes& s, const std::string& wha
                                           std::optional<size_t> offset = std::nullopt) {
     // An exact-size copy: a read past the end is a read past the allocation.
     std::unique_ptr<uint8_t[]> copy(new uint8_t[s.size() + 1]);
-    std::memcpy(copy.get(), s.data(), s.size());
+    if (!s.empty()) std::memcpy(copy.get(), s.data(), s.size());  // never from null
     const Result<MigrationState> r = read_stream(copy.get(), s.size());
     if (r) return ::testing::AssertionFailure() << "accepted; expected \"" << what << "\"";
     const std::string& m = r.error().message;
