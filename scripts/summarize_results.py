@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarises the JUnit XML files of a test run (gtest, pytest, and scripts/test's own).
 
-Usage: summarize_results.py DIR
+Usage: summarize_results.py DIR [PATTERN]   (PATTERN: which files of DIR, default *.xml)
 
 Counts every <testcase>: failed = it has a <failure> or <error> child, skipped = a <skipped>
 child or gtest's status="notrun" (a disabled test); passed = the rest. A file that does not
@@ -26,9 +26,9 @@ def first_line(elem):
     return text.splitlines()[0][:160] if text else ""
 
 
-def summarize(directory):
+def summarize(directory, pattern="*.xml"):
     passed, failed, skipped = 0, [], 0
-    for path in sorted(glob.glob(os.path.join(directory, "*.xml"))):
+    for path in sorted(glob.glob(os.path.join(directory, pattern))):
         stem = os.path.splitext(os.path.basename(path))[0]
         try:
             root = ET.parse(path).getroot()
@@ -49,10 +49,10 @@ def summarize(directory):
 
 
 def main(argv):
-    if len(argv) != 2 or not os.path.isdir(argv[1]):
+    if len(argv) not in (2, 3) or not os.path.isdir(argv[1]):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
-    passed, failed, skipped = summarize(argv[1])
+    passed, failed, skipped = summarize(*argv[1:])
     if failed:
         print(f"FAILED ({len(failed)}):")
         for name, why in failed:
