@@ -19,7 +19,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kMaxStreamBytes = size_t{4} << 30;
 constexpr size_t kSendChunk = 1 << 20;
 constexpr uint32_t kPrecopySlice = 8192;  // table slots read per brief pause during pre-copy
 constexpr size_t kRetireSlice = 8192;     // connections retired per brief pause after a commit
@@ -193,6 +192,7 @@ Result<json> MigrationSession::receive(const std::string& address, double timeou
     auto fd = transport_listen(address);
     if (!fd) return fd.error();
     listen_fd_ = *fd;
+    limits_ = MigrationControl(host_).stream_limits();
     {
         std::lock_guard lock(mu_);
         st_ = Progress{};
@@ -369,7 +369,7 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
     const auto t_recv = Clock::now();
     // Sections are decoded as they arrive: what remains after the trailer is the delta.
     // With a pre-copy, its connections are placed ahead (dormant) before READY.
-    auto reader = std::make_shared<StreamReader>();
+    auto reader = std::make_shared<StreamReader>(limits_);
     uint32_t first_delta_entry = 0;
     bool have_header = false;
     double decode_ms = 0;
@@ -407,7 +407,7 @@ void MigrationSession::receive_into(ByteChannel& ch, Deadline deadline,
         return std::optional<R>(f.get());  // rethrows the task's exception: a refusal
     };
     auto bytes = transport_read_stream(
-        ch, deadline, kMaxStreamBytes,
+        ch, deadline, limits_.bytes,
         [&](const uint8_t* stream, size_t offset, size_t length) -> ferry::Status {
             const auto t = Clock::now();
             if (!have_header) {

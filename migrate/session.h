@@ -128,7 +128,8 @@ private:
     Progress st_;
     std::thread thread_;
     int listen_fd_ = -1;
-    std::atomic<int> active_fd_{-1};      // the migration thread's connection
+    StreamLimits limits_;             // of the stream being received: set before its thread starts
+    std::atomic<int> active_fd_{-1};  // the migration thread's connection
     std::atomic<bool> abandoned_{false};  // the session is going away: post nothing more
     std::condition_variable released_;    // a held source: go_on() or the session's end
     int release_ = 0;                     // under mu_: 1 continue, -1 cancel, 0 not yet

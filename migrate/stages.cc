@@ -1,5 +1,6 @@
 #include "migrate/stages.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -152,6 +153,15 @@ Result<std::vector<uint16_t>> map_ports(MigrationHost& host, const MigrationStat
 }
 
 }  // namespace
+
+StreamLimits MigrationControl::stream_limits() const {
+    uint64_t room = 0;
+    for (uint16_t w = 0; w < host_.ct_shard_count(); ++w) {
+        const CtTable& t = host_.ct_shard(w).table();
+        room += t.capacity() - t.size();
+    }
+    return stream_limits_for_room(static_cast<uint32_t>(std::min<uint64_t>(room, UINT32_MAX)));
+}
 
 // The stages' capture and install columns, in table order (migrate/stages.h).
 

@@ -22,6 +22,7 @@
 #include "migrate/migration_state.h"
 #include "migrate/sections.h"
 #include "migrate/stream_codec.h"
+#include "migrate/stream_reader.h"
 
 namespace ferry {
 
@@ -150,6 +151,10 @@ public:
     /// came in on it; its learned MACs) or, without a port, of the whole switch.
     /// Context: control, workers paused. @return kNotFound for an unknown port
     Result<MigrationState> capture(const std::optional<std::string>& port) const;
+
+    /// What a stream coming here may hold: no more connections than the shards have room for
+    /// now, and bytes in proportion (stream_limits_for_room). Context: control.
+    StreamLimits stream_limits() const;
 
     /// Pre-copy: the connections of a port or the switch while the workers run, pausing them
     /// for one slice of `slice` table slots at a time. Context: control, workers running.

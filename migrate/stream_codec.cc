@@ -228,10 +228,14 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
     if (n != 4 + size_t{count} * kConnectionWireBytes)
         return "CONNECTIONS payload length does not match its count";
     MigrationState& s = *ctx.state;
-    s.connections.reserve(s.connections.size() + count);
-    ctx.gone.reserve(ctx.gone.size() + count);
-    ctx.slot_of_number.reserve(ctx.slot_of_number.size() + count);
-    ctx.slot_of_tuple.reserve(ctx.slot_of_tuple.size() + count);
+    // No more than the target has room for, even when the count claims more.
+    const size_t live = ctx.slot_of_tuple.size();
+    const size_t more = std::min<size_t>(
+        count, ctx.max_connections - std::min<size_t>(live, ctx.max_connections) + 1);
+    s.connections.reserve(s.connections.size() + more);
+    ctx.gone.reserve(ctx.gone.size() + more);
+    ctx.slot_of_number.reserve(ctx.slot_of_number.size() + more);
+    ctx.slot_of_tuple.reserve(live + more);
     for (uint32_t i = 0; i < count; ++i) {
         // Built only for an error message.
         auto where = [&ctx] { return "connection " + std::to_string(ctx.entries) + ": "; };
@@ -289,6 +293,9 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
         // A later entry of the same connection (a delta after pre-copy) replaces it.
         const auto [it, fresh] =
             ctx.slot_of_tuple.try_emplace(c.orig, static_cast<uint32_t>(s.connections.size()));
+        if (ctx.slot_of_tuple.size() > ctx.max_connections)
+            return where() + "more than " + std::to_string(ctx.max_connections) +
+                   " connections, which is all this ferryd has room for";
         const uint32_t slot = it->second;
         if (fresh) {
             s.connections.push_back(c);

@@ -37,6 +37,9 @@ struct DecodeContext {
     uint32_t gone_count = 0;  // CONNECTIONS_GONE tuples read
     uint32_t dpi_count = 0;
     uint32_t mac_count = 0;
+    /// Live connections a stream may hold at once: what the target has room for
+    /// (StreamLimits). A stream past it is refused as it is read, not after it is buffered.
+    uint32_t max_connections = UINT32_MAX;
 };
 
 /// Decodes one payload of a known section type into ctx. @return "" or what is wrong with it

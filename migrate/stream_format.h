@@ -39,6 +39,7 @@ inline constexpr uint16_t kSectionCritical = 0x0001;
 // Limits a reader enforces before allocating (docs/migration-stream.md, "Limits").
 inline constexpr size_t kSectionHeaderBytes = 12;
 inline constexpr uint32_t kMaxSectionBytes = 64u << 20;
+inline constexpr size_t kMaxStreamBytes = size_t{4} << 30;  // a whole stream, at most
 inline constexpr size_t kMaxStreamPorts = 64;
 inline constexpr uint32_t kMaxConnectionsPerSection = 1u << 24;
 inline constexpr uint32_t kMaxMacs = 1u << 20;
@@ -49,6 +50,11 @@ inline constexpr size_t kMaxPortName = 31;
 inline constexpr uint16_t kNoStreamPort = 0xffff;
 inline constexpr size_t kConnectionWireBytes = 208;
 inline constexpr size_t kTupleWireBytes = 40;
+/// A connection's share of a target's stream bound (stream_limits_for_room): a CONNECTIONS
+/// entry and a DPI_STREAMS entry of 1 KiB per direction, twice (pre-copy and delta), and a gone
+/// tuple.
+inline constexpr size_t kStreamBytesPerConnection =
+    2 * (kConnectionWireBytes + 4 + 2 * (13 + 1024)) + kTupleWireBytes;
 
 // Port address flags.
 inline constexpr uint16_t kAddrConfigured = 0x0001;

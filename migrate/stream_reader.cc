@@ -72,6 +72,14 @@ void compact(MigrationState& s, const DecodeContext& c) {
 
 }  // namespace
 
+StreamLimits stream_limits_for_room(uint32_t room) {
+    StreamLimits l;
+    l.connections = room;
+    l.bytes = std::min(kMaxStreamBytes,
+                       2 * size_t{kMaxSectionBytes} + size_t{room} * kStreamBytesPerConnection);
+    return l;
+}
+
 Result<size_t> StreamReader::header(const uint8_t* data, size_t n) {
     WireReader r(data, n);
     std::array<uint8_t, 8> magic{};

@@ -11,8 +11,24 @@
 #include "dataplane/result.h"
 #include "migrate/migration_state.h"
 #include "migrate/stream_codec.h"
+#include "migrate/stream_format.h"
 
 namespace ferry {
+
+/// What a migration target bounds a stream by: what it can hold, so that a stream of any size
+/// (a hostile one claiming gigabytes) is refused while it arrives, within memory in proportion
+/// to the target's own tables. The defaults are the format's own limits (files, tools).
+struct StreamLimits {
+    uint32_t connections = UINT32_MAX;  // live connections at once in the stream
+    size_t bytes = kMaxStreamBytes;     // the whole stream, as a transport buffers it
+};
+
+/// The limits of a target with room for `room` more connections. bytes: two sections of the
+/// largest size (ports, MACs, rules, counters, sections skipped), then per connection of room
+/// kStreamBytesPerConnection (it may be sent twice, in the pre-copy and the delta, with DPI
+/// state of 1 KiB per direction on average, and end in a gone tuple), never above
+/// kMaxStreamBytes. Context: any.
+StreamLimits stream_limits_for_room(uint32_t room);
 
 /// What the reader saw besides the state: for logs and migrate.status.
 struct StreamReadInfo {
@@ -25,7 +41,9 @@ struct StreamReadInfo {
 /// target decodes the pre-copy while the rest is still on the way), then finish().
 class StreamReader {
 public:
-    StreamReader() = default;
+    explicit StreamReader(const StreamLimits& limits = {}) {
+        ctx_.max_connections = limits.connections;
+    }
     StreamReader(const StreamReader&) = delete;  // its decode context points at its state
     StreamReader& operator=(const StreamReader&) = delete;
     /// Checks the header at the start of data. @return its length, or the error

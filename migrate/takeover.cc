@@ -25,7 +25,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kHello = "FERRY-TAKEOVER 1\n";
-constexpr size_t kMaxStreamBytes = size_t{4} << 30;
 
 Deadline in_seconds(double s) {
     return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(s * 1e6));

@@ -347,10 +347,15 @@ Result<std::vector<uint8_t>> transport_read_stream(ByteChannel& ch, Deadline dea
         const uint16_t type = h.u16();
         h.u16();
         const uint32_t length = h.u32();
-        if (length > kMaxSectionBytes || buf.size() + length > max_bytes)
+        if (length > kMaxSectionBytes)
             return make_error(ErrorCode::kInvalidParams,
                               "migration stream: a section of " + std::to_string(length) +
                                   " bytes (at offset " + std::to_string(at) + ")");
+        if (buf.size() + length > max_bytes)
+            return make_error(ErrorCode::kInvalidParams,
+                              "migration stream: more than " + std::to_string(max_bytes) +
+                                  " bytes, more than this target can hold (at offset " +
+                                  std::to_string(at) + ")");
         buf.resize(at + kSectionHeaderBytes + length);
         if (Status s = read_exact(ch, buf.data() + at + kSectionHeaderBytes, length, deadline); !s)
             return s.error();
