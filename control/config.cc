@@ -491,6 +491,29 @@ const ObjectSpec& log_spec() {
     return spec;
 }
 
+const ObjectSpec& migration_spec() {
+    static const ObjectSpec spec{
+        .description =
+            "Defaults of the migration channel for tcp: addresses (TLS 1.3 with "
+            "certificates on both ends, docs/migration.md); a migrate.send or "
+            "migrate.receive call's own tls_creds / tls_peer win.",
+        .fields =
+            {
+                {.key = "tls_creds",
+                 .rule = text(1, 4096, "must be a directory path"),
+                 .description = "Directory with ca-cert.pem, server-cert.pem, server-key.pem, "
+                                "client-cert.pem and client-key.pem (QEMU's tls-creds-x509 "
+                                "layout)."},
+                {.key = "tls_peer",
+                 .rule = text(1, 255, "must be a certificate name"),
+                 .description = "The name a source's client certificate must carry when this "
+                                "ferryd receives (migrate.receive). A sending ferryd expects "
+                                "the target's certificate to name the host it is reached at."},
+            },
+    };
+    return spec;
+}
+
 const ObjectSpec& dpi_spec() {
     static const ObjectSpec spec = [] {
         const DpiConfig d{};
@@ -561,6 +584,7 @@ const ObjectSpec& root_spec() {
                     {.key = "conntrack", .rule = object(conntrack_spec())},
                     {.key = "dpi", .rule = object(dpi_spec())},
                     {.key = "log", .rule = object(log_spec())},
+                    {.key = "migration", .rule = object(migration_spec())},
                 },
         };
     }();
@@ -765,6 +789,9 @@ Result<Config> parse_config(const json& doc) {
         if (!patterns) return patterns.error();
         c.dpi.patterns = std::move(*patterns);
     }
+    const json& migration = member_or_empty(doc, "migration");
+    take(migration, "tls_creds", c.migration.tls_creds);
+    take(migration, "tls_peer", c.migration.tls_peer);
     const json& log = member_or_empty(doc, "log");
     if (log.contains("level")) {
         LogLevel level = LogLevel::kInfo;

@@ -104,6 +104,13 @@ struct LogConfig {
     std::vector<std::pair<LogSubsystem, LogLevel>> subsystems;  // then these, in order
 };
 
+/// Defaults of the migration channel for `tcp:` addresses (docs/migration.md), so that an
+/// operator's credentials live in the configuration rather than in every migrate.* call.
+struct MigrationConfig {
+    std::string tls_creds;  // directory laid out as QEMU's tls-creds-x509; "" none
+    std::string tls_peer;   // the name a source's client certificate must carry (receive)
+};
+
 struct Config {
     std::vector<std::string> eal;  // EAL arguments as given
     std::string control_socket = "/run/ferry/ferryd.sock";
@@ -120,6 +127,7 @@ struct Config {
     ConntrackConfig conntrack;
     DpiConfig dpi;
     LogConfig log;
+    MigrationConfig migration;
 };
 
 /// Parses and validates a whole configuration document. Context: control.

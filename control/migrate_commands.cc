@@ -41,12 +41,21 @@ Result<uint64_t> bounded(const json& p, const char* key, uint64_t def, uint64_t 
 
 /// The channel security that migrate.send (role client) or migrate.receive (role server)
 /// params ask for at address: tcp: needs tls_creds (and, on a target, tls_peer: the
-/// source's name; a source expects the address's host unless tls_peer says otherwise);
-/// tcp-insecure: takes none; unix: takes TLS when tls_creds is given. Context: control.
+/// source's name; a source expects the address's host unless tls_peer says otherwise), which
+/// the configuration's `migration` section gives when the params do not; tcp-insecure: takes
+/// none; unix: takes TLS when the params give tls_creds. Context: control.
 /// @return the security, or kInvalidParams saying what is missing or unreadable
-Result<ChannelSecurity> channel_security(const json& p, const std::string& address, TlsRole role) {
+Result<ChannelSecurity> channel_security(const json& params, const std::string& address,
+                                         TlsRole role, const MigrationConfig& defaults) {
     auto a = transport_parse(address);
     if (!a) return a.error();
+    json p = params;
+    if (a->scheme == TransportScheme::kTcp) {
+        if (!p.contains("tls_creds") && !defaults.tls_creds.empty())
+            p["tls_creds"] = defaults.tls_creds;
+        if (role == TlsRole::kServer && !p.contains("tls_peer") && !defaults.tls_peer.empty())
+            p["tls_peer"] = defaults.tls_peer;
+    }
     const bool has_creds = p.contains("tls_creds");
     const bool has_peer = p.contains("tls_peer");
     if (a->scheme == TransportScheme::kTcpInsecure) {
@@ -61,7 +70,8 @@ Result<ChannelSecurity> channel_security(const json& p, const std::string& addre
             return make_error(ErrorCode::kInvalidParams,
                               "tcp: is TLS with certificates on both ends: give tls_creds=DIR "
                               "(ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, "
-                              "client-key.pem), or use tcp-insecure:HOST:PORT for a clear, "
+                              "client-key.pem) or set migration.tls_creds in the "
+                              "configuration, or use tcp-insecure:HOST:PORT for a clear, "
                               "unauthenticated channel");
         if (has_peer) return make_error(ErrorCode::kInvalidParams, "tls_peer needs tls_creds");
         return ChannelSecurity{};
@@ -138,14 +148,16 @@ void add_migrate_commands(std::vector<CommandSpec>& t, Switch& sw) {
            "unix:/path, tcp:HOST:PORT (TLS) or tcp-insecure:HOST:PORT (port 0: any)"},
           {"timeout_s", ParamType::kUnsigned, false, "give up after (1..86400, default 60)"},
           {"tls_creds", ParamType::kString, false,
-           "directory with ca-cert.pem, server-cert.pem, server-key.pem (needed by tcp:)"},
+           "directory with ca-cert.pem, server-cert.pem, server-key.pem (needed by tcp:; "
+           "default: the configuration's migration.tls_creds)"},
           {"tls_peer", ParamType::kString, false,
-           "the name the source's client certificate must carry"}},
+           "the name the source's client certificate must carry (default: migration.tls_peer)"}},
          [m](const json& p) -> Result<json> {
              auto timeout = bounded(p, "timeout_s", 60, 1, kMaxTimeoutS);
              if (!timeout) return timeout.error();
              const std::string listen = p["listen"].get<std::string>();
-             auto security = channel_security(p, listen, TlsRole::kServer);
+             auto security =
+                 channel_security(p, listen, TlsRole::kServer, m->host.sw().config().migration);
              if (!security) return security.error();
              return m->session.receive(listen, static_cast<double>(*timeout), std::move(*security));
          }});
@@ -171,7 +183,8 @@ void add_migrate_commands(std::vector<CommandSpec>& t, Switch& sw) {
            "with precopy: after the target took the pre-copy, wait in phase ready for "
            "migrate.continue (or migrate.cancel) before pausing"},
           {"tls_creds", ParamType::kString, false,
-           "directory with ca-cert.pem, client-cert.pem, client-key.pem (needed by tcp:)"},
+           "directory with ca-cert.pem, client-cert.pem, client-key.pem (needed by tcp:; "
+           "default: the configuration's migration.tls_creds)"},
           {"tls_peer", ParamType::kString, false,
            "the name the target's certificate must carry (default: the address's host)"}},
          [m](const json& p) -> Result<json> {
@@ -182,7 +195,8 @@ void add_migrate_commands(std::vector<CommandSpec>& t, Switch& sw) {
              std::optional<std::string> port;
              if (p.contains("port")) port = p["port"].get<std::string>();
              const std::string to = p["to"].get<std::string>();
-             auto security = channel_security(p, to, TlsRole::kClient);
+             auto security =
+                 channel_security(p, to, TlsRole::kClient, m->host.sw().config().migration);
              if (!security) return security.error();
              return m->session.send(to, port, static_cast<double>(*timeout),
                                     p.value("precopy", false),

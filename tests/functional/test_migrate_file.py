@@ -39,13 +39,15 @@ def dpi_config(regex):
     return {"patterns": [{"id": 1, "regex": regex, "direction": "to_server", "action": "drop"}]}
 
 
-def source_with_connection(ctb, cport=40001, dpi=None):
+def source_with_connection(ctb, cport=40001, dpi=None, config=None):
     """Ferryd A with one ESTABLISHED connection CLIENT:cport -> SERVER:80 (ISNs 1000 / 5000)
     that has carried 10 bytes each way ("0123456789" from the client). Its phase ports are
-    lan1, wan1, lan2, wan2. dpi: a config dpi section (the client's data is inspected)."""
+    lan1, wan1, lan2, wan2. dpi: a config dpi section (the client's data is inspected);
+    config: more top-level config sections."""
     a = ctb(rules=inspecting_rules() if dpi else stateful_rules())
     if dpi:
         a.ferryd.config["dpi"] = dpi
+    a.ferryd.config.update(config or {})
     a.start()
     a.phase([cli(cport, "S", 1000)], out={"outside": [cli(cport, "S", 1000)]})
     a.phase([srv(cport, "SA", 5000, 1001)], out={"inside": [srv(cport, "SA", 5000, 1001)]})

@@ -215,6 +215,27 @@ def test_tls_over_a_unix_socket(ctb, pki, forged):
     real_source_migrates(ctb, b, address, tls_creds=pki["a"], tls_peer="ferry-b")
 
 
+def test_tls_credentials_from_the_configuration(ctb, pki, forged):
+    """Both ferryd name their credentials in the configuration (migration.tls_creds, and the
+    source's name on the target): tcp: then needs no TLS params, a rogue is still refused, the
+    real source migrates, and tcp-insecure: stays the explicit clear channel it was."""
+    b = target(ctb)
+    b.ferryd.config["migration"] = {"tls_creds": pki["b"], "tls_peer": "ferry-a"}
+    b.start()
+    assert b.call("migrate.receive", {"listen": "tcp-insecure:127.0.0.1:0", "timeout_s": 1})
+    wait_for(lambda: b.call("migrate.status")["phase"] == "failed", 10, what="the timeout")
+    address = b.call("migrate.receive", {"listen": "tcp:127.0.0.1:0", "timeout_s": 60})["address"]
+    out = rogue(address, forged, ca=pki["ca"], cert=str(pki["mallory"][0]),
+                key=str(pki["mallory"][1]))
+    assert "FERRYOK" not in out, out
+    still_listening(b)
+    a = source_with_connection(ctb, config={"migration": {"tls_creds": pki["a"]}})
+    a.call("migrate.send", {"to": address})
+    src, dst = wait_end(a), wait_end(b)
+    assert src["phase"] == "committed" and dst["phase"] == "committed", (src, dst)
+    assert [c["orig"]["sport"] for c in b.conns()] == [40001]
+
+
 def test_tcp_needs_tls_or_an_explicit_insecure(ctb, pki, forged):
     """tcp: without credentials is refused (invalid params); tcp-insecure: is the operator's
     explicit choice of a clear, unauthenticated channel: it warns in the log, and the forged

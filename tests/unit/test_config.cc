@@ -471,6 +471,8 @@ TEST(Config, ExampleFilesParse) {
     EXPECT_EQ(full->ports[0].tag, 10);
     EXPECT_EQ(full->ports[1].trunks, (std::vector<uint16_t>{10, 20}));
     EXPECT_EQ(full->ports[2].rx_pin, std::vector<unsigned>{2});
+    EXPECT_EQ(full->migration.tls_creds, "/etc/ferry/tls");
+    EXPECT_EQ(full->migration.tls_peer, "hosta");
 }
 
 // Every key the schema knows appears in example-full.json, so the example stays complete.
@@ -508,9 +510,10 @@ TEST(Config, SchemaDescribesTheParsedKeys) {
     EXPECT_EQ(schema["additionalProperties"], false);
     std::set<std::string> root;
     for (const auto& [key, unused] : schema["properties"].items()) root.insert(key);
-    EXPECT_EQ(root, (std::set<std::string>{"eal", "control", "workers", "ports", "idle_backoff",
-                                           "flow_cache", "max_rules", "meters", "rules",
-                                           "mac_table", "mbufs", "conntrack", "dpi", "log"}));
+    EXPECT_EQ(root,
+              (std::set<std::string>{"eal", "control", "workers", "ports", "idle_backoff",
+                                     "flow_cache", "max_rules", "meters", "rules", "mac_table",
+                                     "mbufs", "conntrack", "dpi", "log", "migration"}));
     std::set<std::string> port;
     for (const auto& [key, unused] : schema["$defs"]["port"]["properties"].items()) {
         port.insert(key);
