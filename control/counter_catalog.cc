@@ -4,6 +4,8 @@
 
 #include "control/ct_control.h"
 #include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/counters.h"
+#include "dataplane/dpi/dpi_engine.h"
 #include "dataplane/drop_reason.h"
 
 namespace ferry {
@@ -30,7 +32,20 @@ nlohmann::json counter_catalog() {
     nlohmann::json ct = nlohmann::json::array();
     for (const CtCounterInfo& k : kCtCounters) ct.push_back(describe(k));
     for (const CtWorkerCounterInfo& k : kCtHandoffCounters) ct.push_back(describe(k));
-    return {{"drop_reasons", drops}, {"ct_counters", ct}};
+    nlohmann::json worker = nlohmann::json::array();
+    for (const WorkerCounterInfo& k : kWorkerCounters)
+        worker.push_back({{"name", std::string(k.name)},
+                          {"kind", "counter"},
+                          {"description", std::string(k.description)}});
+    nlohmann::json dpi = nlohmann::json::array();
+    for (const DpiCounterInfo& k : kDpiCounters)
+        dpi.push_back({{"name", std::string(k.name)},
+                       {"kind", "counter"},
+                       {"description", std::string(k.description)}});
+    return {{"drop_reasons", drops},
+            {"ct_counters", ct},
+            {"worker_counters", worker},
+            {"dpi_counters", dpi}};
 }
 
 }  // namespace ferry

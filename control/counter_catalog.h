@@ -8,8 +8,9 @@
 
 namespace ferry {
 
-/// {drop_reasons: [{name, description}], ct_counters: [{name, kind, description}]}, each list in
-/// its table's order; kind is "counter" (only grows) or "gauge" (a live count). Context: any.
+/// {drop_reasons: [{name, description}], ct_counters, worker_counters, dpi_counters: [{name,
+/// kind, description}]}, each list in its table's order; kind is "counter" (only grows) or
+/// "gauge" (a live count). Context: any.
 nlohmann::json counter_catalog();
 
 }  // namespace ferry

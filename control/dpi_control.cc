@@ -42,19 +42,9 @@ json pattern_json(const DpiPattern& p) {
 }
 
 json counters_json(const DpiCounters& c) {
-    return json{{"packets", counter_read(c.packets)},
-                {"bytes", counter_read(c.bytes)},
-                {"matches", counter_read(c.matches)},
-                {"drops", counter_read(c.drops)},
-                {"alerts", counter_read(c.alerts)},
-                {"alerts_lost", counter_read(c.alerts_lost)},
-                {"marks", counter_read(c.marks)},
-                {"streams_exhausted", counter_read(c.streams_exhausted)},
-                {"depth_reached", counter_read(c.depth_reached)},
-                {"gaps", counter_read(c.gaps)},
-                {"restarts", counter_read(c.restarts)},
-                {"untracked", counter_read(c.untracked)},
-                {"scan_errors", counter_read(c.scan_errors)}};
+    json j = json::object();
+    for (const DpiCounterInfo& k : kDpiCounters) j[std::string(k.name)] = counter_read(c.*k.field);
+    return j;
 }
 
 void add_counters(DpiCounters& sum, const DpiCounters& c) {

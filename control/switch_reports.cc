@@ -166,20 +166,12 @@ Result<nlohmann::json> Switch::flow_dump(unsigned lcore, size_t limit) {
 nlohmann::json Switch::stats() const {
     nlohmann::json workers = nlohmann::json::array();
     for (const WorkerState* w : workers_) {
-        uint64_t pk = counter_read(w->counters.packets);
-        uint64_t busy = counter_read(w->counters.busy_cycles);
-        workers.push_back({{"lcore", w->lcore},
-                           {"packets", pk},
-                           {"busy_cycles", busy},
-                           {"idle_cycles", counter_read(w->counters.idle_cycles)},
-                           {"cycles_per_packet", pk == 0 ? 0 : busy / pk},
-                           {"sleeps", counter_read(w->counters.sleeps)},
-                           {"iterations", counter_read(w->counters.iterations)},
-                           {"learn_events", counter_read(w->counters.learn_events)},
-                           {"learn_ring_full", counter_read(w->counters.learn_ring_full)},
-                           {"address_ring_full", counter_read(w->counters.address_ring_full)},
-                           {"flow_cache_hits", counter_read(w->counters.cache_hits)},
-                           {"flow_cache_misses", counter_read(w->counters.cache_misses)}});
+        nlohmann::json one{{"lcore", w->lcore}};
+        for (const WorkerCounterInfo& k : kWorkerCounters)
+            one[std::string(k.name)] = counter_read(w->counters.*k.field);
+        const uint64_t pk = one["packets"].get<uint64_t>();
+        one["cycles_per_packet"] = pk == 0 ? 0 : one["busy_cycles"].get<uint64_t>() / pk;
+        workers.push_back(std::move(one));
     }
     std::lock_guard lock(registry_mutex_);
     return {

@@ -4,10 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "dataplane/drop_reason.h"
 
 namespace ferry {
+
+/// Whether a counter only grows or is a live count.
+enum class CounterKind : uint8_t { kCounter, kGauge };
 
 /// Adds to a counter owned by the calling lcore. Context: fast path (owner only).
 inline void counter_add(uint64_t& c, uint64_t n) {
@@ -31,19 +35,43 @@ struct RuleCounters {
     uint64_t bytes;
 };
 
+// A worker's own counters, as the stats method reports them per worker, one table for the
+// struct, the names and the descriptions (stats.describe, the exporter, docs/control-api.md):
+// _(field, name, description); every one only grows.
+#define FERRY_FOREACH_WORKER_COUNTER(_)                                                         \
+    _(packets, packets, "Packets the worker received from its queues.")                         \
+    _(busy_cycles, busy_cycles, "TSC cycles of loop iterations that handled packets.")          \
+    _(idle_cycles, idle_cycles,                                                                 \
+      "TSC cycles of loop iterations that found no packet, back-off sleeps included.")          \
+    _(iterations, iterations, "Iterations of the worker loop.")                                 \
+    _(sleeps, sleeps, "Idle back-off sleeps taken.")                                            \
+    _(learn_events, learn_events, "MAC learning events sent to the control thread.")            \
+    _(learn_ring_full, learn_ring_full, "MAC learning events lost: the ring was full.")         \
+    _(address_ring_full, address_ring_full, "Observed-address events lost: the ring was full.") \
+    _(cache_hits, flow_cache_hits, "Flow cache hits (rules path only).")                        \
+    _(cache_misses, flow_cache_misses, "Flow cache misses, each a classifier lookup.")
+
 struct WorkerCounters {
-    uint64_t packets;      // packets received
-    uint64_t busy_cycles;  // TSC cycles of iterations that received packets
-    uint64_t idle_cycles;  // TSC cycles of empty iterations, including back-off sleeps
-    uint64_t iterations;
-    uint64_t sleeps;             // back-off sleeps taken
-    uint64_t learn_events;       // learn events sent to the control thread
-    uint64_t learn_ring_full;    // learn events lost because the ring was full
-    uint64_t address_ring_full;  // observed-address events lost because the ring was full
-    uint64_t cache_hits;         // flow cache hits (rules path only)
-    uint64_t cache_misses;       // flow cache misses, each a classifier lookup
-    uint64_t ct_handoff_out;     // packets sent to the owner worker of their connection
-    uint64_t ct_handoff_in;      // packets received from other workers for their connections
+#define FERRY_WORKER_COUNTER_FIELD(field, name, description) uint64_t field;
+    FERRY_FOREACH_WORKER_COUNTER(FERRY_WORKER_COUNTER_FIELD)
+#undef FERRY_WORKER_COUNTER_FIELD
+    // Reported with conntrack's counters (ct.stats), not by stats.
+    uint64_t ct_handoff_out;  // packets sent to the owner worker of their connection
+    uint64_t ct_handoff_in;   // packets received from other workers for their connections
+};
+
+/// One counter of WorkerCounters as stats reports it: its name, description and field.
+struct WorkerCounterInfo {
+    std::string_view name;
+    std::string_view description;
+    uint64_t WorkerCounters::*field;
+};
+
+inline constexpr WorkerCounterInfo kWorkerCounters[] = {
+#define FERRY_WORKER_COUNTER_INFO(field, name, description) \
+    {#name, description, &WorkerCounters::field},
+    FERRY_FOREACH_WORKER_COUNTER(FERRY_WORKER_COUNTER_INFO)
+#undef FERRY_WORKER_COUNTER_INFO
 };
 
 }  // namespace ferry

@@ -11,6 +11,7 @@
 #include "dataplane/conntrack/ct_entry.h"
 #include "dataplane/conntrack/ct_table.h"
 #include "dataplane/conntrack/ct_zone.h"
+#include "dataplane/counters.h"
 #include "dataplane/flow_key.h"
 #include "dataplane/rule.h"
 
@@ -87,9 +88,6 @@ inline constexpr unsigned kCtNoticeSlots = 64;
     _(blocked_drops, kCounter, "Packets of connections payload inspection ended, dropped.") \
     _(installed, kCounter, "Connections installed from a migration stream or checkpoint.")  \
     _(dormant_drops, kCounter, "Packets of connections migrating in, dropped before the commit.")
-
-/// Whether a counter only grows or is a live count.
-enum class CounterKind : uint8_t { kCounter, kGauge };
 
 /// Counters of one shard: written by the owner, read by the control thread.
 struct CtShardCounters {

@@ -5,9 +5,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "dataplane/conntrack/ct_tuple.h"
+#include "dataplane/counters.h"
 #include "dataplane/dpi/dpi_version.h"
 
 namespace ferry {
@@ -18,20 +20,41 @@ struct FlowKey;
 struct PacketLayout;
 
 /// Counters of one worker's inspection: written by the worker, read by the control thread.
+// Payload inspection's counters, one table for the struct, the names dpi.stats reports (summed
+// over the workers) and their descriptions (stats.describe, the exporter,
+// docs/control-api.md): _(field, description); every one only grows.
+#define FERRY_FOREACH_DPI_COUNTER(_)                                            \
+    _(packets, "Packets with payload scanned.")                                 \
+    _(bytes, "Payload bytes scanned.")                                          \
+    _(matches, "Pattern matches reported, every action.")                       \
+    _(drops, "Connections ended by a drop pattern.")                            \
+    _(alerts, "Alert matches.")                                                 \
+    _(alerts_lost, "Alerts not reported: the outbox was full.")                 \
+    _(marks, "Mark matches.")                                                   \
+    _(streams_exhausted, "Connections not inspected: no free stream slot.")     \
+    _(depth_reached, "Directions whose inspection stopped at the depth limit.") \
+    _(gaps, "Directions whose inspection stopped at a sequence gap.")           \
+    _(restarts, "Connections whose inspection restarted on a new database.")    \
+    _(untracked, "Packets that reached dpi without a tracked connection.")      \
+    _(scan_errors, "Hyperscan errors (the direction stops being inspected).")
+
 struct DpiCounters {
-    uint64_t packets;            // packets with payload scanned
-    uint64_t bytes;              // payload bytes scanned
-    uint64_t matches;            // matches reported, every action
-    uint64_t drops;              // connections ended by a drop pattern
-    uint64_t alerts;             // alert matches
-    uint64_t alerts_lost;        // alerts not reported: outbox full
-    uint64_t marks;              // mark matches
-    uint64_t streams_exhausted;  // connections not inspected: no free stream slot
-    uint64_t depth_reached;      // directions whose inspection stopped at the depth limit
-    uint64_t gaps;               // directions whose inspection stopped at a sequence gap
-    uint64_t restarts;           // connections whose inspection restarted on a new database
-    uint64_t untracked;          // packets reaching dpi without a tracked connection
-    uint64_t scan_errors;        // Hyperscan errors (the direction stops being inspected)
+#define FERRY_DPI_COUNTER_FIELD(field, description) uint64_t field;
+    FERRY_FOREACH_DPI_COUNTER(FERRY_DPI_COUNTER_FIELD)
+#undef FERRY_DPI_COUNTER_FIELD
+};
+
+/// One counter of DpiCounters: its name, description and field.
+struct DpiCounterInfo {
+    std::string_view name;
+    std::string_view description;
+    uint64_t DpiCounters::*field;
+};
+
+inline constexpr DpiCounterInfo kDpiCounters[] = {
+#define FERRY_DPI_COUNTER_INFO(field, description) {#field, description, &DpiCounters::field},
+    FERRY_FOREACH_DPI_COUNTER(FERRY_DPI_COUNTER_INFO)
+#undef FERRY_DPI_COUNTER_INFO
 };
 
 /// A match the control thread reports (alert action).

@@ -1,7 +1,8 @@
 """The documented counter lists against ferryd's tables.
 
-Reads `ferryd --print-counters` (the drop reasons of dataplane/drop_reason.h and the per-worker
-conntrack counters, generated from one table each) and the lists of docs/control-api.md
+Reads `ferryd --print-counters` (the drop reasons of dataplane/drop_reason.h, the per-worker
+conntrack and worker counters and the payload inspection counters, generated from one table
+each) and the lists of docs/control-api.md
 ("Counters by name"). Expects the same names, in the same order, with the same descriptions and
 kinds, so that a reason added to a table and not to the document (or the reverse) fails here.
 """
@@ -37,15 +38,17 @@ def documented_lists():
 def test_documented_lists_match_ferryds_tables():
     cat = counter_catalog()
     lists = documented_lists()
-    assert len(lists) == 2, "docs/control-api.md: want the drop reason and conntrack lists"
-    drops, ct = lists
+    assert len(lists) == 4, \
+        "docs/control-api.md: want the drop reason, conntrack, worker and dpi lists"
+    drops, *described = lists
     assert drops == [(r["name"], None, r["description"]) for r in cat["drop_reasons"]]
-    assert ct == [(c["name"], c["kind"], c["description"]) for c in cat["ct_counters"]]
+    for got, key in zip(described, ("ct_counters", "worker_counters", "dpi_counters")):
+        assert got == [(c["name"], c["kind"], c["description"]) for c in cat[key]], key
 
 
 def test_names_are_unique_and_prometheus_safe():
     cat = counter_catalog()
-    for key in ("drop_reasons", "ct_counters"):
+    for key in ("drop_reasons", "ct_counters", "worker_counters", "dpi_counters"):
         names = [r["name"] for r in cat[key]]
         assert len(names) == len(set(names)), key
         assert all(re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names), key
