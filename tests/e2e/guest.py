@@ -104,8 +104,9 @@ class Guest:
     """One QEMU guest on a vhost-user socket, running `run` (a shell command) once booted."""
 
     def __init__(self, kernel, initrd, socket, mac, ip, run, console, mem_mb=256, qmp=None,
-                 incoming=None):
-        """qmp: a unix socket path for QMP; incoming: a migration URI to wait on (-incoming)."""
+                 incoming=None, chardev=""):
+        """qmp: a unix socket path for QMP; incoming: a migration URI to wait on (-incoming);
+        chardev: more options of the vhost-user socket's chardev (",server=on,wait=off")."""
         self.console = console
         self.qmp = qmp
         self.incoming = incoming
@@ -114,7 +115,7 @@ class Guest:
                "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
                "-numa", "node,memdev=mem", "-kernel", kernel, "-initrd", initrd,
                "-append", f"console=ttyS0 quiet panic=-1 ferry.ip={ip} ferry.run={script}",
-               "-chardev", f"socket,id=c0,path={socket}", "-netdev", "vhost-user,id=n0,chardev=c0",
+               "-chardev", f"socket,id=c0,path={socket}{chardev}", "-netdev", "vhost-user,id=n0,chardev=c0",
                "-device", f"virtio-net-pci,netdev=n0,vectors=0,mac={mac},romfile=",
                "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{console}"]
         if qmp:

@@ -5,7 +5,9 @@ bridge (10.0.0.2), outside both switches' stateful firewalls: the guest (10.0.0.
 connections, and only their return traffic comes in. So after a move, the target ferryd must
 already track the guest's connections, or their return traffic is dropped.
 
-Used by tests/e2e/test_live_migration.py and by scripts/demo.
+Used by tests/e2e/test_live_migration.py and by scripts/demo. tests/e2e/test_live_upgrade.py
+uses host A alone (labels=("a",)), upgrades its ferryd in place (Scene.upgrade) and gives it an
+uplink that outlives a ferryd (uplink="veth", as a NIC does) and a vhost-user port in either mode.
 """
 import importlib.machinery
 import json
@@ -36,11 +38,21 @@ with open(HOST_CONFIG) as _f:
     FIREWALL = json.load(_f)["rules"]
 
 
-def stream_script(seconds, period_us=20000):
-    """The guest's job: after ARP settles, numbered lines to the peer for `seconds`."""
+def stream_script(seconds, period_us=20000, tcp_counters=False):
+    """The guest's job: after ARP settles, numbered lines to the peer for `seconds`;
+    tcp_counters: then the guest's TCP counters on the console (guest_tcp_counters)."""
     return (f"sleep 1; ping -c 1 -W 5 {PEER_IP} >/dev/null; i=0; end=$(($(date +%s)+{seconds}))\n"
             f"while [ $(date +%s) -lt $end ]; do echo line-$i; i=$((i+1)); usleep {period_us}; done"
-            f" | nc {PEER_IP} {STREAM_PORT}\n")
+            f" | nc {PEER_IP} {STREAM_PORT}\n" + ("grep Tcp: /proc/net/snmp\n" if tcp_counters else ""))
+
+
+def guest_tcp_counters(console):
+    """The guest's TCP counters (/proc/net/snmp's Tcp lines) from its console output:
+    {"RetransSegs": n, ...}, or {} when it did not print them."""
+    rows = [line.split()[1:] for line in console.splitlines() if line.startswith("Tcp: ")]
+    if len(rows) < 2 or not rows[-1][0].lstrip("-").isdigit():
+        return {}
+    return dict(zip(rows[-2], (int(v) for v in rows[-1])))
 
 
 def expected_stream(text):
@@ -87,6 +99,16 @@ def vm_migrate_module():
     return module
 
 
+# ethtool -K IFACE tx off, without ethtool: ETHTOOL_STXCSUM through SIOCETHTOOL.
+TX_CHECKSUM_OFF = """
+import ctypes, fcntl, socket, struct, sys
+value = bytearray(struct.pack("II", 0x17, 0))  # struct ethtool_value {ETHTOOL_STXCSUM, off}
+data = (ctypes.c_char * len(value)).from_buffer(value)
+fcntl.ioctl(socket.socket(), 0x8946, struct.pack("16sP", sys.argv[1].encode(),  # SIOCETHTOOL
+                                                 ctypes.addressof(data)))
+"""
+
+
 class Netns:
     """A network namespace holding the bridge that is both hosts' L2 segment, and the peer."""
 
@@ -119,6 +141,18 @@ class Netns:
         subprocess.run(["ip", "-n", self.name, "link", "set", iface, "master", "br0", "up"],
                        check=True, capture_output=True)
 
+    def veth(self, iface):
+        """A veth pair in the namespace: iface, up and on no bridge, for a ferryd's af_packet
+        port, and its twin br-<iface> on the bridge. The twin computes the checksums of what
+        it sends: af_packet hands frames over as they are, and the peer's own segments leave
+        it with their checksums still to fill (offloaded), which the guest would drop."""
+        for cmd in (["link", "add", iface, "type", "veth", "peer", "name", f"br-{iface}"],
+                    ["link", "set", f"br-{iface}", "master", "br0", "up"],
+                    ["link", "set", iface, "up"]):
+            subprocess.run(["ip", "-n", self.name, *cmd], check=True, capture_output=True)
+        subprocess.run([*self.prefix, sys.executable, "-c", TX_CHECKSUM_OFF, f"br-{iface}"],
+                       check=True, capture_output=True)
+
     def delete(self):
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
@@ -127,11 +161,23 @@ class Scene:
     """Hosts A and B, the bridge, the peer and the guest's QEMU processes; stop() ends them all."""
 
     def __init__(self, workdir, idle_backoff=True, ct_capacity=4096, worker_cpus=(1, 1),
-                 device_state=True, zones=None):
+                 device_state=True, zones=None, labels=("a", "b"), vhost_mode="server",
+                 uplink="tap", reconnect_ms=None):
         """device_state=False: the ferryd do not offer their ports' state to QEMU's migration
         (VHOST_USER_PROTOCOL_F_DEVICE_STATE), as a switch that keeps no state across hosts.
-        zones: per host label, its conntrack zone settings ({"b": [{"zone": 1, "limit": 1}]})."""
+        zones: per host label, its conntrack zone settings ({"b": [{"zone": 1, "limit": 1}]}).
+        labels: the hosts to start. vhost_mode: port vm1's mode in ferry's terms ("server":
+        ferryd makes the socket; "client": QEMU does and ferryd connects). uplink: "tap" (a
+        net_tap that ferryd makes, attached to the bridge when it appears) or "veth" (an
+        af_packet port on a veth pair made here, whose other end is on the bridge: it stays
+        there while ferryd is replaced). reconnect_ms: QEMU reconnects to a server-mode socket
+        that went away after this many ms (None: it does not)."""
         self.dir = workdir
+        self.labels = labels
+        self.vhost_mode = vhost_mode
+        self.uplink = uplink
+        self.reconnect_ms = reconnect_ms
+        self.retired = []  # ferryd that handed over to a successor (Scene.upgrade)
         self.device_state = device_state
         self.zones = zones or {}
         self.worker_cpus = dict(zip("ab", worker_cpus))  # each host's worker (main: cpu 0)
@@ -146,7 +192,7 @@ class Scene:
 
     def start(self):
         self.ns = Netns()
-        for label in ("a", "b"):
+        for label in self.labels:
             conntrack = {"capacity": self.ct_capacity}
             if label in self.zones:
                 conntrack["zones"] = self.zones[label]
@@ -155,15 +201,41 @@ class Scene:
                           lcores=f"0@0,1@{self.worker_cpus[label]}",
                           tmpdir=self._subdir(f"host-{label}"))
             d.config["ports"] = [
-                {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"), "mode": "server"},
-                {"name": "uplink", "type": "dpdk", "devargs": f"net_tap0,iface=up-{label}"}]
+                {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"),
+                 "mode": self.vhost_mode},
+                {"name": "uplink", "type": "dpdk", "devargs": (
+                    f"net_af_packet0,iface=up-{label}" if self.uplink == "veth"
+                    else f"net_tap0,iface=up-{label}")}]
+            if self.uplink == "veth":
+                self.ns.veth(f"up-{label}")
             d.wrap = self.ns.prefix
             if not self.device_state:
                 d.env = {**os.environ, "FERRY_VHOST_DEVICE_STATE": "off"}
             self.hosts[label] = d
             d.start()
-            self.ns.attach(f"up-{label}")
+            if self.uplink == "tap":
+                self.ns.attach(f"up-{label}")
         return self
+
+    def upgrade(self, label, timeout=60.0):
+        """A live upgrade of host label's ferryd, as the systemd unit's reload does it: a new
+        ferryd with the same configuration and `--takeover <control socket>.takeover`. Returns
+        once the new one serves (it said DONE and logged ready) and the old one has exited;
+        scene.hosts[label] is the new one from then on. @return (new ferryd, old ferryd)"""
+        old = self.hosts[label]
+        new = fh.Ferryd(tmpdir=old.dir)
+        new.config = json.loads(json.dumps(old.config))  # the same file, as after an upgrade
+        new.prefix = old.prefix  # the same --file-prefix; ferryd appends its pid to it
+        n = len(self.retired) + 2
+        new.config_path, new.log_path = old.path(f"ferryd-{n}.json"), old.path(f"ferryd-{n}.log")
+        new.args = ["--takeover", old.socket + ".takeover"]
+        new.wrap, new.env = old.wrap, old.env
+        new.start(timeout)
+        fh.wait_for(lambda: old.proc.poll() is not None, timeout, interval=0.01,
+                    what="the old ferryd to exit")
+        self.retired.append(old)
+        self.hosts[label] = new
+        return new, old
 
     def _subdir(self, name):
         path = os.path.join(self.dir, name)
@@ -181,10 +253,14 @@ class Scene:
         """Boots the guest on a host's vm1 port, or (incoming) a QEMU waiting for it there."""
         self.qemu_seq += 1
         name = f"qemu{self.qemu_seq}-{host}"
+        # QEMU's end of port vm1: the listener when ferryd is the client.
+        chardev = ",server=on,wait=off" if self.vhost_mode == "client" else (
+            f",reconnect-ms={self.reconnect_ms}" if self.reconnect_ms else "")
         q = g.Guest(self.kernel, self.initrd, self.hosts[host].path("vm1.sock"), GUEST_MAC,
                     f"{GUEST_IP}/24", run, os.path.join(self.dir, f"{name}.console"),
                     qmp=os.path.join(self.dir, f"{name}.qmp"),
-                    incoming=f"unix:{os.path.join(self.dir, name + '.incoming')}" if incoming else None)
+                    incoming=f"unix:{os.path.join(self.dir, name + '.incoming')}" if incoming else None,
+                    chardev=chardev)
         self.qemus.append(q)
         fh.wait_for(lambda: os.path.exists(q.qmp), 10, what=f"{name}'s QMP socket")
         if incoming:  # QEMU listens for the migration a little after its QMP socket appears
@@ -213,7 +289,7 @@ class Scene:
             q.stop()
         if self.peer is not None:
             fh.stop_process(self.peer, timeout=2)
-        for d in self.hosts.values():
+        for d in [*self.hosts.values(), *self.retired]:
             d.stop()
         if self.ns is not None:
             self.ns.delete()
