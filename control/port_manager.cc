@@ -18,6 +18,7 @@
 
 #include "control/log.h"
 #include "control/offload/offload_manager.h"
+#include "control/vhost_wake.h"
 #include "migrate/inband_migration.h"
 
 namespace ferry {
@@ -171,6 +172,9 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
     if (rc != 0) return fail(dpdk_error("cannot configure " + dev.dev_name, rc));
     // net_vhost registered and started the socket in configure: offer the state transfer
     // now, before a front-end asks for the protocol features.
+    // A front-end may be waiting to connect to a server socket (QEMU's reconnect, after a live
+    // upgrade): have the vhost-user event thread accept it now rather than within 1 s.
+    if (cfg.type == PortType::kVhostUser && cfg.mode == VhostMode::kServer) vhost_events_wake();
     const bool inband = cfg.type == PortType::kVhostUser && device_state_offered();
     if (inband) {
         if (Status st = inband_offer(cfg.path); !st)
