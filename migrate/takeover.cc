@@ -164,6 +164,7 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     auto hello = read_line(conn, in_seconds(5));
     if (!hello || *hello + "\n" != kHello)
         return make_error(ErrorCode::kFailed, "takeover: not a ferryd asking to take over");
+    const auto paused_at = Clock::now();
     ScopedPause paused(host_.workers());
     if (!paused) return paused.status().error();
     auto state = MigrationControl(host_).capture(std::nullopt);
@@ -187,6 +188,9 @@ Status TakeoverListener::hand_over(int conn, pid_t successor) {
     paused.release();  // release_ports() stops the workers, which must not be parked then
     ferryd_.release_ports();
     send_text(conn, "RELEASED\n", deadline);
+    // The guest-visible part of an upgrade starts at the pause: how much of it was here.
+    host_.log(MigrateLog::kInfo, "takeover: ports released, %.1f ms after the workers paused",
+              std::chrono::duration<double, std::milli>(Clock::now() - paused_at).count());
     auto done = read_line(conn, in_seconds(120));
     if (done && *done == "DONE") {
         ferryd_.control_socket_handed_over();  // the socket is the successor's now

@@ -90,7 +90,8 @@ def upgrade_under_stream(scene, mode, capsys):
     tcp = ms.guest_tcp_counters(guest.output())
     lost = ms.drops({"new": new})  # the new ferryd counts from zero
     steps = {**log_times(old.read_log(), t_start_wall, {
-        "old: asked": "asks to take over", "old: exiting": "the successor runs"}),
+        "old: asked": "asks to take over", "old: released": "ports released",
+        "old: exiting": "the successor runs"}),
         **log_times(new.read_log(), t_start_wall, {"new: took over": "took over ",
                                                    "new: ready": "ready: ",
                                                    "new: vm1 up": "port vm1: link up"})}
