@@ -11,6 +11,7 @@
 
 #include "control/log.h"
 #include "dataplane/conntrack/ct_action.h"
+#include "dataplane/conntrack/ct_defrag_stage.h"
 #include "dataplane/ip_proto.h"
 
 namespace ferry {
@@ -96,6 +97,14 @@ Result<std::unique_ptr<ConntrackControl>> ConntrackControl::create(
         ws[i]->ct_clock = &c->clock_;
         ws[i]->n_workers = n;
         c->shards_.push_back(std::move(shard));
+        // Fragments are held per worker, within fixed bounds (docs/conntrack.md, "Fragments").
+        auto defrag = CtDefrag::create(CtDefragLimits{}, ct_defrag_release, ws[i]);
+        if (defrag == nullptr)
+            return make_error(
+                ErrorCode::kFailed,
+                "conntrack: cannot allocate the reassembly table of worker " + std::to_string(i));
+        ws[i]->ct_defrag = defrag.get();
+        c->defrags_.push_back(std::move(defrag));
     }
     // One ring per ordered pair of workers: single producer, single consumer, no sharing.
     for (uint16_t i = 0; i < n; ++i) {
@@ -115,9 +124,23 @@ Result<std::unique_ptr<ConntrackControl>> ConntrackControl::create(
     return c;
 }
 
+namespace {
+
+/// Frees a fragment a reassembly table still holds at teardown, counting nothing: the worker
+/// whose counters it would go to has stopped. Context: control.
+void free_held_fragment(void*, void* pkt, uint16_t, DropReason) {
+    rte_pktmbuf_free(static_cast<rte_mbuf*>(pkt));
+}
+
+}  // namespace
+
 ConntrackControl::~ConntrackControl() {
-    // The workers are stopped before the switch is torn down; packets still queued go back to
-    // their pool.
+    // The workers are stopped before the switch is torn down; packets still queued or held for
+    // reassembly go back to their pool.
+    for (auto& d : defrags_) {
+        d->set_release(free_held_fragment, nullptr);
+        d->clear();
+    }
     for (rte_ring* r : rings_) {
         CtHandoff m;
         while (rte_ring_sc_dequeue_elem(r, &m, sizeof(m)) == 0) rte_pktmbuf_free(m.pkt);

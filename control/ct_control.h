@@ -15,6 +15,7 @@
 
 #include "control/command_table.h"
 #include "control/config.h"
+#include "dataplane/conntrack/ct_defrag.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/result.h"
 #include "dataplane/worker.h"
@@ -36,6 +37,9 @@ inline constexpr CtWorkerCounterInfo kCtHandoffCounters[] = {
      &WorkerCounters::ct_handoff_out},
     {"handoff_in", CounterKind::kCounter, "Packets handed to this worker by others.",
      &WorkerCounters::ct_handoff_in},
+    {"reassembled", CounterKind::kCounter,
+     "Fragmented datagrams reassembled for tracking, their fragments sent on.",
+     &WorkerCounters::ct_reassembled},
 };
 
 /// Which connections a list or flush concerns; unset fields match everything.
@@ -87,6 +91,7 @@ private:
     CtTimeouts timeouts_;
     CtClock clock_;
     std::vector<std::unique_ptr<ConntrackShard>> shards_;
+    std::vector<std::unique_ptr<CtDefrag>> defrags_;  // one per worker, fragments held for ct
     std::vector<rte_ring*> rings_;
     std::vector<WorkerState*> ws_;
 };

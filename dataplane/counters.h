@@ -58,6 +58,7 @@ struct WorkerCounters {
     // Reported with conntrack's counters (ct.stats), not by stats.
     uint64_t ct_handoff_out;  // packets sent to the owner worker of their connection
     uint64_t ct_handoff_in;   // packets received from other workers for their connections
+    uint64_t ct_reassembled;  // fragmented datagrams reassembled for tracking and sent on
 };
 
 /// One counter of WorkerCounters as stats reports it: its name, description and field.

@@ -46,7 +46,20 @@ namespace ferry {
     _(kMtuExceeded, "mtu_exceeded",                                                              \
       "The frame's L3 packet is larger than the MTU of the port it came in on or would leave.")  \
     _(kSplitHeaders, "split_headers",                                                            \
-      "A frame in several segments whose headers do not all lie in the first.")
+      "A frame in several segments whose headers do not all lie in the first.")                  \
+    _(kCtFragBad, "ct_frag_bad",                                                                 \
+      "An IP fragment conntrack cannot reassemble: empty, a non-last one not a multiple of 8 "   \
+      "bytes, past 65,535 bytes, or an end that contradicts its datagram's last fragment.")      \
+    _(kCtFragDuplicate, "ct_frag_duplicate",                                                     \
+      "An IP fragment repeating one of its datagram's held fragments exactly.")                  \
+    _(kCtFragOverlap, "ct_frag_overlap",                                                         \
+      "Fragments of a datagram that overlapped another of its fragments (all of it dropped).")   \
+    _(kCtFragTooMany, "ct_frag_too_many",                                                        \
+      "Fragments of a datagram with more fragments or bytes than one may have (all dropped).")   \
+    _(kCtFragFull, "ct_frag_full",                                                               \
+      "An IP fragment refused: the worker holds as many datagrams or fragments as it may.")      \
+    _(kCtFragTimeout, "ct_frag_timeout",                                                         \
+      "Fragments of a datagram that was not complete within the reassembly timeout.")
 
 enum class DropReason : uint8_t {
 #define FERRY_DROP_REASON_ENUM(e, name, description) e,

@@ -50,6 +50,10 @@ struct PacketLayout {
     // header the parser read is there, but payload bytes may be in later segments, which only
     // mbuf-aware code reads (payload checksums, payload inspection).
     uint8_t segmented;
+    // 1 for a fragment of a larger IP datagram, first one included (IPv4 MF or offset, an IPv6
+    // fragment header with M or an offset; not an IPv6 atomic fragment): connection tracking
+    // reassembles these (dataplane/conntrack/ct_defrag.h).
+    uint8_t fragment;
 };
 
 }  // namespace ferry

@@ -59,6 +59,7 @@ struct L4Span {
     uint32_t begin;  // offset of the transport header in the frame
     uint32_t end;    // one past the last byte of the IP payload (Ethernet padding excluded)
     bool present;    // false for non-first fragments: this packet carries no transport header
+    bool fragment;   // a fragment of a larger datagram, first one included
 };
 
 /// True for the TPIDs accepted as a VLAN tag (802.1Q, 802.1ad, the pre-standard QinQ 0x9100).
@@ -97,10 +98,11 @@ inline std::optional<DropReason> parse_ipv4(const uint8_t* data, uint32_t off, u
     key->ip_proto = ip[9];
     std::memcpy(key->ip_src, ip + 12, 4);
     std::memcpy(key->ip_dst, ip + 16, 4);
-    const uint16_t fragment_offset = load_be16(ip + 6) & 0x1fffu;
+    const uint16_t flags_offset = load_be16(ip + 6);
     span->begin = off + header_len;
     span->end = off + total_len;
-    span->present = fragment_offset == 0;
+    span->present = (flags_offset & 0x1fffu) == 0;
+    span->fragment = (flags_offset & 0x3fffu) != 0;  // MF or an offset
     return std::nullopt;
 }
 
@@ -127,6 +129,7 @@ inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, u
     uint32_t pos = off + kIpv6HeaderLen;
     uint8_t next_header = ip[6];
     bool present = true;
+    bool fragment = false;
     for (uint32_t walked = 0; is_ipv6_ext_header(next_header); ++walked) {
         if (walked == kMaxIpv6ExtHeaders || end - pos < kIpv6ExtMinLen) return DropReason::kBadL3;
         if (pos + kIpv6ExtMinLen > head) return DropReason::kSplitHeaders;
@@ -134,6 +137,8 @@ inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, u
         if (next_header == IPPROTO_FRAGMENT) {
             next_header = ext[0];
             pos += kIpv6ExtMinLen;
+            // An atomic fragment (offset 0, M clear) is a whole datagram (RFC 6946).
+            fragment = fragment || (load_be16(ext + 2) & 0xfff9u) != 0;
             // Fragment offset in the upper 13 bits: a non-first fragment has no transport header.
             if ((load_be16(ext + 2) & 0xfff8u) != 0) {
                 present = false;
@@ -152,6 +157,7 @@ inline std::optional<DropReason> parse_ipv6(const uint8_t* data, uint32_t off, u
     span->begin = pos;
     span->end = end;
     span->present = present;
+    span->fragment = fragment;
     return std::nullopt;
 }
 
@@ -268,7 +274,9 @@ std::optional<DropReason> parse_frame(const uint8_t* data, uint32_t head, uint32
     } else {
         return std::nullopt;
     }
-    if (drop || !span.present) return drop;
+    if (drop) return drop;
+    layout->fragment = span.fragment ? 1 : 0;
+    if (!span.present) return std::nullopt;
     // Fits: IPv4 puts it below l3 + 60, IPv6 below l3 + 40 + 8 * 2048 (eight maximal ext headers).
     layout->l4_offset = static_cast<uint16_t>(span.begin);
     return parse_l4(data, span, head, key);

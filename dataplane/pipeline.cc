@@ -9,6 +9,8 @@
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
 #include "dataplane/conntrack/ct_action.h"
+#include "dataplane/conntrack/ct_defrag.h"
+#include "dataplane/conntrack/ct_defrag_stage.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
@@ -178,8 +180,12 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
 
     // Stage 4: actions; packets that end in `normal` go to the bridge together.
     NormalBatch normal;
-    for (uint16_t i = 0; i < m; ++i)
+    // A fragment that completes its datagram (held by a ct action) sends the datagram's
+    // fragments on before the packets after it, as a reassembling router would.
+    for (uint16_t i = 0; i < m; ++i) {
         run_actions(w, t, *cls, in_port, live[i], &keys[i], rules[i], normal, 0, &states[i]);
+        if (w.ct_defrag != nullptr && w.ct_defrag->ready()) ct_defrag_emit(w, t, cls);
+    }
     normal_flush(w, t, in_port, normal);
 }
 

@@ -7,6 +7,7 @@
 #include <rte_rcu_qsbr.h>
 
 #include "dataplane/conntrack/ct_action.h"
+#include "dataplane/conntrack/ct_defrag_stage.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/dpi/dpi_action.h"
 #include "dataplane/pipeline.h"
@@ -116,6 +117,9 @@ int worker_main(void* arg) {
             }
             pipeline_burst(w, *t, cls, a.port, pkts, n);
         }
+        // Datagrams whose last fragment came in this iteration leave in it; expiry looks at the
+        // oldest datagram's deadline only.
+        if (w.ct_defrag != nullptr) ct_defrag_run(w, *t, cls);
         // Redirect notices leave before the packets that caused them, so that a reply cannot
         // overtake the notice it depends on.
         if (w.ct != nullptr && w.ct->notice_count() != 0) ct_send_notices(w);

@@ -21,6 +21,7 @@ class MacTable;
 class Classifier;
 class FlowCache;
 class ConntrackShard;
+class CtDefrag;
 class DpiWorker;
 class DpiVersion;
 struct MeterSet;
@@ -98,6 +99,7 @@ struct alignas(64) WorkerState {
     rte_ring* ct_out[kWorkerSlots] = {};
     rte_ring* ct_in[kWorkerSlots] = {};
     uint32_t ct_expire_budget = 64;  // connection slots the expiry sweep visits per millisecond
+    CtDefrag* ct_defrag = nullptr;   // this worker's fragments held for tracking (with ct)
     // Payload inspection: this worker's streams, the published database (null: none), and
     // the ring alerts go to the control thread on (single producer, single consumer).
     DpiWorker* dpi = nullptr;

@@ -9,6 +9,7 @@
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
 #include "dataplane/conntrack/ct_checksum_mbuf.h"
+#include "dataplane/conntrack/ct_defrag_stage.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/mbuf_frame.h"
 #include "dataplane/tx.h"
@@ -54,7 +55,8 @@ uint8_t rx_csum_of(const rte_mbuf* m, const PacketLayout& l, const FlowKey& k) {
     return ct_rx_csum_mbuf(m, l, k, rx_csum_of_flags(m->ol_flags));
 }
 
-/// Queues pkt for worker `owner` with the ct action and the rest of the rule. Takes ownership.
+}  // namespace
+
 void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
               const CompiledRule& rule, unsigned index, uint8_t hops) {
     CtHandoff m{};
@@ -71,6 +73,52 @@ void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
         return;
     }
     counter_add(w.counters.ct_handoff_out, 1);
+}
+
+namespace {
+
+/// ct_action's tracking of a fragment of a reassembled datagram on its way out (st->datagram):
+/// the first fragment is tracked as the datagram (its ports, the whole's length and checks),
+/// unless the datagram is tracked in this zone already; the others take that tracking, and the
+/// datagram's ports into their keys. Context: fast path.
+CtVerdict track_fragment(WorkerState& w, rte_mbuf* pkt, const PacketLayout& layout, FlowKey* key,
+                         const CtParams& p, CtPacketState* st) {
+    auto* data = rte_pktmbuf_mtod(pkt, uint8_t*);
+    const uint32_t len = rte_pktmbuf_pkt_len(pkt);
+    const bool tracked = st->index != kCtNone && st->zone == p.zone;
+    if (layout.l4_offset != 0 && !tracked) {
+        CtKeyed keyed{};
+        keyed.l4_length = st->l4_length;
+        const uint8_t rx = static_cast<uint8_t>((rx_csum_of(pkt, layout, *key) & kCsumIpMask) |
+                                                (st->datagram_rx & kCsumL4Mask));
+        const bool have =
+            ct_packet_tuple(data, len, layout, *key, p.zone, &keyed.tuple, &keyed.icmp_error);
+        const CtVerdict v =
+            w.ct->process(data, len, layout, key, p, w.now_ms, have ? &keyed : nullptr, st, rx);
+        if (st->index == kCtNone || st->zone != p.zone) {
+            // No connection (invalid, or new and not committed): the later fragments are told.
+            st->zone = p.zone;
+            st->ct_state = key->ct_state;
+        }
+        st->l4_src = key->l4_src;
+        st->l4_dst = key->l4_dst;
+        return v;
+    }
+    CtVerdict v = CtVerdict::kContinue;
+    if (tracked) {
+        v = w.ct->process(data, len, layout, key, p, w.now_ms, nullptr, st);
+    } else {
+        key->ct_zone = p.zone;
+        key->ct_mark = 0;
+        // Another zone than the one the datagram was tracked in: a later fragment alone has no
+        // ports to be tracked by.
+        key->ct_state = st->zone == p.zone ? st->ct_state : (kCtTracked | kCtInvalid);
+    }
+    if (layout.l4_offset == 0) {
+        key->l4_src = st->l4_src;
+        key->l4_dst = st->l4_dst;
+    }
+    return v;
 }
 
 }  // namespace
@@ -91,7 +139,14 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
         return CtStep::kConsumed;
     }
     const CtParams p = params_of(a, rule);
-    if (w.n_workers > 1 && hops == 0) {
+    // Fragments are held until their datagram is whole (ct_defrag_stage.h), before the owner
+    // is chosen: only the first fragment has the ports that choose it.
+    const bool datagram = layout.fragment && st != nullptr && st->datagram;
+    if (layout.fragment && !datagram) {
+        ct_defrag_hold(w, in_port, pkt, *key, layout, rule, index, hops, p.zone);
+        return CtStep::kConsumed;
+    }
+    if (w.n_workers > 1 && hops == 0 && !datagram) {
         CtTuple tuple;
         bool icmp_error;
         if (ct_packet_tuple(data, len, layout, *key, p.zone, &tuple, &icmp_error)) {
@@ -102,8 +157,10 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             }
         }
     }
-    const uint8_t rx = rx_csum_of(pkt, layout, *key);
-    switch (w.ct->process(data, len, layout, key, p, w.now_ms, nullptr, st, rx)) {
+    const CtVerdict verdict = datagram ? track_fragment(w, pkt, layout, key, p, st)
+                                       : w.ct->process(data, len, layout, key, p, w.now_ms, nullptr,
+                                                       st, rx_csum_of(pkt, layout, *key));
+    switch (verdict) {
         case CtVerdict::kContinue:
             break;
         case CtVerdict::kLimit:
@@ -150,6 +207,8 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
     for (uint16_t i = 0; i < n; ++i) {
         const CompiledRule* r = rules[i];
         if (r == nullptr || r->n_actions == 0 || r->actions[0].type != ActionType::kCt) continue;
+        // Fragments go to reassembly through their rule's ct action (ct_action).
+        if (layouts[i].fragment) continue;
         if (!ct_packet_tuple(rte_pktmbuf_mtod(pkts[i], const uint8_t*),
                              rte_pktmbuf_pkt_len(pkts[i]), layouts[i], keys[i], r->actions[0].arg16,
                              &tuples[nt], &icmp_errors[nt]))

@@ -64,6 +64,11 @@ uint16_t ct_stage(WorkerState& w, const Classifier& cls, uint16_t in_port, rte_m
                   FlowKey* keys, PacketLayout* layouts, const CompiledRule** rules,
                   CtPacketState* states, uint16_t n);
 
+/// Queues pkt for worker `owner` with action `index` of rule (a ct action) and the actions
+/// after it; counts kCtHandoff when the ring is full. Takes ownership. Context: fast path.
+void hand_off(WorkerState& w, uint16_t owner, rte_mbuf* pkt, uint16_t in_port,
+              const CompiledRule& rule, unsigned index, uint8_t hops);
+
 /// Sends the notices this worker's shard queued to the workers they concern. Context: fast
 /// path, worker lcore.
 void ct_send_notices(WorkerState& w);

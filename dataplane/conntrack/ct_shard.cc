@@ -43,12 +43,17 @@ bool is_icmp_error_type(const FlowKey& k) {
     return false;
 }
 
-/// The segment of a TCP packet, or nullopt when its header is malformed.
+/// The segment of a TCP packet, or nullopt when its header is malformed. datagram_l4: the
+/// length of a reassembled datagram's segment, whose first fragment this is (0: the packet is
+/// whole); the header lies in the first fragment, so only the payload length changes.
 std::optional<TcpSegment> tcp_of(const uint8_t* frame, uint32_t len, const PacketLayout& l,
-                                 const FlowKey& k) {
+                                 const FlowKey& k, uint32_t datagram_l4) {
     const uint32_t end = ip_end(frame, len, l, k);
     if (l.l4_offset == 0 || end <= l.l4_offset) return std::nullopt;
-    return tcp_segment_parse(frame + l.l4_offset, end - l.l4_offset);
+    std::optional<TcpSegment> seg = tcp_segment_parse(frame + l.l4_offset, end - l.l4_offset);
+    if (seg && datagram_l4 > end - l.l4_offset)
+        seg->payload_len += datagram_l4 - (end - l.l4_offset);
+    return seg;
 }
 
 /// Compares the 16-byte addresses a and b as unsigned big-endian numbers.
@@ -328,7 +333,7 @@ CtVerdict ConntrackShard::commit_new(uint8_t* frame, uint32_t len, const PacketL
     counter_add(counters_.created, 1);
     key->ct_mark = e.mark;
     if (bind) ct_apply_nat(e, 0, frame, len, layout, key);
-    if (st != nullptr) *st = CtPacketState{idx, p.zone, 0, key->ct_state};
+    if (st != nullptr) st->track(idx, p.zone, 0, key->ct_state);
     return CtVerdict::kContinue;
 }
 
@@ -401,13 +406,13 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
         key->ct_state |= kCtRelated | (ref.dir == 1 ? kCtReply : 0);
         key->ct_mark = e.mark;
         if (p.nat) translate(e, ref.dir, true, frame, len, layout, key);
-        if (st != nullptr) *st = CtPacketState{ref.index, p.zone, ref.dir, key->ct_state};
+        if (st != nullptr) st->track(ref.index, p.zone, ref.dir, key->ct_state);
         return CtVerdict::kContinue;
     }
 
     std::optional<TcpSegment> seg;
     if (t.proto == IPPROTO_TCP) {
-        seg = tcp_of(frame, len, layout, *key);
+        seg = tcp_of(frame, len, layout, *key, keyed != nullptr ? keyed->l4_length : 0);
         if (!seg) {
             key->ct_state |= kCtInvalid;
             counter_add(counters_.invalid, 1);
@@ -441,7 +446,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
                                  (ref.dir == 1 ? kCtReply : 0);
                 key->ct_mark = e.mark;
                 if (p.nat) translate(e, ref.dir, false, frame, len, layout, key);
-                if (st != nullptr) *st = CtPacketState{ref.index, p.zone, ref.dir, key->ct_state};
+                if (st != nullptr) st->track(ref.index, p.zone, ref.dir, key->ct_state);
                 return CtVerdict::kContinue;
             }
             if (v == TcpVerdict::kReopen) {
@@ -486,7 +491,7 @@ CtVerdict ConntrackShard::process(uint8_t* frame, uint32_t len, const PacketLayo
             if (ref.dir == 1) key->ct_state |= kCtReply;
             key->ct_mark = e.mark;
             if (p.nat) translate(e, ref.dir, false, frame, len, layout, key);
-            if (st != nullptr) *st = CtPacketState{ref.index, p.zone, ref.dir, key->ct_state};
+            if (st != nullptr) st->track(ref.index, p.zone, ref.dir, key->ct_state);
             return CtVerdict::kContinue;
         }
     }

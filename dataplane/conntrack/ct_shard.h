@@ -35,6 +35,21 @@ struct CtPacketState {
     uint16_t zone = 0;
     uint8_t dir = 0;
     uint8_t ct_state = 0;  // what the first tracking set
+    // A fragment of a reassembled datagram on its way out (ct_defrag_stage.h): it takes the
+    // datagram's tracking, which its first fragment did with what follows.
+    uint8_t datagram = 0;     // 1: one of a reassembled datagram's fragments
+    uint8_t datagram_rx = 0;  // the whole datagram's transport checks, as CtRxCsum L4 bits
+    uint16_t l4_src = 0;      // the datagram's ports (key fields), for its later fragments
+    uint16_t l4_dst = 0;
+    uint32_t l4_length = 0;  // the datagram's transport message length
+
+    /// Records the connection the packet was tracked to, keeping the datagram fields.
+    void track(uint32_t i, uint16_t z, uint8_t d, uint8_t state) {
+        index = i;
+        zone = z;
+        dir = d;
+        ct_state = state;
+    }
 };
 
 /// A packet's tuple as the ct stage computed it for the burst's bulk lookup, with what that
@@ -44,6 +59,7 @@ struct CtKeyed {
     CtTuple tuple;
     bool icmp_error;
     CtRef hint;  // a miss is never trusted: an earlier packet of the burst may have committed it
+    uint32_t l4_length = 0;  // a reassembled datagram's transport length (0: the packet's own)
 };
 
 /// Outcome of tracking one packet.
