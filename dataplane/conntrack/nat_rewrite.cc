@@ -36,6 +36,8 @@ constexpr uint32_t kIcmpEchoIdAt = 4;
 constexpr uint32_t kIcmpHeaderLen = 8;
 // RFC 792 guarantees the quoted IP header plus 8 bytes of its payload: enough for the ports.
 constexpr uint32_t kQuotedL4Len = 8;
+constexpr uint8_t kIpv6FragmentHeader = 44;
+constexpr uint32_t kIpv6FragmentHeaderLen = 8;
 
 constexpr uint8_t kIcmpDestUnreachable = 3;
 constexpr uint8_t kIcmpTimeExceeded = 11;
@@ -227,11 +229,20 @@ inline bool find_icmp_error_quote(const uint8_t* frame, uint32_t len, const Pack
         }
         proto = quoted[9];
     } else {
-        // Extension headers are not walked: the NAT'ed flows it serves quote TCP/UDP/ICMPv6 right
-        // after the fixed header, and anything else is refused rather than half translated.
+        // Extension headers are not walked but for a fragment header: the NAT'ed flows it serves
+        // quote TCP/UDP/ICMPv6 right after the fixed header, or a first fragment of theirs (a
+        // Packet Too Big about a fragmented datagram), and anything else is refused rather than
+        // half translated.
         if (avail < kIpv6HeaderLen || (quoted[0] >> 4) != 6) return false;
         header_len = kIpv6HeaderLen;
         proto = quoted[6];
+        if (proto == kIpv6FragmentHeader) {
+            if (avail < kIpv6HeaderLen + kIpv6FragmentHeaderLen) return false;
+            const uint8_t* frag = quoted + kIpv6HeaderLen;
+            if ((load_be16(frag + 2) & 0xfff8u) != 0) return false;  // not the first: no ports
+            header_len += kIpv6FragmentHeaderLen;
+            proto = frag[0];
+        }
     }
     if (avail < header_len + kQuotedL4Len) return false;
     const uint32_t l4 = ip + header_len;

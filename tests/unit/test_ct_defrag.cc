@@ -457,5 +457,18 @@ TEST_F(CtDefragTrackTest, NatRewritesEveryFragmentAndKeepsTheDatagramChecksumRig
               l4_checksum(4, kUdp, kServer4.data(), kClient4.data(), rl4.data(), rl4.size()));
 }
 
+TEST_F(CtDefragTrackTest, APacketTooBigQuotingAFirstFragmentIsRelated) {
+    auto f = ipv6_fragments(kClient6, kServer6, kDatagram, {56});
+    auto states = track_datagram(*shard_, f, commit(), 0);
+    EXPECT_EQ(st(states[0]), "+trk+new");
+    const Bytes quoted(f[0].begin() + 14, f[0].end());  // IPv6 + fragment header + UDP...
+    Bytes ptb = icmp_error(6, 2, 0, kRouter6, kClient6, quoted, quoted.size());
+    Parsed p;
+    ASSERT_TRUE(parse(ptb, &p));
+    EXPECT_FALSE(p.layout.fragment);
+    shard_->process(ptb.data(), static_cast<uint32_t>(ptb.size()), p.layout, &p.key, track(), 1);
+    EXPECT_EQ(st(p.key.ct_state), "+trk+rel+rpl");
+}
+
 }  // namespace
 }  // namespace ferry
