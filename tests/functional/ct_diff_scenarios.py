@@ -16,8 +16,6 @@ from ct_diff_worlds import (CLIENT4, CLIENT4B, CLIENT6, HOP4, HOP6, SERVER4, SER
 
 # Why ferry differs from Linux where it does (docs/conntrack.md, "Agreement with Linux").
 DIFFERENCES = {
-    "fragments": "ferry does not reassemble: a non-first fragment is +inv (Linux reassembles "
-                 "with nf_defrag and tracks the datagram)",
     "halfopen": "while a connection waits for its SYN-ACK, Linux lets reply segments through "
                 "untracked (as ferry does) but then judges that tuple's RSTs and data "
                 "differently in some sequences, for reasons not pinned down yet",
@@ -158,7 +156,8 @@ def icmp_error(quoted, side="out", src=None, dst=None, v6=False, kind="unreach",
 
 
 def udp_fragments(sport, side="in", v6=False, size=40):
-    """A UDP datagram in two fragments (first 24 bytes of the UDP message, then the rest)."""
+    """A UDP datagram in fragments: IPv4 pieces of 24 bytes of the UDP message (two for the
+    default size, three for 60), IPv6 two (the first 24 bytes, then the rest)."""
     client, server = (CLIENT6, SERVER6) if v6 else (CLIENT4, SERVER4)
     src, dst = (client, server) if side == "in" else (server, client)
     sp, dp = (sport, 53) if side == "in" else (53, sport)
@@ -429,15 +428,35 @@ def scenarios(base_port=31000):
     t = Tcp(next(port), v6=True)
     add("ipv6 tcp SYN with a wrong checksum", [t.c("S", bad="l4"), t.c("S"), t.s("SA")])
 
-    # --- fragments
+    # --- fragments: reassembled for tracking, the fragments forwarded as they came
     p = next(port)
-    add("ipv4 udp fragmented from inside", udp_fragments(p) + [udp(p, "out")],
-        differs={1: "fragments"})
+    add("ipv4 udp fragmented from inside", udp_fragments(p) + [udp(p, "out")])
     p = next(port)
-    add("ipv6 udp fragmented from inside", udp_fragments(p, v6=True) + [udp(p, "out", v6=True)],
-        differs={1: "fragments"})
+    add("ipv6 udp fragmented from inside", udp_fragments(p, v6=True) + [udp(p, "out", v6=True)])
     p = next(port)
     add("ipv4 udp fragments unsolicited from outside", udp_fragments(p, side="out"))
+    p = next(port)
+    add("ipv6 udp fragments unsolicited from outside", udp_fragments(p, side="out", v6=True))
+    p = next(port)
+    add("ipv4 udp fragmented from inside, the reply fragmented from outside",
+        udp_fragments(p) + udp_fragments(p, side="out", size=60))
+    p = next(port)
+    add("ipv6 udp fragmented from inside, the reply fragmented from outside",
+        udp_fragments(p, v6=True) + udp_fragments(p, side="out", v6=True, size=60))
+    p = next(port)
+    f = udp_fragments(p, size=60)  # three fragments
+    add("ipv4 udp fragments out of order", [f[2], f[0], f[1], udp(p, "out")])
+    p = next(port)
+    f = udp_fragments(p, v6=True)
+    add("ipv6 udp fragments out of order", [f[1], f[0], udp(p, "out", v6=True)])
+    p = next(port)
+    f = udp_fragments(p)
+    add("ipv4 udp fragments with a wrong checksum over the datagram",
+        [f[0], (f[1][0], f[1][1][:-1] + bytes([f[1][1][-1] ^ 0x40]))])
+    p = next(port)
+    f = udp_fragments(p, v6=True)
+    add("icmpv6 packet too big quoting a first fragment",
+        f + [icmp_error(IPv6(f[0][1]), v6=True, kind="ptb")])
     return out
 
 
