@@ -157,9 +157,22 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
             }
         }
     }
-    const CtVerdict verdict = datagram ? track_fragment(w, pkt, layout, key, p, st)
-                                       : w.ct->process(data, len, layout, key, p, w.now_ms, nullptr,
-                                                       st, rx_csum_of(pkt, layout, *key));
+    CtVerdict verdict;
+    uint16_t redirect_to;
+    if (!datagram) {
+        verdict = w.ct->process(data, len, layout, key, p, w.now_ms, nullptr, st,
+                                rx_csum_of(pkt, layout, *key));
+        redirect_to = w.ct->redirect_to();
+    } else if (st->verdict != static_cast<uint8_t>(CtVerdict::kContinue)) {
+        // The datagram's first fragment was dropped or sent to another worker: so are the rest.
+        verdict = static_cast<CtVerdict>(st->verdict);
+        redirect_to = st->redirect_to;
+    } else {
+        verdict = track_fragment(w, pkt, layout, key, p, st);
+        redirect_to = w.ct->redirect_to();
+        st->verdict = static_cast<uint8_t>(verdict);
+        st->redirect_to = redirect_to;
+    }
     switch (verdict) {
         case CtVerdict::kContinue:
             break;
@@ -183,7 +196,7 @@ CtStep ct_action(WorkerState& w, const PortTable& t, const Classifier& cls, uint
                 drop(w, in_port, pkt, DropReason::kCtHandoff);
                 return CtStep::kConsumed;
             }
-            hand_off(w, w.ct->redirect_to(), pkt, in_port, rule, index, 2);
+            hand_off(w, redirect_to, pkt, in_port, rule, index, 2);
             return CtStep::kConsumed;
     }
     if ((a.arg32 & kCtHasTable) == 0) return CtStep::kNextAction;

@@ -41,7 +41,9 @@ struct CtPacketState {
     uint8_t datagram_rx = 0;  // the whole datagram's transport checks, as CtRxCsum L4 bits
     uint16_t l4_src = 0;      // the datagram's ports (key fields), for its later fragments
     uint16_t l4_dst = 0;
-    uint32_t l4_length = 0;  // the datagram's transport message length
+    uint32_t l4_length = 0;    // the datagram's transport message length
+    uint8_t verdict = 0;       // a CtVerdict other than kContinue ends the datagram: its first
+    uint16_t redirect_to = 0;  // fragment was dropped, or sent to worker redirect_to
 
     /// Records the connection the packet was tracked to, keeping the datagram fields.
     void track(uint32_t i, uint16_t z, uint8_t d, uint8_t state) {
