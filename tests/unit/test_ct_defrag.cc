@@ -19,11 +19,13 @@
 namespace ferry {
 namespace {
 
-/// The IPv4 fragments of the UDP datagram `l4` (checksum computed) from src to dst: pieces cut
-/// at the given payload offsets (multiples of 8).
+/// The IPv4 fragments of the UDP (or proto) datagram `l4` (checksum computed) from src to dst:
+/// pieces cut at the given payload offsets (multiples of 8).
 std::vector<Bytes> ipv4_fragments(const Addr& src, const Addr& dst, Bytes l4,
-                                  const std::vector<size_t>& cuts, uint16_t id = 0x4242) {
-    set16(l4, 6, l4_checksum(4, kUdp, src.data(), dst.data(), l4.data(), l4.size()));
+                                  const std::vector<size_t>& cuts, uint16_t id = 0x4242,
+                                  uint8_t proto = kUdp) {
+    set16(l4, checksum_at(proto),
+          l4_checksum(4, proto, src.data(), dst.data(), l4.data(), l4.size()));
     std::vector<Bytes> out;
     std::vector<size_t> at = cuts;
     at.insert(at.begin(), 0);
@@ -38,7 +40,7 @@ std::vector<Bytes> ipv4_fragments(const Addr& src, const Addr& dst, Bytes l4,
         const bool more = i + 2 < at.size();
         put16(ip, static_cast<uint16_t>((more ? 0x2000 : 0) | at[i] / 8));
         ip.push_back(64);
-        ip.push_back(kUdp);
+        ip.push_back(proto);
         put16(ip, 0);
         ip.insert(ip.end(), src.begin(), src.begin() + 4);
         ip.insert(ip.end(), dst.begin(), dst.begin() + 4);
@@ -455,6 +457,27 @@ TEST_F(CtDefragTrackTest, NatRewritesEveryFragmentAndKeepsTheDatagramChecksumRig
     const Bytes rl4 = reassembled_l4(r);
     EXPECT_EQ(get16(rl4, 6),
               l4_checksum(4, kUdp, kServer4.data(), kClient4.data(), rl4.data(), rl4.size()));
+}
+
+TEST_F(CtDefragTrackTest, AFragmentedTcpSegmentCountsItsWholeLength) {
+    TcpFlow c;
+    for (const Bytes& f : {c.syn(), c.syn_ack(), c.ack()}) {
+        Bytes g = f;
+        Parsed p;
+        ASSERT_TRUE(parse(g, &p));
+        shard_->process(g.data(), static_cast<uint32_t>(g.size()), p.layout, &p.key, commit(), 0);
+    }
+    // 200 bytes of data in three fragments; the server acknowledges all of them.
+    const Bytes seg = tcp(c.cport, c.sport, c.c_isn + 1, c.s_isn + 1, kPsh | kAck, pattern(200));
+    auto f = ipv4_fragments(c.client, c.server, seg, {80, 160}, 77, kTcp);
+    auto states = track_datagram(*shard_, f, track(), 1);
+    EXPECT_EQ(st(states[0]), "+trk+est");
+    EXPECT_EQ(st(states[2]), "+trk+est");
+    Bytes ack = c.from_server(kAck, c.s_isn + 1, c.c_isn + 1 + 200);
+    Parsed p;
+    ASSERT_TRUE(parse(ack, &p));
+    shard_->process(ack.data(), static_cast<uint32_t>(ack.size()), p.layout, &p.key, track(), 2);
+    EXPECT_EQ(st(p.key.ct_state), "+trk+est+rpl");  // within what was sent: not +inv
 }
 
 TEST_F(CtDefragTrackTest, APacketTooBigQuotingAFirstFragmentIsRelated) {
