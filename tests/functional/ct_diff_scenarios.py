@@ -453,6 +453,11 @@ def scenarios(base_port=31000):
     f = udp_fragments(p)
     add("ipv4 udp fragments with a wrong checksum over the datagram",
         [f[0], (f[1][0], f[1][1][:-1] + bytes([f[1][1][-1] ^ 0x40]))])
+    t = Tcp(next(port))
+    side, raw = t.c("PA", 200)
+    pieces = [(side, bytes(f)) for f in fragment(IP(raw), fragsize=96)]
+    add("tcp data segment fragmented, acknowledged whole",
+        t.handshake() + pieces + [t.s("A"), t.s("PA", 20), t.c("A")])
     p = next(port)
     f = udp_fragments(p, v6=True)
     add("icmpv6 packet too big quoting a first fragment",
