@@ -102,6 +102,7 @@ CtVerdict track_fragment(WorkerState& w, rte_mbuf* pkt, const PacketLayout& layo
         }
         st->l4_src = key->l4_src;
         st->l4_dst = key->l4_dst;
+        st->tcp_flags = key->tcp_flags;
         return v;
     }
     CtVerdict v = CtVerdict::kContinue;
@@ -110,13 +111,15 @@ CtVerdict track_fragment(WorkerState& w, rte_mbuf* pkt, const PacketLayout& layo
     } else {
         key->ct_zone = p.zone;
         key->ct_mark = 0;
-        // Another zone than the one the datagram was tracked in: a later fragment alone has no
-        // ports to be tracked by.
-        key->ct_state = st->zone == p.zone ? st->ct_state : (kCtTracked | kCtInvalid);
+        // Another zone than the one the datagram was tracked in, or a ct action its first
+        // fragment did not reach: a later fragment alone has no ports to be tracked by.
+        key->ct_state =
+            st->zone == p.zone && st->ct_state != 0 ? st->ct_state : (kCtTracked | kCtInvalid);
     }
-    if (layout.l4_offset == 0) {
+    if (layout.l4_offset == 0) {  // later tables match the datagram's ports and TCP flags
         key->l4_src = st->l4_src;
         key->l4_dst = st->l4_dst;
+        key->tcp_flags = st->tcp_flags;
     }
     return v;
 }

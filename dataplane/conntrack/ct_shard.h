@@ -39,8 +39,9 @@ struct CtPacketState {
     // datagram's tracking, which its first fragment did with what follows.
     uint8_t datagram = 0;     // 1: one of a reassembled datagram's fragments
     uint8_t datagram_rx = 0;  // the whole datagram's transport checks, as CtRxCsum L4 bits
-    uint16_t l4_src = 0;      // the datagram's ports (key fields), for its later fragments
-    uint16_t l4_dst = 0;
+    uint16_t l4_src = 0;      // the datagram's ports and TCP flags (key fields), for its
+    uint16_t l4_dst = 0;      // later fragments
+    uint8_t tcp_flags = 0;
     uint32_t l4_length = 0;    // the datagram's transport message length
     uint8_t verdict = 0;       // a CtVerdict other than kContinue ends the datagram: its first
     uint16_t redirect_to = 0;  // fragment was dropped, or sent to worker redirect_to
