@@ -128,3 +128,42 @@ def test_fragmented_udp_is_tracked_whole_translated_and_its_reply_let_back():
         assert not drops, drops
     finally:
         b.close()
+
+
+def test_incomplete_and_overlapping_datagrams_are_dropped_with_their_reasons():
+    """`in` sends the first fragment of datagram A alone, datagram B whose second fragment
+    overlaps its first (a rewrite of the first's bytes), then datagram C whole; one worker, the
+    firewall of the test above without NAT.
+
+    Expects: only C's fragments on `out`; B's two fragments dropped as ct_frag_overlap at once;
+    A's fragment held, then dropped as ct_frag_timeout once the 1 s reassembly timeout passed.
+    """
+    b = PcapBridge()
+    a = fragments("10.0.0.1", "198.51.100.7", 41000, 53, 1, CLIENT, SERVER)[:1]
+    b_whole = IP(src="10.0.0.1", dst="198.51.100.7", id=2) / UDP(sport=41001, dport=53) / \
+        (b"o" * 100)
+    b_first = fragment(b_whole, fragsize=48)[0]
+    b_over = IP(bytes(b_first))
+    b_over.frag = 2  # bytes 16.. again: overlaps the first fragment's 0..48
+    b_over.flags = 0
+    b_over.chksum = None
+    b_frags = [frame(Ether(src=CLIENT, dst=SERVER) / b_first),
+               frame(Ether(src=CLIENT, dst=SERVER) / IP(bytes(b_over)))]
+    c = fragments("10.0.0.1", "198.51.100.7", 41002, 53, 3, CLIENT, SERVER)
+    b.port("in", a + b_frags + c)
+    b.port("out")
+    b.ferryd.config["rules"] = [
+        rule(1, ["ct(zone=1,table=1)"], {"eth_type": "ipv4"}, priority=10),
+        rule(2, ["normal"], priority=0),
+        rule(10, ["ct(zone=1,commit)", "output:out"],
+             {"in_port": "in", "ct_state": "+trk+new-inv"}, table=1, priority=10),
+        rule(19, ["drop"], table=1, priority=0)]
+    try:
+        b.start()
+        b.wait_counts(rx={"in": len(a + b_frags + c)}, tx={"out": len(c)},
+                      drops={("in", "ct_frag_overlap"): 2})
+        b.wait_counts(drops={("in", "ct_frag_timeout"): 1}, timeout=5)
+        out = b.finish()
+        assert sorted(out["out"]) == sorted(c)
+    finally:
+        b.close()
