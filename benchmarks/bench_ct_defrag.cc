@@ -12,6 +12,7 @@
 //   ninja -C build benchmarks/bench_ct_defrag && build/benchmarks/bench_ct_defrag
 #include <benchmark/benchmark.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -74,7 +75,8 @@ std::vector<std::vector<uint8_t>> datagram_frames(uint32_t pieces) {
                                 100,
                                 7};
         f.insert(f.end(), ip, ip + 20);
-        f.insert(f.end(), l4.begin() + i * kPiece, l4.begin() + (i + 1) * kPiece);
+        const auto at = static_cast<std::ptrdiff_t>(size_t{i} * kPiece);
+        f.insert(f.end(), l4.begin() + at, l4.begin() + at + kPiece);
         out.push_back(std::move(f));
     }
     return out;

@@ -151,10 +151,13 @@ protected:
     std::unique_ptr<CtDefrag> table_;
 };
 
-const Bytes kDatagram = udp(5353, 53, pattern(100));  // 108 bytes of UDP
+/// The datagram most tests cut: 108 bytes of UDP from port 5353 to 53.
+Bytes udp_datagram() {
+    return udp(5353, 53, pattern(100));
+}
 
 TEST_F(CtDefragTest, ParserFlagsFragmentsAndKeepsPortsOfTheFirstOnly) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     Parsed first;
     Parsed second;
     ASSERT_TRUE(parse(f[0], &first));
@@ -171,7 +174,7 @@ TEST_F(CtDefragTest, ParserFlagsFragmentsAndKeepsPortsOfTheFirstOnly) {
 }
 
 TEST_F(CtDefragTest, InOrderFragmentsCompleteWithTheLastAndVerify) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {32, 64});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {32, 64});
     EXPECT_EQ(add(f[0]), CtFragAdd::kHeld);
     EXPECT_EQ(add(f[1]), CtFragAdd::kHeld);
     EXPECT_FALSE(table_->ready());
@@ -182,7 +185,7 @@ TEST_F(CtDefragTest, InOrderFragmentsCompleteWithTheLastAndVerify) {
     ASSERT_EQ(out[0].frames.size(), 3u);
     EXPECT_EQ(out[0].frames[0], &f[0]);
     EXPECT_EQ(out[0].frames[2], &f[2]);
-    EXPECT_EQ(out[0].l4_length, kDatagram.size());
+    EXPECT_EQ(out[0].l4_length, udp_datagram().size());
     EXPECT_EQ(out[0].verdict, kCsumL4Good);
     EXPECT_EQ(table_->datagrams(), 0u);
     EXPECT_EQ(table_->fragments(), 0u);
@@ -190,7 +193,7 @@ TEST_F(CtDefragTest, InOrderFragmentsCompleteWithTheLastAndVerify) {
 }
 
 TEST_F(CtDefragTest, OutOfOrderFragmentsAreHandedOverInOffsetOrder) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {32, 64});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {32, 64});
     EXPECT_EQ(add(f[2]), CtFragAdd::kHeld);
     EXPECT_EQ(add(f[0]), CtFragAdd::kHeld);
     EXPECT_EQ(add(f[1]), CtFragAdd::kComplete);
@@ -201,7 +204,7 @@ TEST_F(CtDefragTest, OutOfOrderFragmentsAreHandedOverInOffsetOrder) {
 }
 
 TEST_F(CtDefragTest, ADuplicateIsDroppedAloneAndTheDatagramCompletes) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     Bytes again = f[0];
     DropReason why;
     EXPECT_EQ(add(f[0]), CtFragAdd::kHeld);
@@ -215,9 +218,9 @@ TEST_F(CtDefragTest, ADuplicateIsDroppedAloneAndTheDatagramCompletes) {
 }
 
 TEST_F(CtDefragTest, AnOverlapDropsTheWholeDatagram) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     // Bytes 40.. again, overlapping the first fragment's 0..48: a rewrite of the ports' data.
-    auto other = ipv4_fragments(kClient4, kServer4, kDatagram, {40});
+    auto other = ipv4_fragments(kClient4, kServer4, udp_datagram(), {40});
     DropReason why;
     EXPECT_EQ(add(f[0]), CtFragAdd::kHeld);
     EXPECT_EQ(add(other[1], 0, &why), CtFragAdd::kRefused);
@@ -231,7 +234,7 @@ TEST_F(CtDefragTest, AnOverlapDropsTheWholeDatagram) {
 }
 
 TEST_F(CtDefragTest, AnIncompleteDatagramTimesOutFromItsFirstFragment) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     EXPECT_EQ(add(f[0], 100), CtFragAdd::kHeld);
     EXPECT_EQ(table_->expire(1099), 0u);
     EXPECT_TRUE(released_.pkts.empty());
@@ -240,7 +243,7 @@ TEST_F(CtDefragTest, AnIncompleteDatagramTimesOutFromItsFirstFragment) {
     EXPECT_EQ(released_.pkts[0].second, DropReason::kCtFragTimeout);
     EXPECT_EQ(table_->datagrams(), 0u);
     // A late fragment whose datagram expiry has not visited yet is not completed by it either.
-    auto g = ipv4_fragments(kClient4, kServer4, kDatagram, {48}, 7);
+    auto g = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48}, 7);
     EXPECT_EQ(add(g[0], 2000), CtFragAdd::kHeld);
     EXPECT_EQ(add(g[1], 3000), CtFragAdd::kHeld);
     EXPECT_EQ(released_.pkts.back().first, &g[0]);
@@ -251,7 +254,7 @@ TEST_F(CtDefragTest, TooManyFragmentsDropTheDatagram) {
     CtDefragLimits lim;
     lim.fragments = 4;
     make(lim);
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {8, 16, 24, 32, 40});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {8, 16, 24, 32, 40});
     for (int i = 0; i < 4; ++i) EXPECT_EQ(add(f[static_cast<size_t>(i)]), CtFragAdd::kHeld);
     DropReason why;
     EXPECT_EQ(add(f[4], 0, &why), CtFragAdd::kRefused);
@@ -265,9 +268,9 @@ TEST_F(CtDefragTest, TheTableRefusesPastItsDatagramsAndHeldFragments) {
     lim.datagrams = 2;
     lim.held = 3;
     make(lim);
-    auto a = ipv4_fragments(kClient4, kServer4, kDatagram, {48}, 1);
-    auto b = ipv4_fragments(kClient4, kServer4, kDatagram, {16, 48}, 2);
-    auto c = ipv4_fragments(kClient4, kServer4, kDatagram, {48}, 3);
+    auto a = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48}, 1);
+    auto b = ipv4_fragments(kClient4, kServer4, udp_datagram(), {16, 48}, 2);
+    auto c = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48}, 3);
     DropReason why;
     EXPECT_EQ(add(a[0]), CtFragAdd::kHeld);
     EXPECT_EQ(add(b[0]), CtFragAdd::kHeld);
@@ -282,7 +285,7 @@ TEST_F(CtDefragTest, TheTableRefusesPastItsDatagramsAndHeldFragments) {
 TEST_F(CtDefragTest, MalformedFragmentsAreRefused) {
     DropReason why;
     // A non-last fragment whose length is not a multiple of 8.
-    auto odd = ipv4_fragments(kClient4, kServer4, kDatagram, {44});
+    auto odd = ipv4_fragments(kClient4, kServer4, udp_datagram(), {44});
     EXPECT_EQ(add(odd[0], 0, &why), CtFragAdd::kRefused);
     EXPECT_EQ(why, DropReason::kCtFragBad);
     // One ending past 65,535 bytes: offset 65528 with 16 bytes.
@@ -293,8 +296,8 @@ TEST_F(CtDefragTest, MalformedFragmentsAreRefused) {
     EXPECT_EQ(add(far[0], 0, &why), CtFragAdd::kRefused);
     EXPECT_EQ(why, DropReason::kCtFragBad);
     // A last fragment ending before bytes already held drops the datagram.
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {48, 96});
-    auto short_end = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48, 96});
+    auto short_end = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     set16(short_end[1], 14 + 2, static_cast<uint16_t>(20 + 40));  // ends at 88, not 108
     short_end[1].resize(14 + 20 + 40);
     set16(short_end[1], 14 + 10, 0);
@@ -307,7 +310,7 @@ TEST_F(CtDefragTest, MalformedFragmentsAreRefused) {
 }
 
 TEST_F(CtDefragTest, AWrongChecksumOrUdpLengthShowsInTheVerdict) {
-    Bytes l4 = kDatagram;
+    Bytes l4 = udp_datagram();
     auto f = ipv4_fragments(kClient4, kServer4, l4, {48});
     f[1][f[1].size() - 1] ^= 0x40;  // a payload byte of the last fragment
     EXPECT_EQ(add(f[0]), CtFragAdd::kHeld);
@@ -316,7 +319,7 @@ TEST_F(CtDefragTest, AWrongChecksumOrUdpLengthShowsInTheVerdict) {
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(out[0].verdict, kCsumL4Bad);
     // A UDP length beyond the datagram (its checksum right for it).
-    Bytes longer = kDatagram;
+    Bytes longer = udp_datagram();
     set16(longer, 4, static_cast<uint16_t>(longer.size() + 8));
     auto g = ipv4_fragments(kClient4, kServer4, longer, {48}, 9);
     EXPECT_EQ(add(g[0]), CtFragAdd::kHeld);
@@ -327,7 +330,7 @@ TEST_F(CtDefragTest, AWrongChecksumOrUdpLengthShowsInTheVerdict) {
 }
 
 TEST_F(CtDefragTest, Ipv6FragmentHeaderDatagramsReassemble) {
-    auto f = ipv6_fragments(kClient6, kServer6, kDatagram, {56});
+    auto f = ipv6_fragments(kClient6, kServer6, udp_datagram(), {56});
     Parsed first;
     ASSERT_TRUE(parse(f[0], &first));
     EXPECT_EQ(first.key.ip_proto, kUdp);
@@ -337,16 +340,16 @@ TEST_F(CtDefragTest, Ipv6FragmentHeaderDatagramsReassemble) {
     auto out = emit();
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(out[0].frames.size(), 2u);
-    EXPECT_EQ(out[0].l4_length, kDatagram.size());
+    EXPECT_EQ(out[0].l4_length, udp_datagram().size());
     EXPECT_EQ(out[0].verdict, kCsumL4Good);
     // Another identification is another datagram.
-    auto g = ipv6_fragments(kClient6, kServer6, kDatagram, {56}, 99);
+    auto g = ipv6_fragments(kClient6, kServer6, udp_datagram(), {56}, 99);
     EXPECT_EQ(add(g[1]), CtFragAdd::kHeld);
     EXPECT_EQ(table_->datagrams(), 1u);
 }
 
 TEST_F(CtDefragTest, AnIpv6AtomicFragmentIsAWholePacket) {
-    auto f = ipv6_fragments(kClient6, kServer6, kDatagram, {});
+    auto f = ipv6_fragments(kClient6, kServer6, udp_datagram(), {});
     Parsed p;
     ASSERT_TRUE(parse(f[0], &p));
     EXPECT_FALSE(p.layout.fragment);
@@ -409,7 +412,7 @@ std::vector<uint8_t> track_datagram(ConntrackShard& shard, std::vector<Bytes>& f
 class CtDefragTrackTest : public CtShardTest {};
 
 TEST_F(CtDefragTrackTest, AFragmentedUdpDatagramIsTrackedWholeAndItsReplyEstablishes) {
-    auto out = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto out = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     auto states = track_datagram(*shard_, out, commit(), 0);
     EXPECT_EQ(st(states[0]), "+trk+new");
     EXPECT_EQ(st(states[1]), "+trk+new");
@@ -420,13 +423,13 @@ TEST_F(CtDefragTrackTest, AFragmentedUdpDatagramIsTrackedWholeAndItsReplyEstabli
 }
 
 TEST_F(CtDefragTrackTest, AWrongChecksumOverTheDatagramIsInvalid) {
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {48});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {48});
     f[1][f[1].size() - 1] ^= 0x40;
     CtPacketState st0{};
     Parsed p0;
     ASSERT_TRUE(parse(f[0], &p0));
     CtKeyed keyed{};
-    keyed.l4_length = static_cast<uint32_t>(kDatagram.size());
+    keyed.l4_length = static_cast<uint32_t>(udp_datagram().size());
     ASSERT_TRUE(ct_packet_tuple(f[0].data(), static_cast<uint32_t>(f[0].size()), p0.layout, p0.key,
                                 0, &keyed.tuple, &keyed.icmp_error));
     shard_->process(f[0].data(), static_cast<uint32_t>(f[0].size()), p0.layout, &p0.key, commit(),
@@ -438,7 +441,7 @@ TEST_F(CtDefragTrackTest, AWrongChecksumOverTheDatagramIsInvalid) {
 
 TEST_F(CtDefragTrackTest, NatRewritesEveryFragmentAndKeepsTheDatagramChecksumRight) {
     const NatSpec snat = nat_spec(NatSpec::kSrc, kPublic4, kPublic4, 20000, 20000);
-    auto f = ipv4_fragments(kClient4, kServer4, kDatagram, {32, 64});
+    auto f = ipv4_fragments(kClient4, kServer4, udp_datagram(), {32, 64});
     auto states = track_datagram(*shard_, f, commit_nat(&snat), 0);
     for (const Bytes& g : f) {
         EXPECT_EQ(Addr({g[26], g[27], g[28], g[29]}), kPublic4);
@@ -481,7 +484,7 @@ TEST_F(CtDefragTrackTest, AFragmentedTcpSegmentCountsItsWholeLength) {
 }
 
 TEST_F(CtDefragTrackTest, APacketTooBigQuotingAFirstFragmentIsRelated) {
-    auto f = ipv6_fragments(kClient6, kServer6, kDatagram, {56});
+    auto f = ipv6_fragments(kClient6, kServer6, udp_datagram(), {56});
     auto states = track_datagram(*shard_, f, commit(), 0);
     EXPECT_EQ(st(states[0]), "+trk+new");
     const Bytes quoted(f[0].begin() + 14, f[0].end());  // IPv6 + fragment header + UDP...
