@@ -49,7 +49,8 @@ namespace ferry {
       "A frame in several segments whose headers do not all lie in the first.")                  \
     _(kCtFragBad, "ct_frag_bad",                                                                 \
       "An IP fragment conntrack cannot reassemble: empty, a non-last one not a multiple of 8 "   \
-      "bytes, past 65,535 bytes, or an end that contradicts its datagram's last fragment.")      \
+      "bytes, past 65,535 bytes, an end that contradicts its datagram's last fragment, or a "    \
+      "wrong IPv4 header checksum.")                                                             \
     _(kCtFragDuplicate, "ct_frag_duplicate",                                                     \
       "An IP fragment repeating one of its datagram's held fragments exactly.")                  \
     _(kCtFragOverlap, "ct_frag_overlap",                                                         \
