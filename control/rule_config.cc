@@ -19,6 +19,7 @@
 
 #include "control/json_path.h"
 #include "control/nat_config.h"
+#include "dataplane/ether_type.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -44,8 +45,6 @@ using PortMask = std::pair<uint16_t, uint16_t>;
 constexpr size_t kMaxEntriesPerRule = 256;
 constexpr uint16_t kMaxMatchVid = 4095;  // any VID a tag can carry
 constexpr uint16_t kMaxPushVid = 4094;   // 4095 is reserved by 802.1Q
-constexpr uint16_t kEtherTypeIpv4 = 0x0800;
-constexpr uint16_t kEtherTypeIpv6 = 0x86dd;
 
 struct Named {
     std::string_view name;
@@ -55,7 +54,7 @@ struct Named {
 constexpr std::array<Named, 3> kEtherTypeNames{{
     {"ipv4", kEtherTypeIpv4},
     {"ipv6", kEtherTypeIpv6},
-    {"arp", 0x0806},
+    {"arp", kEtherTypeArp},
 }};
 constexpr std::array<Named, 5> kIpProtoNames{{
     {"tcp", IPPROTO_TCP},

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "dataplane/ether_type.h"
 #include "dataplane/packet_parse.h"
 #include "dataplane/port_table.h"
 
@@ -51,7 +52,7 @@ inline bool frame_fits_mtu(const rte_mbuf* m, uint16_t mtu) {
     uint32_t l2 = kEthernetHeaderLen;  // the ethertype or TPID field ends at l2
     for (int tags = 0; tags < 2 && head >= l2; ++tags) {
         const unsigned tpid = unsigned{d[l2 - 2]} << 8 | d[l2 - 1];
-        if (tpid != 0x8100 && tpid != 0x88a8 && tpid != 0x9100) break;
+        if (!is_vlan_tpid(static_cast<uint16_t>(tpid))) break;
         l2 += 4;
     }
     return len <= mtu + l2;

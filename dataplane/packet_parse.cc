@@ -27,6 +27,7 @@
 #include <cstring>
 
 #include "dataplane/byte_order.h"
+#include "dataplane/ether_type.h"
 
 namespace ferry {
 namespace {
@@ -40,12 +41,6 @@ constexpr uint32_t kIpv6ExtMinLen = 8;
 // RFC 8200 allows each of the four walked headers once (destination options twice): five at most
 // in a well-formed packet. A longer chain is malformed or an attempt to make us walk.
 constexpr uint32_t kMaxIpv6ExtHeaders = 8;
-
-constexpr uint16_t kEtherTypeIpv4 = 0x0800;
-constexpr uint16_t kEtherTypeIpv6 = 0x86dd;
-constexpr uint16_t kTpid8021Q = 0x8100;
-constexpr uint16_t kTpid8021ad = 0x88a8;
-constexpr uint16_t kTpidQinQLegacy = 0x9100;
 
 constexpr uint32_t kTcpMinHeaderLen = 20;
 constexpr uint32_t kUdpHeaderLen = 8;
@@ -61,12 +56,6 @@ struct L4Span {
     bool present;    // false for non-first fragments: this packet carries no transport header
     bool fragment;   // a fragment of a larger datagram, first one included
 };
-
-/// True for the TPIDs accepted as a VLAN tag (802.1Q, 802.1ad, the pre-standard QinQ 0x9100).
-/// Context: fast path.
-inline bool is_vlan_tpid(uint16_t ethertype) {
-    return ethertype == kTpid8021Q || ethertype == kTpid8021ad || ethertype == kTpidQinQLegacy;
-}
 
 /// True for the IPv6 extension headers walked to reach the transport protocol. AH and ESP are not
 /// walked: ESP hides what follows, and AH is rare enough to be reported as the protocol itself.

@@ -12,6 +12,7 @@
 #include "dataplane/conntrack/ct_defrag.h"
 #include "dataplane/conntrack/ct_defrag_stage.h"
 #include "dataplane/conntrack/ct_shard.h"
+#include "dataplane/ether_type.h"
 #include "dataplane/flow_cache.h"
 #include "dataplane/l2_bridge.h"
 #include "dataplane/mbuf_frame.h"
@@ -67,7 +68,7 @@ void resolve(WorkerState& w, const Classifier& cls, const FlowKey* keys, uint16_
 void observe_source(WorkerState& w, uint16_t in_port, const uint8_t* frame, uint32_t len,
                     const FlowKey& key, const PacketLayout& layout) {
     AddressEvent ev{in_port, 0, 0, {}};
-    if (key.ethertype == 0x0806) {
+    if (key.ethertype == kEtherTypeArp) {
         // ARP for Ethernet/IPv4 (port security checked the layout): the sender's address.
         if (len < layout.l3_offset + 18u) return;
         std::memcpy(ev.ip, frame + layout.l3_offset + 14, 4);

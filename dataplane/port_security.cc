@@ -5,14 +5,11 @@
 #include <cstring>
 
 #include "dataplane/byte_order.h"
+#include "dataplane/ether_type.h"
 #include "dataplane/l4_payload.h"
 
 namespace ferry {
 namespace {
-
-constexpr uint16_t kEtherTypeIpv4 = 0x0800;
-constexpr uint16_t kEtherTypeArp = 0x0806;
-constexpr uint16_t kEtherTypeIpv6 = 0x86dd;
 
 constexpr uint16_t kDhcpClientPort = 68;
 constexpr uint16_t kDhcpServerPort = 67;

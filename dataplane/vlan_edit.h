@@ -6,16 +6,16 @@
 
 #include <cstring>
 
-namespace ferry {
+#include "dataplane/ether_type.h"
 
-inline constexpr uint16_t kTpid8021Q = 0x8100;
+namespace ferry {
 
 /// VID of the frame's outer 802.1Q/802.1ad tag, or kNoVlan (0xffff) when it has none.
 inline uint16_t vlan_outer_vid(const rte_mbuf* m) {
     if (rte_pktmbuf_data_len(m) < 18) return 0xffff;
     const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
     uint16_t tpid = static_cast<uint16_t>(d[12] << 8 | d[13]);
-    if (tpid != 0x8100 && tpid != 0x88a8 && tpid != 0x9100) return 0xffff;
+    if (!is_vlan_tpid(tpid)) return 0xffff;
     return static_cast<uint16_t>((d[14] << 8 | d[15]) & 0xfff);
 }
 

@@ -1,4 +1,5 @@
 #include "control/offload/flow_translate.h"
+#include "dataplane/ether_type.h"
 
 #include <netinet/in.h>
 #include <rte_byteorder.h>
@@ -12,8 +13,6 @@ namespace ferry {
 
 namespace {
 
-constexpr uint16_t kEtherTypeIpv4 = 0x0800;
-constexpr uint16_t kEtherTypeIpv6 = 0x86dd;
 constexpr uint16_t kVidMask = 0x0fff;
 
 Error untranslatable(std::string reason) {

@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "control/offload/flow_translate.h"
+#include "dataplane/ether_type.h"
 
 namespace ferry {
 
@@ -46,7 +47,7 @@ std::string probe(uint16_t port, bool drop) {
     if (first.empty()) return first;
 
     CompiledRule udp{};
-    udp.value.ethertype = 0x0800;
+    udp.value.ethertype = kEtherTypeIpv4;
     udp.mask.ethertype = 0xffff;
     udp.value.ip_version = 4;
     udp.mask.ip_version = 0xff;
