@@ -295,6 +295,23 @@ class Scene:
             self.ns.delete()
 
 
+def stream_completes(scene, guest, out, timeout, after=None, what="the move"):
+    """Waits until the guest's streaming script ended and the peer saw the stream close;
+    asserts that it arrived byte for byte, and (after: a monotonic time) that more than 500
+    lines came after that time. @return (points, data): the arrivals and the bytes"""
+    assert guest.wait_exit(timeout) == 0, guest.output()[-2000:]
+    scene.peer.wait(30)
+    points, end = arrivals(out)
+    assert end == "closed", end
+    with open(out) as f:
+        data = f.read()
+    assert expected_stream(data), data[-300:]
+    if after is not None:
+        later = [p for p in points if p[0] > after]
+        assert later and later[-1][1] - later[0][1] > 500, f"too little after {what}"
+    return points, data
+
+
 def arrivals(out):
     """The peer's (time, total bytes) per read, and how the stream ended ('closed', 'error ...')."""
     points, end = [], None

@@ -73,15 +73,7 @@ def test_qemu_migration_alone_moves_the_flows(scene, pause_before_switchover, ca
     ms.fh.wait_for(lambda: ms.stream_connection(a) is None, 10, interval=0.1,
                    what="A to retire the moved connection")
 
-    assert target.wait_exit(STREAM_S + 90) == 0, target.output()[-2000:]
-    scene.peer.wait(30)
-    points, end = ms.arrivals(out)
-    assert end == "closed", end
-    with open(out) as f:
-        data = f.read()
-    assert ms.expected_stream(data), data[-300:]
-    after_move = [p for p in points if p[0] > t_done]
-    assert after_move and after_move[-1][1] - after_move[0][1] > 500, "too little after the move"
+    points, data = ms.stream_completes(scene, target, out, STREAM_S + 90, after=t_done)
     lost = ms.drops_since(dropped, scene.hosts)
     assert {k: n for k, n in lost.items()
             if k.startswith("b ") and not k.endswith("no_destination")} == {}, lost
@@ -158,13 +150,7 @@ def test_there_and_back_with_the_same_connection(scene):
     ms.fh.wait_for(lambda: ms.stream_connection(b) is None, 10, interval=0.1,
                    what="B to retire the connection")
 
-    assert third.wait_exit(STREAM_S + 120) == 0, third.output()[-2000:]
-    scene.peer.wait(30)
-    _, end = ms.arrivals(out)
-    assert end == "closed", end
-    with open(out) as f:
-        data = f.read()
-    assert ms.expected_stream(data), data[-300:]
+    ms.stream_completes(scene, third, out, STREAM_S + 120)
     lost = ms.drops_since(dropped, scene.hosts)
     assert {k: n for k, n in lost.items() if "rule_drop" in k} == {}, lost
 
@@ -242,10 +228,4 @@ def test_a_destination_ferryd_that_dies_fails_the_migration(scene):
     after = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
     assert after == before
 
-    assert source.wait_exit(STREAM_S + 120) == 0, source.output()[-2000:]
-    scene.peer.wait(30)
-    _, end = ms.arrivals(out)
-    assert end == "closed", end
-    with open(out) as f:
-        data = f.read()
-    assert ms.expected_stream(data), data[-300:]
+    ms.stream_completes(scene, source, out, STREAM_S + 120)

@@ -75,15 +75,8 @@ def upgrade_under_stream(scene, mode, capsys):
     assert ms.stream_connection(new)["packets"][0] > before["packets"][0]
 
     # The stream ends when the guest's script does: every byte, in order, once.
-    assert guest.wait_exit(STREAM_S + 60) == 0, guest.output()[-2000:]
-    scene.peer.wait(30)
-    points, end = ms.arrivals(out)
-    assert end == "closed", end
-    with open(out) as f:
-        data = f.read()
-    assert ms.expected_stream(data), data[-300:]
-    after = [p for p in points if p[0] > t_done]
-    assert after and after[-1][1] - after[0][1] > 500, "too little after the upgrade"
+    points, data = ms.stream_completes(scene, guest, out, STREAM_S + 60, after=t_done,
+                                       what="the upgrade")
 
     gap, gap_at = ms.longest_gap(points, t_start, t_done + 3.0)
     normal = statistics.median(t2 - t1 for (t1, _), (t2, _) in zip(points, points[1:]))
