@@ -2,6 +2,9 @@
 // addresses (10/8) and ephemeral ports, random server addresses and ports; each connection is
 // indexed by its original tuple and its reply tuple (the reverse).
 //
+//   Those with a second argument `aes` run with either IPv4 tuple hash (dataplane/hash_key.h):
+//   aes:0 SipHash-1-3, aes:1 AES-128 (skipped on a CPU without AES-NI), both under fixed keys.
+//
 //   BM_CtLookupBulk/N     CtTable::lookup_bulk over a table holding N live connections (capacity
 //                         N, so the index is at its full-pool load), 32 keys per call as a worker
 //                         calls it. Keys are existing tuples (either direction) in random order,
@@ -46,6 +49,7 @@
 #include "dataplane/conntrack/ct_table.h"
 #include "dataplane/conntrack/ct_tuple.h"
 #include "dataplane/conntrack/ct_zone.h"
+#include "dataplane/hash_key.h"
 #include "dataplane/packet_parse.h"
 
 namespace {
@@ -97,8 +101,9 @@ struct LookupSetup {
 };
 
 const LookupSetup& lookup_setup(uint32_t n) {
-    static std::map<uint32_t, LookupSetup> cache;
-    auto it = cache.find(n);
+    static std::map<uint64_t, LookupSetup> cache;  // by N and the hash that placed the tuples
+    const uint64_t key = uint64_t{n} << 1 | (ferry::hash_v4_aes() ? 1 : 0);
+    auto it = cache.find(key);
     if (it != cache.end()) return it->second;
     LookupSetup s;
     std::vector<CtTuple> origs;
@@ -113,10 +118,23 @@ const LookupSetup& lookup_setup(uint32_t n) {
         const CtTuple& o = origs[r % n];
         k = (r >> 63) != 0 ? ferry::ct_tuple_reverse(o) : o;
     }
-    return cache.emplace(n, std::move(s)).first->second;
+    return cache.emplace(key, std::move(s)).first->second;
+}
+
+/// Sets the IPv4 tuple hash a benchmark runs with, its second argument: 0 SipHash-1-3, 1 AES-128
+/// (as ferryd on a CPU with AES-NI). @return false, the benchmark skipped, on a CPU without it.
+bool set_v4_hash(benchmark::State& state) {
+    const bool aes = state.range(1) != 0;
+    if (aes && !ferry::cpu_has_aes()) {
+        state.SkipWithError("this CPU has no AES-NI");
+        return false;
+    }
+    ferry::hash_keys_set(ferry::kPublicHashKeys, aes);
+    return true;
 }
 
 void BM_CtLookupBulk(benchmark::State& state) {
+    if (!set_v4_hash(state)) return;
     const auto n = static_cast<uint32_t>(state.range(0));
     const LookupSetup& s = lookup_setup(n);
     if (!s.table) {
@@ -142,7 +160,7 @@ void BM_CtLookupBulk(benchmark::State& state) {
         static_cast<double>(found) / static_cast<double>(state.iterations() * kBurst);
     state.counters["MB"] = static_cast<double>(s.table->memory_bytes()) / 1e6;
 }
-BENCHMARK(BM_CtLookupBulk)->Arg(1000)->Arg(100000)->Arg(1000000);
+BENCHMARK(BM_CtLookupBulk)->ArgNames({"n", "aes"})->ArgsProduct({{1000, 100000, 1000000}, {0, 1}});
 
 void BM_CtInsertErase(benchmark::State& state) {
     constexpr uint32_t kCapacity = 1u << 20;
@@ -299,10 +317,11 @@ struct EstablishedSetup {
 };
 
 EstablishedSetup& established_setup(uint32_t n) {
-    static std::map<uint32_t, EstablishedSetup> cache;
-    auto it = cache.find(n);
+    static std::map<uint64_t, EstablishedSetup> cache;  // by N and the hash, as lookup_setup
+    const uint64_t key = uint64_t{n} << 1 | (ferry::hash_v4_aes() ? 1 : 0);
+    auto it = cache.find(key);
     if (it != cache.end()) return it->second;
-    EstablishedSetup& s = cache[n];
+    EstablishedSetup& s = cache[key];
     s.shard = ferry::ConntrackShard::create(n, 0, 1, s.env.zones.get(), &s.env.timeouts);
     if (!s.shard) {
         s.error = "ConntrackShard::create failed";
@@ -383,9 +402,10 @@ BENCHMARK(BM_ShardEstablishedLookup)->Arg(10000)->Arg(100000)->Arg(1000000);
 
 /// As BM_ShardEstablishedLookup, the way a worker's ct stage runs a burst
 /// (dataplane/conntrack/ct_action.cc ct_stage): the 32 packets' tuples, one CtTable::lookup_bulk,
-/// then process() of each with its tuple and the bulk hit. rx_csum: what the port's offload says about the checksums
-/// (kCsumUnknown: summed in software, as on a port without offload).
+/// then process() of each with its tuple and the bulk hit. rx_csum: what the port's offload says
+/// about the checksums (kCsumUnknown: summed in software, as on a port without offload).
 void shard_established_burst(benchmark::State& state, uint8_t rx_csum) {
+    if (!set_v4_hash(state)) return;
     const auto n = static_cast<uint32_t>(state.range(0));
     EstablishedSetup& s = established_setup(n);
     if (s.error != nullptr) {
@@ -439,13 +459,17 @@ void shard_established_burst(benchmark::State& state, uint8_t rx_csum) {
 void BM_ShardEstablishedBurst(benchmark::State& state) {
     shard_established_burst(state, ferry::kCsumUnknown);
 }
-BENCHMARK(BM_ShardEstablishedBurst)->Arg(10000)->Arg(100000)->Arg(1000000);
+BENCHMARK(BM_ShardEstablishedBurst)
+    ->ArgNames({"n", "aes"})
+    ->ArgsProduct({{10000, 100000, 1000000}, {0, 1}});
 
 /// The same with checksums the port's offload verified (RTE_MBUF_F_RX_*_CKSUM_GOOD).
 void BM_ShardEstablishedBurstOffload(benchmark::State& state) {
     shard_established_burst(state, ferry::kCsumIpGood | ferry::kCsumL4Good);
 }
-BENCHMARK(BM_ShardEstablishedBurstOffload)->Arg(10000)->Arg(100000)->Arg(1000000);
+BENCHMARK(BM_ShardEstablishedBurstOffload)
+    ->ArgNames({"n", "aes"})
+    ->ArgsProduct({{10000, 100000, 1000000}, {0, 1}});
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 // the reader rehashes every connection with its own keys.
 #pragma once
 
+#include "dataplane/aes_hash.h"
 #include "dataplane/siphash.h"
 
 namespace ferry {
@@ -24,26 +25,48 @@ struct HashKeys {
     SipKey nat;         // where a NAT binding's port search starts
     SipKey flow_cache;  // FlowCache buckets and signatures
     SipKey mac;         // MacTable (rte_hash) buckets and signatures
+    // AES-128 keys (bytes as a SipKey lays them out) for IPv4 tuples on CPUs with AES-NI: the
+    // same two uses as ct_table and ct_owner, with keys of their own (one key, one primitive).
+    SipKey ct_table_v4;
+    SipKey ct_owner_v4;
 };
 
 /// The keys until hash_keys_init() has run: a fixed, public value, kept only by programs that
 /// never call it (the micro-benchmarks), and an attacker's first guess, which the tests try.
-inline constexpr HashKeys kPublicHashKeys = {{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL},
-                                             {0x1716151413121110ULL, 0x1f1e1d1c1b1a1918ULL},
-                                             {0x2726252423222120ULL, 0x2f2e2d2c2b2a2928ULL},
-                                             {0x3736353433323130ULL, 0x3f3e3d3c3b3a3938ULL},
-                                             {0x4746454443424140ULL, 0x4f4e4d4c4b4a4948ULL}};
+inline constexpr HashKeys kPublicHashKeys = {
+    {0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL}, {0x1716151413121110ULL, 0x1f1e1d1c1b1a1918ULL},
+    {0x2726252423222120ULL, 0x2f2e2d2c2b2a2928ULL}, {0x3736353433323130ULL, 0x3f3e3d3c3b3a3938ULL},
+    {0x4746454443424140ULL, 0x4f4e4d4c4b4a4948ULL}, {0x5756555453525150ULL, 0x5f5e5d5c5b5a5958ULL},
+    {0x6766656463626160ULL, 0x6f6e6d6c6b6a6968ULL}};
 
 namespace hash_key_detail {
 /// The process's keys. Written before the workers start (their launch orders the write before
 /// their reads) and never after: every reader sees one value.
 alignas(64) inline HashKeys keys = kPublicHashKeys;
 inline bool initialised = false;
+/// Whether IPv4 tuples are hashed with AES-128 (the CPU has AES-NI and the round keys below are
+/// those of `keys`); SipHash otherwise. Set with the keys, like them never while workers run.
+inline bool aes = false;
+inline AesRoundKeys ct_table_v4;
+inline AesRoundKeys ct_owner_v4;
+
+/// Chooses the IPv4 tuple hash for the current keys: AES-128 when allowed and the CPU has it.
+inline void choose_v4_hash(bool allow_aes) {
+    aes = allow_aes && cpu_has_aes();
+    if (!aes) return;
+    ct_table_v4 = aes128_expand(keys.ct_table_v4);
+    ct_owner_v4 = aes128_expand(keys.ct_owner_v4);
+}
 }  // namespace hash_key_detail
 
 /// The process's hash keys. Context: any (fast path: two loads from read-only memory).
 inline const HashKeys& hash_keys() {
     return hash_key_detail::keys;
+}
+
+/// Whether IPv4 connection tuples are hashed with AES-128 rather than SipHash. Context: any.
+inline bool hash_v4_aes() {
+    return hash_key_detail::aes;
 }
 
 /// Draws the process's keys from getrandom(2) on the first call (made before main()); later
@@ -54,9 +77,11 @@ bool hash_keys_init();
 
 /// Replaces the keys. Context: tests and benchmarks only, while no table made under the old keys
 /// is used again (a test standing for a second process with other keys).
-inline void hash_keys_set(const HashKeys& k) {
+/// `allow_aes` false keeps SipHash for IPv4 tuples on any CPU (tests of that path).
+inline void hash_keys_set(const HashKeys& k, bool allow_aes = true) {
     hash_key_detail::keys = k;
     hash_key_detail::initialised = true;
+    hash_key_detail::choose_v4_hash(allow_aes);
 }
 
 }  // namespace ferry

@@ -192,6 +192,16 @@ CtRef CtTable::find(const CtTuple& key, uint32_t hash) const {
     return CtRef{};
 }
 
+namespace {
+
+/// ct_tuple_hash of n tuples, compiled for AES-NI so that the AES rounds of IPv4 tuples are
+/// inlined and overlap across the burst. Context: fast path, only when hash_v4_aes().
+__attribute__((target("aes"))) void hash_bulk_aes(const CtTuple* keys, unsigned n, uint32_t* out) {
+    for (unsigned i = 0; i < n; ++i) out[i] = ct_tuple_hash(keys[i]);
+}
+
+}  // namespace
+
 // Public members are documented in ct_table.h; private helpers too.
 
 CtRef CtTable::lookup(const CtTuple& key) const {
@@ -207,8 +217,14 @@ void CtTable::lookup_bulk(const CtTuple* keys, unsigned n, CtRef* out) const {
     uint8_t cand1[kBulkMax];
 
     // Stage 1: hash every key and start loading both of its buckets.
+    uint32_t hashes[kBulkMax];
+    if (hash_v4_aes()) {
+        hash_bulk_aes(keys, n, hashes);
+    } else {
+        for (unsigned i = 0; i < n; ++i) hashes[i] = ct_tuple_hash(keys[i]);
+    }
     for (unsigned i = 0; i < n; ++i) {
-        const uint32_t h = ct_tuple_hash(keys[i]);
+        const uint32_t h = hashes[i];
         const uint32_t b0 = h & bucket_mask_;
         sig[i] = signature(h);
         primary[i] = &buckets_[b0];

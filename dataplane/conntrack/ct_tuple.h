@@ -54,12 +54,14 @@ inline void ct_v4_message(const uint8_t* a, const uint8_t* b, uint16_t pa, uint1
 inline constexpr unsigned kCtV4Tail = 7;
 
 /// Direction-specific hash of a tuple: SipHash-1-3 under the process's ct_table key, so a tenant
-/// cannot choose tuples that share another connection's buckets. Context: any.
+/// cannot choose tuples that share another connection's buckets; an IPv4 tuple is one AES-128
+/// block under its own key instead where the CPU has AES-NI (dataplane/aes_hash.h). Context: any.
 inline uint32_t ct_tuple_hash(const CtTuple& t) {
     const SipKey& key = hash_keys().ct_table;
     if (t.ip_version == 4) {
         uint64_t m[1], tail;
         ct_v4_message(t.src, t.dst, t.sport, t.dport, t.zone, t.proto, &m[0], &tail);
+        if (hash_v4_aes()) return aes128_hash(hash_key_detail::ct_table_v4, m[0], tail);
         return static_cast<uint32_t>(siphash13_words(key, m, tail, kCtV4Tail));
     }
     uint64_t w[5];
@@ -82,6 +84,7 @@ inline uint32_t ct_owner_hash(const CtTuple& t) {
     if (t.ip_version == 4) {
         uint64_t m[1], tail;
         ct_v4_message(lo, hi, plo, phi, t.zone, t.proto, &m[0], &tail);
+        if (hash_v4_aes()) return aes128_hash(hash_key_detail::ct_owner_v4, m[0], tail);
         return static_cast<uint32_t>(siphash13_words(key, m, tail, kCtV4Tail));
     }
     uint64_t m[5];

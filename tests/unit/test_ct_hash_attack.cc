@@ -8,7 +8,7 @@
 // was keyed (CRC32C), SipHash under a guessed key (zero, or the public default keys). Expects,
 // as a control that the search itself works, the victim to be refused when the attacker does
 // know the key. Before keys were added the first case was refused too (the victim's commit
-// failed ct_full).
+// failed ct_full). Every case runs with both IPv4 tuple hashes (AES-128 and SipHash-1-3).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -70,36 +70,60 @@ bool victim_survives(const CtTuple& victim, Hash&& hash) {
     return true;
 }
 
-/// SipHash-1-3 of a tuple under some key, exactly as ct_tuple_hash computes it.
+/// An IPv4 tuple's hash under some key, exactly as ct_tuple_hash computes it: AES-128 where the
+/// process hashes with AES-NI, SipHash-1-3 otherwise.
 uint32_t guessed_hash(const CtTuple& t, const SipKey& key) {
     uint64_t m[1], tail;
     ct_v4_message(t.src, t.dst, t.sport, t.dport, t.zone, t.proto, &m[0], &tail);
+    if (hash_v4_aes()) return aes128_hash(aes128_expand(key), m[0], tail);
     return static_cast<uint32_t>(siphash13_words(key, m, tail, kCtV4Tail));
 }
 
-class CtHashAttack : public ::testing::Test {
+/// The key ct_tuple_hash uses for IPv4 tuples in this process.
+const SipKey& table_key() {
+    return hash_v4_aes() ? hash_keys().ct_table_v4 : hash_keys().ct_table;
+}
+
+/// Each case with either IPv4 tuple hash: AES-128 (skipped on a CPU without AES-NI) and
+/// SipHash-1-3, both under the process's secret keys.
+class CtHashAttack : public ::testing::TestWithParam<bool> {
 protected:
-    void SetUp() override { ASSERT_TRUE(hash_keys_init()); }
+    void SetUp() override {
+        ASSERT_TRUE(hash_keys_init());
+        if (GetParam() && !cpu_has_aes()) GTEST_SKIP() << "this CPU has no AES-NI";
+        hash_keys_set(hash_keys(), GetParam());
+        ASSERT_EQ(hash_v4_aes(), GetParam());
+    }
+    void TearDown() override { hash_keys_set(hash_keys()); }
 };
 
-TEST_F(CtHashAttack, UnkeyedCollisionsNoLongerFillTheVictimsBuckets) {
+TEST_P(CtHashAttack, UnkeyedCollisionsNoLongerFillTheVictimsBuckets) {
     for (const CtTuple& v : victims()) EXPECT_TRUE(victim_survives(v, test::unkeyed_tuple_hash));
 }
 
-TEST_F(CtHashAttack, GuessedKeysDoNotFillTheVictimsBuckets) {
-    const SipKey guesses[] = {{0, 0}, kPublicHashKeys.ct_table, kPublicHashKeys.ct_owner};
+TEST_P(CtHashAttack, GuessedKeysDoNotFillTheVictimsBuckets) {
+    const SipKey guesses[] = {{0, 0},
+                              kPublicHashKeys.ct_table,
+                              kPublicHashKeys.ct_owner,
+                              kPublicHashKeys.ct_table_v4,
+                              kPublicHashKeys.ct_owner_v4};
     for (const SipKey& g : guesses) {
         for (const CtTuple& v : victims())
             EXPECT_TRUE(victim_survives(v, [&](const CtTuple& t) { return guessed_hash(t, g); }));
     }
 }
 
-TEST_F(CtHashAttack, TheSearchWorksWhenTheKeyIsKnown) {
+TEST_P(CtHashAttack, TheSearchWorksWhenTheKeyIsKnown) {
     // The guessed hash with the process's own key is ct_tuple_hash itself.
     const CtTuple probe = victims()[0];
-    ASSERT_EQ(guessed_hash(probe, hash_keys().ct_table), ct_tuple_hash(probe));
+    ASSERT_EQ(guessed_hash(probe, table_key()), ct_tuple_hash(probe));
     for (const CtTuple& v : victims()) EXPECT_FALSE(victim_survives(v, ct_tuple_hash));
 }
+
+INSTANTIATE_TEST_SUITE_P(V4Hash, CtHashAttack, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                             return i.param ? "Aes128" : "SipHash13";
+                         });
 
 TEST(CtHashKeys, InitDrawsSecretKeysOnceAndKeepsThem) {
     ASSERT_TRUE(hash_keys_init());
