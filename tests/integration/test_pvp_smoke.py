@@ -32,12 +32,17 @@ def load_pvp():
 
 
 @pytest.fixture
-def short_tmp():
+def short_tmp(request):
     """A directory for pvp's own temporary one, short enough for the vhost-user socket paths
-    under it (108 bytes at most; pytest's tmp_path is too long)."""
+    under it (108 bytes at most; pytest's tmp_path is too long). Kept when the test failed: pvp
+    keeps its logs (every switch's) there then."""
     d = tempfile.mkdtemp(prefix="fpvp-", dir="/tmp")
+    failed_before = request.session.testsfailed
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if request.session.testsfailed == failed_before and not os.environ.get("FERRY_KEEP_TMP"):
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        print(f"pvp's directory kept: {d}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,7 +52,7 @@ def ovs_installed():
         pytest.fail(f"OVS-DPDK is not installed: {why}", pytrace=False)
 
 
-def run_pvp(tmp, *args, timeout=120):
+def run_pvp(tmp, *args, timeout=240):
     """Runs benchmarks/pvp for every switch with its temporary directory under tmp; returns
     (stdout, summary). Fails when it fails or leaves a process, a file or a DPDK runtime dir."""
     out_json = os.path.join(tmp, "pvp.json")
@@ -58,10 +63,11 @@ def run_pvp(tmp, *args, timeout=120):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    except subprocess.TimeoutExpired:
+        # SIGTERM: pvp stops every switch and generator it started; SIGKILL would orphan them.
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"benchmarks/pvp took more than {timeout} s:\n{out}")
     assert proc.returncode == 0, out
     leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit() and in_cmdline(pid, tmp)]
     assert not leftovers, f"processes of the run still running: {leftovers}\n{out}"
