@@ -25,6 +25,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VM_MIGRATE = os.path.join(fh.ROOT, "scripts", "vm-migrate")
 GUEST_DIR = os.path.join(fh.BUILD, "e2e-guest")
 PEER_IP = "10.0.0.2"
+# The peer's address on the bridge, set rather than inherited: a Linux bridge created without
+# one takes the lowest address among its ports and changes it when that port leaves. A
+# ferryd that dies takes its tap off the bridge, and when that tap had the lowest address the
+# peer moved to another MAC under the guest's ARP entry: its segments went to a MAC nobody
+# had until the entry expired and the guest asked again (about 60 s).
+PEER_MAC = "02:fe:00:00:00:02"
 GUEST_IP = "10.0.0.1"
 GUEST_MAC = "52:54:00:00:00:01"
 STREAM_PORT = 5000
@@ -116,7 +122,7 @@ class Netns:
         self.name = f"ferry-e2e-{os.getpid()}"
         self._remove_stale()
         for cmd in (["ip", "netns", "add", self.name], ["link", "set", "lo", "up"],
-                    ["link", "add", "br0", "type", "bridge"],
+                    ["link", "add", "br0", "address", PEER_MAC, "type", "bridge"],
                     ["addr", "add", f"{PEER_IP}/24", "dev", "br0"], ["link", "set", "br0", "up"]):
             full = cmd if cmd[0] == "ip" else ["ip", "-n", self.name, *cmd]
             subprocess.run(full, check=True, capture_output=True)
@@ -373,3 +379,11 @@ def wait_bytes(out, at_least, timeout):
     fh.wait_for(lambda: received(out)[0] >= at_least, timeout, interval=0.2,
                 what=f"{at_least} bytes of the guest's stream")
     return received(out)[0]
+
+
+def port_link(d, name):
+    """A ferryd's port's link ("up"/"down") as port.list reports it, or None without the port."""
+    for p in d.call("port.list"):
+        if p["name"] == name:
+            return p["link"]
+    return None

@@ -191,3 +191,45 @@ def test_cancelled_or_broken_migrations_leave_the_guest_and_its_flows_at_the_sou
         assert after == before, how
         assert ms.stream_connection(b) is None, how
 
+
+
+def test_a_destination_ferryd_that_dies_fails_the_migration(scene):
+    """B's ferryd is killed (SIGKILL) with the guest stopped at pre-switchover, before the source
+    QEMU sends the device states: the destination QEMU cannot load the port's state into a
+    back-end that is gone, so with return-path (the source learns the destination's outcome)
+    QEMU fails the migration. The guest runs on at A, A's connections exactly as before (A saved
+    the port's state for QEMU and keeps it until it knows), A's port is up again, and its stream
+    goes on byte-exact. (B's tap leaves the bridge with its ferryd: the peer's MAC must not
+    change with it, migration_scene.PEER_MAC.)"""
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 180)
+    source = scene.guest("a", ms.stream_script(STREAM_S))
+    ms.wait_bytes(out, 200, 120)
+    before = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+    target = scene.guest("b", "true", incoming=True)
+    tqmp = ms.vm_migrate_module().Qmp(target.qmp, "target QEMU", 30)
+    tqmp.call("migrate-set-capabilities",
+              capabilities=[{"capability": "return-path", "state": True}])
+    qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
+    qmp.call("migrate-set-capabilities", capabilities=[
+        {"capability": "pause-before-switchover", "state": True},
+        {"capability": "return-path", "state": True}])
+    qmp.call("migrate", uri=target.incoming)
+    ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") == "pre-switchover", 90,
+                   interval=0.05, what="pre-switchover")
+    b.proc.kill()
+    b.proc.wait(10)
+    qmp.call("migrate-continue", state="pre-switchover")
+    ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") in ("failed", "completed"),
+                   60, interval=0.05, what="the migration to end")
+    assert qmp.call("query-migrate")["status"] == "failed"
+    ms.fh.wait_for(lambda: qmp.call("query-status")["status"] == "running", 10,
+                   what="the guest to run on at A")
+    target.stop()
+    ms.fh.wait_for(lambda: ms.port_link(a, "vm1") == "up", 10, what="A's port vm1 up again")
+    ms.wait_bytes(out, ms.received(out)[0] + 200, 30)  # the stream goes on at A
+    time.sleep(0.5)  # anything retired by mistake would be gone by now
+    after = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+    assert after == before
+
+    ms.stream_completes(scene, source, out, STREAM_S + 120)
