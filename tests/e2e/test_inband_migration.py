@@ -9,6 +9,9 @@ once the source QEMU is gone. A destination that refuses the state fails QEMU's 
 offering no state: the connection is lost at B) is tests/e2e/test_live_migration.py's
 test_without_the_flows_the_connection_is_lost.
 """
+import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -193,14 +196,69 @@ def test_cancelled_or_broken_migrations_leave_the_guest_and_its_flows_at_the_sou
 
 
 
-def test_a_destination_ferryd_that_dies_fails_the_migration(scene):
-    """B's ferryd is killed (SIGKILL) with the guest stopped at pre-switchover, before the source
-    QEMU sends the device states: the destination QEMU cannot load the port's state into a
-    back-end that is gone, so with return-path (the source learns the destination's outcome)
-    QEMU fails the migration. The guest runs on at A, A's connections exactly as before (A saved
-    the port's state for QEMU and keeps it until it knows), A's port is up again, and its stream
-    goes on byte-exact. (B's tap leaves the bridge with its ferryd: the peer's MAC must not
-    change with it, migration_scene.PEER_MAC.)"""
+def wchans(pid):
+    """What each thread of a process waits in (/proc/PID/task/TID/wchan), by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                out[int(tid)] = f.read()
+        except OSError:
+            pass
+    return out
+
+
+def unread_bytes(path):
+    """Bytes waiting in a ferryd's end of its connections on the unix socket at path (ss: the
+    server's end of an accepted connection carries the socket's path)."""
+    listing = subprocess.run(["ss", "-xn", "state", "established"],
+                             capture_output=True, text=True, check=True).stdout
+    return sum(int(f[1]) for f in (line.split() for line in listing.splitlines()[1:])
+               if len(f) >= 5 and f[3] == path)
+
+
+def hold_control_thread(d, fifo):
+    """Keeps a ferryd's control thread busy, with nothing but its control socket: migrate.load
+    of a FIFO that nobody writes blocks in open(2). @return the client (close it after)"""
+    os.mkfifo(fifo)
+    client = ms.fh.RpcClient(d.socket, timeout=120)
+    client.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "migrate.load",
+                                 "params": {"file": fifo}}) + "\n").encode())
+    ms.fh.wait_for(lambda: "wait_for_partner" in wchans(d.proc.pid).values(), 10,
+                   what="the control thread to wait on the FIFO")
+    return client
+
+
+def blocked_on_reply(qemu, path, for_s=0.5):
+    """True once QEMU's main thread has waited for a vhost-user reply for for_s seconds on
+    end, with nothing unread at the back-end's end of path: the back-end took the request
+    and has not answered."""
+    since = None
+    while True:
+        waiting = (wchans(qemu.proc.pid).get(qemu.proc.pid) == "unix_stream_read_generic"
+                   and unread_bytes(path) == 0)
+        now = time.monotonic()
+        if not waiting:
+            return False
+        since = since or now
+        if now - since >= for_s:
+            return True
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("when", ["pre-switchover", "load"])
+def test_a_destination_ferryd_that_dies_fails_the_migration(scene, when):
+    """B's ferryd is killed (SIGKILL) while the guest is stopped: at pre-switchover, before the
+    source QEMU sends the device states, or during the destination's LOAD: its control thread
+    held (hold_control_thread) at pre-switchover, B takes SET_DEVICE_STATE_FD, reads the
+    state and takes CHECK_DEVICE_STATE, whose install waits for the control thread; B is
+    killed with the destination QEMU waiting for that answer (its error names request 43).
+    Either way the destination QEMU cannot load the port's state into a back-end that is gone,
+    so with return-path (the source learns the destination's outcome) QEMU fails the
+    migration. The guest runs on at A, A's connections exactly as before (A saved the port's
+    state for QEMU and keeps it until it knows), A's port is up again, and its stream goes on
+    byte-exact. (B's tap leaves the bridge with its ferryd: the peer's MAC must not change
+    with it, migration_scene.PEER_MAC.)"""
     a, b = scene.hosts["a"], scene.hosts["b"]
     out = scene.start_peer(STREAM_S + 180)
     source = scene.guest("a", ms.stream_script(STREAM_S))
@@ -217,15 +275,30 @@ def test_a_destination_ferryd_that_dies_fails_the_migration(scene):
     qmp.call("migrate", uri=target.incoming)
     ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") == "pre-switchover", 90,
                    interval=0.05, what="pre-switchover")
+    hold = None
+    if when == "load":
+        hold = hold_control_thread(b, os.path.join(scene.dir, "hold.fifo"))
+        qmp.call("migrate-continue", state="pre-switchover")
+        # The destination loads the devices: it asks B to LOAD, writes the state into the pipe
+        # and asks CHECK_DEVICE_STATE; B takes CHECK but installs only on its control thread.
+        ms.fh.wait_for(lambda: blocked_on_reply(target, b.path("vm1.sock")), 30, interval=0.02,
+                       what="the destination QEMU to wait for B's answer to CHECK")
+        assert qmp.call("query-migrate")["status"] == "device"  # waiting for the destination
     b.proc.kill()
     b.proc.wait(10)
-    qmp.call("migrate-continue", state="pre-switchover")
+    if hold is not None:
+        hold.close()
+    if when == "pre-switchover":
+        qmp.call("migrate-continue", state="pre-switchover")
     ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") in ("failed", "completed"),
                    60, interval=0.05, what="the migration to end")
     assert qmp.call("query-migrate")["status"] == "failed"
     ms.fh.wait_for(lambda: qmp.call("query-status")["status"] == "running", 10,
                    what="the guest to run on at A")
     target.stop()
+    if when == "load":  # B died with CHECK_DEVICE_STATE (43) unanswered
+        errors = target.proc.stderr.read().decode(errors="replace")
+        assert "request 43" in errors or "CHECK_DEVICE_STATE" in errors, errors[-1500:]
     ms.fh.wait_for(lambda: ms.port_link(a, "vm1") == "up", 10, what="A's port vm1 up again")
     ms.wait_bytes(out, ms.received(out)[0] + 200, 30)  # the stream goes on at A
     time.sleep(0.5)  # anything retired by mistake would be gone by now
@@ -233,3 +306,4 @@ def test_a_destination_ferryd_that_dies_fails_the_migration(scene):
     assert after == before
 
     ms.stream_completes(scene, source, out, STREAM_S + 120)
+
