@@ -5,8 +5,9 @@ shell script in `ferry.run=` (base64), printing FERRY-GUEST-READY / -RUN / -EXIT
 on the serial console, then powers off.
 
 Guests run under TCG (KVM does not boot them on this kind of host), with guest RAM from a shared
-memfd and one virtio-net NIC on a vhost-user socket (no MSI-X: QEMU 7.2 under TCG crashes at
-vhost-user start otherwise; no option ROM, so no iPXE package is needed).
+memfd and a virtio-net NIC on a vhost-user socket, or more than one (eth1, ...: the guest's
+script configures those; no MSI-X: QEMU 7.2 under TCG crashes at vhost-user start otherwise; no
+option ROM, so no iPXE package is needed).
 """
 import base64
 import glob
@@ -104,9 +105,10 @@ class Guest:
     """One QEMU guest on a vhost-user socket, running `run` (a shell command) once booted."""
 
     def __init__(self, kernel, initrd, socket, mac, ip, run, console, mem_mb=256, qmp=None,
-                 incoming=None, chardev=""):
+                 incoming=None, chardev="", more_nics=()):
         """qmp: a unix socket path for QMP; incoming: a migration URI to wait on (-incoming);
-        chardev: more options of the vhost-user socket's chardev (",server=on,wait=off")."""
+        chardev: more options of the vhost-user sockets' chardevs (",server=on,wait=off");
+        more_nics: (socket, mac) of the NICs after eth0, in order (eth1, ...), unconfigured."""
         self.console = console
         self.qmp = qmp
         self.incoming = incoming
@@ -115,9 +117,11 @@ class Guest:
                "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on",
                "-numa", "node,memdev=mem", "-kernel", kernel, "-initrd", initrd,
                "-append", f"console=ttyS0 quiet panic=-1 ferry.ip={ip} ferry.run={script}",
-               "-chardev", f"socket,id=c0,path={socket}{chardev}", "-netdev", "vhost-user,id=n0,chardev=c0",
-               "-device", f"virtio-net-pci,netdev=n0,vectors=0,mac={mac},romfile=",
                "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{console}"]
+        for i, (path, address) in enumerate([(socket, mac), *more_nics]):
+            cmd += ["-chardev", f"socket,id=c{i},path={path}{chardev}",
+                    "-netdev", f"vhost-user,id=n{i},chardev=c{i}",
+                    "-device", f"virtio-net-pci,netdev=n{i},vectors=0,mac={address},romfile="]
         if qmp:
             cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]
         if incoming:

@@ -5,6 +5,10 @@ bridge (10.0.0.2), outside both switches' stateful firewalls: the guest (10.0.0.
 connections, and only their return traffic comes in. So after a move, the target ferryd must
 already track the guest's connections, or their return traffic is dropped.
 
+A guest may have a second NIC (Scene(guest_ports=2)): port vm2 on each host, inside the firewall
+like vm1, the guest's eth1 (10.0.1.1) on another subnet, whose peer (10.0.1.2) is on the same
+bridge.
+
 Used by tests/e2e/test_live_migration.py and by scripts/demo. tests/e2e/test_live_upgrade.py
 uses host A alone (labels=("a",)), upgrades its ferryd in place (Scene.upgrade) and gives it an
 uplink that outlives a ferryd (uplink="veth", as a NIC does) and a vhost-user port in either mode.
@@ -34,6 +38,12 @@ PEER_MAC = "02:fe:00:00:00:02"
 GUEST_IP = "10.0.0.1"
 GUEST_MAC = "52:54:00:00:00:01"
 STREAM_PORT = 5000
+# The guest's second NIC (Scene(guest_ports=2)): port vm2, its own subnet and peer address on
+# the bridge, and the port its stream goes to.
+GUEST2_IP = "10.0.1.1"
+GUEST2_MAC = "52:54:00:00:00:02"
+PEER2_IP = "10.0.1.2"
+STREAM2_PORT = 5001
 
 # A host's configuration for moving VMs, the same on both hosts: a stateful firewall where the
 # guest's port vm1 is inside (it may open connections) and every other port outside (only the
@@ -42,14 +52,26 @@ STREAM_PORT = 5000
 HOST_CONFIG = os.path.join(fh.ROOT, "config", "migration-host.json")
 with open(HOST_CONFIG) as _f:
     FIREWALL = json.load(_f)["rules"]
+# With a second guest port: vm2 is inside the firewall too (it may open connections).
+FIREWALL_VM2 = [{"id": 13, "table": 1, "priority": 20,
+                 "match": {"in_port": "vm2", "ct_state": "+trk+new"},
+                 "actions": ["ct(zone=1,commit)", "normal"]}]
 
 
-def stream_script(seconds, period_us=20000, tcp_counters=False):
+def stream_script(seconds, period_us=20000, tcp_counters=False, peer=PEER_IP, port=STREAM_PORT):
     """The guest's job: after ARP settles, numbered lines to the peer for `seconds`;
     tcp_counters: then the guest's TCP counters on the console (guest_tcp_counters)."""
-    return (f"sleep 1; ping -c 1 -W 5 {PEER_IP} >/dev/null; i=0; end=$(($(date +%s)+{seconds}))\n"
+    return (f"sleep 1; ping -c 1 -W 5 {peer} >/dev/null; i=0; end=$(($(date +%s)+{seconds}))\n"
             f"while [ $(date +%s) -lt $end ]; do echo line-$i; i=$((i+1)); usleep {period_us}; done"
-            f" | nc {PEER_IP} {STREAM_PORT}\n" + ("grep Tcp: /proc/net/snmp\n" if tcp_counters else ""))
+            f" | nc {peer} {port}\n" + ("grep Tcp: /proc/net/snmp\n" if tcp_counters else ""))
+
+
+def two_streams_script(seconds):
+    """A guest with two NICs: a stream through each at once (eth0 to PEER_IP:STREAM_PORT, eth1
+    to PEER2_IP:STREAM2_PORT); fails when either does."""
+    return (f"( {stream_script(seconds)} ) & first=$!\n"
+            f"( {stream_script(seconds, peer=PEER2_IP, port=STREAM2_PORT)} ) & second=$!\n"
+            "wait $first; a=$?; wait $second; b=$?; exit $((a | b))\n")
 
 
 def guest_tcp_counters(console):
@@ -88,10 +110,10 @@ class CpuMeter:
                 for k, p in self.pids.items()}
 
 
-def stream_connection(d):
-    """The guest's stream connection in a ferryd's ct.list, or None."""
+def stream_connection(d, port=STREAM_PORT):
+    """The guest's stream connection (to that peer port) in a ferryd's ct.list, or None."""
     for c in d.call("ct.list")["connections"]:
-        if c["proto"] == "tcp" and c["orig"]["dport"] == STREAM_PORT:
+        if c["proto"] == "tcp" and c["orig"]["dport"] == port:
             return c
     return None
 
@@ -168,7 +190,7 @@ class Scene:
 
     def __init__(self, workdir, idle_backoff=True, ct_capacity=4096, worker_cpus=(1, 1),
                  device_state=True, zones=None, labels=("a", "b"), vhost_mode="server",
-                 uplink="tap", reconnect_ms=None):
+                 uplink="tap", reconnect_ms=None, guest_ports=1):
         """device_state=False: the ferryd do not offer their ports' state to QEMU's migration
         (VHOST_USER_PROTOCOL_F_DEVICE_STATE), as a switch that keeps no state across hosts.
         zones: per host label, its conntrack zone settings ({"b": [{"zone": 1, "limit": 1}]}).
@@ -177,12 +199,15 @@ class Scene:
         net_tap that ferryd makes, attached to the bridge when it appears) or "veth" (an
         af_packet port on a veth pair made here, whose other end is on the bridge: it stays
         there while ferryd is replaced). reconnect_ms: QEMU reconnects to a server-mode socket
-        that went away after this many ms (None: it does not)."""
+        that went away after this many ms (None: it does not). guest_ports: 2 gives each host
+        a port vm2 (inside the firewall, like vm1) and the guest a second NIC on it, eth1,
+        GUEST2_IP, whose peer is PEER2_IP on the same bridge."""
         self.dir = workdir
         self.labels = labels
         self.vhost_mode = vhost_mode
         self.uplink = uplink
         self.reconnect_ms = reconnect_ms
+        self.guest_ports = guest_ports
         self.retired = []  # ferryd that handed over to a successor (Scene.upgrade)
         self.device_state = device_state
         self.zones = zones or {}
@@ -193,22 +218,27 @@ class Scene:
         self.ns = None
         self.hosts = {}
         self.qemus = []
-        self.peer = None
+        self.peer = None  # the last peer started
+        self.peers = {}  # each peer by the file its stream goes to
         self.qemu_seq = 0
 
     def start(self):
         self.ns = Netns()
+        if self.guest_ports == 2:
+            subprocess.run(["ip", "-n", self.ns.name, "addr", "add", f"{PEER2_IP}/24",
+                            "dev", "br0"], check=True, capture_output=True)
         for label in self.labels:
             conntrack = {"capacity": self.ct_capacity}
             if label in self.zones:
                 conntrack["zones"] = self.zones[label]
-            d = fh.Ferryd(extra={"rules": FIREWALL, "conntrack": conntrack,
+            rules = FIREWALL + (FIREWALL_VM2 if self.guest_ports == 2 else [])
+            d = fh.Ferryd(extra={"rules": rules, "conntrack": conntrack,
                                  "idle_backoff": {"enabled": self.idle_backoff}},
                           lcores=f"0@0,1@{self.worker_cpus[label]}",
                           tmpdir=self._subdir(f"host-{label}"))
             d.config["ports"] = [
-                {"name": "vm1", "type": "vhost-user", "path": d.path("vm1.sock"),
-                 "mode": self.vhost_mode},
+                {"name": f"vm{i}", "type": "vhost-user", "path": d.path(f"vm{i}.sock"),
+                 "mode": self.vhost_mode} for i in range(1, self.guest_ports + 1)] + [
                 {"name": "uplink", "type": "dpdk", "devargs": (
                     f"net_af_packet0,iface=up-{label}" if self.uplink == "veth"
                     else f"net_tap0,iface=up-{label}")}]
@@ -248,10 +278,12 @@ class Scene:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def start_peer(self, timeout_s):
-        out = os.path.join(self.dir, "stream.bin")
+    def start_peer(self, timeout_s, ip=PEER_IP, port=STREAM_PORT):
+        """The far end of a guest's stream, listening at ip:port. @return the file it writes"""
+        out = os.path.join(self.dir, "stream.bin" if port == STREAM_PORT else f"stream-{port}.bin")
         self.peer = fh.spawn([*self.ns.prefix, sys.executable, os.path.join(HERE, "stream_peer.py"),
-                              PEER_IP, str(STREAM_PORT), out, str(timeout_s)])
+                              ip, str(port), out, str(timeout_s)])
+        self.peers[out] = self.peer
         fh.wait_for(lambda: os.path.exists(out + ".times"), 10, what="the stream peer")
         return out
 
@@ -262,11 +294,20 @@ class Scene:
         # QEMU's end of port vm1: the listener when ferryd is the client.
         chardev = ",server=on,wait=off" if self.vhost_mode == "client" else (
             f",reconnect-ms={self.reconnect_ms}" if self.reconnect_ms else "")
+        more_nics = []
+        if self.guest_ports == 2:
+            more_nics.append((self.hosts[host].path("vm2.sock"), GUEST2_MAC))
+            # Each address answers ARP on its own NIC only: both NICs see the other's requests
+            # (ferry floods them to every port), and eth0 answering for eth1's address would
+            # take eth1's traffic through vm1.
+            run = (f"ip addr add {GUEST2_IP}/24 dev eth1; ip link set eth1 up\n"
+                   "echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore\n"
+                   "echo 2 > /proc/sys/net/ipv4/conf/all/arp_announce\n" + run)
         q = g.Guest(self.kernel, self.initrd, self.hosts[host].path("vm1.sock"), GUEST_MAC,
                     f"{GUEST_IP}/24", run, os.path.join(self.dir, f"{name}.console"),
                     qmp=os.path.join(self.dir, f"{name}.qmp"),
                     incoming=f"unix:{os.path.join(self.dir, name + '.incoming')}" if incoming else None,
-                    chardev=chardev)
+                    chardev=chardev, more_nics=more_nics)
         self.qemus.append(q)
         fh.wait_for(lambda: os.path.exists(q.qmp), 10, what=f"{name}'s QMP socket")
         if incoming:  # QEMU listens for the migration a little after its QMP socket appears
@@ -293,8 +334,8 @@ class Scene:
     def stop(self):
         for q in self.qemus:
             q.stop()
-        if self.peer is not None:
-            fh.stop_process(self.peer, timeout=2)
+        for peer in self.peers.values():
+            fh.stop_process(peer, timeout=2)
         for d in [*self.hosts.values(), *self.retired]:
             d.stop()
         if self.ns is not None:
@@ -306,7 +347,7 @@ def stream_completes(scene, guest, out, timeout, after=None, what="the move"):
     asserts that it arrived byte for byte, and (after: a monotonic time) that more than 500
     lines came after that time. @return (points, data): the arrivals and the bytes"""
     assert guest.wait_exit(timeout) == 0, guest.output()[-2000:]
-    scene.peer.wait(30)
+    scene.peers[out].wait(30)
     points, end = arrivals(out)
     assert end == "closed", end
     with open(out) as f:

@@ -3,11 +3,12 @@ outside the stateful firewalls of two ferryd (migration_scene.py) is moved by no
 own migration, the QMP commands libvirt issues: with pause-before-switchover answered by the test
 as libvirt answers it, and without. Nothing is sent to either ferryd. The port's flows travel in
 QEMU's stream (VHOST_USER_PROTOCOL_F_DEVICE_STATE): the stream goes on byte-exact, B tracks the
-connection and its firewall refuses none of the guest's traffic, and A retires the connection
-once the source QEMU is gone. A destination that refuses the state fails QEMU's migration
-(with return-path): the guest runs on at A with A's connections unchanged. The control (ferryd
-offering no state: the connection is lost at B) is tests/e2e/test_live_migration.py's
-test_without_the_flows_the_connection_is_lost.
+connection and its firewall refuses none of the guest's traffic, and A retires the connection once
+the source QEMU is gone. A destination that refuses the state fails QEMU's migration (with
+return-path): the guest runs on at A with A's connections unchanged, and so does a destination
+ferryd that dies. A guest with two ports has each port's state moved on its own vhost-user
+connection. The control (ferryd offering no state: the connection is lost at B) is
+tests/e2e/test_live_migration.py's test_without_the_flows_the_connection_is_lost.
 """
 import json
 import os
@@ -307,3 +308,62 @@ def test_a_destination_ferryd_that_dies_fails_the_migration(scene, when):
 
     ms.stream_completes(scene, source, out, STREAM_S + 120)
 
+
+def test_a_guest_with_two_ports_moves_both(tmp_path, capsys):
+    """The guest has two NICs, on ports vm1 and vm2 of A (each inside the firewall, each on its
+    own subnet), and a TCP stream through each. A plain QMP migrate moves it to B: QEMU saves
+    each port's state on that port's own vhost-user connection and loads it into B's port of
+    the same name. Both streams complete byte-exact, both ports' connections are on B (each
+    with its own port) and gone from A once the source QEMU exits, and B's firewall dropped
+    none of the guest's traffic."""
+    scene = ms.Scene(str(tmp_path), guest_ports=2)
+    try:
+        scene.start()
+        a, b = scene.hosts["a"], scene.hosts["b"]
+        outs = {"vm1": scene.start_peer(STREAM_S + 120),
+                "vm2": scene.start_peer(STREAM_S + 120, ms.PEER2_IP, ms.STREAM2_PORT)}
+        dports = {"vm1": ms.STREAM_PORT, "vm2": ms.STREAM2_PORT}
+        source = scene.guest("a", ms.two_streams_script(STREAM_S))
+        for out in outs.values():
+            ms.wait_bytes(out, 200, 120)
+        for port, dport in dports.items():
+            c = ms.stream_connection(a, dport)
+            assert c is not None and c["ports"] == [port, "uplink"], (port, c)
+            assert ms.stream_connection(b, dport) is None, port
+
+        target = scene.guest("b", "true", incoming=True)
+        dropped = ms.drops(scene.hosts)
+        t_start = time.monotonic()
+        status = qmp_migrate(source, target, False)
+        t_done = time.monotonic()
+        ms.fh.wait_for(lambda: all(ms.stream_connection(b, d) for d in dports.values()), 10,
+                       interval=0.05, what="B to install both ports' connections")
+        for port, dport in dports.items():
+            moved = ms.stream_connection(b, dport)
+            assert moved["ports"] == [port, "uplink"], (port, moved)
+        for d, direction in ((a, "save"), (b, "load")):  # one transfer per port
+            done = {t["port"]: t for t in d.call("migrate.status")["in_band"]
+                    if t.get("direction") == direction}
+            assert set(done) == {"vm1", "vm2"}, done
+            for t in done.values():
+                assert t["result"] == "ok" and t["connections"] >= 1, t
+        source.stop()
+        ms.fh.wait_for(lambda: not [c for c in a.call("ct.list")["connections"]
+                                    if {"vm1", "vm2"} & set(c["ports"])], 10, interval=0.1,
+                       what="A to retire both ports' connections")
+
+        gaps = {}
+        for port, out in outs.items():
+            points, _ = ms.stream_completes(scene, target, out, STREAM_S + 90, after=t_done,
+                                            what=f"the move ({port})")
+            gaps[port] = ms.longest_gap(points, t_start, t_done + 5.0)[0]
+        lost = ms.drops_since(dropped, scene.hosts)
+        assert {k: n for k, n in lost.items()
+                if k.startswith("b ") and not k.endswith("no_destination")} == {}, lost
+        with capsys.disabled():
+            print(f"\n  two ports: QEMU downtime {status.get('downtime')} ms, total "
+                  f"{status.get('total-time')} ms; stream interruptions "
+                  + ", ".join(f"{p} {g * 1000:.0f} ms" for p, g in gaps.items())
+                  + "; both byte-exact")
+    finally:
+        scene.stop()
