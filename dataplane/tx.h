@@ -28,6 +28,7 @@ inline void tx_enqueue(WorkerState& w, const PortTable& t, uint16_t out, rte_mbu
     }
     TxBuffer& b = w.tx[out];
     if (b.count == 0) w.tx_dirty[w.tx_dirty_count++] = out;
+    b.bytes += rte_pktmbuf_pkt_len(m);  // read while the mbuf is at hand, not again at flush
     b.pkts[b.count++] = m;
     if (b.count == kTxBurst) worker_flush_tx(w, t);
 }

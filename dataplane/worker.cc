@@ -50,8 +50,7 @@ void worker_flush_tx(WorkerState& w, const PortTable& t) {
         uint16_t port = w.tx_dirty[d];
         TxBuffer& b = w.tx[port];
         if (b.count == 0) continue;
-        uint64_t bytes = 0;
-        for (uint16_t i = 0; i < b.count; ++i) bytes += rte_pktmbuf_pkt_len(b.pkts[i]);
+        uint64_t bytes = b.bytes;
         uint16_t sent = 0;
         if (t.ports[port].active)
             sent = rte_eth_tx_burst(t.ports[port].dpdk_port, w.index, b.pkts, b.count);
@@ -68,6 +67,7 @@ void worker_flush_tx(WorkerState& w, const PortTable& t) {
         counter_add(c.tx_packets, sent);
         counter_add(c.tx_bytes, bytes);
         b.count = 0;
+        b.bytes = 0;
     }
     w.tx_dirty_count = 0;
 }

@@ -70,6 +70,7 @@ struct WorkerBackoff {
 
 struct TxBuffer {
     uint16_t count;
+    uint64_t bytes;  // of the buffered packets, summed as they are queued (tx_enqueue)
     rte_mbuf* pkts[kTxBurst];
 };
 
