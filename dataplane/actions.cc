@@ -65,6 +65,23 @@ void normal_flush(WorkerState& w, const PortTable& t, uint16_t in_port, NormalBa
     normal.n = 0;
 }
 
+void output_run(WorkerState& w, const PortTable& t, uint16_t in_port, const CompiledRule& rule,
+                rte_mbuf* const* pkts, uint16_t n) {
+    if (rule.index < w.rule_slots) {
+        uint64_t bytes = 0;
+        for (uint16_t i = 0; i < n; ++i) bytes += rte_pktmbuf_pkt_len(pkts[i]);
+        RuleCounters& rc = w.rule_counters[rule.index];
+        counter_add(rc.packets, n);
+        counter_add(rc.bytes, bytes);
+    }
+    const uint16_t out = rule.actions[0].arg16;
+    if (out >= kPortSlots || !t.ports[out].active || !t.ports[out].link_up) {
+        for (uint16_t i = 0; i < n; ++i) drop(w, in_port, pkts[i], DropReason::kPortDown);
+        return;
+    }
+    tx_enqueue_run(w, t, out, pkts, n);
+}
+
 const CompiledRule* table_lookup(WorkerState& w, const Classifier& cls, const FlowKey& key,
                                  uint8_t table) {
     if (cls.direct(table)) return cls.lookup(key, table);

@@ -3,14 +3,14 @@
 
 #include <cstdint>
 
+#include "dataplane/rule.h"
+
 struct rte_mbuf;
 
 namespace ferry {
 
 struct WorkerState;
 struct PortTable;
-struct FlowKey;
-struct CompiledRule;
 struct CtPacketState;
 class Classifier;
 
@@ -37,6 +37,19 @@ inline constexpr uint32_t kUncountedRule = 0xffffffffu;
 void run_actions(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
                  rte_mbuf* pkt, FlowKey* key, const CompiledRule* rule, NormalBatch& normal,
                  uint8_t ct_hops = 0, CtPacketState* ct_state = nullptr);
+
+/// Whether rule's only action is an output of the packet itself: what run_actions would do is
+/// count the hit and queue the packet, which output_run does for a whole run of packets.
+/// Context: fast path.
+inline bool rule_only_outputs(const CompiledRule& rule) {
+    return rule.n_actions == 1 && rule.actions[0].type == ActionType::kOutput;
+}
+
+/// run_actions for n packets from in_port that all hit rule, a rule_only_outputs() one: the
+/// rule's counters move once for the run, the output port is checked once, and the packets
+/// are queued in order. Takes ownership of the packets. Context: fast path.
+void output_run(WorkerState& w, const PortTable& t, uint16_t in_port, const CompiledRule& rule,
+                rte_mbuf* const* pkts, uint16_t n);
 
 /// The rule of `table` for key, through the flow cache unless the table is direct.
 /// Context: fast path.

@@ -179,13 +179,26 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
         if (m == 0) return;
     }
 
-    // Stage 4: actions; packets that end in `normal` go to the bridge together.
+    // Stage 4: actions; packets that end in `normal` go to the bridge together. A run of
+    // packets whose rule only outputs (port forwarding, an ACL's permit) is counted and queued
+    // as one: such a rule needs neither the key nor a per-packet walk of its actions.
     NormalBatch normal;
-    // A fragment that completes its datagram (held by a ct action) sends the datagram's
-    // fragments on before the packets after it, as a reassembling router would.
-    for (uint16_t i = 0; i < m; ++i) {
-        run_actions(w, t, *cls, in_port, live[i], &keys[i], rules[i], normal, 0, &states[i]);
+    for (uint16_t i = 0; i < m;) {
+        const CompiledRule* r = rules[i];
+        if (r != nullptr && rule_only_outputs(*r)) {
+            uint16_t end = i + 1;
+            while (end < m && rules[end] == r) ++end;
+            output_run(w, t, in_port, *r, live + i, static_cast<uint16_t>(end - i));
+            i = end;
+            continue;
+        }
+        run_actions(w, t, *cls, in_port, live[i], &keys[i], r, normal, 0, &states[i]);
+        // A fragment that completes its datagram (held by a ct action) sends the datagram's
+        // fragments on before the packets after it, as a reassembling router would. Only
+        // run_actions holds fragments, so only packets that went through it are followed by
+        // this check.
         if (w.ct_defrag != nullptr && w.ct_defrag->ready()) ct_defrag_emit(w, t, cls);
+        ++i;
     }
     normal_flush(w, t, in_port, normal);
 }

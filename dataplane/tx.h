@@ -33,4 +33,23 @@ inline void tx_enqueue(WorkerState& w, const PortTable& t, uint16_t out, rte_mbu
     if (b.count == kTxBurst) worker_flush_tx(w, t);
 }
 
+/// tx_enqueue of n packets, in order, all to port `out` (a run of packets that share a rule).
+/// Takes ownership of every packet. Context: fast path, owner worker.
+inline void tx_enqueue_run(WorkerState& w, const PortTable& t, uint16_t out, rte_mbuf* const* pkts,
+                           uint16_t n) {
+    const uint16_t mtu = t.ports[out].mtu;
+    TxBuffer& b = w.tx[out];
+    for (uint16_t i = 0; i < n; ++i) {
+        rte_mbuf* m = pkts[i];
+        if (unlikely(!frame_fits_mtu(m, mtu))) {
+            drop(w, out, m, DropReason::kMtuExceeded);
+            continue;
+        }
+        if (b.count == 0) w.tx_dirty[w.tx_dirty_count++] = out;
+        b.bytes += rte_pktmbuf_pkt_len(m);
+        b.pkts[b.count++] = m;
+        if (b.count == kTxBurst) worker_flush_tx(w, t);
+    }
+}
+
 }  // namespace ferry
