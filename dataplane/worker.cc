@@ -7,6 +7,7 @@
 #include <rte_rcu_qsbr.h>
 
 #include "dataplane/conntrack/ct_action.h"
+#include "dataplane/conntrack/ct_defrag.h"
 #include "dataplane/conntrack/ct_defrag_stage.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/dpi/dpi_action.h"
@@ -72,23 +73,40 @@ void worker_flush_tx(WorkerState& w, const PortTable& t) {
     w.tx_dirty_count = 0;
 }
 
-int worker_main(void* arg) {
-    WorkerState& w = *static_cast<WorkerState*>(arg);
-    rte_rcu_qsbr_thread_register(w.qsbr, w.index);
-    rte_rcu_qsbr_thread_online(w.qsbr, w.index);
-    w.running.store(true, std::memory_order_release);
+namespace {
+
+/// The features a worker loop runs, from the WorkerState fields the control thread sets before
+/// the lcore starts: connection tracking (its shard and clock; the reassembly table with it),
+/// hand-offs between workers (conntrack with more than one worker), payload inspection.
+struct LoopFeatures {
+    bool ct;
+    bool handoff;
+    bool dpi;
+};
+
+LoopFeatures features_of(const WorkerState& w) {
+    const bool ct = w.ct != nullptr && w.ct_clock != nullptr;
+    return {ct, ct && w.n_workers > 1, w.dpi != nullptr};
+}
+
+/// The poll loop, specialised on the features it runs so that none is tested per iteration
+/// (let alone per packet). Runs until a stop, or until a pause request: then it parks and
+/// returns, so that the caller chooses the loop again from the features as they are after the
+/// pause. Context: worker lcore. @return true when stopped
+template <bool kCt, bool kHandoff, bool kDpi>
+bool run_loop(WorkerState& w) {
     uint32_t idle_polls = 0;
     uint32_t sleep_us = w.backoff.min_us;
     rte_mbuf* pkts[kRxBurst];
     // One TSC read per iteration: the end of one is the start of the next (rdtsc costs tens of
     // nanoseconds on some hypervisors).
     uint64_t t0 = rte_rdtsc();
+    if constexpr (kCt) w.next_ms_tsc = 0;  // the clock may have been set while stopped
 
     while (!w.stop.load(std::memory_order_acquire)) {
         if (w.pause.requested()) {
             park(w);
-            t0 = rte_rdtsc();
-            continue;
+            return false;
         }
         // Acquire: pairs with the control thread's release store when it publishes a table, so
         // the table's contents are visible before its pointer.
@@ -97,9 +115,18 @@ int worker_main(void* arg) {
         const Classifier* cls =
             w.classifier != nullptr ? w.classifier->load(std::memory_order_acquire) : nullptr;
         w.now_tsc = t0;
-        if (w.ct_clock != nullptr) w.now_ms = w.ct_clock->now_ms(t0);
+        if constexpr (kCt) {
+            // The millisecond clock moves once per millisecond: one division then, a comparison
+            // on the other iterations (a 64-bit division costs tens of cycles).
+            if (t0 >= w.next_ms_tsc) {
+                const CtClock& c = *w.ct_clock;
+                w.now_ms = c.now_ms(t0);
+                w.next_ms_tsc = c.tsc0 + (w.now_ms + 1) * c.cycles_per_ms;
+            }
+        }
         // Packets other workers handed over first: they waited in a ring already.
-        const uint32_t handed = w.n_workers > 1 ? ct_handoff_drain(w, *t, cls) : 0;
+        uint32_t handed = 0;
+        if constexpr (kHandoff) handed = ct_handoff_drain(w, *t, cls);
         uint32_t got = 0;
         for (uint16_t r = 0; r < t->rx_count[w.index]; ++r) {
             const RxAssignment& a = t->rx[w.index][r];
@@ -117,19 +144,25 @@ int worker_main(void* arg) {
             }
             pipeline_burst(w, *t, cls, a.port, pkts, n);
         }
-        // Datagrams whose last fragment came in this iteration leave in it; expiry looks at the
-        // oldest datagram's deadline only.
-        if (w.ct_defrag != nullptr) ct_defrag_run(w, *t, cls);
-        // Redirect notices leave before the packets that caused them, so that a reply cannot
-        // overtake the notice it depends on.
-        if (w.ct != nullptr && w.ct->notice_count() != 0) ct_send_notices(w);
-        if (w.dpi != nullptr && w.dpi->alert_count() != 0) dpi_send_alerts(w);
+        if constexpr (kCt) {
+            // Datagrams whose last fragment came in this iteration leave in it; expiry looks at
+            // the oldest datagram's deadline only, and with none held there is nothing to do.
+            if (w.ct_defrag != nullptr && w.ct_defrag->datagrams() != 0) ct_defrag_run(w, *t, cls);
+            // Redirect notices leave before the packets that caused them, so that a reply
+            // cannot overtake the notice it depends on.
+            if (w.ct->notice_count() != 0) ct_send_notices(w);
+        }
+        if constexpr (kDpi) {
+            if (w.dpi->alert_count() != 0) dpi_send_alerts(w);
+        }
         worker_flush_tx(w, *t);
-        // Expiry walks the table once a second or so, a slice per millisecond: timeouts are
-        // seconds long, and a slice per iteration would cost the busy loop memory traffic.
-        if (w.ct != nullptr && w.now_ms != w.ct_swept_ms) {
-            w.ct_swept_ms = w.now_ms;
-            w.ct->expire(w.now_ms, w.ct_expire_budget);
+        if constexpr (kCt) {
+            // Expiry walks the table once a second or so, a slice per millisecond: timeouts are
+            // seconds long, and a slice per iteration would cost the busy loop memory traffic.
+            if (w.now_ms != w.ct_swept_ms) {
+                w.ct_swept_ms = w.now_ms;
+                w.ct->expire(w.now_ms, w.ct_expire_budget);
+            }
         }
         rte_rcu_qsbr_quiescent(w.qsbr, w.index);
         counter_add(w.counters.iterations, 1);
@@ -152,6 +185,29 @@ int worker_main(void* arg) {
         }
         counter_add(w.counters.idle_cycles, t1 - t0);
         t0 = t1;
+    }
+    return true;
+}
+
+using LoopFn = bool (*)(WorkerState&);
+
+/// The loop for a set of features. Hand-offs exist only with conntrack. Context: worker lcore.
+LoopFn choose_loop(const LoopFeatures& f) {
+    if (!f.ct) return f.dpi ? run_loop<false, false, true> : run_loop<false, false, false>;
+    if (!f.handoff) return f.dpi ? run_loop<true, false, true> : run_loop<true, false, false>;
+    return f.dpi ? run_loop<true, true, true> : run_loop<true, true, false>;
+}
+
+}  // namespace
+
+int worker_main(void* arg) {
+    WorkerState& w = *static_cast<WorkerState*>(arg);
+    rte_rcu_qsbr_thread_register(w.qsbr, w.index);
+    rte_rcu_qsbr_thread_online(w.qsbr, w.index);
+    w.running.store(true, std::memory_order_release);
+    // Chosen at launch and after each pause, never per iteration: the features can only change
+    // while the worker is stopped or parked.
+    while (!choose_loop(features_of(w))(w)) {
     }
     const PortTable* t = w.table->load(std::memory_order_acquire);
     worker_flush_tx(w, *t);

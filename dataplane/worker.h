@@ -75,7 +75,10 @@ struct TxBuffer {
 };
 
 struct alignas(64) WorkerState {
-    // Set by the control thread before the lcore starts; read-only afterwards.
+    // Set by the control thread before the lcore starts; read-only afterwards. Which features
+    // the loop runs (ct, n_workers > 1, dpi) is chosen from these once at launch and again
+    // after every pause (worker_main): the control thread may only change them while the
+    // worker is stopped or paused.
     uint16_t index = 0;  // worker index: RCU thread id and tx queue id on every port
     unsigned lcore = 0;
     rte_ring* learn_ring = nullptr;    // single producer (this worker), single consumer (control)
@@ -129,6 +132,7 @@ struct alignas(64) WorkerState {
     bool cache_thrashing = false;
     uint64_t now_tsc = 0;      // the TSC at the start of this iteration (meters read it)
     uint64_t now_ms = 0;       // ct_clock at the start of this iteration
+    uint64_t next_ms_tsc = 0;  // the TSC at which now_ms next changes (one division per ms)
     uint64_t ct_swept_ms = 0;  // when the expiry sweep last ran
     uint64_t learn_recent_key[kLearnFilterSlots]{};
     uint32_t learn_recent_s[kLearnFilterSlots]{};
