@@ -5,6 +5,7 @@
 #include <rte_ring.h>
 
 #include <cstring>
+#include <new>
 
 #include "dataplane/actions.h"
 #include "dataplane/classifier.h"
@@ -130,11 +131,19 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     PacketLayout layouts[kRxBurst];
     rte_mbuf* live[kRxBurst];
     const CompiledRule* rules[kRxBurst];
-    CtPacketState states[kRxBurst];
+    // Each packet's tracking, constructed only for bursts that meet a ct stage: the 32
+    // default-initialised states cost a burst of any other switch more than its lookup.
+    union CtStates {
+        CtStates() {}
+        CtPacketState at[kRxBurst];
+    } ct_states;
+    CtPacketState* states = nullptr;
 
-    // Stage 1: parse.
+    // Stage 1: parse. A frame a NIC flow rule marked names its rule (read here, while the mbuf
+    // is at hand).
     const PortSlot& in = t.ports[in_port];
     uint16_t m = 0;
+    uint64_t marked = 0;
     for (uint16_t i = 0; i < n; ++i) {
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
         auto bad = parse_received(pkts[i], in, in_port, &keys[m], &layouts[m]);
@@ -142,21 +151,20 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
             drop(w, in_port, pkts[i], *bad);
             continue;
         }
+        uint32_t mark;
+        if (unlikely(offload_mark(pkts[i], &mark)) && mark != 0) {
+            const CompiledRule* r = cls->rule_by_index(mark - 1);
+            if (r != nullptr) {  // null: a rule deleted since the NIC marked the frame
+                rules[m] = r;
+                marked |= 1ULL << m;
+            }
+        }
         live[m++] = pkts[i];
     }
     if (m == 0) return;
 
-    // Stage 2: rules. A frame a NIC flow rule marked names its rule; the rest go to the flow
-    // cache as one batch, and only the cache's misses to the classifier.
-    uint64_t marked = 0;
-    uint32_t mark;
-    for (uint16_t i = 0; i < m; ++i) {
-        if (!offload_mark(live[i], &mark) || mark == 0) continue;
-        const CompiledRule* r = cls->rule_by_index(mark - 1);
-        if (r == nullptr) continue;  // a rule deleted since the NIC marked the frame
-        rules[i] = r;
-        marked |= 1ULL << i;
-    }
+    // Stage 2: rules. The frames no NIC rule marked go to the flow cache as one batch, and only
+    // the cache's misses to the classifier.
     if (marked == 0) {
         resolve(w, *cls, keys, m, rules);
     } else if (__builtin_popcountll(marked) != m) {
@@ -175,6 +183,8 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
 
     // Stage 3: connection tracking of the whole burst, for rules that start with ct.
     if (w.ct != nullptr && cls->has_ct(0)) {
+        states = ct_states.at;
+        for (uint16_t i = 0; i < m; ++i) new (&states[i]) CtPacketState();
         m = ct_stage(w, *cls, in_port, live, keys, layouts, rules, states, m);
         if (m == 0) return;
     }
@@ -192,7 +202,8 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
             i = end;
             continue;
         }
-        run_actions(w, t, *cls, in_port, live[i], &keys[i], r, normal, 0, &states[i]);
+        run_actions(w, t, *cls, in_port, live[i], &keys[i], r, normal, 0,
+                    states != nullptr ? &states[i] : nullptr);
         // A fragment that completes its datagram (held by a ct action) sends the datagram's
         // fragments on before the packets after it, as a reassembling router would. Only
         // run_actions holds fragments, so only packets that went through it are followed by
