@@ -1,6 +1,7 @@
 #include "control/port_manager.h"
 
 #include <rte_bus.h>
+#include <rte_cycles.h>
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
@@ -27,11 +28,15 @@ namespace {
 constexpr uint16_t kRxDescriptors = 1024;
 constexpr uint16_t kTxDescriptors = 1024;
 
+}  // namespace
+
 struct LinkCallback {
     void (*fn)(void*);
     void* arg;
     std::string vhost_path;  // a vhost-user port's socket: in-band migration attaches there
 };
+
+namespace {
 
 int on_eth_event(uint16_t, rte_eth_event_type, void* cb_arg, void*) {
     auto* cb = static_cast<LinkCallback*>(cb_arg);
@@ -40,6 +45,17 @@ int on_eth_event(uint16_t, rte_eth_event_type, void* cb_arg, void*) {
     if (!cb->vhost_path.empty()) inband_attach(cb->vhost_path);
     cb->fn(cb->arg);
     return 0;
+}
+
+/// Unregisters on_eth_event from a device's events. DPDK refuses (-EAGAIN) while its interrupt
+/// thread is inside the callback: wait until it has left, so that the callback's argument can
+/// be freed afterwards. Context: control.
+void unregister_events(uint16_t port) {
+    for (const rte_eth_event_type ev : {RTE_ETH_EVENT_INTR_LSC, RTE_ETH_EVENT_QUEUE_STATE}) {
+        while (rte_eth_dev_callback_unregister(port, ev, on_eth_event,
+                                               reinterpret_cast<void*>(-1)) == -EAGAIN)
+            rte_delay_us_sleep(100);
+    }
 }
 
 /// Whether vhost-user ports offer their state to QEMU's migration (the default); the
@@ -190,15 +206,13 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
         rc = rte_eth_tx_queue_setup(pid, q, kTxDescriptors, socket, nullptr);
         if (rc != 0) return fail(dpdk_error("tx queue setup on " + dev.dev_name, rc));
     }
-    // The callback object lives as long as the process: DPDK may call it until unregistered,
-    // and a port can be re-added under the same device name.
-    auto* cb = new LinkCallback{on_link_event, arg, inband ? cfg.path : std::string()};
-    rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_INTR_LSC, on_eth_event, cb);
-    rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event, cb);
+    dev.events = std::make_shared<LinkCallback>(
+        LinkCallback{on_link_event, arg, inband ? cfg.path : std::string()});
+    rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_INTR_LSC, on_eth_event, dev.events.get());
+    rte_eth_dev_callback_register(pid, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event, dev.events.get());
     rc = rte_eth_dev_start(pid);
     if (rc != 0) {
-        rte_eth_dev_callback_unregister(pid, RTE_ETH_EVENT_INTR_LSC, on_eth_event, cb);
-        rte_eth_dev_callback_unregister(pid, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event, cb);
+        unregister_events(pid);
         return fail(dpdk_error("cannot start " + dev.dev_name, rc));
     }
     rte_eth_promiscuous_enable(pid);  // a bridge port sees every address; not all devices can
@@ -211,10 +225,7 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
 }
 
 void port_device_close(const PortDevice& dev) {
-    rte_eth_dev_callback_unregister(dev.dpdk_port, RTE_ETH_EVENT_INTR_LSC, on_eth_event,
-                                    reinterpret_cast<void*>(-1));
-    rte_eth_dev_callback_unregister(dev.dpdk_port, RTE_ETH_EVENT_QUEUE_STATE, on_eth_event,
-                                    reinterpret_cast<void*>(-1));
+    unregister_events(dev.dpdk_port);
     int rc = rte_eth_dev_stop(dev.dpdk_port);
     if (rc != 0)
         FERRY_LOG_WARN_IN(kPort, "stopping %s: %s", dev.dev_name.c_str(), rte_strerror(-rc));
