@@ -202,6 +202,14 @@ __attribute__((target("aes"))) void hash_bulk_aes(const CtTuple* keys, unsigned 
 
 }  // namespace
 
+void ct_tuple_hash_bulk(const CtTuple* keys, unsigned n, uint32_t* out) {
+    if (hash_v4_aes()) {
+        hash_bulk_aes(keys, n, out);
+        return;
+    }
+    for (unsigned i = 0; i < n; ++i) out[i] = ct_tuple_hash(keys[i]);
+}
+
 // Public members are documented in ct_table.h; private helpers too.
 
 CtRef CtTable::lookup(const CtTuple& key) const {
@@ -218,11 +226,7 @@ void CtTable::lookup_bulk(const CtTuple* keys, unsigned n, CtRef* out) const {
 
     // Stage 1: hash every key and start loading both of its buckets.
     uint32_t hashes[kBulkMax];
-    if (hash_v4_aes()) {
-        hash_bulk_aes(keys, n, hashes);
-    } else {
-        for (unsigned i = 0; i < n; ++i) hashes[i] = ct_tuple_hash(keys[i]);
-    }
+    ct_tuple_hash_bulk(keys, n, hashes);
     for (unsigned i = 0; i < n; ++i) {
         const uint32_t h = hashes[i];
         const uint32_t b0 = h & bucket_mask_;

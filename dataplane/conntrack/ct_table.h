@@ -107,4 +107,8 @@ private:
     Bucket* buckets_ = nullptr;
 };
 
+/// ct_tuple_hash of n tuples, as CtTable::lookup_bulk hashes a burst: with AES-NI in one loop
+/// compiled for it. Context: any (fast path).
+void ct_tuple_hash_bulk(const CtTuple* keys, unsigned n, uint32_t* out);
+
 }  // namespace ferry
