@@ -13,9 +13,7 @@ Used by tests/e2e/test_live_migration.py and by scripts/demo. tests/e2e/test_liv
 uses host A alone (labels=("a",)), upgrades its ferryd in place (Scene.upgrade) and gives it an
 uplink that outlives a ferryd (uplink="veth", as a NIC does) and a vhost-user port in either mode.
 """
-import importlib.machinery
 import json
-import importlib.util
 import os
 import subprocess
 import sys
@@ -120,11 +118,7 @@ def stream_connection(d, port=STREAM_PORT):
 
 def vm_migrate_module():
     """scripts/vm-migrate as a module, for its QMP client."""
-    loader = importlib.machinery.SourceFileLoader("vm_migrate", VM_MIGRATE)
-    spec = importlib.util.spec_from_loader("vm_migrate", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return fh.load_script(VM_MIGRATE, "vm_migrate")
 
 
 # ethtool -K IFACE tx off, without ethtool: ETHTOOL_STXCSUM through SIOCETHTOOL.

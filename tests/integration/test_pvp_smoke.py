@@ -6,8 +6,6 @@ carries the ratios, and nothing of a run is left behind (processes, files, DPDK 
 OVS-DPDK is installed by scripts/setup, so its absence fails these tests instead of skipping them.
 """
 import glob
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -24,11 +22,7 @@ SWITCHES = ("testpmd", "ferry", "ovs")
 
 
 def load_pvp():
-    loader = importlib.machinery.SourceFileLoader("pvp", PVP)
-    spec = importlib.util.spec_from_loader("pvp", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return ferry_harness.load_script(PVP, "pvp")
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ stops; every process is stopped by its pid, politely first. Used by tests/functi
 tests/integration and benchmarks/pvp.
 """
 import atexit
+import importlib.machinery
+import importlib.util
 import itertools
 import json
 import os
@@ -25,6 +27,15 @@ RUNTIME = "/var/run/dpdk"
 _seq = itertools.count()
 _live = []  # every process started here, stopped at interpreter exit if a test did not
 
+
+
+def load_script(path, name):
+    """A Python script of this tree without a .py suffix (benchmarks/pvp, scripts/vm-migrate)
+    as a module, to call its functions."""
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
 
 def _stop_leftovers():
     for proc in _live:
