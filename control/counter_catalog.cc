@@ -3,10 +3,12 @@
 #include <string>
 
 #include "control/ct_control.h"
+#include "control/device_counters.h"
 #include "dataplane/conntrack/ct_shard.h"
 #include "dataplane/counters.h"
 #include "dataplane/dpi/dpi_engine.h"
 #include "dataplane/drop_reason.h"
+#include "migrate/phase.h"
 
 namespace ferry {
 namespace {
@@ -42,10 +44,21 @@ nlohmann::json counter_catalog() {
         dpi.push_back({{"name", std::string(k.name)},
                        {"kind", "counter"},
                        {"description", std::string(k.description)}});
-    return {{"drop_reasons", drops},
-            {"ct_counters", ct},
-            {"worker_counters", worker},
-            {"dpi_counters", dpi}};
+    nlohmann::json port = nlohmann::json::array();
+    for (const PortCounterInfo& k : kPortCounters)
+        port.push_back({{"name", std::string(k.name)},
+                        {"kind", "counter"},
+                        {"description", std::string(k.description)}});
+    nlohmann::json device = nlohmann::json::array();
+    for (const DeviceCounterInfo& k : kDeviceCounters)
+        device.push_back({{"name", std::string(k.name)},
+                          {"kind", "counter"},
+                          {"description", std::string(k.description)}});
+    nlohmann::json phases = nlohmann::json::array();
+    for (const PhaseInfo& p : kPhases) phases.push_back(std::string(p.name));
+    return {{"drop_reasons", drops},     {"ct_counters", ct},     {"worker_counters", worker},
+            {"dpi_counters", dpi},       {"port_counters", port}, {"device_counters", device},
+            {"migration_phases", phases}};
 }
 
 }  // namespace ferry

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <map>
 
+#include "control/device_counters.h"
 #include "control/mac_text.h"
 #include "dataplane/classifier.h"
 #include "dataplane/flow_cache.h"
@@ -21,10 +22,7 @@ namespace {
 
 /// Adds one worker's counters of a port slot into a sum. Context: control.
 void add_counters(PortCounters& into, const PortCounters& c) {
-    into.rx_packets += counter_read(c.rx_packets);
-    into.rx_bytes += counter_read(c.rx_bytes);
-    into.tx_packets += counter_read(c.tx_packets);
-    into.tx_bytes += counter_read(c.tx_bytes);
+    for (const PortCounterInfo& k : kPortCounters) into.*k.field += counter_read(c.*k.field);
     for (size_t i = 0; i < kDropReasonCount; ++i) into.drops[i] += counter_read(c.drops[i]);
 }
 
@@ -86,19 +84,19 @@ Result<nlohmann::json> Switch::port_stats(const std::string& name) const {
         PortCounters c = sum_port_counters(r.slot);
         nlohmann::json j;
         j["name"] = n;
-        j["rx_packets"] = c.rx_packets - r.baseline.rx_packets;
-        j["rx_bytes"] = c.rx_bytes - r.baseline.rx_bytes;
-        j["tx_packets"] = c.tx_packets - r.baseline.tx_packets;
-        j["tx_bytes"] = c.tx_bytes - r.baseline.tx_bytes;
+        for (const PortCounterInfo& k : kPortCounters)
+            j[std::string(k.name)] = c.*k.field - r.baseline.*k.field;
         nlohmann::json drops = nlohmann::json::object();
         for (size_t i = 0; i < kDropReasonCount; ++i)
             drops[std::string(kDropReasons[i].name)] = c.drops[i] - r.baseline.drops[i];
         j["drops"] = drops;
         rte_eth_stats es{};
-        if (rte_eth_stats_get(r.dev.dpdk_port, &es) == 0)
-            j["device"] = {{"ipackets", es.ipackets}, {"opackets", es.opackets},
-                           {"imissed", es.imissed},   {"ierrors", es.ierrors},
-                           {"oerrors", es.oerrors},   {"rx_nombuf", es.rx_nombuf}};
+        if (rte_eth_stats_get(r.dev.dpdk_port, &es) == 0) {
+            nlohmann::json device = nlohmann::json::object();
+            for (const DeviceCounterInfo& k : kDeviceCounters)
+                device[std::string(k.name)] = es.*k.field;
+            j["device"] = device;
+        }
         out.push_back(j);
     }
     if (!name.empty() && out.empty())

@@ -22,12 +22,32 @@ inline uint64_t counter_read(const uint64_t& c) {
     return __atomic_load_n(&c, __ATOMIC_RELAXED);
 }
 
+// A port's counters summed over the workers, as port.stats reports them: one table for the
+// struct, the names and the descriptions (stats.describe, the exporter, docs/control-api.md):
+// _(field, description); every one only grows. The drops are counted by reason beside them.
+#define FERRY_FOREACH_PORT_COUNTER(_)  \
+    _(rx_packets, "Packets received.") \
+    _(rx_bytes, "Bytes received.")     \
+    _(tx_packets, "Packets sent.")     \
+    _(tx_bytes, "Bytes sent.")
+
 struct PortCounters {
-    uint64_t rx_packets;
-    uint64_t rx_bytes;
-    uint64_t tx_packets;
-    uint64_t tx_bytes;
+#define FERRY_PORT_COUNTER_FIELD(field, description) uint64_t field;
+    FERRY_FOREACH_PORT_COUNTER(FERRY_PORT_COUNTER_FIELD)
+#undef FERRY_PORT_COUNTER_FIELD
     uint64_t drops[kDropReasonCount];
+};
+
+struct PortCounterInfo {
+    std::string_view name;
+    std::string_view description;
+    uint64_t PortCounters::*field;
+};
+
+inline constexpr PortCounterInfo kPortCounters[] = {
+#define FERRY_PORT_COUNTER_INFO(field, description) {#field, description, &PortCounters::field},
+    FERRY_FOREACH_PORT_COUNTER(FERRY_PORT_COUNTER_INFO)
+#undef FERRY_PORT_COUNTER_INFO
 };
 
 struct RuleCounters {

@@ -92,9 +92,17 @@ def test_exporter_and_prometheus_report_what_the_control_socket_reports(bridge, 
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     s = samples(text)
     assert value(s, "ferry_up") == 1
+    described = b.call("stats.describe")
+    assert [c["name"] for c in described["port_counters"]] == \
+        ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"]
     for name in ("p0", "p1"):
-        for key in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes"):
+        for c in described["port_counters"]:
+            key = c["name"]
             assert value(s, f"ferry_port_{key}_total", port=name) == stats[name][key], key
+        for c in described["device_counters"]:
+            key = c["name"]
+            assert value(s, f"ferry_port_device_{key}_total", port=name) == \
+                stats[name]["device"][key], key
         for reason, n in stats[name]["drops"].items():
             assert value(s, "ferry_port_drops_total", port=name, reason=reason) == n
     assert value(s, "ferry_port_drops_total", port="p0", reason="runt") == 1
@@ -104,9 +112,13 @@ def test_exporter_and_prometheus_report_what_the_control_socket_reports(bridge, 
             "ferry_ct_connections", "ferry_ct_connections_by_state",
             "ferry_dpi_matches_total", "ferry_migration_phase"} <= names
     assert value(s, "ferry_migration_phase", phase="idle") == 1
+    # One series per phase ferryd has (migrate/phase.h), no more: 1 for the current one.
+    phases = {dict(labels)["phase"] for n, labels in s if n == "ferry_migration_phase"}
+    assert phases == set(described["migration_phases"])
+    assert sum(value(s, "ferry_migration_phase", phase=ph) for ph in phases) == 1
     # Every per-worker conntrack counter of ferryd's table, under its own name and kind.
     ct = b.call("ct.stats")
-    for c in b.call("stats.describe")["ct_counters"]:
+    for c in described["ct_counters"]:
         family = f"ferry_ct_{c['name']}" + ("_total" if c["kind"] == "counter" else "")
         for w in ct["workers"]:
             assert value(s, family, worker=w["worker"]) == w[c["name"]], family
