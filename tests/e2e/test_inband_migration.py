@@ -10,7 +10,7 @@ ferryd that dies. A guest with two ports has each port's state moved on its own 
 connection. The control (ferryd offering no state: the connection is lost at B) is
 tests/e2e/test_live_migration.py's test_without_the_flows_the_connection_is_lost.
 """
-import json
+import ctypes
 import os
 import subprocess
 import time
@@ -218,16 +218,49 @@ def unread_bytes(path):
                if len(f) >= 5 and f[3] == path)
 
 
-def hold_control_thread(d, fifo):
-    """Keeps a ferryd's control thread busy, with nothing but its control socket: migrate.load
-    of a FIFO that nobody writes blocks in open(2). @return the client (close it after)"""
-    os.mkfifo(fifo)
-    client = ms.fh.RpcClient(d.socket, timeout=120)
-    client.send_raw((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "migrate.load",
-                                 "params": {"file": fifo}}) + "\n").encode())
-    ms.fh.wait_for(lambda: "wait_for_partner" in wchans(d.proc.pid).values(), 10,
-                   what="the control thread to wait on the FIFO")
-    return client
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH = 0x4206, 0x4207, 17
+WALL = 0x40000000  # waitpid's __WALL
+
+
+def ptrace(request, tid):
+    """ptrace(2) with no address and no data, through ctypes. @return 0 or the errno"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    return 0 if libc.ptrace(request, tid, None, None) == 0 else ctypes.get_errno()
+
+
+def hold_control_thread(d):
+    """Stops a ferryd's control thread, and only that thread, with ptrace (PTRACE_SEIZE, then
+    PTRACE_INTERRUPT): ferryd's control loop runs on its main thread, the EAL's main lcore
+    (control/ferryd_main.cc), whose id is the process id; the vhost-user message thread, the
+    transfer threads and the workers run on. @return release(): lets the thread go on if
+    ferryd still lives (PTRACE_DETACH)"""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            if f.read().strip() == "3":
+                pytest.skip("kernel.yama.ptrace_scope is 3: no process may ptrace another")
+    except FileNotFoundError:
+        pass  # no Yama: the usual ptrace permission checks only
+    tid = d.proc.pid
+    with open(f"/proc/{tid}/task/{tid}/comm") as f:
+        assert f.read().strip() == "ferryd", "the main thread is not ferryd's"
+    for request, name in ((PTRACE_SEIZE, "PTRACE_SEIZE"), (PTRACE_INTERRUPT, "PTRACE_INTERRUPT")):
+        err = ptrace(request, tid)
+        assert err == 0, f"{name}: {os.strerror(err)}"
+    # The stop is reported to this process (the tracer): taken here, so that waiting for
+    # ferryd's exit later sees its exit only.
+    _, status = os.waitpid(tid, WALL)
+    assert os.WIFSTOPPED(status), hex(status)
+    with open(f"/proc/{tid}/task/{tid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "t", "not in a ptrace stop"
+    others = [t for t in os.listdir(f"/proc/{tid}/task") if int(t) != tid]
+    assert others, "ferryd has no other thread to run on"
+
+    def release():
+        ptrace(PTRACE_DETACH, tid)  # ESRCH once ferryd is gone: nothing to release
+
+    return release
 
 
 def blocked_on_reply(qemu, path, for_s=0.5):
@@ -251,8 +284,8 @@ def blocked_on_reply(qemu, path, for_s=0.5):
 def test_a_destination_ferryd_that_dies_fails_the_migration(scene, when):
     """B's ferryd is killed (SIGKILL) while the guest is stopped: at pre-switchover, before the
     source QEMU sends the device states, or during the destination's LOAD: its control thread
-    held (hold_control_thread) at pre-switchover, B takes SET_DEVICE_STATE_FD, reads the
-    state and takes CHECK_DEVICE_STATE, whose install waits for the control thread; B is
+    stopped with ptrace (hold_control_thread) at pre-switchover, B takes SET_DEVICE_STATE_FD,
+    reads the state and takes CHECK_DEVICE_STATE, whose install waits for the control thread; B is
     killed with the destination QEMU waiting for that answer (its error names request 43).
     Either way the destination QEMU cannot load the port's state into a back-end that is gone,
     so with return-path (the source learns the destination's outcome) QEMU fails the
@@ -276,19 +309,23 @@ def test_a_destination_ferryd_that_dies_fails_the_migration(scene, when):
     qmp.call("migrate", uri=target.incoming)
     ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") == "pre-switchover", 90,
                    interval=0.05, what="pre-switchover")
-    hold = None
-    if when == "load":
-        hold = hold_control_thread(b, os.path.join(scene.dir, "hold.fifo"))
-        qmp.call("migrate-continue", state="pre-switchover")
-        # The destination loads the devices: it asks B to LOAD, writes the state into the pipe
-        # and asks CHECK_DEVICE_STATE; B takes CHECK but installs only on its control thread.
-        ms.fh.wait_for(lambda: blocked_on_reply(target, b.path("vm1.sock")), 30, interval=0.02,
-                       what="the destination QEMU to wait for B's answer to CHECK")
-        assert qmp.call("query-migrate")["status"] == "device"  # waiting for the destination
-    b.proc.kill()
-    b.proc.wait(10)
-    if hold is not None:
-        hold.close()
+    release = None
+    try:
+        if when == "load":
+            release = hold_control_thread(b)
+            qmp.call("migrate-continue", state="pre-switchover")
+            # The destination loads the devices: it asks B to LOAD, writes the state into the
+            # pipe and asks CHECK_DEVICE_STATE; B takes CHECK but installs only on its control
+            # thread.
+            ms.fh.wait_for(lambda: blocked_on_reply(target, b.path("vm1.sock")), 30,
+                           interval=0.02,
+                           what="the destination QEMU to wait for B's answer to CHECK")
+            assert qmp.call("query-migrate")["status"] == "device"  # waiting for the destination
+        b.proc.kill()
+        b.proc.wait(10)
+    finally:
+        if release is not None:
+            release()
     if when == "pre-switchover":
         qmp.call("migrate-continue", state="pre-switchover")
     ms.fh.wait_for(lambda: qmp.call("query-migrate").get("status") in ("failed", "completed"),
