@@ -97,7 +97,9 @@ Status write_file_atomic(const std::string& path, const std::vector<uint8_t>& by
 }
 
 Result<std::vector<uint8_t>> read_file_bounded(const std::string& path, size_t max_bytes) {
-    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer or a carrier; only
+    // a regular file is read, and reading one never waits on anyone.
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return make_error(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kFailed,
                           "cannot open " + path + ": " + std::strerror(errno));

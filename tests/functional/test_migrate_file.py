@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ferry_harness import RpcError
+from ferry_harness import RpcClient, RpcError
 from ct_util import CLIENT, R_EST_ORIG, SERVER, bridges, stateful_rules, tcp
 
 
@@ -216,3 +216,41 @@ def test_half_seen_match_continues_on_the_target(ctb, same_patterns):
         assert b.call("dpi.stats")["restarts"] == 1
     b.finish()
     b.check_outputs()
+
+
+def release_fifo(fifo):
+    """Opens fifo for writing without waiting and closes it again: a reader blocked in open(2)
+    on it goes on (and reads end-of-file). False when no one had it open for reading."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        return True
+    except OSError:
+        return False
+
+
+def test_a_fifo_for_a_file_is_refused_at_once(ctb):
+    """Sends migrate.load of a FIFO nobody writes. Expects a JSON-RPC error (invalid params,
+    "not a regular file") within 5 s, with ferryd answering another client's request
+    meanwhile, and nothing blocked on the FIFO afterwards (no reader to release). A
+    migrate.save onto a FIFO replaces it with the stream file."""
+    b = ctb(rules=stateful_rules())
+    b.start()
+    fifo = b.ferryd.path("stream.fifo")
+    os.mkfifo(fifo)
+    asker = other = None
+    try:
+        asker = RpcClient(b.ferryd.socket, timeout=5)
+        resp = asker.call_raw("migrate.load", {"file": fifo})  # socket.timeout when it blocks
+        assert "error" in resp, resp
+        assert resp["error"]["code"] == -32602, resp
+        assert "not a regular file" in resp["error"]["message"], resp
+        other = RpcClient(b.ferryd.socket, timeout=5)
+        assert other.call("migrate.status")["phase"] == "idle"
+        assert not release_fifo(fifo)  # ferryd holds no end of it
+    finally:
+        release_fifo(fifo)
+        for c in (asker, other):
+            if c is not None:
+                c.close()
+    saved = b.call("migrate.save", {"file": fifo})
+    assert os.path.isfile(fifo) and os.path.getsize(fifo) == saved["bytes"], saved
