@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dataplane/result.h"
+#include "migrate/bounded_file.h"
 #include "migrate/host.h"
 
 namespace ferry {
@@ -22,10 +23,6 @@ inline constexpr size_t kMaxStreamFile = size_t{4} << 30;
 /// mode 0600, never through a name someone else could have planted. @return kFailed naming
 /// the step
 Status write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
-/// Reads a whole regular file of at most max_bytes; anything else (a FIFO, a device, a
-/// directory) is refused without waiting on it. @return kNotFound / kFailed / kInvalidParams
-/// ("not a regular file", too large)
-Result<std::vector<uint8_t>> read_file_bounded(const std::string& path, size_t max_bytes);
 
 /// Reads, validates and installs a stream file (migrate.load, ferryd --restore), all or
 /// nothing. Context: control, workers paused or not started. @return a summary, or why

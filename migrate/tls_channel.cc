@@ -9,11 +9,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
+
+#include "migrate/bounded_file.h"
 
 namespace ferry {
 
 // TLS 1.3 only: no downgrade to a version with weaker handshakes, and no renegotiation.
 constexpr const char* kTlsPriority = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
+/// The largest CA, certificate or key file read (PEM; a CA bundle of a few hundred certificates).
+constexpr size_t kMaxCredentialFile = size_t{1} << 20;
 
 class TlsCredentials {
 public:
@@ -98,22 +103,30 @@ Result<std::shared_ptr<const TlsCredentials>> tls_load_credentials(const std::st
     const std::string ca = dir + "/ca-cert.pem";
     const std::string cert = dir + "/" + who + "-cert.pem";
     const std::string key = dir + "/" + who + "-key.pem";
-    for (const std::string& f : {ca, cert, key}) {
-        if (access(f.c_str(), R_OK) != 0)
-            return make_error(ErrorCode::kInvalidParams,
-                              "tls_creds: cannot read " + f + ": " + std::strerror(errno));
+    // Read here, not by GnuTLS by name: the files are refused unless regular (a FIFO in the
+    // directory would hold the control thread in open(2)) and bounded before they are parsed.
+    std::vector<uint8_t> pem[3];
+    const std::string* names[3] = {&ca, &cert, &key};
+    for (int i = 0; i < 3; ++i) {
+        auto bytes = read_file_bounded(*names[i], kMaxCredentialFile);
+        if (!bytes)
+            return make_error(ErrorCode::kInvalidParams, "tls_creds: " + bytes.error().message);
+        pem[i] = std::move(*bytes);
     }
+    auto datum = [](std::vector<uint8_t>& b) {
+        return gnutls_datum_t{b.data(), static_cast<unsigned int>(b.size())};
+    };
+    const gnutls_datum_t ca_pem = datum(pem[0]), cert_pem = datum(pem[1]), key_pem = datum(pem[2]);
     auto c = std::make_shared<TlsCredentials>();
     if (int rc = gnutls_certificate_allocate_credentials(&c->cred_); rc < 0)
         return tls_error("tls_creds", rc);
-    const int cas =
-        gnutls_certificate_set_x509_trust_file(c->cred_, ca.c_str(), GNUTLS_X509_FMT_PEM);
+    const int cas = gnutls_certificate_set_x509_trust_mem(c->cred_, &ca_pem, GNUTLS_X509_FMT_PEM);
     if (cas <= 0)
         return make_error(
             ErrorCode::kInvalidParams,
             "tls_creds: " + ca + ": " + (cas < 0 ? gnutls_strerror(cas) : "no certificate in it"));
-    if (int rc = gnutls_certificate_set_x509_key_file(c->cred_, cert.c_str(), key.c_str(),
-                                                      GNUTLS_X509_FMT_PEM);
+    if (int rc =
+            gnutls_certificate_set_x509_key_mem(c->cred_, &cert_pem, &key_pem, GNUTLS_X509_FMT_PEM);
         rc < 0)
         return make_error(ErrorCode::kInvalidParams,
                           "tls_creds: " + cert + " / " + key + ": " + gnutls_strerror(rc));

@@ -228,19 +228,28 @@ def release_fifo(fifo):
         return False
 
 
-def test_a_fifo_for_a_file_is_refused_at_once(ctb):
-    """Sends migrate.load of a FIFO nobody writes. Expects a JSON-RPC error (invalid params,
-    "not a regular file") within 5 s, with ferryd answering another client's request
-    meanwhile, and nothing blocked on the FIFO afterwards (no reader to release). A
-    migrate.save onto a FIFO replaces it with the stream file."""
+@pytest.mark.parametrize("method", ["migrate.load", "migrate.receive"])
+def test_a_fifo_for_a_file_is_refused_at_once(ctb, method):
+    """Sends migrate.load of a FIFO nobody writes, or migrate.receive whose tls_creds
+    directory holds a FIFO for ca-cert.pem. Expects a JSON-RPC error (invalid params, "not a
+    regular file") within 5 s, with ferryd answering another client's request meanwhile,
+    and nothing blocked on the FIFO afterwards (no reader to release). A migrate.save onto a
+    FIFO replaces it with the stream file."""
     b = ctb(rules=stateful_rules())
     b.start()
-    fifo = b.ferryd.path("stream.fifo")
+    fifo = b.ferryd.path("ca-cert.pem" if method == "migrate.receive" else "stream.fifo")
     os.mkfifo(fifo)
+    if method == "migrate.load":
+        params = {"file": fifo}
+    else:
+        for name in ("server-cert.pem", "server-key.pem"):
+            open(b.ferryd.path(name), "w").close()
+        params = {"listen": "unix:" + b.ferryd.path("in.sock"),
+                  "tls_creds": os.path.dirname(fifo), "tls_peer": "ferry-a"}
     asker = other = None
     try:
         asker = RpcClient(b.ferryd.socket, timeout=5)
-        resp = asker.call_raw("migrate.load", {"file": fifo})  # socket.timeout when it blocks
+        resp = asker.call_raw(method, params)  # socket.timeout when the open blocks
         assert "error" in resp, resp
         assert resp["error"]["code"] == -32602, resp
         assert "not a regular file" in resp["error"]["message"], resp
