@@ -6,13 +6,17 @@ QEMU's stream (VHOST_USER_PROTOCOL_F_DEVICE_STATE): the stream goes on byte-exac
 connection and its firewall refuses none of the guest's traffic, and A retires the connection once
 the source QEMU is gone. A destination that refuses the state fails QEMU's migration (with
 return-path): the guest runs on at A with A's connections unchanged, and so does a destination
-ferryd that dies. A guest with two ports has each port's state moved on its own vhost-user
+ferryd that dies, and a stream altered between the two QEMUs (a flipped byte, a section cut
+short). A guest with two ports has each port's state moved on its own vhost-user
 connection. The control (ferryd offering no state: the connection is lost at B) is
 tests/e2e/test_live_migration.py's test_without_the_flows_the_connection_is_lost.
 """
 import ctypes
 import os
+import socket
+import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -23,9 +27,10 @@ STREAM_S = 40
 
 
 def qmp_migrate(source, target, pause_before_switchover, timeout=90, return_path=False,
-                until=("completed",)):
+                until=("completed",), uri=None):
     """The source QEMU's migration as libvirt drives it (return_path: the source learns
-    whether the destination loaded everything). @return query-migrate at the end"""
+    whether the destination loaded everything; uri: where the source sends it, default the
+    target's -incoming). @return query-migrate at the end"""
     qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)
     caps = [{"capability": "pause-before-switchover", "state": pause_before_switchover}]
     if return_path:
@@ -34,7 +39,7 @@ def qmp_migrate(source, target, pause_before_switchover, timeout=90, return_path
                   capabilities=[{"capability": "return-path", "state": True}])
         caps.append({"capability": "return-path", "state": True})
     qmp.call("migrate-set-capabilities", capabilities=caps)
-    qmp.call("migrate", uri=target.incoming)
+    qmp.call("migrate", uri=uri or target.incoming)
     deadline = time.monotonic() + timeout
     while (status := qmp.call("query-migrate")).get("status") not in until:
         assert status.get("status") not in ("failed", "cancelled"), status
@@ -123,6 +128,168 @@ def test_destination_that_refuses_the_state_fails_the_migration(tmp_path):
         assert ms.stream_connection(a) is not None
     finally:
         scene.stop()
+
+
+STREAM_MAGIC = b"\x89FERRY\r\n"  # migrate/stream_format.h, kStreamMagic
+
+
+class StateAlteringProxy:
+    """A TCP proxy between a source QEMU and a destination's -incoming socket: forwards both
+    directions (the destination's return path too) and alters ferry's stream in transit.
+    QEMU frames a vhost-user back-end's state (hw/virtio/vhost.c, vhost_save_backend_state)
+    as chunks of a big-endian u32 length and that many bytes, ended by a zero length; ferry's
+    stream starts with its magic in the first chunk. alter(stream) gets ferry's bytes so far
+    (the chunks joined) and returns {offset in ferry's stream: new byte}, or None to see more;
+    the bytes it names are changed inside QEMU's chunks, whose lengths stay as they were.
+    alter=None forwards everything unchanged. found: ferry's stream was seen (and altered)."""
+
+    def __init__(self, target_uri, alter):
+        self.target = target_uri[len("unix:"):]
+        self.alter = alter
+        self.found = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(60)
+        self.uri = f"tcp:127.0.0.1:{self.listener.getsockname()[1]}"
+        self.threads = [threading.Thread(target=self._serve, daemon=True)]
+        self.threads[0].start()
+
+    def _serve(self):
+        with self.listener:
+            src, _ = self.listener.accept()
+        dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dst.connect(self.target)
+        back = threading.Thread(target=self._pump, args=(dst, src, None), daemon=True)
+        back.start()
+        self.threads.append(back)
+        self._pump(src, dst, self.alter)
+
+    def _patched(self, pending):
+        """pending with ferry's bytes altered, or None while alter needs more of them."""
+        at = pending.find(STREAM_MAGIC)
+        if at < 4:
+            return None
+        stream, where, pos = bytearray(), [], at - 4  # where: pending index of each byte
+        while pos + 4 <= len(pending):
+            size = struct.unpack(">I", pending[pos:pos + 4])[0]
+            if size == 0:
+                break
+            have = pending[pos + 4:pos + 4 + size]
+            stream += have
+            where += range(pos + 4, pos + 4 + len(have))
+            pos += 4 + size
+        changes = self.alter(bytes(stream))
+        if changes is None:
+            return None
+        out = bytearray(pending)
+        for offset, value in changes.items():
+            out[where[offset]] = value
+        self.found = True
+        return out
+
+    def _pump(self, src, dst, alter):
+        pending = bytearray()  # held back until ferry's stream is found and altered
+        try:
+            while data := src.recv(65536):
+                if alter is None or self.found:
+                    dst.sendall(data)
+                    continue
+                pending += data
+                patched = self._patched(pending)
+                if patched is not None:
+                    dst.sendall(patched)
+                    pending.clear()
+                elif pending.find(STREAM_MAGIC) < 0 and len(pending) > 64:
+                    dst.sendall(pending[:-64])  # the magic and its chunk length may straddle
+                    del pending[:-64]
+            dst.sendall(pending)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:  # one side went away: so does the other
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        for t in self.threads:
+            t.join(10)
+
+
+def first_section(stream):
+    """(offset of the first section's header in a ferry stream, its payload length), or None
+    while stream is shorter than that header (docs/migration-stream.md: header_length at 12;
+    a section header is type, flags, length, CRC32C: 12 bytes)."""
+    if len(stream) < 14:
+        return None
+    at = struct.unpack(">H", stream[12:14])[0]
+    if len(stream) < at + 12:
+        return None
+    return at, struct.unpack(">I", stream[at + 4:at + 8])[0]
+
+
+def flip_a_payload_byte(stream):
+    """The first section's first payload byte, one bit flipped: its CRC32C no longer holds."""
+    first = first_section(stream)
+    if first is None or len(stream) <= first[0] + 12:
+        return None
+    at = first[0] + 12
+    return {at: stream[at] ^ 0x01}
+
+
+def promise_more_bytes(stream):
+    """The first section's declared length 64 KiB larger than its payload (still within the
+    reader's bound of a section): ferry's reader finds fewer bytes than the stream promises,
+    while QEMU's chunks carry exactly what they did."""
+    first = first_section(stream)
+    if first is None:
+        return None
+    at, length = first
+    return dict(zip(range(at + 4, at + 8), struct.pack(">I", length + 65536)))
+
+
+def test_state_altered_in_transit_fails_the_migration(scene):
+    """The migration goes through StateAlteringProxy, three times, with return-path on both
+    QEMUs. Twice the proxy alters ferry's stream inside QEMU's: a payload byte flipped, and
+    a section that declares 64 KiB more than the stream holds. Each time B refuses the state
+    at CHECK_DEVICE_STATE and QEMU fails the migration: the guest runs on at A, A's
+    connections are exactly as before, B tracks none of them, and B's migrate.status names
+    what was wrong (a CRC mismatch; a truncated section). Then the proxy forwards the stream
+    unchanged and the guest moves to B, its stream byte-exact from start to end."""
+    a, b = scene.hosts["a"], scene.hosts["b"]
+    out = scene.start_peer(STREAM_S + 180)
+    source = scene.guest("a", ms.stream_script(STREAM_S + 20))
+    ms.wait_bytes(out, 200, 120)
+    before = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+    assert before, before
+    for alter, words in ((flip_a_payload_byte, "CRC mismatch in section 0x0001"),
+                         (promise_more_bytes, "truncated inside section 0x0001"),
+                         (None, None)):
+        target = scene.guest("b", "true", incoming=True)
+        proxy = StateAlteringProxy(target.incoming, alter)
+        status = qmp_migrate(source, target, False, return_path=True,
+                             until=("completed", "failed"), uri=proxy.uri)
+        proxy.close()
+        if alter is None:
+            assert status["status"] == "completed", status
+            break
+        assert proxy.found, alter.__name__
+        assert status["status"] == "failed", (alter.__name__, status)
+        qmp = ms.vm_migrate_module().Qmp(source.qmp, "source QEMU", 30)  # QMP takes one client
+        ms.fh.wait_for(lambda: qmp.call("query-status")["status"] == "running", 10,
+                       what=f"the guest to run on at A ({alter.__name__})")
+        qmp.sock.close()
+        last = b.call("migrate.status")["in_band"][-1]
+        assert last["port"] == "vm1" and last["direction"] == "load", last
+        assert last["result"] == "failed" and words in last.get("error", ""), last
+        assert ms.stream_connection(b) is None, alter.__name__
+        target.stop()
+        ms.wait_bytes(out, ms.received(out)[0] + 200, 30)  # the stream goes on at A
+        after = sorted((identity(c) for c in a.call("ct.list")["connections"]), key=str)
+        assert after == before, alter.__name__
+    ms.fh.wait_for(lambda: ms.stream_connection(b) is not None, 10, interval=0.05,
+                   what="B to install the guest's connection")
+    source.stop()
+    ms.stream_completes(scene, target, out, STREAM_S + 120)
 
 
 def test_there_and_back_with_the_same_connection(scene):
