@@ -2,8 +2,11 @@
 whose port has 10,000 more established connections (synthetic, loaded with migrate.load), with
 ferry's state in QEMU's migration and without it (FERRY_VHOST_DEVICE_STATE=off), and how long
 the state took on each side (migrate.status in_band). Prints the figures; asserts only that the
-moves succeed and that the state carried every connection.
+moves succeed and that the state carried every connection. FERRY_INBAND_CONNECTIONS=N in the
+environment measures with N connections instead (1..1000000; the conntrack capacity per worker is
+then at least 2N).
 """
+import os
 import shutil
 
 import pytest
@@ -11,12 +14,14 @@ import pytest
 import migration_scene as ms
 from test_inband_migration import qmp_migrate
 
-N = 10000
+N = int(os.environ.get("FERRY_INBAND_CONNECTIONS", "10000"))
+assert 1 <= N <= 1000000, f"FERRY_INBAND_CONNECTIONS={N}: 1..1000000"
 STREAM_S = 40
 
 
 def one_move(tmp_path, device_state):
-    scene = ms.Scene(str(tmp_path), ct_capacity=32768, device_state=device_state)
+    scene = ms.Scene(str(tmp_path), ct_capacity=max(32768, 2 * N),
+                     device_state=device_state)
     try:
         scene.start()
         a, b = scene.hosts["a"], scene.hosts["b"]
