@@ -106,6 +106,11 @@ Result<std::shared_ptr<const TlsCredentials>> tls_load_credentials(const std::st
     // Read here, not by GnuTLS by name: the files are refused unless regular (a FIFO in the
     // directory would hold the control thread in open(2)) and bounded before they are parsed.
     std::vector<uint8_t> pem[3];
+    // The private key's copy is wiped however this returns (GnuTLS keeps its own).
+    struct WipeKey {
+        std::vector<uint8_t>& bytes;
+        ~WipeKey() { explicit_bzero(bytes.data(), bytes.size()); }
+    } wipe_key{pem[2]};
     const std::string* names[3] = {&ca, &cert, &key};
     for (int i = 0; i < 3; ++i) {
         auto bytes = read_file_bounded(*names[i], kMaxCredentialFile);
