@@ -18,6 +18,11 @@
 // of the remaining ones can win. The bound is the best rule's (priority, index), not only its
 // priority, so that tables where most rules share one priority still prune. The order is fixed at
 // build time, so lookup keeps no hit counters and the snapshot stays read-only for every worker.
+//
+// Port-indexed tables. A table whose masks read in_port and nothing else (port forwarding,
+// per-port policies, a catch-all) has one answer per port: the build looks each port up once
+// and keeps the answers in an array, so a lookup there is one load instead of a hash and a probe
+// per subtable, and never goes through the flow cache.
 #include "dataplane/classifier.h"
 
 #include <algorithm>
@@ -26,6 +31,8 @@
 #include <iterator>
 #include <new>
 #include <vector>
+
+#include "dataplane/port_table.h"
 
 namespace ferry {
 
@@ -266,11 +273,12 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         std::unique_ptr<Classifier> c(new Classifier(generation));
         c->impl_ = std::make_unique<Impl>();
         c->impl_->build(rules);
-        for (uint8_t t = 0; t < kMaxTables; ++t)
-            c->direct_[t] = c->subtable_count(t) <= kDirectSubtables;
         for (const CompiledRule& r : rules)
             for (unsigned a = 0; a < r.n_actions; ++a)
                 if (r.actions[a].type == ActionType::kCt) c->has_ct_[r.table] = true;
+        c->index_ports();
+        for (uint8_t t = 0; t < kMaxTables; ++t)
+            c->direct_[t] = c->port_indexed(t) || c->subtable_count(t) <= kDirectSubtables;
         // The recent changes, for revalidating flow-cache entries: the previous snapshot's,
         // then this one's, trimmed from the oldest to the history's bounds. Only an unbroken
         // run of generations ending here is kept.
@@ -299,6 +307,51 @@ std::unique_ptr<Classifier> Classifier::build(const std::vector<CompiledRule>& r
         return c;
     } catch (const std::bad_alloc&) {
         return nullptr;
+    }
+}
+
+void Classifier::index_ports() {
+    static_assert(kIndexedPorts == kPortSlots, "every port slot has its answer");
+    FlowKey port_field{};
+    port_field.in_port = 0xffff;
+    const uint64_t in_port_bits = words(port_field)[0];
+    bool indexed[kMaxTables] = {};
+    bool key_free[kMaxTables] = {};
+    for (uint8_t t = 0; t < kMaxTables; ++t) indexed[t] = key_free[t] = !table_empty(t);
+    for (const CompiledRule& r : impl_->rules) {
+        const uint64_t* m = words(r.mask);
+        bool only_port = (m[0] & ~in_port_bits) == 0;
+        for (unsigned w = 1; w < kKeyWords; ++w) only_port = only_port && m[w] == 0;
+        if (!only_port) indexed[r.table] = false;
+        for (unsigned a = 0; a < r.n_actions; ++a) {
+            switch (r.actions[a].type) {
+                case ActionType::kOutput:  // these read the packet and its port, not its key
+                case ActionType::kDrop:
+                case ActionType::kFlood:
+                case ActionType::kMirror:
+                case ActionType::kMeter:
+                    break;
+                default:
+                    key_free[r.table] = false;
+            }
+        }
+    }
+    size_t n = 0;
+    for (uint8_t t = 0; t < kMaxTables; ++t) n += indexed[t];
+    port_answers_.resize(n * kIndexedPorts);
+    size_t at = 0;
+    for (uint8_t t = 0; t < kMaxTables; ++t) {
+        if (!indexed[t]) continue;
+        // The answer for a port is the lookup of the key with that in_port and nothing else:
+        // no mask of the table reads anything else.
+        for (uint16_t p = 0; p < kIndexedPorts; ++p) {
+            FlowKey k{};
+            k.in_port = p;
+            port_answers_[at + p] = lookup(k, t);
+        }
+        by_port_[t] = &port_answers_[at];
+        in_port_only_[t] = key_free[t];
+        at += kIndexedPorts;
     }
 }
 
@@ -348,6 +401,8 @@ const CompiledRule* Classifier::rule_by_index(uint32_t index) const {
 
 const CompiledRule* Classifier::lookup(const FlowKey& key, uint8_t table) const {
     if (table >= kMaxTables) return nullptr;
+    if (by_port_[table] != nullptr && key.in_port < kIndexedPorts)
+        return by_port_[table][key.in_port];
     const Impl& im = *impl_;
     const Impl::TableRange t = im.tables[table];
     const uint64_t* best = nullptr;  // entry of the best match so far
@@ -409,6 +464,16 @@ void Classifier::lookup_bulk(const FlowKey* keys, unsigned n, uint8_t table,
         lookup_bulk(keys, kBulkMax, table, out);
     for (unsigned i = 0; i < n; ++i) out[i] = nullptr;
     if (table >= kMaxTables || n == 0) return;
+    if (const CompiledRule* const* by_port = by_port_[table]; by_port != nullptr) {
+        bool all = true;
+        for (unsigned i = 0; i < n; ++i) {
+            const uint16_t p = keys[i].in_port;
+            all = all && p < kIndexedPorts;
+            out[i] = p < kIndexedPorts ? by_port[p] : nullptr;
+        }
+        if (all) return;
+        for (unsigned i = 0; i < n; ++i) out[i] = nullptr;  // rare: a port past the array
+    }
     const Impl& im = *impl_;
     const Impl::TableRange t = im.tables[table];
     uint64_t best_rank[kBulkMax];

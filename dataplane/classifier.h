@@ -99,11 +99,33 @@ public:
     /// Whether lookups in a table should skip the flow cache: with few subtables the classifier
     /// answers faster than the cache (bench_classifier vs bench_flow_cache: about 5 ns per packet
     /// with one subtable and 13 ns with four, against 15 ns for a cache hit at 1k flows), and a
-    /// rule change then costs no cache misses at all. Context: fast path.
+    /// rule change then costs no cache misses at all; a port-indexed table is always direct.
+    /// Context: fast path.
     bool direct(uint8_t table) const { return table < kMaxTables && direct_[table]; }
     static constexpr size_t kDirectSubtables = 4;
     /// Whether any rule of a table has a ct action. Context: fast path.
     bool has_ct(uint8_t table) const { return table < kMaxTables && has_ct_[table]; }
+
+    /// Ports a port-indexed table has an answer for: in_port values 0..kIndexedPorts-1 (ferry's
+    /// port slots); keys with a larger in_port are looked up by tuple-space search.
+    static constexpr uint16_t kIndexedPorts = 64;
+    /// Whether a table's answer depends on in_port alone (every mask of the table covers no
+    /// other bit of the key, a catch-all included), so that it is resolved by an array indexed
+    /// by port, built with the snapshot, instead of a hash and a probe per subtable.
+    /// Context: fast path.
+    bool port_indexed(uint8_t table) const {
+        return table < kMaxTables && by_port_[table] != nullptr;
+    }
+    /// The rule of a port-indexed table for a key whose in_port is in_port, what lookup() would
+    /// return. Context: fast path. @pre port_indexed(table) and in_port < kIndexedPorts
+    const CompiledRule* lookup_port(uint16_t in_port, uint8_t table) const {
+        return by_port_[table][in_port];
+    }
+    /// Whether what happens to a packet in a table depends on no field of its key but in_port:
+    /// the table is port-indexed and every action of its rules (output, drop, flood, mirror,
+    /// meter) reads nothing of the key. Packets meeting such a table first need their frames
+    /// validated (drop reasons as always), not their keys filled. Context: fast path.
+    bool in_port_only(uint8_t table) const { return table < kMaxTables && in_port_only_[table]; }
 
 private:
     struct Impl;
@@ -131,6 +153,8 @@ private:
         RuleDelta delta;
     };
     explicit Classifier(uint64_t generation);
+    /// Fills by_port_ and in_port_only_ once the subtables are built. Context: control thread.
+    void index_ports();
     // Ascending generations, this snapshot's own change last. Shared with the snapshots before
     // and after: a build adds one change and copies pointers, and the workers revalidating
     // read change records that stay in their caches from one snapshot to the next.
@@ -145,6 +169,10 @@ private:
     std::unique_ptr<Impl> impl_;
     bool direct_[kMaxTables] = {};
     bool has_ct_[kMaxTables] = {};
+    bool in_port_only_[kMaxTables] = {};
+    // Per port-indexed table, kIndexedPorts answers (into impl_'s rules); null for other tables.
+    const CompiledRule* const* by_port_[kMaxTables] = {};
+    std::vector<const CompiledRule*> port_answers_;  // what by_port_ points into
 };
 
 }  // namespace ferry

@@ -137,6 +137,106 @@ TEST(Classifier, InPortExact) {
     EXPECT_EQ(hit(*c, k), -1);
 }
 
+/// The rule a linear scan picks for key in table: highest priority, then lower index.
+const CompiledRule* scan(const std::vector<CompiledRule>& rules, const FlowKey& key,
+                         uint8_t table) {
+    const CompiledRule* best = nullptr;
+    for (const CompiledRule& r : rules) {
+        if (r.table != table || !rule_matches(r, key)) continue;
+        if (best == nullptr || r.priority > best->priority ||
+            (r.priority == best->priority && r.index < best->index))
+            best = &r;
+    }
+    return best;
+}
+
+TEST(Classifier, InPortOnlyTablesAnswerFromAPortArray) {
+    FlowKey port = zero_key();
+    port.in_port = 0xffff;
+    FlowKey pair = zero_key();
+    pair.in_port = 0xfffe;  // ports 4 and 5
+    FlowKey k = zero_key();
+    std::vector<CompiledRule> rules;
+    k.in_port = 1;
+    rules.push_back(make_rule(k, port, 10, 0));
+    k.in_port = 2;
+    rules.push_back(make_rule(k, port, 10, 1));
+    k.in_port = 4;
+    rules.push_back(make_rule(k, pair, 20, 2));
+    k.in_port = 5;
+    rules.push_back(make_rule(k, port, 20, 3));  // same priority as the pair's: lower index wins
+    rules.push_back(make_rule(zero_key(), zero_key(), 0, 4));  // the catch-all
+    k.in_port = 63;
+    rules.push_back(make_rule(k, port, 5, 5));
+    // Table 1: an in_port rule next to one that reads another field.
+    k.in_port = 1;
+    rules.push_back(make_rule(k, port, 10, 6, 1));
+    FlowKey eth = port;
+    eth.ethertype = 0xffff;
+    k.ethertype = 0x0800;
+    rules.push_back(make_rule(k, eth, 20, 7, 1));
+    auto c = Classifier::build(rules, 1);
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(c->port_indexed(0));
+    EXPECT_TRUE(c->direct(0));
+    EXPECT_FALSE(c->port_indexed(1));
+    EXPECT_FALSE(c->port_indexed(2));  // empty
+    EXPECT_TRUE(c->in_port_only(0));
+    EXPECT_FALSE(c->in_port_only(1));
+
+    // Every port, in and past the array, with the other fields of a real packet set: the answer
+    // is the linear scan's, from lookup, lookup_bulk and lookup_port alike.
+    std::vector<FlowKey> keys;
+    for (uint16_t p = 0; p < Classifier::kIndexedPorts + 8; ++p) {
+        FlowKey q = base_key();
+        q.in_port = p;
+        keys.push_back(q);
+    }
+    keys.back().in_port = 0xffff;
+    for (uint8_t table : {0, 1}) {
+        std::vector<const CompiledRule*> bulk(keys.size());
+        c->lookup_bulk(keys.data(), static_cast<unsigned>(keys.size()), table, bulk.data());
+        for (size_t i = 0; i < keys.size(); ++i) {
+            const CompiledRule* want = scan(rules, keys[i], table);
+            const int64_t want_index = want == nullptr ? -1 : int64_t{want->index};
+            EXPECT_EQ(hit(*c, keys[i], table), want_index) << keys[i].in_port;
+            EXPECT_EQ(bulk[i] == nullptr ? -1 : int64_t{bulk[i]->index}, want_index)
+                << keys[i].in_port;
+            if (table == 0 && keys[i].in_port < Classifier::kIndexedPorts) {
+                EXPECT_EQ(c->lookup_port(keys[i].in_port, 0), bulk[i]) << keys[i].in_port;
+            }
+        }
+    }
+    EXPECT_EQ(hit(*c, keys[4]), 2);
+    EXPECT_EQ(hit(*c, keys[5]), 2);
+    EXPECT_EQ(hit(*c, keys[7]), 4);
+}
+
+TEST(Classifier, InPortOnlyNeedsActionsThatReadNoKey) {
+    FlowKey port = zero_key();
+    port.in_port = 0xffff;
+    FlowKey k = zero_key();
+    k.in_port = 1;
+    const auto with = [&](ActionType type) {
+        CompiledRule r = make_rule(k, port, 10, 0);
+        r.actions[0] = Action{type, 0, 2, 0};
+        return Classifier::build({r, make_rule(zero_key(), zero_key(), 0, 1)}, 1);
+    };
+    for (ActionType t : {ActionType::kOutput, ActionType::kDrop, ActionType::kFlood,
+                         ActionType::kMirror, ActionType::kMeter}) {
+        auto c = with(t);
+        EXPECT_TRUE(c->port_indexed(0)) << int(t);
+        EXPECT_TRUE(c->in_port_only(0)) << int(t);
+    }
+    for (ActionType t :
+         {ActionType::kNormal, ActionType::kPushVlan, ActionType::kPopVlan, ActionType::kSetVlan,
+          ActionType::kGotoTable, ActionType::kCt, ActionType::kDpi}) {
+        auto c = with(t);
+        EXPECT_TRUE(c->port_indexed(0)) << int(t);
+        EXPECT_FALSE(c->in_port_only(0)) << int(t);
+    }
+}
+
 TEST(Classifier, EthAddressesExactAndMasked) {
     FlowKey exact = zero_key();
     std::memset(exact.eth_dst, 0xff, 6);
