@@ -14,6 +14,7 @@
 
 #include "dataplane/ether_type.h"
 #include "dataplane/packet_parse.h"
+#include "dataplane/packet_parse_inline.h"
 #include "dataplane/port_table.h"
 
 namespace ferry {
@@ -36,6 +37,19 @@ inline std::optional<DropReason> parse_received(const rte_mbuf* m, const PortSlo
                                                 uint16_t in_port, FlowKey* key,
                                                 PacketLayout* layout) {
     auto bad = parse_mbuf(m, in_port, key, layout);
+    if (unlikely(!bad && rte_pktmbuf_pkt_len(m) - layout->l3_offset > in.mtu))
+        return DropReason::kMtuExceeded;
+    return bad;
+}
+
+/// parse_received without the key: the same checks and reasons, layout filled, no key written
+/// (parse_frame_as<false>), for pipelines whose rules read no key field. Inline, so that a
+/// burst's loop runs the checks without a call per frame. Context: fast path.
+/// @return as parse_received
+inline std::optional<DropReason> check_received(const rte_mbuf* m, const PortSlot& in,
+                                                PacketLayout* layout) {
+    auto bad = parse_frame_as<false>(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m),
+                                     rte_pktmbuf_pkt_len(m), 0, nullptr, layout);
     if (unlikely(!bad && rte_pktmbuf_pkt_len(m) - layout->l3_offset > in.mtu))
         return DropReason::kMtuExceeded;
     return bad;

@@ -121,14 +121,18 @@ uint16_t port_security_filter(WorkerState& w, const PortSecurity& s, uint16_t in
     return kept;
 }
 
-void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, uint16_t in_port,
-                    rte_mbuf** pkts, uint16_t n) {
-    if (cls == nullptr || cls->table_empty(0)) {
-        l2_switch_burst(w, t, in_port, pkts, n);
-        return;
-    }
-    FlowKey keys[kRxBurst];
-    PacketLayout layouts[kRxBurst];
+namespace {
+
+/// pipeline_burst past the bridge check, with table 0's rules in cls. kInPortOnly: table 0 is
+/// Classifier::in_port_only and in_port has an answer in its port array; then frames are
+/// checked without filling their keys (the same drops, for the same reasons), the rule is
+/// read once for the burst, and no stage that reads a key runs (no ct action can be met).
+/// Context: fast path.
+template <bool kInPortOnly>
+void rules_burst(WorkerState& w, const PortTable& t, const Classifier& cls, uint16_t in_port,
+                 rte_mbuf** pkts, uint16_t n) {
+    FlowKey keys[kInPortOnly ? 1 : kRxBurst];
+    PacketLayout layouts[kInPortOnly ? 1 : kRxBurst];
     rte_mbuf* live[kRxBurst];
     const CompiledRule* rules[kRxBurst];
     // Each packet's tracking, constructed only for bursts that meet a ct stage: the 32
@@ -138,22 +142,36 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
         CtPacketState at[kRxBurst];
     } ct_states;
     CtPacketState* states = nullptr;
+    // The key run_actions gets when no rule reads it: in_port only, the rest zero.
+    FlowKey port_key;
+    const CompiledRule* port_rule = nullptr;
+    if constexpr (kInPortOnly) {
+        std::memset(&port_key, 0, sizeof(port_key));
+        port_key.in_port = in_port;
+        port_rule = cls.lookup_port(in_port, 0);
+    }
 
-    // Stage 1: parse. A frame a NIC flow rule marked names its rule (read here, while the mbuf
-    // is at hand).
+    // Stage 1: parse (or only check). A frame a NIC flow rule marked names its rule (read here,
+    // while the mbuf is at hand).
     const PortSlot& in = t.ports[in_port];
     uint16_t m = 0;
     uint64_t marked = 0;
     for (uint16_t i = 0; i < n; ++i) {
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
-        auto bad = parse_received(pkts[i], in, in_port, &keys[m], &layouts[m]);
+        std::optional<DropReason> bad;
+        if constexpr (kInPortOnly) {
+            bad = check_received(pkts[i], in, &layouts[0]);
+            rules[m] = port_rule;
+        } else {
+            bad = parse_received(pkts[i], in, in_port, &keys[m], &layouts[m]);
+        }
         if (bad) {
             drop(w, in_port, pkts[i], *bad);
             continue;
         }
         uint32_t mark;
         if (unlikely(offload_mark(pkts[i], &mark)) && mark != 0) {
-            const CompiledRule* r = cls->rule_by_index(mark - 1);
+            const CompiledRule* r = cls.rule_by_index(mark - 1);
             if (r != nullptr) {  // null: a rule deleted since the NIC marked the frame
                 rules[m] = r;
                 marked |= 1ULL << m;
@@ -164,29 +182,31 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
     if (m == 0) return;
 
     // Stage 2: rules. The frames no NIC rule marked go to the flow cache as one batch, and only
-    // the cache's misses to the classifier.
-    if (marked == 0) {
-        resolve(w, *cls, keys, m, rules);
-    } else if (__builtin_popcountll(marked) != m) {
-        FlowKey rest_keys[kRxBurst];
-        const CompiledRule* rest_rules[kRxBurst];
-        uint16_t rest_idx[kRxBurst];
-        uint16_t nr = 0;
-        for (uint16_t i = 0; i < m; ++i) {
-            if (marked & (1ULL << i)) continue;
-            rest_keys[nr] = keys[i];
-            rest_idx[nr++] = i;
+    // the cache's misses to the classifier. With kInPortOnly stage 1 gave every frame its rule.
+    if constexpr (!kInPortOnly) {
+        if (marked == 0) {
+            resolve(w, cls, keys, m, rules);
+        } else if (__builtin_popcountll(marked) != m) {
+            FlowKey rest_keys[kRxBurst];
+            const CompiledRule* rest_rules[kRxBurst];
+            uint16_t rest_idx[kRxBurst];
+            uint16_t nr = 0;
+            for (uint16_t i = 0; i < m; ++i) {
+                if (marked & (1ULL << i)) continue;
+                rest_keys[nr] = keys[i];
+                rest_idx[nr++] = i;
+            }
+            resolve(w, cls, rest_keys, nr, rest_rules);
+            for (uint16_t j = 0; j < nr; ++j) rules[rest_idx[j]] = rest_rules[j];
         }
-        resolve(w, *cls, rest_keys, nr, rest_rules);
-        for (uint16_t j = 0; j < nr; ++j) rules[rest_idx[j]] = rest_rules[j];
-    }
 
-    // Stage 3: connection tracking of the whole burst, for rules that start with ct.
-    if (w.ct != nullptr && cls->has_ct(0)) {
-        states = ct_states.at;
-        for (uint16_t i = 0; i < m; ++i) new (&states[i]) CtPacketState();
-        m = ct_stage(w, *cls, in_port, live, keys, layouts, rules, states, m);
-        if (m == 0) return;
+        // Stage 3: connection tracking of the whole burst, for rules that start with ct.
+        if (w.ct != nullptr && cls.has_ct(0)) {
+            states = ct_states.at;
+            for (uint16_t i = 0; i < m; ++i) new (&states[i]) CtPacketState();
+            m = ct_stage(w, cls, in_port, live, keys, layouts, rules, states, m);
+            if (m == 0) return;
+        }
     }
 
     // Stage 4: actions; packets that end in `normal` go to the bridge together. A run of
@@ -202,16 +222,32 @@ void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, u
             i = end;
             continue;
         }
-        run_actions(w, t, *cls, in_port, live[i], &keys[i], r, normal, 0,
+        run_actions(w, t, cls, in_port, live[i], kInPortOnly ? &port_key : &keys[i], r, normal, 0,
                     states != nullptr ? &states[i] : nullptr);
         // A fragment that completes its datagram (held by a ct action) sends the datagram's
         // fragments on before the packets after it, as a reassembling router would. Only
         // run_actions holds fragments, so only packets that went through it are followed by
         // this check.
-        if (w.ct_defrag != nullptr && w.ct_defrag->ready()) ct_defrag_emit(w, t, cls);
+        if (w.ct_defrag != nullptr && w.ct_defrag->ready()) ct_defrag_emit(w, t, &cls);
         ++i;
     }
     normal_flush(w, t, in_port, normal);
+}
+
+}  // namespace
+
+void pipeline_burst(WorkerState& w, const PortTable& t, const Classifier* cls, uint16_t in_port,
+                    rte_mbuf** pkts, uint16_t n) {
+    if (cls == nullptr || cls->table_empty(0)) {
+        l2_switch_burst(w, t, in_port, pkts, n);
+        return;
+    }
+    // Chosen per burst from the snapshot's summary of its rules: a rule change switches paths
+    // at the next burst.
+    if (cls->in_port_only(0) && in_port < Classifier::kIndexedPorts)
+        rules_burst<true>(w, t, *cls, in_port, pkts, n);
+    else
+        rules_burst<false>(w, t, *cls, in_port, pkts, n);
 }
 
 }  // namespace ferry

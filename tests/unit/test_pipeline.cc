@@ -341,3 +341,210 @@ TEST_F(PipelineTest, ThrashingCacheInsertsOnlyAFractionOfMisses) {
 
 }  // namespace
 }  // namespace ferry
+
+namespace ferry {
+namespace {
+
+/// An IPv6/UDP frame from kA to kB with a 4-byte payload; payload_len as the header claims.
+Frame ipv6_frame(uint16_t payload_len = 12) {
+    Frame f(kB, kB + 6);
+    f.insert(f.end(), kA, kA + 6);
+    f.insert(f.end(),
+             {0x86, 0xdd, 0x60, 0, 0, 0, uint8_t(payload_len >> 8), uint8_t(payload_len), 17, 64});
+    for (int i = 0; i < 32; ++i) f.push_back(i < 16 ? 0xfd : 0xfe);  // source, destination
+    f.insert(f.end(), {0x30, 0x39, 0x00, 0x35, 0, 12, 0, 0, 'f', 'e', 'r', 'y'});
+    return f;
+}
+
+/// make_frame with its outer ethertype field replaced by tags (TPID, VID) and the frame's own
+/// ethertype after them.
+Frame tagged(std::vector<std::pair<uint16_t, uint16_t>> tags) {
+    Frame base = make_frame(kB, kA);
+    Frame f(base.begin(), base.begin() + 12);
+    for (auto [tpid, vid] : tags)
+        f.insert(f.end(), {uint8_t(tpid >> 8), uint8_t(tpid), uint8_t(vid >> 8), uint8_t(vid)});
+    f.insert(f.end(), base.begin() + 12, base.end());
+    return f;
+}
+
+/// Frames of every kind the parser tells apart, valid and not, one of each.
+struct FrameMix {
+    std::vector<Frame> valid;
+    std::vector<std::pair<Frame, DropReason>> invalid;
+};
+
+FrameMix frame_mix() {
+    FrameMix m;
+    Frame ipv4 = make_frame(kB, kA);
+    Frame arp = make_frame(kBcast, kA);
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    arp.resize(14 + 28);
+    Frame other = make_frame(kB, kA);  // an ethertype the parser does not look into
+    other[12] = 0x88;
+    other[13] = 0xb5;
+    Frame fragment = make_frame(kB, kA);  // a non-first fragment: no transport header read
+    fragment[20] = 0x00;
+    fragment[21] = 0x10;
+    m.valid = {ipv4,
+               make_frame(kB, kA, 7),
+               tagged({{0x88a8, 5}, {0x8100, 7}}),
+               tagged({{0x8100, 0}}),
+               arp,
+               other,
+               fragment,
+               ipv6_frame()};
+
+    Frame runt(ipv4.begin(), ipv4.begin() + 10);
+    Frame cut_tag = tagged({{0x8100, 7}});
+    cut_tag.resize(16);
+    Frame long_ip = ipv4;  // IPv4 total length past the frame
+    long_ip[16] = 0x01;
+    Frame bad_version = ipv4;
+    bad_version[14] = 0x65;
+    Frame short_tcp = ipv4;  // TCP in 12 bytes of IP payload
+    short_tcp[23] = 6;
+    Frame long_ip6 = ipv6_frame(400);
+    Frame short_ip6 = ipv6_frame();  // the fixed header only, its payload length still 12
+    short_ip6.resize(14 + 40);
+    m.invalid = {{runt, DropReason::kRunt},
+                 {cut_tag, DropReason::kBadVlan},
+                 {tagged({{0x8100, 0}, {0x8100, 7}}), DropReason::kVlanAfterPriorityTag},
+                 {tagged({{0x88a8, 5}, {0x8100, 7}, {0x8100, 8}}), DropReason::kVlanTooDeep},
+                 {long_ip, DropReason::kBadL3},
+                 {bad_version, DropReason::kBadL3},
+                 {short_tcp, DropReason::kBadL4},
+                 {long_ip6, DropReason::kBadL3},
+                 {short_ip6, DropReason::kBadL3}};
+    return m;
+}
+
+/// What one pass of a frame mix through the pipeline left: the frames out of each port, the
+/// worker's drop and port counters, the rule counters, the buffers still in use.
+struct Outcome {
+    std::vector<std::vector<Frame>> out;
+    std::vector<uint64_t> port_counters;
+    std::vector<uint64_t> rule_counters;
+    unsigned in_use = 0;
+    bool operator==(const Outcome&) const = default;
+};
+
+class PipelineInPortOnlyTest : public PipelineTest {
+protected:
+    /// Sends the mix from p0 (in_port rule: output), p1 (in_port rule: drop) and p3 (no rule),
+    /// the valid frames and the invalid ones interleaved, one frame whose headers run past its
+    /// first segment, and one frame past p0's MTU; with counters zeroed first.
+    Outcome run_mix() {
+        std::memset(w_->port_counters, 0, sizeof(w_->port_counters));
+        std::fill(counters_.begin(), counters_.end(), RuleCounters{});
+        FrameMix mix = frame_mix();
+        std::vector<Frame> burst;
+        for (size_t i = 0; i < std::max(mix.valid.size(), mix.invalid.size()); ++i) {
+            if (i < mix.valid.size()) burst.push_back(mix.valid[i]);
+            if (i < mix.invalid.size()) burst.push_back(mix.invalid[i].first);
+        }
+        for (uint16_t in : {0, 1, 3}) {
+            send(in, burst);
+            rte_mbuf* pkts[2] = {chain(make_frame(kB, kA), {20}), nullptr};
+            Frame big = make_frame(kB, kA);  // L3 of 1,534 bytes: past the MTU of 1,500
+            big.resize(14 + 1534);
+            big[16] = 0x05;
+            big[17] = 0xfe;
+            pkts[1] = mbufs({big})[0];
+            pipeline_burst(*w_, table_, cls_.get(), in, pkts, 2);
+            worker_flush_tx(*w_, table_);
+        }
+        Outcome o;
+        for (uint16_t p = 0; p < kPorts; ++p) o.out.push_back(drain(p));
+        const auto* pc = reinterpret_cast<const uint64_t*>(w_->port_counters);
+        o.port_counters.assign(pc, pc + kPortSlots * sizeof(PortCounters) / sizeof(uint64_t));
+        for (const RuleCounters& c : counters_) {
+            o.rule_counters.push_back(c.packets);
+            o.rule_counters.push_back(c.bytes);
+        }
+        o.in_use = rte_mempool_in_use_count(pool_);
+        return o;
+    }
+};
+
+TEST_F(PipelineInPortOnlyTest, CheckingWithoutKeysGivesTheFullPathsOutputsDropsAndCounters) {
+    const std::vector<json> port_rules = {rule(1, 10, {{"in_port", "p0"}}, {"output:p2"}),
+                                          rule(2, 10, {{"in_port", "p1"}}, {"drop"})};
+    install(port_rules);
+    ASSERT_TRUE(cls_->in_port_only(0));
+    const Outcome lean = run_mix();
+
+    // The same decisions, but a rule that reads another field (never the best for any frame)
+    // makes the table need whole keys: the full parse.
+    std::vector<json> full_rules = port_rules;
+    full_rules.push_back(rule(3, 1, {{"in_port", "p0"}, {"eth_type", "0x88b6"}}, {"drop"}));
+    install(full_rules);
+    ASSERT_FALSE(cls_->in_port_only(0));
+    const Outcome full = run_mix();
+    EXPECT_EQ(lean, full);
+
+    // And what that is: every valid frame of p0 out of p2 unchanged, in order; each invalid one
+    // dropped for its reason on every port; p1's valid frames dropped by their rule, p3's for
+    // want of one.
+    const FrameMix mix = frame_mix();
+    EXPECT_EQ(lean.out[2], mix.valid);
+    EXPECT_TRUE(lean.out[0].empty() && lean.out[1].empty() && lean.out[3].empty());
+    for (uint16_t p : {0, 1, 3}) {
+        for (const auto& [frame, reason] : mix.invalid)
+            EXPECT_GE(drops(p, reason), 1u) << p << " " << static_cast<int>(reason);
+        EXPECT_EQ(drops(p, DropReason::kSplitHeaders), 1u) << p;
+        EXPECT_EQ(drops(p, DropReason::kMtuExceeded), 1u) << p;
+    }
+    EXPECT_EQ(drops(0, DropReason::kBadL3), 4u);
+    EXPECT_EQ(drops(1, DropReason::kRuleDrop), mix.valid.size());
+    EXPECT_EQ(drops(3, DropReason::kNoRule), mix.valid.size());
+    EXPECT_EQ(hits(1), mix.valid.size());
+    EXPECT_EQ(hits(2), mix.valid.size());
+    EXPECT_EQ(lean.in_use, 0u);
+}
+
+TEST_F(PipelineInPortOnlyTest, RulesThatReadMoreFieldsSwitchBackToWholeKeys) {
+    Frame dns = make_frame(kB, kA);  // 10.0.0.1:12345 -> 10.0.0.2:53, UDP
+    Frame other = make_frame(kB, kA);
+    other[33] = 3;  // to 10.0.0.3
+    const json port_rule = rule(1, 10, {{"in_port", "p0"}}, {"output:p2"});
+    install({port_rule});
+    ASSERT_TRUE(cls_->in_port_only(0));
+    send(0, {dns, other});
+    EXPECT_EQ(drain(2), (std::vector<Frame>{dns, other}));
+
+    // A 5-tuple rule published: its field decides again.
+    install({port_rule, rule(2, 20,
+                             {{"in_port", "p0"},
+                              {"eth_type", "ipv4"},
+                              {"ip_src", "10.0.0.1"},
+                              {"ip_dst", "10.0.0.2"},
+                              {"ip_proto", "udp"},
+                              {"l4_src", 12345},
+                              {"l4_dst", 53}},
+                             {"output:p3"})});
+    ASSERT_FALSE(cls_->in_port_only(0));
+    send(0, {dns, other});
+    EXPECT_EQ(drain(3), std::vector<Frame>{dns});
+    EXPECT_EQ(drain(2), std::vector<Frame>{other});
+
+    // An in_port rule whose action reads the key (normal learns the source address): keys
+    // are filled again.
+    install({rule(1, 10, {{"in_port", "p0"}}, {"normal"})});
+    ASSERT_TRUE(cls_->port_indexed(0));
+    ASSERT_FALSE(cls_->in_port_only(0));
+    send(0, {dns});
+    EXPECT_EQ(learn(), 1u);
+    for (uint16_t p = 1; p < kPorts; ++p) EXPECT_EQ(drain(p), std::vector<Frame>{dns}) << p;
+
+    // And back.
+    install({port_rule});
+    ASSERT_TRUE(cls_->in_port_only(0));
+    send(0, {dns, other});
+    EXPECT_EQ(drain(2), (std::vector<Frame>{dns, other}));
+    EXPECT_TRUE(drain(3).empty());
+    EXPECT_EQ(learn(), 0u);
+}
+
+}  // namespace
+}  // namespace ferry
