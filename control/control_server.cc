@@ -183,8 +183,43 @@ ControlServer::~ControlServer() {
     }
 }
 
+void ControlServer::hold_requests(bool held) {
+    if (held == held_) return;
+    held_ = held;
+    if (held) {
+        // Out of the epoll set altogether: a held client that hangs up would otherwise be
+        // reported (EPOLLHUP) on every wait.
+        if (listen_fd_ >= 0) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        accept_paused_until_ = {};
+        for (auto& [fd, client] : clients_) {
+            ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+            client->events = 0;
+        }
+        return;
+    }
+    epoll_event ev{};
+    if (listen_fd_ >= 0) {
+        ev.events = EPOLLIN;
+        ev.data.u64 = pack(listen_fd_, 0);
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+    }
+    const auto now = Clock::now();
+    std::vector<int> broken;
+    for (auto& [fd, client] : clients_) {
+        client->last_activity = now;  // the hold was not the client's idleness
+        ev.events = wanted_events(*client);
+        ev.data.u64 = pack(fd, client->token);
+        if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0)
+            client->events = ev.events;
+        else
+            broken.push_back(fd);
+    }
+    for (int fd : broken) close_client(fd);
+}
+
 void ControlServer::run_once(int timeout_ms) {
-    if (accept_paused_until_ != Clock::time_point{} && Clock::now() >= accept_paused_until_) {
+    if (!held_ && accept_paused_until_ != Clock::time_point{} &&
+        Clock::now() >= accept_paused_until_) {
         accept_paused_until_ = {};
         epoll_event ev{};
         ev.events = EPOLLIN;
@@ -197,33 +232,44 @@ void ControlServer::run_once(int timeout_ms) {
         int fd = static_cast<int>(static_cast<uint32_t>(events[i].data.u64));
         uint32_t token = static_cast<uint32_t>(events[i].data.u64 >> 32);
         // Tokens make a stale event (its fd closed and reused earlier in this batch) a no-op.
+        // A watch callback earlier in this batch may have held the clients: their events wait.
         if (token == 0 && fd == listen_fd_) {
-            accept_clients();
+            if (!held_) accept_clients();
         } else if (auto c = clients_.find(fd); c != clients_.end() && c->second->token == token) {
-            on_client_event(*c->second, events[i].events);
+            if (!held_) on_client_event(*c->second, events[i].events);
         } else if (auto w = watches_.find(fd); w != watches_.end() && w->second.token == token) {
-            auto on_readable = w->second.on_readable;  // the callback may remove its own watch
-            on_readable();
+            auto on_ready = w->second.on_ready;  // the callback may remove its own watch
+            on_ready();
         }
     }
-    close_idle_clients();
+    if (!held_) close_idle_clients();
 }
 
-Status ControlServer::add_watch(int fd, std::function<void()> on_readable) {
+Status ControlServer::add_watch(int fd, std::function<void()> on_ready, bool writable) {
+    const uint32_t events = writable ? EPOLLOUT : EPOLLIN;
     if (auto it = watches_.find(fd); it != watches_.end()) {
-        it->second.on_readable = std::move(on_readable);
+        if (it->second.events != events) {
+            epoll_event ev{};
+            ev.events = events;
+            ev.data.u64 = pack(fd, it->second.token);
+            if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0)
+                return make_error(ErrorCode::kFailed,
+                                  "cannot watch fd " + std::to_string(fd) + ": " + errno_text());
+            it->second.events = events;
+        }
+        it->second.on_ready = std::move(on_ready);
         return Ok{};
     }
     uint32_t token = next_token_++;
     if (next_token_ == 0) next_token_ = 1;
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    ev.events = events;
     ev.data.u64 = pack(fd, token);
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
         return make_error(ErrorCode::kFailed,
                           "cannot watch fd " + std::to_string(fd) + ": " + errno_text());
     }
-    watches_[fd] = Watch{token, std::move(on_readable)};
+    watches_[fd] = Watch{token, events, std::move(on_ready)};
     return Ok{};
 }
 
@@ -403,15 +449,21 @@ bool ControlServer::flush_client(Client& client) {
 /// Registers EPOLLIN while the client may send and is not backed up, EPOLLOUT while output is
 /// queued. Context: control.
 void ControlServer::update_events(Client& client) {
-    size_t pending = client.out.size() - client.out_sent;
-    uint32_t want = 0;
-    if (!client.closing && !client.eof && pending < kOutHighWater) want |= EPOLLIN | EPOLLRDHUP;
-    if (pending > 0) want |= EPOLLOUT;
+    const uint32_t want = wanted_events(client);
     if (want == client.events) return;
     epoll_event ev{};
     ev.events = want;
     ev.data.u64 = pack(client.fd, client.token);
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, client.fd, &ev) == 0) client.events = want;
+}
+
+/// What update_events registers for a client. Context: control.
+uint32_t ControlServer::wanted_events(const Client& client) const {
+    const size_t pending = client.out.size() - client.out_sent;
+    uint32_t want = 0;
+    if (!client.closing && !client.eof && pending < kOutHighWater) want |= EPOLLIN | EPOLLRDHUP;
+    if (pending > 0) want |= EPOLLOUT;
+    return want;
 }
 
 /// Closes and forgets one client. Context: control.
@@ -439,6 +491,7 @@ int ControlServer::wait_timeout(int timeout_ms) const {
     auto deadline = Clock::time_point::max();
     auto idle = std::chrono::milliseconds(limits_.idle_timeout_ms);
     for (const auto& [fd, client] : clients_) {
+        if (held_) break;  // a held client is not idle
         deadline = std::min(deadline, client->last_activity + idle);
     }
     if (accept_paused_until_ != Clock::time_point{}) {

@@ -54,14 +54,22 @@ public:
     /// this stack and must not destroy the server.
     void run_once(int timeout_ms);
 
-    /// Calls on_readable from run_once whenever fd is readable (level-triggered, so the callback
-    /// must drain fd or it is called again). Context: control. The server does not own fd;
-    /// call remove_watch before closing it. Watching an fd again replaces its callback.
+    /// Calls on_ready from run_once whenever fd is readable, or with writable whenever it is
+    /// writable, and when it hangs up or fails (level-triggered, so the callback must drain or
+    /// fill fd, or stop watching it, or it is called again). Context: control. The server does
+    /// not own fd; call remove_watch before closing it. Watching an fd again replaces its
+    /// callback and what it waits for.
     /// @return Ok, or kFailed if epoll refuses the fd (e.g. a regular file).
-    Status add_watch(int fd, std::function<void()> on_readable);
+    Status add_watch(int fd, std::function<void()> on_ready, bool writable = false);
 
     /// Stops watching fd; safe from inside any callback, including fd's own. Context: control.
     void remove_watch(int fd);
+
+    /// Holds the clients (held true): accepts no connection and reads no request until
+    /// hold_requests(false); they wait in the kernel's queues (the listening socket's backlog,
+    /// each client's socket), and a held client is not idle. Watches go on. A live upgrade
+    /// holds them while it hands the switch over. Context: control.
+    void hold_requests(bool held);
 
     /// Connected clients. Context: control.
     size_t client_count() const { return clients_.size(); }
@@ -92,7 +100,8 @@ private:
     };
     struct Watch {
         uint32_t token = 0;
-        std::function<void()> on_readable;
+        uint32_t events = 0;
+        std::function<void()> on_ready;
     };
 
     ControlServer(std::string path, JsonRpcDispatcher* dispatcher, ControlServerLimits limits);
@@ -104,6 +113,7 @@ private:
     void refuse_oversized(Client& client);
     bool flush_client(Client& client);
     void update_events(Client& client);
+    uint32_t wanted_events(const Client& client) const;
     void close_client(int fd);
     void close_idle_clients();
     int wait_timeout(int timeout_ms) const;
@@ -116,6 +126,7 @@ private:
     uint64_t socket_inode_ = 0;                // to unlink only our own socket file
     uint32_t next_token_ = 1;                  // 0 is the listening socket
     Clock::time_point accept_paused_until_{};  // after EMFILE, so a full fd table does not spin
+    bool held_ = false;                        // hold_requests(true): clients out of epoll_fd_
     std::unordered_map<int, std::unique_ptr<Client>> clients_;
     std::unordered_map<int, Watch> watches_;
 };

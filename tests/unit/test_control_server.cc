@@ -463,5 +463,104 @@ TEST_F(ControlServerTest, WatchOnARegularFileIsRefused) {
     ::close(fd);
 }
 
+TEST_F(ControlServerTest, HeldRequestsWaitAndAreServedAfterwards) {
+    // Interleaved, no thread. Sends a request from a connected client and connects a second
+    // client while the server holds its clients, which also includes one that hangs up and an
+    // idle timeout shorter than the hold. Expects no answer and no accept during the hold,
+    // watches served meanwhile, no busy loop on the hung-up one, then both answered.
+    start({.idle_timeout_ms = 100}, /*threaded=*/false);
+    Client first(path_);
+    Client gone(path_);
+    server_->run_once(0);
+    ASSERT_EQ(server_->client_count(), 2u);
+    server_->hold_requests(true);
+    first.send(R"({"jsonrpc":"2.0","method":"echo","params":{"text":"held"},"id":7})"
+               "\n");
+    gone.close();
+    Client second(path_);  // waits in the backlog
+    ASSERT_TRUE(second.connected());
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK), 0);
+    int fired = 0;
+    ASSERT_TRUE(server_
+                    ->add_watch(pipe_fds[0],
+                                [&] {
+                                    char buf[16];
+                                    while (::read(pipe_fds[0], buf, sizeof(buf)) > 0) {
+                                    }
+                                    ++fired;
+                                })
+                    .ok());
+    ASSERT_EQ(::write(pipe_fds[1], "x", 1), 1);
+    const auto begin = std::chrono::steady_clock::now();
+    int turns = 0;
+    while (std::chrono::steady_clock::now() - begin < 300ms) {
+        server_->run_once(50);
+        ++turns;
+    }
+    EXPECT_EQ(fired, 1);
+    EXPECT_LE(turns, 10);  // each turn waited its 50 ms: nothing held kept waking it
+    EXPECT_EQ(server_->client_count(), 2u);  // none accepted, none closed as idle
+    EXPECT_FALSE(first.read_line(50));
+    server_->hold_requests(false);
+    std::optional<std::string> answer;
+    for (int i = 0; i < 20 && !answer; ++i) {
+        server_->run_once(10);
+        answer = first.read_line(50);
+    }
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(json::parse(*answer)["result"]["text"], "held");
+    second.send(R"({"jsonrpc":"2.0","method":"echo","params":{"text":2},"id":2})"
+                "\n");
+    answer.reset();
+    for (int i = 0; i < 20 && !answer; ++i) {
+        server_->run_once(10);
+        answer = second.read_line(50);
+    }
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(json::parse(*answer)["id"], 2);
+    server_->remove_watch(pipe_fds[0]);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+}
+
+TEST_F(ControlServerTest, WritableWatchFiresWhileThereIsRoom) {
+    // A socket pair: the watched end is writable at once, not after its buffer is full, and
+    // again once the peer read; watching it for reading instead stops the writable calls.
+    start({}, /*threaded=*/false);
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    int fired = 0;
+    auto fill = [&] {
+        ++fired;
+        char buf[4096] = {};
+        while (::send(sv[0], buf, sizeof(buf), MSG_NOSIGNAL) > 0) {
+        }
+    };
+    ASSERT_TRUE(server_->add_watch(sv[0], fill, /*writable=*/true).ok());
+    server_->run_once(100);
+    EXPECT_EQ(fired, 1);
+    server_->run_once(50);
+    EXPECT_EQ(fired, 1);  // full: not writable
+    char buf[1 << 16];
+    while (::recv(sv[1], buf, sizeof(buf), 0) > 0) {
+    }
+    server_->run_once(100);
+    EXPECT_EQ(fired, 2);
+    int readable = 0;
+    ASSERT_TRUE(server_->add_watch(sv[0], [&] { ++readable; }).ok());
+    while (::recv(sv[1], buf, sizeof(buf), 0) > 0) {
+    }
+    server_->run_once(50);
+    EXPECT_EQ(fired, 2);
+    EXPECT_EQ(readable, 0);
+    ASSERT_EQ(::send(sv[1], "x", 1, 0), 1);
+    server_->run_once(100);
+    EXPECT_EQ(readable, 1);
+    server_->remove_watch(sv[0]);
+    ::close(sv[0]);
+    ::close(sv[1]);
+}
+
 }  // namespace
 }  // namespace ferry
