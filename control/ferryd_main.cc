@@ -282,19 +282,22 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     // The next upgrade takes over from this one.
     const std::string takeover_path = cfg.control_socket + ".takeover";
     ferry::SwitchTakeoverHost upgrade(s, *server.value());
+    // It runs a hand-over from this loop, which goes on meanwhile: housekeeping and the
+    // watchdog never wait for a successor.
     auto successor = ferry::TakeoverListener::listen(takeover_path, host, upgrade);
-    if (successor)
-        server.value()->add_watch(successor.value()->fd(),
-                                  [&successor] { successor.value()->on_readable(); });
-    else
+    if (!successor)
         FERRY_LOG_WARN_IN(kMigrate, "no live upgrade: %s", successor.error().message.c_str());
     FERRY_LOG_INFO("ready: %zu ports, %u workers, control socket %s", cfg.ports.size(),
                    s.worker_count(), cfg.control_socket.c_str());
     while (!s.shutdown_requested()) {
         server.value()->run_once(50);
+        if (successor) successor.value()->check_deadlines();
         s.housekeeping();
         watchdog.tick();
     }
+    // A hand-over still under way ends here (before RELEASE the workers resume, to be
+    // stopped below).
+    if (successor) successor.value()->stop();
     using Outcome = ferry::TakeoverListener::Outcome;
     const Outcome outcome = successor ? successor.value()->outcome() : Outcome::kNone;
     const pid_t successor_pid = successor ? successor.value()->successor_pid() : 0;
@@ -312,7 +315,6 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     server.value()->run_once(0);
     ferry::telemetry_detach();
     s.stop_workers();
-    if (successor) server.value()->remove_watch(successor.value()->fd());
     successor = ferry::make_error(ferry::ErrorCode::kFailed, "stopped");
     server.value().reset();
     close(sfd);

@@ -97,6 +97,19 @@ DpiWorker& SwitchMigrationHost::dpi_worker(uint16_t worker) {
     return sw_.dpi().worker(worker);
 }
 
+void SwitchTakeoverHost::watch(int fd, bool writable, std::function<void()> on_ready) {
+    if (Status s = server_.add_watch(fd, std::move(on_ready), writable); !s)
+        log_in(LogSubsystem::kMigrate, LogLevel::kError, "takeover: %s", s.error().message.c_str());
+}
+
+void SwitchTakeoverHost::unwatch(int fd) {
+    server_.remove_watch(fd);
+}
+
+void SwitchTakeoverHost::hold_control_requests(bool hold) {
+    server_.hold_requests(hold);
+}
+
 int SwitchTakeoverHost::control_socket_fd() const {
     return server_.listen_fd();
 }

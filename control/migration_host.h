@@ -47,6 +47,9 @@ class SwitchTakeoverHost final : public TakeoverHost {
 public:
     SwitchTakeoverHost(Switch& sw, ControlServer& server) : sw_(sw), server_(server) {}
 
+    void watch(int fd, bool writable, std::function<void()> on_ready) override;
+    void unwatch(int fd) override;
+    void hold_control_requests(bool hold) override;
     int control_socket_fd() const override;
     void control_socket_handed_over() override;
     void release_ports() override;

@@ -1,5 +1,6 @@
 #include "migrate/takeover.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,9 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <thread>
 
 #include "migrate/file_transport.h"
 #include "migrate/stages.h"
@@ -72,6 +73,8 @@ struct FdMessage {
     FdMessage& operator=(const FdMessage&) = delete;
 };
 
+/// Sends fd over conn without waiting. @return kBusy when conn is full (try again once it is
+/// writable), kFailed when it broke
 Status send_fd(int conn, int fd) {
     FdMessage m;
     cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
@@ -79,8 +82,12 @@ Status send_fd(int conn, int fd) {
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    if (::sendmsg(conn, &m.msg, MSG_NOSIGNAL) != 1)
-        return make_error(ErrorCode::kFailed, std::string("takeover: sendmsg: ") + strerror(errno));
+    if (::sendmsg(conn, &m.msg, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+        const int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+            return make_error(ErrorCode::kBusy, "takeover: the connection is full");
+        return make_error(ErrorCode::kFailed, std::string("takeover: sendmsg: ") + strerror(err));
+    }
     return Ok{};
 }
 
@@ -102,20 +109,53 @@ Result<int> recv_fd(int conn, Deadline deadline) {
     return fd;
 }
 
-/// Waits until process pid is gone (exited; a zombie holds nothing), at most `wait`.
-/// @return whether it is gone
-bool wait_gone(pid_t pid, std::chrono::milliseconds wait) {
-    const auto until = Clock::now() + wait;
-    for (;;) {
-        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-        std::string line;
-        if (!stat || !std::getline(stat, line)) return true;
-        const size_t paren = line.rfind(')');  // the state follows the command's name
-        if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z')
-            return true;
-        if (Clock::now() >= until) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+/// Whether process pid is gone (exited; a zombie holds nothing). Context: any.
+bool process_gone(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!stat || !std::getline(stat, line)) return true;
+    const size_t paren = line.rfind(')');  // the state follows the command's name
+    return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
+
+/// How long a connection may take to say its hello: a successor says it as it connects.
+constexpr auto kHelloWait = std::chrono::seconds(5);
+/// Connections waiting for their hello at once; one more closes the oldest, so that silent
+/// clients cannot keep a successor out.
+constexpr size_t kMaxWaiting = 4;
+/// How long the workers stay paused for a successor's RELEASE, counted from the pause: this
+/// side's capture, the stream's sending, the successor's reading and checking of it. It grows
+/// with the stream: kReleaseWaitBase plus the stream's bytes at kSuccessorBytesPerSecond.
+/// benchmarks/takeover_release measured 27.5-34.7 s from the pause to RELEASE at 1,000,000
+/// connections (208 MB: 6.0 MB/s at the slowest) and 63-108 ms at 10,000, on a 2-core host
+/// at load 17, shared with other builds and busy-polling tests (6.1-8.8 s at load 13;
+/// docs/migration.md, "Live upgrade"). Half that slowest pace, and a base for a small stream's
+/// successor descheduled for seconds, leave room for a busier host: 10,000 connections 5.7 s,
+/// 100,000 12 s, 1,000,000 74 s. Past it the workers resume and a late RELEASE finds the connection
+/// closed, so a stalled successor cannot stop the forwarding for longer, and only one ferryd ever
+/// owns the ports.
+constexpr auto kReleaseWaitBase = std::chrono::seconds(5);
+constexpr double kSuccessorBytesPerSecond = 3e6;
+/// How long the successor may take, after the release, to create its switch and say DONE.
+constexpr auto kDoneWait = std::chrono::seconds(120);
+/// How long a failed successor's process may take to exit (and free the ports).
+constexpr auto kExitWait = std::chrono::seconds(10);
+/// The longest line of the successor's ("RELEASE", "DONE", "ABORT why", "FAILED why").
+constexpr size_t kMaxWord = 512;
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+
+Clock::duration release_wait(size_t stream_bytes) {
+    return kReleaseWaitBase +
+           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+               static_cast<double>(stream_bytes) / kSuccessorBytesPerSecond));
+}
+
+double seconds(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
+
+double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
 }  // namespace
@@ -127,13 +167,22 @@ Result<std::unique_ptr<TakeoverListener>> TakeoverListener::listen(const std::st
     auto fd = transport_listen("unix:" + path);
     if (!fd) return fd.error();
     l->fd_ = *fd;
+    // Accepted from the control loop: a connection gone between the wake-up and the accept
+    // must not block it.
+    const int flags = ::fcntl(l->fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(l->fd_, F_SETFL, flags | O_NONBLOCK) != 0)
+        return make_error(ErrorCode::kFailed,
+                          std::string("takeover socket: fcntl: ") + strerror(errno));
     ::chmod(path.c_str(), 0600);
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0) l->inode_ = st.st_ino;
+    TakeoverListener* self = l.get();
+    ferryd.watch(l->fd_, false, [self] { self->on_readable(); });
     return l;
 }
 
 TakeoverListener::~TakeoverListener() {
+    stop();
     if (fd_ >= 0) ::close(fd_);
     // Only our own socket: a successor may have bound the path already.
     struct stat st {};
@@ -141,92 +190,311 @@ TakeoverListener::~TakeoverListener() {
         ::unlink(path_.c_str());
 }
 
-void TakeoverListener::on_readable() {
-    auto conn = transport_accept(fd_, in_seconds(1));
-    if (!conn) return;
-    ucred cred{};
-    socklen_t len = sizeof(cred);
-    if (::getsockopt(*conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-        (cred.uid != ::getuid() && cred.uid != 0)) {
-        host_.log(MigrateLog::kWarn, "takeover: refused a connection from uid %u", cred.uid);
-        ::close(*conn);
-        return;
+void TakeoverListener::stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    if (fd_ >= 0) ferryd_.unwatch(fd_);
+    while (!waiting_.empty()) drop_waiting(0, nullptr);
+    if (step_ == Step::kSending || step_ == Step::kAwaitRelease) {
+        give_up("a hand-over to pid " + std::to_string(successor_pid_) + " was under way",
+                "stopping");
+    } else if (step_ != Step::kIdle) {
+        host_.log(MigrateLog::kWarn, "takeover: stopping during a hand-over; checkpoint kept in %s",
+                  (path_ + ".checkpoint").c_str());
+        close_connection();
+        step_ = Step::kIdle;
     }
-    host_.log(MigrateLog::kInfo, "takeover: ferryd pid %d asks to take over",
-              static_cast<int>(cred.pid));
-    successor_pid_ = cred.pid;
-    if (Status s = hand_over(*conn, cred.pid); !s)
-        host_.log(MigrateLog::kWarn, "%s", s.error().message.c_str());
-    ::close(*conn);
 }
 
-Status TakeoverListener::hand_over(int conn, pid_t successor) {
-    auto hello = read_line(conn, in_seconds(5));
-    if (!hello || *hello + "\n" != kHello)
-        return make_error(ErrorCode::kFailed, "takeover: not a ferryd asking to take over");
-    const auto paused_at = Clock::now();
-    ScopedPause paused(host_.workers());
-    if (!paused) return paused.status().error();
-    auto state = MigrationControl(host_).capture(std::nullopt);
-    if (!state) return state.error();
-    const std::vector<uint8_t> stream = write_stream(*state);
-    const Deadline deadline = in_seconds(60);
-    Status sent = transport_send(conn, stream.data(), stream.size(), deadline);
-    if (sent) sent = send_fd(conn, ferryd_.control_socket_fd());
-    auto reply = sent ? read_line(conn, deadline) : Result<std::string>(sent.error());
-    if (!reply || *reply != "RELEASE") {
-        // ABORT: the successor found it cannot take this state; nothing changed here, and
-        // the workers resume as this returns.
-        return make_error(ErrorCode::kFailed, "takeover: the successor gave up (" +
-                                                  (reply ? *reply : reply.error().message) +
-                                                  "); going on");
+void TakeoverListener::on_readable() {
+    for (;;) {
+        const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (conn < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                // Level-triggered: a connection that cannot be taken would wake the loop at
+                // once, again and again. check_deadlines() watches the socket again.
+                ferryd_.unwatch(fd_);
+                accept_paused_until_ = Clock::now() + kAcceptPause;
+            }
+            return;
+        }
+        ucred cred{};
+        socklen_t len = sizeof(cred);
+        if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+            (cred.uid != ::getuid() && cred.uid != 0)) {
+            host_.log(MigrateLog::kWarn, "takeover: refused a connection from uid %u", cred.uid);
+            ::close(conn);
+            continue;
+        }
+        if (stopped_ || outcome_ != Outcome::kNone || step_ != Step::kIdle) {
+            host_.log(MigrateLog::kWarn,
+                      "takeover: closed pid %d's connection: a hand-over to pid %d is in "
+                      "progress",
+                      static_cast<int>(cred.pid), static_cast<int>(successor_pid_));
+            ::close(conn);
+            continue;
+        }
+        if (waiting_.size() >= kMaxWaiting) drop_waiting(0, "it sent no hello yet and others wait");
+        waiting_.push_back(Waiting{conn, cred.pid, Clock::now() + kHelloWait, 0});
+        ferryd_.watch(conn, false, [this, conn] { on_hello(conn); });
+        on_hello(conn);  // a successor says its hello as it connects: often here already
     }
+}
+
+void TakeoverListener::drop_waiting(size_t i, const char* why) {
+    const Waiting w = waiting_[i];
+    waiting_.erase(waiting_.begin() + static_cast<ptrdiff_t>(i));
+    if (why != nullptr)
+        host_.log(MigrateLog::kWarn, "takeover: closed pid %d's connection: %s",
+                  static_cast<int>(w.pid), why);
+    ferryd_.unwatch(w.fd);
+    ::close(w.fd);
+}
+
+void TakeoverListener::on_hello(int fd) {
+    size_t i = 0;
+    while (i < waiting_.size() && waiting_[i].fd != fd) ++i;
+    if (i == waiting_.size()) return;
+    Waiting& w = waiting_[i];
+    const size_t hello_len = std::strlen(kHello);
+    char buf[64];
+    // Exactly the hello's bytes: nothing a successor sends after it may be consumed here.
+    const ssize_t r = ::recv(fd, buf, hello_len - w.said, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (r <= 0) return drop_waiting(i, "it went away before its hello");
+    if (std::memcmp(buf, kHello + w.said, static_cast<size_t>(r)) != 0)
+        return drop_waiting(i, "not a ferryd asking to take over");
+    w.said += static_cast<size_t>(r);
+    if (w.said < hello_len) return;
+    const Waiting hello = w;
+    waiting_.erase(waiting_.begin() + static_cast<ptrdiff_t>(i));
+    ferryd_.unwatch(fd);
+    begin(hello.fd, hello.pid);
+}
+
+void TakeoverListener::begin(int conn, pid_t pid) {
+    host_.log(MigrateLog::kInfo, "takeover: ferryd pid %d asks to take over",
+              static_cast<int>(pid));
+    successor_pid_ = pid;
+    while (!waiting_.empty()) drop_waiting(0, "a hand-over begins");
+    conn_ = conn;
+    // No request may change the switch after the capture, and none is answered from a
+    // switch that is being handed over; the successor serves the queued ones if it runs.
+    ferryd_.hold_control_requests(true);
+    paused_at_ = Clock::now();
+    paused_ = std::make_unique<ScopedPause>(host_.workers());
+    if (!*paused_) return give_up(paused_->status().error().message);
+    auto state = MigrationControl(host_).capture(std::nullopt);
+    if (!state) return give_up(state.error().message);
+    connections_ = state->connections.size();
+    stream_ = write_stream(*state);
+    host_.log(MigrateLog::kInfo, "takeover: %zu connections captured, %zu bytes, in %.1f ms",
+              connections_, stream_.size(), ms_since(paused_at_));
+    sent_ = 0;
+    fd_sent_ = false;
+    word_.clear();
+    step_ = Step::kSending;
+    deadline_ = paused_at_ + release_wait(stream_.size());
+    ferryd_.watch(conn_, true, [this] { on_connection(); });
+    on_connection();
+}
+
+void TakeoverListener::on_connection() {
+    switch (step_) {
+        case Step::kSending:
+            send_some();
+            return;
+        case Step::kAwaitRelease:
+            if (!read_word()) return;
+            if (word_ == "RELEASE") return release();
+            // ABORT: the successor found it cannot take this state; nothing changed here.
+            return give_up("the successor gave up (" + word_ + ")");
+        case Step::kAwaitDone:
+            if (!read_word()) return;
+            if (word_ == "DONE") return handed_over();
+            return successor_failed(word_);
+        case Step::kIdle:
+        case Step::kAwaitExit:
+            return;
+    }
+}
+
+bool TakeoverListener::send_some() {
+    while (sent_ < stream_.size()) {
+        const ssize_t w = ::send(conn_, stream_.data() + sent_, stream_.size() - sent_,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            sent_ += static_cast<size_t>(w);
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return true;  // the connection is full: on when it is writable again
+        } else {
+            give_up(std::string("the successor went away (") + strerror(errno) + ")");
+            return false;
+        }
+    }
+    if (!fd_sent_) {
+        if (Status s = send_fd(conn_, ferryd_.control_socket_fd()); !s) {
+            if (s.error().code == ErrorCode::kBusy) return true;
+            give_up(s.error().message);
+            return false;
+        }
+        fd_sent_ = true;
+    }
+    step_ = Step::kAwaitRelease;
+    ferryd_.watch(conn_, false, [this] { on_connection(); });
+    return true;
+}
+
+bool TakeoverListener::read_word() {
+    char buf[kMaxWord];
+    const ssize_t r = ::recv(conn_, buf, kMaxWord - word_.size(), 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
+    std::string why;
+    if (r <= 0) {
+        why = "the connection closed";
+    } else {
+        word_.append(buf, static_cast<size_t>(r));
+        const size_t nl = word_.find('\n');
+        if (nl != std::string::npos) {
+            word_.resize(nl);  // nothing may follow a word before this side answers
+            return true;
+        }
+        if (word_.size() < kMaxWord) return false;
+        why = "a line too long";
+    }
+    if (step_ == Step::kAwaitRelease)
+        give_up("the successor gave up (" + why + ")");
+    else
+        successor_failed(why);
+    return false;
+}
+
+void TakeoverListener::close_connection() {
+    if (conn_ >= 0) {
+        ferryd_.unwatch(conn_);
+        ::close(conn_);
+        conn_ = -1;
+    }
+    ferryd_.hold_control_requests(false);
+}
+
+void TakeoverListener::give_up(const std::string& why, const char* then) {
+    close_connection();
+    paused_.reset();  // the workers resume
+    std::vector<uint8_t>().swap(stream_);
+    step_ = Step::kIdle;
+    host_.log(MigrateLog::kWarn, "takeover: %s; %s", why.c_str(), then);
+}
+
+void TakeoverListener::release() {
     // The point of no return: the successor has the state and the control socket.
+    host_.log(MigrateLog::kInfo,
+              "takeover: the successor said RELEASE %.1f ms after the workers "
+              "paused (%zu bytes of stream)",
+              ms_since(paused_at_), stream_.size());
     const std::string checkpoint = path_ + ".checkpoint";
-    if (Status w = write_file_atomic(checkpoint, stream); !w)
+    if (Status w = write_file_atomic(checkpoint, stream_); !w)
         host_.log(MigrateLog::kWarn, "takeover: %s", w.error().message.c_str());
-    paused.release();  // release_ports() stops the workers, which must not be parked then
+    std::vector<uint8_t>().swap(stream_);
+    paused_.reset();  // release_ports() stops the workers, which must not be parked then
     ferryd_.release_ports();
-    send_text(conn, "RELEASED\n", deadline);
+    send_text(conn_, "RELEASED\n", Clock::now() + std::chrono::seconds(1));
     // The guest-visible part of an upgrade starts at the pause: how much of it was here.
     host_.log(MigrateLog::kInfo, "takeover: ports released, %.1f ms after the workers paused",
-              std::chrono::duration<double, std::milli>(Clock::now() - paused_at).count());
-    auto done = read_line(conn, in_seconds(120));
-    if (done && *done == "DONE") {
-        ferryd_.control_socket_handed_over();  // the socket is the successor's now
-        ferryd_.request_shutdown();
-        outcome_ = Outcome::kHandedOver;
-        host_.log(MigrateLog::kInfo,
-                  "takeover: the successor runs; %zu connections handed over, exiting",
-                  state->connections.size());
-        ::unlink(checkpoint.c_str());
-        return Ok{};
-    }
+              ms_since(paused_at_));
+    word_.clear();
+    step_ = Step::kAwaitDone;
+    deadline_ = Clock::now() + kDoneWait;
+}
+
+void TakeoverListener::handed_over() {
+    close_connection();
+    step_ = Step::kIdle;
+    ferryd_.control_socket_handed_over();  // the socket is the successor's now
+    ferryd_.request_shutdown();
+    outcome_ = Outcome::kHandedOver;
+    host_.log(MigrateLog::kInfo,
+              "takeover: the successor runs; %zu connections handed over, exiting", connections_);
+    ::unlink((path_ + ".checkpoint").c_str());
+}
+
+void TakeoverListener::successor_failed(const std::string& why) {
     // The successor failed or died before it ran: this ferryd still holds every table and
     // the control socket, so it takes its ports back (once the successor's process, which
-    // may hold them, is gone) and goes on where it stopped.
-    const std::string why = done ? *done : done.error().message;
-    Status back = wait_gone(successor, std::chrono::seconds(10))
-                      ? ferryd_.reclaim_ports()
-                      : Status(make_error(ErrorCode::kFailed, "the successor did not exit"));
+    // may hold them, is gone) and goes on where it stopped. Requests stay held until then.
+    if (conn_ >= 0) {
+        ferryd_.unwatch(conn_);
+        ::close(conn_);
+        conn_ = -1;
+    }
+    failed_why_ = why;
+    step_ = Step::kAwaitExit;
+    deadline_ = Clock::now() + kExitWait;
+    if (process_gone(successor_pid_)) reclaim(Ok{});
+}
+
+void TakeoverListener::reclaim(Status gone) {
+    const std::string checkpoint = path_ + ".checkpoint";
+    Status back = gone ? ferryd_.reclaim_ports() : gone;
+    step_ = Step::kIdle;
+    close_connection();
     if (back) {
         ::unlink(checkpoint.c_str());
         // The successor may have named itself the unit's main process before it failed.
         ferryd_.notify_service_manager("MAINPID=" + std::to_string(::getpid()) +
                                        "\nSTATUS=the successor failed; ports reopened, forwarding");
-        return make_error(ErrorCode::kFailed, "takeover: the successor failed (" + why +
-                                                  "); ports reopened, going "
-                                                  "on with " +
-                                                  std::to_string(state->connections.size()) +
-                                                  " connections");
+        host_.log(MigrateLog::kWarn,
+                  "takeover: the successor failed (%s); ports reopened, going on with %zu "
+                  "connections",
+                  failed_why_.c_str(), connections_);
+        return;
     }
     ferryd_.control_socket_handed_over();
     ferryd_.request_shutdown();
     outcome_ = Outcome::kSuccessorFailed;
-    return make_error(ErrorCode::kFailed,
-                      "takeover: the successor failed (" + why +
-                          "), and the ports cannot be reopened here (" + back.error().message +
-                          "); exiting: start ferryd with --restore " + checkpoint);
+    host_.log(MigrateLog::kError,
+              "takeover: the successor failed (%s), and the ports cannot be reopened here (%s); "
+              "exiting: start ferryd with --restore %s",
+              failed_why_.c_str(), back.error().message.c_str(), checkpoint.c_str());
+}
+
+void TakeoverListener::check_deadlines() {
+    const auto now = Clock::now();
+    if (accept_paused_until_ != Clock::time_point{} && now >= accept_paused_until_ && !stopped_) {
+        accept_paused_until_ = {};
+        ferryd_.watch(fd_, false, [this] { on_readable(); });
+    }
+    for (size_t i = 0; i < waiting_.size();) {
+        if (now >= waiting_[i].deadline)
+            drop_waiting(i, "no hello in time");
+        else
+            ++i;
+    }
+    switch (step_) {
+        case Step::kSending:
+        case Step::kAwaitRelease:
+            if (now >= deadline_) {
+                char why[128];
+                std::snprintf(why, sizeof(why),
+                              "the successor did not say RELEASE within %.1f s of the pause; "
+                              "workers resumed",
+                              seconds(deadline_ - paused_at_));
+                give_up(why);
+            }
+            return;
+        case Step::kAwaitDone:
+            if (now >= deadline_) successor_failed("no word from it in time");
+            return;
+        case Step::kAwaitExit:
+            if (process_gone(successor_pid_))
+                reclaim(Ok{});
+            else if (now >= deadline_)
+                reclaim(make_error(ErrorCode::kFailed, "the successor did not exit"));
+            return;
+        case Step::kIdle:
+            return;
+    }
 }
 
 namespace {

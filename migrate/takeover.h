@@ -11,13 +11,19 @@
 //               (the new one died): once the new process is gone the old one reopens its
 //               ports and goes on with its tables as they were (if the ports cannot be
 //               reopened it exits, saying to start ferryd with --restore PATH.checkpoint)
-// The running ferryd listens at `<control socket>.takeover` (mode 0600, same user only). Both
+// The running ferryd listens at `<control socket>.takeover` (mode 0600, same user only) and
+// runs all of this from its control loop, which goes on meanwhile (housekeeping, the watchdog;
+// control requests wait from the hello to the outcome). Every wait is bounded: a connection's
+// hello 5 s (at most 4 wait at once), RELEASE a few seconds plus the stream's size at a
+// successor's slowest expected pace (then the workers resume and a late RELEASE finds the
+// connection closed), DONE 120 s, a failed successor's exit 10 s. One hand-over at a time. Both
 // sides see their switch through a MigrationHost (migrate/host.h) and the rest of ferryd (its
 // control socket, its ports, the service manager) through a TakeoverHost.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,10 +38,18 @@
 namespace ferry {
 
 /// What the running ferryd's side of a hand-over needs besides its switch's state: the control
-/// socket, the ports, the exit, the service manager. control/ implements it. Context: control.
+/// loop, the control socket, the ports, the exit, the service manager. control/ implements it.
+/// Context: control.
 class TakeoverHost {
 public:
     virtual ~TakeoverHost() = default;
+    /// Calls on_ready from the control loop whenever fd is readable (writable: writable), or
+    /// hung up, until unwatch(fd). Watching fd again replaces both.
+    virtual void watch(int fd, bool writable, std::function<void()> on_ready) = 0;
+    virtual void unwatch(int fd) = 0;
+    /// Holds the control socket's clients (hold true): no new one is accepted and no request
+    /// read (they wait in the socket's queues) until hold false; the control loop goes on.
+    virtual void hold_control_requests(bool hold) = 0;
     /// The listening control socket, sent to the successor (SCM_RIGHTS).
     virtual int control_socket_fd() const = 0;
     /// The control socket is the successor's now: stop serving it, leave its path alone.
@@ -52,18 +66,32 @@ public:
     virtual void notify_service_manager(const std::string& state) = 0;
 };
 
-/// The running ferryd's side. Context: control thread.
+/// The running ferryd's side: a state machine the control loop drives (on_readable, the
+/// connection's readiness through TakeoverHost::watch, check_deadlines), so that no peer
+/// holds the control thread: it goes on serving requests (except during a hand-over, which
+/// holds them), housekeeping and pinging the watchdog. Never blocks. Context: control thread.
 class TakeoverListener {
 public:
     static Result<std::unique_ptr<TakeoverListener>> listen(const std::string& path,
                                                             MigrationHost& host,
                                                             TakeoverHost& ferryd);
+    /// stop(), then closes and removes the socket.
     ~TakeoverListener();
     TakeoverListener(const TakeoverListener&) = delete;
     TakeoverListener& operator=(const TakeoverListener&) = delete;
     int fd() const { return fd_; }
-    /// Serves one successor that connected (blocking, with deadlines). Context: control.
+    /// Accepts the connections waiting on the socket; a hand-over begins once one of them
+    /// said its hello. Context: control.
     void on_readable();
+    /// Ends the waits whose deadline passed (a hello, RELEASE, DONE, the successor's exit).
+    /// Call it from the control loop at least every 100 ms. Context: control.
+    void check_deadlines();
+    /// Ends a hand-over under way as if its successor went away (before RELEASE: the workers
+    /// resume), closes every connection and accepts no more. Context: control.
+    void stop();
+    /// Whether a hand-over is under way (from a successor's hello to its outcome). Context:
+    /// control.
+    bool busy() const { return step_ != Step::kIdle; }
 
     /// How the last hand-over ended, for the exit path. Each value says what this ferryd does.
     enum class Outcome {
@@ -80,17 +108,81 @@ public:
     pid_t successor_pid() const { return successor_pid_; }
 
 private:
+    using Clock = std::chrono::steady_clock;
+
+    /// Where a hand-over is. One at a time: in any step but kIdle a new connection is closed
+    /// at once, saying so.
+    enum class Step : uint8_t {
+        kIdle,          // none: connections may say their hello (kHelloWait each). Workers run.
+        kSending,       // a successor said hello: the workers are paused and control requests
+                        // held; the stream, then the control socket, go out as the connection
+                        // takes them. Ends at the RELEASE deadline.
+        kAwaitRelease,  // all sent: RELEASE releases the ports, anything else (ABORT, the
+                        // close, the deadline) resumes the workers. Workers paused, requests
+                        // held.
+        kAwaitDone,     // ports released: DONE hands over (this ferryd exits), anything else
+                        // or kDoneWait means the successor failed. Requests held.
+        kAwaitExit,     // the successor failed: once its process is gone (kExitWait) the
+                        // ports are reclaimed. Requests held.
+    };
+    /// A connection that has not said its whole hello yet.
+    struct Waiting {
+        int fd = -1;
+        pid_t pid = 0;
+        Clock::time_point deadline;
+        size_t said = 0;  // bytes of the hello received so far
+    };
+
     TakeoverListener(std::string path, MigrationHost& host, TakeoverHost& ferryd)
         : path_(std::move(path)), host_(host), ferryd_(ferryd) {}
-    /// Hands this switch over to the successor (process id successor) on conn; takes the
-    /// ports back when it fails after the release. @return why it did not hand over
-    Status hand_over(int conn, pid_t successor);
+    /// Reads what a waiting connection said of its hello; begins the hand-over once whole.
+    void on_hello(int fd);
+    /// Closes a waiting connection, logging why.
+    void drop_waiting(size_t i, const char* why);
+    /// Pauses the workers, captures the switch and starts sending it to the successor on
+    /// conn (process id pid).
+    void begin(int conn, pid_t pid);
+    /// The successor's connection is ready: sends, or reads its word, as the step says.
+    void on_connection();
+    /// Sends what the connection takes of the stream, then the control socket. @return
+    /// false when the successor went away (the hand-over has ended)
+    bool send_some();
+    /// Reads the successor's next line into word_. @return true once a line is whole;
+    /// false while it is not, or when the hand-over ended (the successor went away)
+    bool read_word();
+    /// Before RELEASE: the hand-over ends, the workers resume; logs why and what this ferryd
+    /// does then.
+    void give_up(const std::string& why, const char* then = "going on");
+    /// RELEASE: writes the checkpoint, releases the ports, says RELEASED.
+    void release();
+    /// After RELEASE: DONE. This ferryd exits.
+    void handed_over();
+    /// After RELEASE: the successor failed; the ports come back once its process is gone.
+    void successor_failed(const std::string& why);
+    /// Reopens the ports (or, when that cannot be, exits naming the checkpoint).
+    void reclaim(Status gone);
+    /// Closes the successor's connection and lets control requests through again.
+    void close_connection();
 
     std::string path_;
     MigrationHost& host_;
     TakeoverHost& ferryd_;
     int fd_ = -1;
     uint64_t inode_ = 0;
+    bool stopped_ = false;
+    Clock::time_point accept_paused_until_{};  // after EMFILE & co., so the loop does not spin
+    std::vector<Waiting> waiting_;
+    Step step_ = Step::kIdle;
+    int conn_ = -1;
+    std::unique_ptr<ScopedPause> paused_;  // kSending, kAwaitRelease
+    Clock::time_point paused_at_{};
+    Clock::time_point deadline_{};  // of the current step
+    std::vector<uint8_t> stream_;   // until the checkpoint is written
+    size_t sent_ = 0;               // bytes of stream_ sent
+    bool fd_sent_ = false;
+    std::string word_;  // the successor's current line
+    size_t connections_ = 0;
+    std::string failed_why_;  // kAwaitExit: how the successor failed
     Outcome outcome_ = Outcome::kNone;
     pid_t successor_pid_ = 0;
 };

@@ -4,10 +4,13 @@ handshake, unsolicited segments are still dropped, the old ferryd exits cleanly,
 keep the same control socket path throughout.
 """
 import os
+import re
+import time
 
 import pytest
 
 from ferry_harness import RpcClient, wait_for
+from takeover_peer import HELLO, TakeoverPeer
 from ct_util import bridges
 from test_migrate_file import cli, continue_on, source_with_connection, target
 
@@ -123,3 +126,80 @@ def test_successor_failing_after_the_release_lets_the_old_one_go_on(ctb):
     wait_going_on(a)
     assert sorted(x["orig"]["sport"] for x in a.conns()) == [40001, 40002]
     forwards_again(a)
+
+
+def answer_seconds(a):
+    """How long a control request (ct.stats) takes to be answered."""
+    t0 = time.monotonic()
+    a.call("ct.stats")
+    return time.monotonic() - t0
+
+
+def test_clients_that_say_nothing_do_not_hold_the_control_thread(ctb):
+    """Same-uid clients connect to the takeover socket and stay: four send nothing, one half a
+    hello, then two more (more than wait for their hello at once). Expects every control request
+    meanwhile answered within 0.5 s, the switch to forward a new segment, and a real successor
+    started while they sit there to take over; the silent ones are closed, saying so."""
+    a = source_with_connection(ctb)
+    path = a.ferryd.socket + ".takeover"
+    peers = [TakeoverPeer(path) for _ in range(5)]
+    peers[1].send(HELLO[:7])
+    took = []
+    until = time.monotonic() + 2.0
+    while time.monotonic() < until:
+        took.append(answer_seconds(a))
+        time.sleep(0.1)
+    peers += [TakeoverPeer(path) for _ in range(2)]
+    took.append(answer_seconds(a))
+    assert max(took) < 0.5, took
+    data = cli(40001, "PA", 1011, 5011, b"still A")
+    a.phase([data], out={"outside": [data]})  # lan3
+    b = successor_of(ctb, a)
+    b.port("lan3")
+    b.start()
+    wait_for(lambda: a.ferryd.proc.poll() is not None, 30, what="the old ferryd to exit")
+    assert a.ferryd.proc.returncode == 0, a.ferryd.read_log()
+    assert b.conn(sport=40001)["state"] == "ESTABLISHED"
+    log = a.ferryd.read_log()
+    assert "takeover: closed pid" in log, log
+    for p in peers:
+        assert p.answer() == b""
+        p.close()
+
+
+def test_successor_that_stalls_before_release_lets_the_old_one_go_on(ctb):
+    """A successor reads the state and the control socket, then says nothing. Expects a second
+    one refused meanwhile (one hand-over at a time), the old ferryd to resume its workers once
+    the bound for RELEASE passed (logged) and to forward again, a late RELEASE refused (the
+    connection is closed, no RELEASED, the ports stay), and a real successor to take over."""
+    a = source_with_connection(ctb)
+    path = a.ferryd.socket + ".takeover"
+    stalled = TakeoverPeer(path)
+    assert stalled.read_state() > 0
+    t0 = time.monotonic()
+    second = TakeoverPeer(path)
+    second.send(HELLO)
+    assert second.answer() == b""
+    wait_for(lambda: "is in progress" in a.ferryd.read_log(), 5, what="the refusal's log line")
+    wait_for(lambda: "did not say RELEASE" in a.ferryd.read_log(), 30,
+             what="the old ferryd to give the successor up")
+    waited = time.monotonic() - t0
+    m = re.search(r"did not say RELEASE within ([0-9.]+) s", a.ferryd.read_log())
+    assert m and waited < float(m.group(1)) + 2.0, (waited, a.ferryd.read_log())
+    try:
+        stalled.send(b"RELEASE\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused as well: the connection is closed
+    assert stalled.answer() == b""
+    stalled.close()
+    assert "ports released" not in a.ferryd.read_log()
+    assert a.ferryd.proc.poll() is None
+    data = cli(40001, "PA", 1011, 5011, b"still A")
+    a.phase([data], out={"outside": [data]})  # lan3
+    assert a.state(sport=40001) == "ESTABLISHED"
+    b = successor_of(ctb, a)
+    b.port("lan3")
+    b.start()
+    wait_for(lambda: a.ferryd.proc.poll() is not None, 30, what="the old ferryd to exit")
+    assert a.ferryd.proc.returncode == 0, a.ferryd.read_log()
+    assert b.conn(sport=40001)["state"] == "ESTABLISHED"

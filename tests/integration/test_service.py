@@ -9,7 +9,8 @@ runs it) and stops ferryd.
 Expects: STATUS=starting first; READY=1 once the port's socket exists, with
 "1 ports, 1 workers forwarding", and never when a port cannot be made (STATUS=failed: then); WATCHDOG=1 at half of WATCHDOG_USEC (none without it);
 STOPPING=1 on shutdown; a successor's MAINPID equal to the pid that sent it, with READY=1, and
-its predecessor exiting without STOPPING=1.
+its predecessor exiting without STOPPING=1; WATCHDOG=1 going on while a successor stalls in the
+middle of a hand-over.
 """
 import array
 import os
@@ -25,6 +26,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 from ferry_harness import (FERRYD, ROOT, Ferryd, RpcClient, cleanup_prefix,  # noqa: E402
                            wait_for)
+from takeover_peer import TakeoverPeer  # noqa: E402
 
 UNIT_IN = os.path.join(ROOT, "config", "systemd", "ferry.service.in")
 
@@ -178,6 +180,37 @@ def test_no_watchdog_without_watchdog_usec(notify, monkeypatch):
         notify.wait(lambda _, f: f.get("READY") == "1", what="READY=1")
         time.sleep(0.6)
         assert not any("WATCHDOG" in f for _, f in notify.poll())
+    finally:
+        d.stop()
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+def test_watchdog_pings_go_on_while_a_successor_stalls(notify, monkeypatch):
+    """A successor (played by the test) reads the state and the control socket, then says
+    nothing: the running ferryd waits for its RELEASE with the workers paused. Expects the
+    control loop to ping the watchdog meanwhile (WATCHDOG_USEC 0.4 s: every 0.2 s), and after
+    the wait ferryd to go on (STATUS unchanged, no STOPPING=1)."""
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    d = ferryd_with_port()
+    try:
+        d.start()
+        notify.wait(lambda _, f: f.get("READY") == "1", what="READY=1")
+        peer = TakeoverPeer(d.socket + ".takeover")
+        peer.read_state()
+        seen = len(notify.poll())
+        t0 = time.monotonic()
+        time.sleep(1.5)
+        during = [f for _, f in notify.poll()[seen:] if f.get("WATCHDOG") == "1"]
+        assert "did not say RELEASE" not in d.read_log(), "the wait ended too early to test"
+        assert time.monotonic() - t0 < 3.0
+        assert len(during) >= 4, notify.poll()[seen:]
+        # Reading on, as a service manager does: a full queue would block the sender.
+        wait_for(lambda: notify.poll() and "did not say RELEASE" in d.read_log(), 30,
+                 what="the wait's end")
+        peer.close()
+        assert d.proc.poll() is None
+        assert not any("STOPPING" in f for _, f in notify.poll())
+        assert d.stop() == 0
     finally:
         d.stop()
         shutil.rmtree(d.dir, ignore_errors=True)
