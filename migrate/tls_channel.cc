@@ -109,7 +109,10 @@ Result<std::shared_ptr<const TlsCredentials>> tls_load_credentials(const std::st
     // The private key's copy is wiped however this returns (GnuTLS keeps its own).
     struct WipeKey {
         std::vector<uint8_t>& bytes;
-        ~WipeKey() { explicit_bzero(bytes.data(), bytes.size()); }
+        // An empty vector's data() may be null, which explicit_bzero must not be given.
+        ~WipeKey() {
+            if (!bytes.empty()) explicit_bzero(bytes.data(), bytes.size());
+        }
     } wipe_key{pem[2]};
     const std::string* names[3] = {&ca, &cert, &key};
     for (int i = 0; i < 3; ++i) {
