@@ -110,6 +110,15 @@ std::vector<Bytes> make_burst() {
     return mixed;
 }
 
+/// Ends a burst benchmark: fails it if any frame was dropped, and reports items and the time
+/// per packet.
+void report_burst(benchmark::State& state, size_t drops) {
+    if (drops != 0) state.SkipWithError("a benchmark frame was dropped");
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBurst));
+    state.counters["per_pkt"] = benchmark::Counter(
+        kBurst, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
 void bm_parse_burst(benchmark::State& state) {
     const std::vector<Bytes> frames = make_burst();
     if (frames.size() != kBurst) {
@@ -135,10 +144,7 @@ void bm_parse_burst(benchmark::State& state) {
         benchmark::DoNotOptimize(layouts.data());
         benchmark::ClobberMemory();
     }
-    if (drops != 0) state.SkipWithError("a benchmark frame was dropped");
-    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBurst));
-    state.counters["per_pkt"] = benchmark::Counter(
-        kBurst, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+    report_burst(state, drops);
 }
 BENCHMARK(bm_parse_burst);
 
@@ -162,10 +168,7 @@ void bm_check_burst(benchmark::State& state) {
         benchmark::DoNotOptimize(layouts.data());
         benchmark::ClobberMemory();
     }
-    if (drops != 0) state.SkipWithError("a benchmark frame was dropped");
-    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBurst));
-    state.counters["per_pkt"] = benchmark::Counter(
-        kBurst, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+    report_burst(state, drops);
 }
 BENCHMARK(bm_check_burst);
 

@@ -63,6 +63,20 @@ def test_successor_that_cannot_take_the_state_leaves_the_old_one_running(ctb):
     a.phase([data], out={"outside": [data]})
 
 
+def forwards_then_hands_over(ctb, a):
+    """A still forwards its tracked connection (lan3 -> outside), then a real successor takes
+    over: A exits 0 and the connection is ESTABLISHED on the successor."""
+    data = cli(40001, "PA", 1011, 5011, b"still A")
+    a.phase([data], out={"outside": [data]})  # lan3
+    assert a.state(sport=40001) == "ESTABLISHED"
+    b = successor_of(ctb, a)
+    b.port("lan3")
+    b.start()
+    wait_for(lambda: a.ferryd.proc.poll() is not None, 30, what="the old ferryd to exit")
+    assert a.ferryd.proc.returncode == 0, a.ferryd.read_log()
+    assert b.conn(sport=40001)["state"] == "ESTABLISHED"
+
+
 def wait_going_on(a):
     """The old ferryd took its ports back by itself and still serves its control socket."""
     wait_for(lambda: "ports reopened, going on" in a.ferryd.read_log(), 30,
@@ -152,14 +166,7 @@ def test_clients_that_say_nothing_do_not_hold_the_control_thread(ctb):
     peers += [TakeoverPeer(path) for _ in range(2)]
     took.append(answer_seconds(a))
     assert max(took) < 0.5, took
-    data = cli(40001, "PA", 1011, 5011, b"still A")
-    a.phase([data], out={"outside": [data]})  # lan3
-    b = successor_of(ctb, a)
-    b.port("lan3")
-    b.start()
-    wait_for(lambda: a.ferryd.proc.poll() is not None, 30, what="the old ferryd to exit")
-    assert a.ferryd.proc.returncode == 0, a.ferryd.read_log()
-    assert b.conn(sport=40001)["state"] == "ESTABLISHED"
+    forwards_then_hands_over(ctb, a)
     log = a.ferryd.read_log()
     assert "takeover: closed pid" in log, log
     for p in peers:
@@ -194,12 +201,4 @@ def test_successor_that_stalls_before_release_lets_the_old_one_go_on(ctb):
     stalled.close()
     assert "ports released" not in a.ferryd.read_log()
     assert a.ferryd.proc.poll() is None
-    data = cli(40001, "PA", 1011, 5011, b"still A")
-    a.phase([data], out={"outside": [data]})  # lan3
-    assert a.state(sport=40001) == "ESTABLISHED"
-    b = successor_of(ctb, a)
-    b.port("lan3")
-    b.start()
-    wait_for(lambda: a.ferryd.proc.poll() is not None, 30, what="the old ferryd to exit")
-    assert a.ferryd.proc.returncode == 0, a.ferryd.read_log()
-    assert b.conn(sport=40001)["state"] == "ESTABLISHED"
+    forwards_then_hands_over(ctb, a)

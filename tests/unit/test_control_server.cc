@@ -31,6 +31,13 @@ using namespace std::chrono_literals;
 
 constexpr int kWaitMs = 5000;  // upper bound on any single wait; tests normally take far less
 
+/// Reads a non-blocking descriptor until it has nothing more: what a watch on a pipe does.
+void drain(int fd) {
+    char buf[16];
+    while (::read(fd, buf, sizeof(buf)) > 0) {
+    }
+}
+
 /// A connected blocking client with its own line buffer.
 class Client {
 public:
@@ -436,9 +443,7 @@ TEST_F(ControlServerTest, WatchCallbackFiresAndCanRemoveItself) {
     ASSERT_TRUE(server_
                     ->add_watch(pipe_fds[0],
                                 [&] {
-                                    char buf[16];
-                                    while (::read(pipe_fds[0], buf, sizeof(buf)) > 0) {
-                                    }
+                                    drain(pipe_fds[0]);
                                     if (++fired == 2) server_->remove_watch(pipe_fds[0]);
                                 })
                     .ok());
@@ -485,9 +490,7 @@ TEST_F(ControlServerTest, HeldRequestsWaitAndAreServedAfterwards) {
     ASSERT_TRUE(server_
                     ->add_watch(pipe_fds[0],
                                 [&] {
-                                    char buf[16];
-                                    while (::read(pipe_fds[0], buf, sizeof(buf)) > 0) {
-                                    }
+                                    drain(pipe_fds[0]);
                                     ++fired;
                                 })
                     .ok());
