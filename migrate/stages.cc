@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "dataplane/conntrack/ct_shard.h"
@@ -14,6 +15,7 @@
 #include "dataplane/port_table.h"
 #include "ferry_version.h"
 #include "migrate/ct_convert.h"
+#include "migrate/large_buffer.h"
 
 namespace ferry {
 namespace {
@@ -116,26 +118,35 @@ Result<std::pair<uint16_t, uint32_t>> place(MigrationHost& host, const MigratedC
                                             uint64_t now_ms, bool dormant) {
     const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
     // Each tuple can only be tracked by its owner (a redirect there names the owner).
-    for (const CtTuple* t : {&c.orig, &c.reply}) {
-        const uint16_t w = ct_owner(*t, n_workers);
-        if (host.ct_shard(w).table().lookup(*t).found())
-            return make_error(ErrorCode::kConflict, "connection " + host.ct_tuple_text(c.orig) +
-                                                        " clashes with one tracked here (" +
-                                                        host.ct_tuple_text(*t) + ", worker " +
-                                                        std::to_string(w) + ")");
-    }
+    auto clash = [&](const CtTuple& t) -> std::optional<Error> {
+        const uint16_t w = ct_owner(t, n_workers);
+        if (!host.ct_shard(w).table().lookup(t).found()) return std::nullopt;
+        return Error{ErrorCode::kConflict, "connection " + host.ct_tuple_text(c.orig) +
+                                               " clashes with one tracked here (" +
+                                               host.ct_tuple_text(t) + ", worker " +
+                                               std::to_string(w) + ")"};
+    };
     const uint16_t w = ct_owner(c.orig, n_workers);
+    // The owner's insert refuses a tuple its table holds; only a reply owned by another worker
+    // (a NAT binding) is looked up first, and the tables are asked why only when it refused.
+    if (ct_owner(c.reply, n_workers) != w)
+        if (auto e = clash(c.reply)) return *e;
     const uint32_t idx = host.ct_shard(w).install(connection_from_stream(c, local_port), now_ms,
                                                   c.remaining_ms, dormant);
-    if (idx == kCtNone)
+    if (idx == kCtNone) {
+        for (const CtTuple* t : {&c.orig, &c.reply})
+            if (auto e = clash(*t)) return *e;
         return make_error(ErrorCode::kFailed, "no room for connection " +
                                                   host.ct_tuple_text(c.orig) + " on worker " +
                                                   std::to_string(w));
+    }
     if (host.ct_shard(w).notice_count() != 0) deliver_notices(host);
     return std::make_pair(w, idx);
 }
 
 constexpr std::pair<uint16_t, uint32_t> kNotPlaced{0, kCtNone};
+/// How many connections ahead an install starts loading index buckets.
+constexpr size_t kInstallPrefetch = 8;
 
 /// Local slots of the stream's ports, by name. Every port of a whole-switch stream must exist
 /// here; of a one-port stream the moved one (the first), the others map to none when absent.
@@ -252,6 +263,11 @@ Status capture_connections(CaptureWalk& walk) {
     const auto n_workers = host.ct_shard_count();
     const uint64_t now_ms = host.ct_now_ms();
     if (walk.since == nullptr) {
+        // At most every tracked connection: reserved once (pages untouched cost nothing), so
+        // that a large capture is not copied as it grows.
+        size_t tracked = 0;
+        for (uint16_t w = 0; w < n_workers; ++w) tracked += host.ct_shard(w).table().size();
+        reserve_large(walk.out.connections, tracked);
         for (uint16_t w = 0; w < n_workers; ++w) {
             const CtTable& t = host.ct_shard(w).table();
             for (uint32_t i = t.next_live(0); i != kCtNone; i = t.next_live(i + 1))
@@ -294,7 +310,16 @@ Status install_connections(InstallWalk& walk) {
         // fails removes what was placed.
         if (Status room = check_room(host, s.connections); !room) return room.error();
         walk.placed.reserve(s.connections.size());
-        for (const MigratedConnection& c : s.connections) {
+        const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
+        for (size_t k = 0; k < s.connections.size(); ++k) {
+            // The index buckets of a connection a few ahead start loading while this one is
+            // placed: a large table misses the cache on nearly every bucket.
+            if (k + kInstallPrefetch < s.connections.size()) {
+                const MigratedConnection& ahead = s.connections[k + kInstallPrefetch];
+                for (const CtTuple* t : {&ahead.orig, &ahead.reply})
+                    host.ct_shard(ct_owner(*t, n_workers)).table().prefetch(*t);
+            }
+            const MigratedConnection& c = s.connections[k];
             auto where = place(host, c, walk.local_port, now_ms, false);
             if (!where) {
                 for (const auto& [w, idx] : walk.placed) host.ct_shard(w).remove(idx);

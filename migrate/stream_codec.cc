@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "dataplane/ip_proto.h"
+#include "migrate/large_buffer.h"
 #include "migrate/wire.h"
 
 namespace ferry {
@@ -11,6 +12,8 @@ namespace {
 
 constexpr uint32_t kMaxRemainingMs = 30u * 86400u * 1000u;  // the longest configurable timeout
 constexpr uint8_t kMaxWindowScale = 14;
+/// How many entries ahead decode_connections hashes and prefetches.
+constexpr uint32_t kHashAhead = 8;
 
 // ---- Tuples ------------------------------------------------------------------------------------
 
@@ -26,7 +29,8 @@ void put_tuple(Writer& w, const CtTuple& t) {
 }
 
 /// Reads a tuple. @return "" or what is wrong
-std::string get_tuple(WireReader& r, CtTuple* t) {
+template <class Reader>
+void read_tuple(Reader& r, CtTuple* t) {
     *t = CtTuple{};
     t->ip_version = r.u8();
     t->proto = r.u8();
@@ -35,16 +39,47 @@ std::string get_tuple(WireReader& r, CtTuple* t) {
     r.bytes(t->dst, 16);
     t->sport = r.u16();
     t->dport = r.u16();
-    if (!r.ok()) return "truncated tuple";
-    if (t->ip_version != 4 && t->ip_version != 6)
-        return "tuple ip_version " + std::to_string(t->ip_version) + " (4 or 6)";
-    if (t->ip_version == 4) {
+}
+
+/// @return "" or what is wrong with a tuple read whole
+std::string tuple_error(const CtTuple& t) {
+    if (t.ip_version != 4 && t.ip_version != 6)
+        return "tuple ip_version " + std::to_string(t.ip_version) + " (4 or 6)";
+    if (t.ip_version == 4) {
         static const uint8_t zero[12] = {};
-        if (std::memcmp(t->src + 4, zero, 12) != 0 || std::memcmp(t->dst + 4, zero, 12) != 0)
+        if (std::memcmp(t.src + 4, zero, 12) != 0 || std::memcmp(t.dst + 4, zero, 12) != 0)
             return "IPv4 tuple with bytes after the address";
     }
     return "";
 }
+
+/// tuple_error's question, without building an answer: the per-connection check.
+bool tuple_ok(const CtTuple& t) {
+    if (t.ip_version == 6) return true;
+    if (t.ip_version != 4) return false;
+    uint64_t a, b;
+    uint32_t c, d;
+    std::memcpy(&a, t.src + 4, 8);
+    std::memcpy(&c, t.src + 12, 4);
+    std::memcpy(&b, t.dst + 4, 8);
+    std::memcpy(&d, t.dst + 12, 4);
+    return (a | b | c | d) == 0;
+}
+
+/// Reads a tuple. @return "" or what is wrong
+std::string get_tuple(WireReader& r, CtTuple* t) {
+    read_tuple(r, t);
+    if (!r.ok()) return "truncated tuple";
+    return tuple_error(*t);
+}
+
+/// Wire TCP state -> TcpState, kCount for a value that is none.
+constexpr std::array<uint8_t, 256> kTcpStateOfWire = [] {
+    std::array<uint8_t, 256> a{};
+    a.fill(static_cast<uint8_t>(TcpState::kCount));
+    for (size_t i = 1; i < kTcpStateWire.size(); ++i) a[kTcpStateWire[i]] = static_cast<uint8_t>(i);
+    return a;
+}();
 
 bool valid_port_name(const std::string& s) {
     if (s.empty() || s.size() > kMaxPortName) return false;
@@ -232,26 +267,51 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
     const size_t live = ctx.slot_of_tuple.size();
     const size_t more = std::min<size_t>(
         count, ctx.max_connections - std::min<size_t>(live, ctx.max_connections) + 1);
-    s.connections.reserve(s.connections.size() + more);
-    ctx.gone.reserve(ctx.gone.size() + more);
-    ctx.slot_of_number.reserve(ctx.slot_of_number.size() + more);
-    ctx.slot_of_tuple.reserve(live + more);
+    const size_t hint = std::min<size_t>(ctx.connections_hint, size_t{ctx.max_connections} + 1);
+    reserve_large(s.connections, std::max(s.connections.size() + more, hint));
+    ctx.gone.reserve(std::max(ctx.gone.size() + more, hint));
+    ctx.slot_of_number.reserve(std::max(ctx.slot_of_number.size() + more, hint));
+    ctx.slot_of_tuple.reserve(std::max(live + more, hint));
+    // The length is checked above: each entry is read without bounds checks, straight into
+    // the state (an entry that repeats a connection then replaces that one's slot). The index
+    // is probed for the entry kHashAhead further on while this one is read: at 100,000
+    // connections nearly every probe misses the cache.
+    auto hash_of_entry = [p](uint32_t k) {
+        RawReader a(p + 4 + size_t{k} * kConnectionWireBytes);
+        CtTuple t;
+        read_tuple(a, &t);
+        return ct_tuple_hash(t);
+    };
+    uint32_t hashes[kHashAhead];
+    for (uint32_t k = 0; k < kHashAhead && k < count; ++k) {
+        hashes[k] = hash_of_entry(k);
+        ctx.slot_of_tuple.prefetch(hashes[k]);
+    }
     for (uint32_t i = 0; i < count; ++i) {
+        const uint32_t hash = hashes[i % kHashAhead];
+        if (i + kHashAhead < count) {
+            hashes[i % kHashAhead] = hash_of_entry(i + kHashAhead);
+            ctx.slot_of_tuple.prefetch(hashes[i % kHashAhead]);
+        }
         // Built only for an error message.
         auto where = [&ctx] { return "connection " + std::to_string(ctx.entries) + ": "; };
-        MigratedConnection c;
-        if (std::string e = get_tuple(r, &c.orig); !e.empty()) return where() + e;
-        if (std::string e = get_tuple(r, &c.reply); !e.empty()) return where() + e;
+        RawReader e(p + 4 + size_t{i} * kConnectionWireBytes);
+        const auto slot_new = static_cast<uint32_t>(s.connections.size());
+        MigratedConnection& c = s.connections.emplace_back();
+        read_tuple(e, &c.orig);
+        read_tuple(e, &c.reply);
+        if (!tuple_ok(c.orig)) return where() + tuple_error(c.orig);
+        if (!tuple_ok(c.reply)) return where() + tuple_error(c.reply);
         if (c.orig.ip_version != c.reply.ip_version || c.orig.proto != c.reply.proto ||
             c.orig.zone != c.reply.zone)
             return where() + "orig and reply differ in IP version, protocol or zone";
-        const uint8_t state = r.u8();
-        r.u8();
+        const uint8_t state = e.u8();
+        e.u8();
         if (c.orig.proto == kProtoTcp) {
-            auto it = std::find(kTcpStateWire.begin() + 1, kTcpStateWire.end(), state);
-            if (it == kTcpStateWire.end())
+            const uint8_t tcp = kTcpStateOfWire[state];
+            if (tcp == static_cast<uint8_t>(TcpState::kCount))
                 return where() + "TCP state " + std::to_string(state) + " is not a TCP state";
-            c.tcp_state = static_cast<TcpState>(it - kTcpStateWire.begin());
+            c.tcp_state = static_cast<TcpState>(tcp);
         } else if (state == kOtherFirstWire || state == kOtherMultipleWire) {
             c.other_state =
                 state == kOtherFirstWire ? CtOtherState::kFirst : CtOtherState::kMultiple;
@@ -260,53 +320,51 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
                    std::to_string(c.orig.proto);
         }
         uint32_t flags = 0;
-        if (!map_flags(kConnFlagWire, r.u16(), false, &flags))
+        if (!map_flags(kConnFlagWire, e.u16(), false, &flags))
             return where() + "unknown connection flags";
         c.flags = static_cast<uint8_t>(flags);
         if (!(c.flags & (kCtfSrcNat | kCtfDstNat)) && !(c.reply == ct_tuple_reverse(c.orig)))
             return where() + "reply tuple is not the reverse of orig, without NAT";
-        c.mark = r.u32();
-        c.remaining_ms = r.u32();
+        c.mark = e.u32();
+        c.remaining_ms = e.u32();
         if (c.remaining_ms > kMaxRemainingMs) return where() + "remaining_ms beyond 30 days";
         for (uint16_t& port : c.port) {
-            port = r.u16();
-            if (std::string e = port_ref(port, ctx); !e.empty()) return where() + e;
+            port = e.u16();
+            if (port != kNoStreamPort && port >= s.ports.size())
+                return where() + port_ref(port, ctx);
         }
-        for (int32_t& off : c.seq_offset) off = r.i32();
+        for (int32_t& off : c.seq_offset) off = e.i32();
         for (TcpPeer& peer : c.peer) {
-            peer.end = r.u32();
-            peer.maxend = r.u32();
-            peer.maxwin = r.u32();
-            peer.scale = r.u8();
+            peer.end = e.u32();
+            peer.maxend = e.u32();
+            peer.maxwin = e.u32();
+            peer.scale = e.u8();
             uint32_t pf = 0;
-            if (!map_flags(kTcpPeerFlagWire, r.u8(), false, &pf))
+            if (!map_flags(kTcpPeerFlagWire, e.u8(), false, &pf))
                 return where() + "unknown TCP peer flags";
             peer.flags = static_cast<uint8_t>(pf);
-            r.u16();
+            e.u16();
             if (peer.scale > kMaxWindowScale) return where() + "window scale above 14";
         }
-        c.tcp_retrans = r.u32();
-        for (uint64_t& v : c.packets) v = r.u64();
-        for (uint64_t& v : c.bytes) v = r.u64();
-        r.view(kConnectionWireBytes - 172);  // reserved
-        if (!r.ok()) return where() + "truncated";
-        // A later entry of the same connection (a delta after pre-copy) replaces it.
-        const auto [it, fresh] =
-            ctx.slot_of_tuple.try_emplace(c.orig, static_cast<uint32_t>(s.connections.size()));
+        c.tcp_retrans = e.u32();
+        for (uint64_t& v : c.packets) v = e.u64();
+        for (uint64_t& v : c.bytes) v = e.u64();
+        // kConnectionWireBytes - 172 reserved bytes end the entry.
+        const auto [slot, fresh] =
+            ctx.slot_of_tuple.try_emplace(c.orig, hash, slot_new, s.connections);
         if (ctx.slot_of_tuple.size() > ctx.max_connections)
             return where() + "more than " + std::to_string(ctx.max_connections) +
                    " connections, which is all this ferryd has room for";
-        const uint32_t slot = it->second;
         if (fresh) {
-            s.connections.push_back(c);
             ctx.gone.push_back(false);
         } else {
             s.connections[slot] = c;
+            s.connections.pop_back();
         }
         ctx.slot_of_number.push_back(slot);
         ++ctx.entries;
     }
-    return r.done() ? "" : "CONNECTIONS payload length does not match its count";
+    return "";
 }
 
 std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& ctx) {
@@ -317,10 +375,9 @@ std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& c
     for (uint32_t i = 0; i < count; ++i) {
         CtTuple t;
         if (std::string e = get_tuple(r, &t); !e.empty()) return "gone connection: " + e;
-        auto it = ctx.slot_of_tuple.find(t);
-        if (it == ctx.slot_of_tuple.end()) return "a gone connection that the stream did not send";
-        ctx.gone[it->second] = true;
-        ctx.slot_of_tuple.erase(it);
+        const uint32_t slot = ctx.slot_of_tuple.erase(t, ctx.state->connections);
+        if (slot == TupleSlots::kNone) return "a gone connection that the stream did not send";
+        ctx.gone[slot] = true;
         ctx.state->gone.push_back(t);
         ++ctx.gone_count;
     }

@@ -6,10 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "migrate/migration_state.h"
+#include "migrate/tuple_slots.h"
 
 namespace ferry {
 
@@ -32,14 +32,18 @@ struct DecodeContext {
     MigrationState* state = nullptr;
     std::vector<uint32_t> slot_of_number;  // connection number -> index in state->connections
     std::vector<bool> gone;                // by index in state->connections
-    std::unordered_map<CtTuple, uint32_t, CtTupleHasher> slot_of_tuple;  // live ones, by orig
-    uint32_t entries = 0;                                                // CONNECTIONS entries read
-    uint32_t gone_count = 0;  // CONNECTIONS_GONE tuples read
+    TupleSlots slot_of_tuple;              // live ones, by orig (keys: state->connections)
+    uint32_t entries = 0;                  // CONNECTIONS entries read
+    uint32_t gone_count = 0;               // CONNECTIONS_GONE tuples read
     uint32_t dpi_count = 0;
     uint32_t mac_count = 0;
     /// Live connections a stream may hold at once: what the target has room for
     /// (StreamLimits). A stream past it is refused as it is read, not after it is buffered.
     uint32_t max_connections = UINT32_MAX;
+    /// How many connections the whole stream may hold, when its length is known (a stream read
+    /// whole): reserved at the first CONNECTIONS section, so that later sections do not move
+    /// what the first ones decoded.
+    size_t connections_hint = 0;
 };
 
 /// Decodes one payload of a known section type into ctx. @return "" or what is wrong with it

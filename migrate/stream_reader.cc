@@ -51,6 +51,11 @@ std::string check_trailer(const uint8_t* p, size_t n, uint32_t sections, const D
 /// tuple that a later entry sent again names a live connection: it leaves `gone`, so that the
 /// state written back (write_stream) does not end that connection.
 void compact(MigrationState& s, const DecodeContext& c) {
+    // The index's keys are the connections before compaction: asked first.
+    if (!s.gone.empty())
+        std::erase_if(s.gone, [&](const CtTuple& t) {
+            return c.slot_of_tuple.find(t, s.connections) != TupleSlots::kNone;
+        });
     // In place: a migration target reads this while the source's workers wait.
     std::vector<uint32_t> final_index(s.connections.size(), UINT32_MAX);
     size_t kept = 0;
@@ -66,8 +71,6 @@ void compact(MigrationState& s, const DecodeContext& c) {
         d.connection = idx;
         return idx == UINT32_MAX;
     });
-    if (!s.gone.empty())
-        std::erase_if(s.gone, [&](const CtTuple& t) { return c.slot_of_tuple.count(t) != 0; });
 }
 
 }  // namespace
@@ -185,6 +188,7 @@ Result<MigrationState> StreamReader::finish(StreamReadInfo* info) {
 
 Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo* info) {
     StreamReader reader;
+    reader.expect_bytes(n);
     auto header = reader.header(data, n);
     if (!header) return header.error();
     size_t at = *header;

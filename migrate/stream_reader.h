@@ -62,6 +62,9 @@ public:
     /// installs a pre-copy from it ahead of the trailer.
     const MigrationState& partial() const { return state_; }
     const DecodeContext& context() const { return ctx_; }
+    /// The whole stream is n bytes: its connections are reserved for at once (a hint; the
+    /// limits still apply).
+    void expect_bytes(size_t n) { ctx_.connections_hint = n / kConnectionWireBytes; }
     /// The checks finish() makes besides compacting, once done(). @return Ok or the error
     Status check_complete() const;
 

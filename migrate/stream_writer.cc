@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "migrate/crc32c.h"
+#include "migrate/large_buffer.h"
 #include "migrate/sections.h"
 #include "migrate/stream_codec.h"
 #include "migrate/wire.h"
@@ -18,6 +19,9 @@ constexpr size_t kGonePerSection = (kMaxSectionBytes - 4) / kTupleWireBytes;
 // direction state, seen, next_seq and length (13 bytes), then the stream bytes.
 constexpr size_t kDpiSectionFixedBytes = 12;
 constexpr size_t kDpiEntryFixedBytes = 4 + 2 * 13;
+// What write_stream reserves beyond the connections: the header, ports, MACs and trailer of a
+// usual stream (more only grows the buffer).
+constexpr size_t kStreamReserveFixed = 64 * 1024;
 
 size_t dpi_entry_bytes(const MigratedDpi& d) {
     return kDpiEntryFixedBytes + d.state.streams[0].size() + d.state.streams[1].size();
@@ -57,6 +61,22 @@ void StreamWriter::put_section(uint16_t type, bool critical, const uint8_t* payl
     ++sections_;
 }
 
+size_t StreamWriter::begin_section() {
+    const size_t at = out_.size();
+    out_.resize(at + kSectionHeaderBytes);
+    return at;
+}
+
+void StreamWriter::end_section(size_t at, uint16_t type, bool critical) {
+    const size_t n = out_.size() - at - kSectionHeaderBytes;
+    RawWriter w(out_.data() + at);
+    w.u16(type);
+    w.u16(critical ? kSectionCritical : 0);
+    w.u32(static_cast<uint32_t>(n));
+    w.u32(crc32c(out_.data() + at + kSectionHeaderBytes, n));
+    ++sections_;
+}
+
 void StreamWriter::section(uint16_t type, bool critical, const std::vector<uint8_t>& payload) {
     put_section(type, critical, payload.data(), payload.size());
 }
@@ -78,10 +98,11 @@ void StreamWriter::macs(const std::vector<MigratedMac>& macs) {
 void StreamWriter::connections(const MigratedConnection* c, size_t n) {
     for (size_t at = 0; at < n; at += kConnectionsPerSection) {
         const size_t k = std::min(kConnectionsPerSection, n - at);
-        scratch_.clear();
-        encode_connections(c + at, k, scratch_);
-        put_section(static_cast<uint16_t>(SectionType::kConnections), true, scratch_.data(),
-                    scratch_.size());
+        // Encoded in place, behind a header filled in after it: a large capture is not
+        // copied a second time.
+        const size_t section = begin_section();
+        encode_connections(c + at, k, out_);
+        end_section(section, static_cast<uint16_t>(SectionType::kConnections), true);
         connections_ += static_cast<uint32_t>(k);
     }
 }
@@ -173,6 +194,10 @@ void StreamWriter::finish() {
 
 std::vector<uint8_t> write_stream(const MigrationState& s) {
     std::vector<uint8_t> out;
+    // The connections are most of a stream: reserved at once rather than grown by copies.
+    const size_t sections = s.connections.size() / kConnectionsPerSection + 1;
+    reserve_large(out, kStreamReserveFixed + s.connections.size() * kConnectionWireBytes +
+                           sections * (kSectionHeaderBytes + 4));
     StreamWriter w(out, s);
     write_sections(w, s, false);  // the format table, in stream order (migrate/sections.h)
     w.finish();

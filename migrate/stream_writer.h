@@ -36,6 +36,10 @@ public:
 
 private:
     void put_section(uint16_t type, bool critical, const uint8_t* payload, size_t n);
+    /// A section written in place: room for its header, then (after the payload is appended
+    /// to out_) the header filled in. @return where the section starts
+    size_t begin_section();
+    void end_section(size_t at, uint16_t type, bool critical);
 
     std::vector<uint8_t>& out_;
     size_t start_;

@@ -67,6 +67,33 @@ private:
     uint8_t* p_;
 };
 
+/// Reads big-endian fields from memory whose length the caller checked (bulk sections: no
+/// bounds checks).
+class RawReader {
+public:
+    explicit RawReader(const uint8_t* p) : p_(p) {}
+    uint8_t u8() { return *p_++; }
+    uint16_t u16() { return __builtin_bswap16(load<uint16_t>()); }
+    uint32_t u32() { return __builtin_bswap32(load<uint32_t>()); }
+    uint64_t u64() { return __builtin_bswap64(load<uint64_t>()); }
+    int32_t i32() { return static_cast<int32_t>(u32()); }
+    void bytes(uint8_t* dst, size_t n) {
+        std::memcpy(dst, p_, n);
+        p_ += n;
+    }
+    void skip(size_t n) { p_ += n; }
+
+private:
+    template <class T>
+    T load() {
+        T v;
+        std::memcpy(&v, p_, sizeof(v));
+        p_ += sizeof(v);
+        return v;
+    }
+    const uint8_t* p_;
+};
+
 class WireReader {
 public:
     WireReader(const uint8_t* p, size_t n) : p_(p), n_(n) {}

@@ -34,6 +34,9 @@ public:
 
     /// Finds a tuple. Context: fast path, owner.
     CtRef lookup(const CtTuple& key) const;
+    /// Starts loading the buckets a lookup or insert of key reads, for a caller that walks many
+    /// keys one at a time (a migration's install). Context: owner, or any while it is paused.
+    void prefetch(const CtTuple& key) const { prefetch_buckets(ct_tuple_hash(key)); }
     /// lookup() for n keys (n <= 64), prefetching buckets ahead. Context: fast path, owner.
     void lookup_bulk(const CtTuple* keys, unsigned n, CtRef* out) const;
 
