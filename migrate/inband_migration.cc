@@ -76,6 +76,11 @@ struct Registry {
 /// How many ended transfers migrate.status shows.
 constexpr size_t kHistory = 16;
 
+double ms_between(std::chrono::steady_clock::time_point a,
+                  std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
 Registry& registry() {
     static Registry r;
     return r;
@@ -174,15 +179,17 @@ DeviceStateHooks make_hooks(const std::shared_ptr<MigrationHost>& host, const st
                 return out;
             }
             add_departed_macs(*host, port, &*state);
+            const auto t2 = std::chrono::steady_clock::now();
             out.connections = state->connections.size();
             out.bytes = write_stream(*state);
-            const auto ms = [](auto a, auto b) {
-                return std::chrono::duration<double, std::milli>(b - a).count();
-            };
+            const auto t3 = std::chrono::steady_clock::now();
+            out.steps_ms = {{"queue", ms_between(t0, t1)},
+                            {"capture", ms_between(t1, t2)},
+                            {"encode", ms_between(t2, t3)}};
             host->log(MigrateLog::kInfo,
                       "port %s: state for QEMU's migration: control thread took it after "
-                      "%.1f ms, captured and encoded in %.1f ms",
-                      port.c_str(), ms(t0, t1), ms(t1, std::chrono::steady_clock::now()));
+                      "%.1f ms, captured in %.1f ms, encoded in %.1f ms",
+                      port.c_str(), ms_between(t0, t1), ms_between(t1, t2), ms_between(t2, t3));
             std::lock_guard lock(registry().mutex);
             auto it = registry().ports.find(path);
             if (it != registry().ports.end()) {
@@ -191,12 +198,14 @@ DeviceStateHooks make_hooks(const std::shared_ptr<MigrationHost>& host, const st
             }
             return out;
         });
-        if (!saved) return DeviceStateHooks::Saved{{}, 0, "the control thread is busy"};
+        if (!saved) return DeviceStateHooks::Saved{{}, 0, "the control thread is busy", {}};
         return *saved;
     };
     h.load = [host, port](std::vector<uint8_t> bytes) {
         DeviceStateHooks::Loaded out;
+        const auto t0 = std::chrono::steady_clock::now();
         auto state = read_stream(bytes.data(), bytes.size());
+        out.steps_ms["decode"] = ms_between(t0, std::chrono::steady_clock::now());
         if (!state) {
             out.error = state.error().message;
             return out;
@@ -354,6 +363,7 @@ nlohmann::json inband_status() {
             {"port", port},     {"direction", dir(r.direction)}, {"result", r.ok ? "ok" : "failed"},
             {"bytes", r.bytes}, {"connections", r.connections},  {"ms", r.ms}};
         if (!r.ok) j["error"] = r.reason;
+        if (!r.steps_ms.empty()) j["steps_ms"] = r.steps_ms;
         out.push_back(std::move(j));
     }
     for (const auto& [path, p] : registry().ports)

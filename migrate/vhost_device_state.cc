@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
 #include <utility>
+
+#include "migrate/large_buffer.h"
 
 namespace ferry {
 namespace {
@@ -17,6 +20,11 @@ using Clock = std::chrono::steady_clock;
 
 /// How often a blocked transfer looks at its cancel flag.
 constexpr int kSliceMs = 100;
+/// A LOAD's buffer at first (grown by doubling, up to the transfer's limit).
+constexpr size_t kFirstLoadBuffer = size_t{4} << 20;
+/// The pipe's size asked for (Linux's default limit for unprivileged processes, fs.pipe-max-size):
+/// a state of megabytes crosses it in far fewer wake-ups than through the default 64 KiB.
+constexpr int kPipeBytes = 1 << 20;
 
 /// SET_DEVICE_STATE_FD's payload: transfer direction and migration phase, u32 each, in the
 /// front-end's (native) byte order.
@@ -122,6 +130,7 @@ void DeviceStateTransfer::run(DeviceStateDirection dir, int fd) {
     // poll()s in slices, so the cancel flag is seen even while the other side is slow.
     const int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    (void)fcntl(fd, F_SETPIPE_SZ, kPipeBytes);  // a hint: a socket or a lower limit keeps its size
     try {
         error = dir == DeviceStateDirection::kSave ? do_save(fd) : do_load(fd);
     } catch (const std::exception& e) {
@@ -141,9 +150,11 @@ std::string DeviceStateTransfer::do_save(int fd) {
     if (!hooks_.save) return "saving is not set up";
     DeviceStateHooks::Saved saved = hooks_.save();
     if (!saved.error.empty()) return saved.error;
+    const Clock::time_point written_from = Clock::now();
     {
         std::lock_guard lock(mutex_);
         report_.connections = saved.connections;
+        report_.steps_ms = std::move(saved.steps_ms);
     }
     const Clock::time_point deadline = t0_ + std::chrono::milliseconds(io_timeout_ms_);
     size_t off = 0;
@@ -162,6 +173,8 @@ std::string DeviceStateTransfer::do_save(int fd) {
         std::lock_guard lock(mutex_);
         report_.bytes = off;
     }
+    std::lock_guard lock(mutex_);
+    report_.steps_ms["write"] = ms_since(written_from);
     return "";
 }
 
@@ -184,14 +197,22 @@ std::string DeviceStateTransfer::do_load(int fd) {
         if (n == 0) break;  // the front-end closed its end: all of it is here
         if (bytes.size() + static_cast<size_t>(n) > max_bytes_)
             return "the state is larger than " + std::to_string(max_bytes_) + " bytes";
+        if (bytes.capacity() - bytes.size() < static_cast<size_t>(n))
+            reserve_large(bytes,
+                          std::min(max_bytes_, std::max(kFirstLoadBuffer, 2 * bytes.capacity())));
         bytes.insert(bytes.end(), buf, buf + n);
         std::lock_guard lock(mutex_);
         report_.bytes = bytes.size();
     }
+    {
+        std::lock_guard lock(mutex_);
+        report_.steps_ms["read"] = ms_since(t0_);
+    }
     DeviceStateHooks::Loaded loaded = hooks_.load(std::move(bytes));
+    std::lock_guard lock(mutex_);
+    report_.steps_ms.merge(loaded.steps_ms);
     if (!loaded.error.empty()) return loaded.error;
     if (!loaded.install) return "nothing to install";
-    std::lock_guard lock(mutex_);
     report_.connections = loaded.connections;
     install_ = std::move(loaded.install);
     return "";
@@ -218,8 +239,11 @@ uint64_t DeviceStateTransfer::check() {
     // Install only now: the front-end has sent everything and is still there to hear the
     // answer; a LOAD whose front-end went away before asking installs nothing.
     if (error.empty() && dir == DeviceStateDirection::kLoad) {
+        const Clock::time_point installed_from = Clock::now();
         try {
             error = install ? install() : "nothing to install";
+            std::lock_guard relock(mutex_);
+            report_.steps_ms["install"] = ms_since(installed_from);
         } catch (const std::exception& e) {
             error = std::string("internal error: ") + e.what();
         } catch (...) {

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -47,6 +48,10 @@ struct DeviceStateReport {
     bool ok = false;
     std::string reason;  // why it failed; empty on success
     double ms = 0;       // from SET_DEVICE_STATE_FD to the CHECK answer
+    /// Where the time went: a SAVE's hook steps and `write` (until the front-end had read it
+    /// all); a LOAD's `read` (until the front-end closed the pipe), its hook steps and
+    /// `install` (at CHECK).
+    std::map<std::string, double> steps_ms;
 };
 
 /// What a transfer needs from the switch. Every hook runs on the transfer's own thread or on
@@ -56,13 +61,15 @@ struct DeviceStateHooks {
     struct Saved {
         std::vector<uint8_t> bytes;  // the port's scope stream
         size_t connections = 0;
-        std::string error;  // non-empty: nothing to send, the reason
+        std::string error;                       // non-empty: nothing to send, the reason
+        std::map<std::string, double> steps_ms;  // the hook's own steps, for the report
     };
     struct Loaded {
         std::string error;  // non-empty: the stream is refused, the reason
         size_t connections = 0;
         /// Installs what was validated, all or nothing. @return "" or why nothing changed
         std::function<std::string()> install;
+        std::map<std::string, double> steps_ms;  // the hook's own steps, for the report
     };
     /// Captures the port's state (its device is stopped). Context: transfer thread.
     std::function<Saved()> save;

@@ -40,7 +40,9 @@ def one_move(tmp_path, device_state):
             assert save["result"] == "ok" and load["result"] == "ok", (save, load)
             assert load["connections"] >= N, load
             fig.update(state_bytes=save["bytes"], save_ms=round(save["ms"], 1),
-                       load_ms=round(load["ms"], 1), connections=load["connections"])
+                       load_ms=round(load["ms"], 1), connections=load["connections"],
+                       save_steps_ms={k: round(v, 1) for k, v in save["steps_ms"].items()},
+                       load_steps_ms={k: round(v, 1) for k, v in load["steps_ms"].items()})
         return fig
     finally:
         scene.stop()

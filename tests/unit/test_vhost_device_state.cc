@@ -68,7 +68,7 @@ struct Fixture {
     std::vector<DeviceStateReport> reports;
     DeviceStateHooks hooks() {
         DeviceStateHooks h;
-        h.save = [this] { return DeviceStateHooks::Saved{state, 3, ""}; };
+        h.save = [this] { return DeviceStateHooks::Saved{state, 3, "", {}}; };
         h.load = [this](std::vector<uint8_t> b) {
             DeviceStateHooks::Loaded l;
             if (b != state) {
@@ -119,6 +119,7 @@ TEST(VhostDeviceState, SaveWritesTheStateThenCheckSucceeds) {
     EXPECT_TRUE(f.reports[0].ok);
     EXPECT_EQ(f.reports[0].bytes, f.state.size());
     EXPECT_EQ(f.reports[0].connections, 3u);
+    EXPECT_EQ(f.reports[0].steps_ms.count("write"), 1u);  // the time the front-end took to read
     EXPECT_FALSE(t.busy());
 }
 
@@ -144,6 +145,8 @@ TEST(VhostDeviceState, LoadInstallsOnlyAtCheck) {
     EXPECT_EQ(f.installs.load(), 1);
     ASSERT_EQ(f.reports.size(), 1u);
     EXPECT_TRUE(f.reports[0].ok);
+    for (const char* step : {"read", "install"})
+        EXPECT_EQ(f.reports[0].steps_ms.count(step), 1u) << step;
 }
 
 TEST(VhostDeviceState, RefusedInstallIsAFailureAnswer) {
