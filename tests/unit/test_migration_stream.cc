@@ -221,6 +221,108 @@ TEST(Deltas, ReplaceRemoveAndRenumber) {
     EXPECT_TRUE(states_equal(got, want));
 }
 
+// ---- A stream read as it arrives ----------------------------------------------------------------
+
+/// stream fed to an ArrivingStream `chunk` bytes at a time, as a transfer reads it. The first
+/// refusal ends it, as it ends a transfer.
+Result<MigrationState> arrive(const Bytes& stream, size_t chunk, size_t* refused_at = nullptr) {
+    ArrivingStream a;
+    size_t n = 0;
+    while (n < stream.size()) {
+        n = std::min(stream.size(), n + chunk);
+        if (Status st = a.more(stream.data(), n); !st) {
+            if (refused_at != nullptr) *refused_at = n;
+            return st.error();
+        }
+    }
+    return a.finish(stream.data(), stream.size());
+}
+
+TEST(Arriving, PiecesReadLikeTheWhole) {
+    // Deltas (a replaced and a gone connection, DPI entries renumbered) across every split.
+    MigrationState m = meta();
+    m.ports.push_back(make_port("p0"));
+    const auto conn = [](uint16_t sport, uint32_t seed) {
+        return make_connection(
+            ct_tuple(4, kProtoTcp, ip4(10, 0, 0, 1), sport, ip4(10, 0, 0, 2), 80), seed, 1);
+    };
+    const MigratedConnection pre[] = {conn(1, 1), conn(2, 2), conn(3, 3)};
+    MigratedConnection again = pre[1];
+    again.packets[0] += 9;
+    const Bytes stream = build([&](StreamWriter& w) {
+        w.port(m.ports[0]);
+        w.connections(pre, 3);
+        w.connections(&again, 1);
+        w.connections_gone({pre[2].orig});
+        w.dpi_streams(9, {make_dpi(3, 9, 1, 1, {1}, {2})});
+    });
+    const MigrationState whole = read_ok(stream);
+    for (size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+        Result<MigrationState> got = arrive(stream, chunk);
+        ASSERT_TRUE(got.ok()) << "chunk " << chunk << ": " << got.error().message;
+        EXPECT_TRUE(states_equal(*got, whole)) << "chunk " << chunk;
+    }
+}
+
+TEST(Arriving, ManySectionsInLargePieces) {
+    MigrationState s = meta();
+    s.ports.push_back(make_port("p0"));
+    for (uint32_t i = 0; i < 65536 + 100; ++i)
+        s.connections.push_back(make_connection(
+            ct_tuple(4, kProtoTcp, ip4(10, uint8_t(i >> 16), uint8_t(i >> 8), uint8_t(i)),
+                     static_cast<uint16_t>(i), ip4(10, 1, 0, 1), 80),
+            i, 1));
+    const Bytes stream = write_stream(s);
+    for (size_t chunk : {size_t{4096}, size_t{65536}, size_t{1} << 20}) {
+        Result<MigrationState> got = arrive(stream, chunk);
+        ASSERT_TRUE(got.ok()) << got.error().message;
+        EXPECT_TRUE(states_equal(*got, s)) << "chunk " << chunk;
+    }
+}
+
+TEST(Arriving, RefusedWhenTheBadSectionIsComplete) {
+    // A corrupted section is refused as soon as it is all there, not at the end, and with
+    // read_stream's words.
+    MigrationState s = meta();
+    s.ports.push_back(make_port("p0"));
+    for (uint16_t i = 0; i < 100; ++i)
+        s.connections.push_back(make_connection(
+            ct_tuple(4, kProtoTcp, ip4(10, 0, 0, 1), i, ip4(10, 0, 0, 2), 80), i, 1));
+    Bytes stream = write_stream(s);
+    const std::vector<SectionAt> secs = sections_of(stream);
+    ASSERT_GE(secs.size(), 3u);
+    const SectionAt& conns = secs[1];
+    stream[conns.payload() + 5] ^= 0x40;  // inside the payload: its CRC fails
+    Result<MigrationState> whole = read_stream(stream.data(), stream.size());
+    ASSERT_FALSE(whole.ok());
+    size_t refused_at = 0;
+    Result<MigrationState> got = arrive(stream, 16, &refused_at);
+    ASSERT_FALSE(got.ok());
+    EXPECT_EQ(got.error().message, whole.error().message);
+    EXPECT_LT(refused_at, stream.size());
+    EXPECT_GE(refused_at, conns.payload() + conns.length);
+}
+
+TEST(Arriving, TruncatedOrLongerIsRefusedAtTheEnd) {
+    const Bytes stream = write_stream([] {
+        MigrationState s = meta();
+        s.ports.push_back(make_port("p0"));
+        return s;
+    }());
+    for (size_t n : {size_t{0}, size_t{10}, size_t{40}, stream.size() - 1}) {
+        ArrivingStream a;
+        ASSERT_TRUE(a.more(stream.data(), n).ok()) << n;
+        Result<MigrationState> got = a.finish(stream.data(), n);
+        ASSERT_FALSE(got.ok()) << n;
+        EXPECT_NE(got.error().message.find("truncated"), std::string::npos) << got.error().message;
+    }
+    Bytes longer = stream;
+    longer.push_back(0);
+    Result<MigrationState> got = arrive(longer, 7);
+    ASSERT_FALSE(got.ok());
+    EXPECT_NE(got.error().message.find("bytes after the trailer"), std::string::npos);
+}
+
 TEST(Deltas, ResentAfterGoneIsANewConnection) {
     const MigratedConnection a =
         make_connection(ct_tuple(4, kProtoUdp, ip4(10, 0, 0, 1), 1, ip4(10, 0, 0, 2), 2), 1, 1);
