@@ -24,6 +24,17 @@ nlohmann::json describe(const Info& k) {
             {"description", std::string(k.description)}};
 }
 
+/// Every row of a table whose rows name no kind: counters all (they only grow).
+template <typename Table>
+nlohmann::json describe_counters(const Table& table) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& k : table)
+        out.push_back({{"name", std::string(k.name)},
+                       {"kind", kind_name(CounterKind::kCounter)},
+                       {"description", std::string(k.description)}});
+    return out;
+}
+
 }  // namespace
 
 nlohmann::json counter_catalog() {
@@ -34,26 +45,10 @@ nlohmann::json counter_catalog() {
     nlohmann::json ct = nlohmann::json::array();
     for (const CtCounterInfo& k : kCtCounters) ct.push_back(describe(k));
     for (const CtWorkerCounterInfo& k : kCtHandoffCounters) ct.push_back(describe(k));
-    nlohmann::json worker = nlohmann::json::array();
-    for (const WorkerCounterInfo& k : kWorkerCounters)
-        worker.push_back({{"name", std::string(k.name)},
-                          {"kind", "counter"},
-                          {"description", std::string(k.description)}});
-    nlohmann::json dpi = nlohmann::json::array();
-    for (const DpiCounterInfo& k : kDpiCounters)
-        dpi.push_back({{"name", std::string(k.name)},
-                       {"kind", "counter"},
-                       {"description", std::string(k.description)}});
-    nlohmann::json port = nlohmann::json::array();
-    for (const PortCounterInfo& k : kPortCounters)
-        port.push_back({{"name", std::string(k.name)},
-                        {"kind", "counter"},
-                        {"description", std::string(k.description)}});
-    nlohmann::json device = nlohmann::json::array();
-    for (const DeviceCounterInfo& k : kDeviceCounters)
-        device.push_back({{"name", std::string(k.name)},
-                          {"kind", "counter"},
-                          {"description", std::string(k.description)}});
+    const nlohmann::json worker = describe_counters(kWorkerCounters);
+    const nlohmann::json dpi = describe_counters(kDpiCounters);
+    const nlohmann::json port = describe_counters(kPortCounters);
+    const nlohmann::json device = describe_counters(kDeviceCounters);
     nlohmann::json phases = nlohmann::json::array();
     for (const PhaseInfo& p : kPhases) phases.push_back(std::string(p.name));
     return {{"drop_reasons", drops},     {"ct_counters", ct},     {"worker_counters", worker},
