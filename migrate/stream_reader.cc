@@ -211,8 +211,19 @@ Status ArrivingStream::more(const uint8_t* data, size_t n) {
 
 Result<MigrationState> ArrivingStream::finish(const uint8_t* data, size_t n, StreamReadInfo* info) {
     if (Status s = more(data, n); !s) return s.error();
-    if (at_ == 0) return stream_error("truncated header", n);
-    if (reader_.done() && at_ != n) return stream_error("bytes after the trailer", at_);
+    // What more() left waiting for bytes that did not come is refused as read_stream refuses
+    // it (a truncated header, a section shorter than it says, no trailer).
+    if (at_ == 0) {
+        auto h = reader_.header(data, n);
+        if (!h) return h.error();
+        at_ = *h;
+    }
+    while (!reader_.done()) {
+        auto used = reader_.section(data + at_, n - at_, at_);
+        if (!used) return used.error();
+        at_ += *used;
+    }
+    if (at_ != n) return stream_error("bytes after the trailer", at_);
     return reader_.finish(info);
 }
 
