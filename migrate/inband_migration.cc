@@ -201,31 +201,11 @@ DeviceStateHooks make_hooks(const std::shared_ptr<MigrationHost>& host, const st
         if (!saved) return DeviceStateHooks::Saved{{}, 0, "the control thread is busy", {}};
         return *saved;
     };
-    // A LOAD decodes each section as it arrives (QEMU sends the state in pieces as it reads
-    // it from the source): only what the last piece completes is left for the end.
-    struct Arriving {
-        std::optional<ArrivingStream> stream;
-        double decode_ms = 0;  // spent decoding as the bytes arrived
-    };
-    auto arriving = std::make_shared<Arriving>();
-    h.begin_load = [arriving] {
-        arriving->stream.emplace();  // bounded by the transfer's byte limit, as read_stream was
-        arriving->decode_ms = 0;
-    };
-    h.arriving = [arriving](const uint8_t* data, size_t n) -> std::string {
-        const auto t0 = std::chrono::steady_clock::now();
-        Status s = arriving->stream->more(data, n);
-        arriving->decode_ms += ms_between(t0, std::chrono::steady_clock::now());
-        return s ? "" : s.error().message;
-    };
-    h.load = [host, port, arriving](std::vector<uint8_t> bytes) {
+    h.load = [host, port](std::vector<uint8_t> bytes) {
         DeviceStateHooks::Loaded out;
         const auto t0 = std::chrono::steady_clock::now();
-        auto state = arriving->stream ? arriving->stream->finish(bytes.data(), bytes.size())
-                                      : read_stream(bytes.data(), bytes.size());
-        arriving->stream.reset();
+        auto state = read_stream(bytes.data(), bytes.size());
         out.steps_ms["decode"] = ms_between(t0, std::chrono::steady_clock::now());
-        out.steps_ms["decode_arriving"] = arriving->decode_ms;
         if (!state) {
             out.error = state.error().message;
             return out;

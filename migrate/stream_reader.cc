@@ -186,47 +186,6 @@ Result<MigrationState> StreamReader::finish(StreamReadInfo* info) {
     return std::move(state_);
 }
 
-Status ArrivingStream::more(const uint8_t* data, size_t n) {
-    if (at_ == 0) {
-        // The header says its length at bytes 12-13: decoded once it is all there (a length
-        // too short to hold that much is the header's own error).
-        if (n < 14) return Ok{};
-        const size_t header_length = size_t{data[12]} << 8 | data[13];
-        if (header_length >= 14 && n < header_length) return Ok{};
-        auto h = reader_.header(data, n);
-        if (!h) return h.error();
-        at_ = *h;
-    }
-    while (!reader_.done() && n - at_ >= kSectionHeaderBytes) {
-        WireReader sh(data + at_ + 4, 4);
-        const uint32_t length = sh.u32();
-        // A section over the limit is refused by section() before its bytes arrive.
-        if (length <= kMaxSectionBytes && n - at_ - kSectionHeaderBytes < length) break;
-        auto used = reader_.section(data + at_, n - at_, at_);
-        if (!used) return used.error();
-        at_ += *used;
-    }
-    return Ok{};
-}
-
-Result<MigrationState> ArrivingStream::finish(const uint8_t* data, size_t n, StreamReadInfo* info) {
-    if (Status s = more(data, n); !s) return s.error();
-    // What more() left waiting for bytes that did not come is refused as read_stream refuses
-    // it (a truncated header, a section shorter than it says, no trailer).
-    if (at_ == 0) {
-        auto h = reader_.header(data, n);
-        if (!h) return h.error();
-        at_ = *h;
-    }
-    while (!reader_.done()) {
-        auto used = reader_.section(data + at_, n - at_, at_);
-        if (!used) return used.error();
-        at_ += *used;
-    }
-    if (at_ != n) return stream_error("bytes after the trailer", at_);
-    return reader_.finish(info);
-}
-
 Result<MigrationState> read_stream(const uint8_t* data, size_t n, StreamReadInfo* info) {
     StreamReader reader;
     reader.expect_bytes(n);

@@ -77,23 +77,6 @@ private:
     bool done_ = false;
 };
 
-/// A whole stream read as its bytes arrive, into one buffer that only grows: each section is
-/// decoded as soon as it is complete, so that decoding overlaps the transfer (an in-band LOAD
-/// decodes while QEMU still sends). The same checks as read_stream. Context: one thread.
-class ArrivingStream {
-public:
-    explicit ArrivingStream(const StreamLimits& limits = {}) : reader_(limits) {}
-    /// Decodes what data[0..n) completes; data is the stream's first n bytes, the same bytes
-    /// at each call (the buffer may have moved). @return Ok or what is wrong with the stream
-    Status more(const uint8_t* data, size_t n);
-    /// The state, data[0..n) being the whole stream. Call once.
-    Result<MigrationState> finish(const uint8_t* data, size_t n, StreamReadInfo* info = nullptr);
-
-private:
-    StreamReader reader_;
-    size_t at_ = 0;  // where the next piece starts; 0: the header is not read yet
-};
-
 /// Parses data[0, n). Connections that a CONNECTIONS_GONE removed are dropped, and DPI
 /// entries renumbered to index `connections`.
 /// @return the state, or kInvalidParams: "migration stream: <what> (at offset N)"; a stream

@@ -183,7 +183,6 @@ std::string DeviceStateTransfer::do_load(int fd) {
     const Clock::time_point deadline = t0_ + std::chrono::milliseconds(io_timeout_ms_);
     std::vector<uint8_t> bytes;
     uint8_t buf[65536];
-    if (hooks_.begin_load) hooks_.begin_load();
     for (;;) {
         if (cancel_.load()) return "abandoned";
         if (Clock::now() >= deadline) return "the front-end did not send the state in time";
@@ -202,13 +201,8 @@ std::string DeviceStateTransfer::do_load(int fd) {
             reserve_large(bytes,
                           std::min(max_bytes_, std::max(kFirstLoadBuffer, 2 * bytes.capacity())));
         bytes.insert(bytes.end(), buf, buf + n);
-        {
-            std::lock_guard lock(mutex_);
-            report_.bytes = bytes.size();
-        }
-        if (hooks_.arriving)
-            if (std::string refused = hooks_.arriving(bytes.data(), bytes.size()); !refused.empty())
-                return refused;
+        std::lock_guard lock(mutex_);
+        report_.bytes = bytes.size();
     }
     {
         std::lock_guard lock(mutex_);

@@ -75,12 +75,6 @@ struct DeviceStateHooks {
     std::function<Saved()> save;
     /// Reads and checks a whole stream; installs nothing. Context: transfer thread.
     std::function<Loaded(std::vector<uint8_t>)> load;
-    /// Optional, for a LOAD: begin is told at its start, arriving after each read with all
-    /// bytes so far (data[0..n), the buffer load then gets), so that the stream is checked
-    /// while it arrives. arriving returns "" or a refusal, which ends the transfer at once.
-    /// Context: transfer thread.
-    std::function<void()> begin_load;
-    std::function<std::string(const uint8_t* data, size_t n)> arriving;
     /// Told once per transfer, after its CHECK answer (or its abandonment). Context: any.
     std::function<void(const DeviceStateReport&)> finished;
 };
