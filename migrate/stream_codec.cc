@@ -268,7 +268,12 @@ std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
     const size_t more = std::min<size_t>(
         count, ctx.max_connections - std::min<size_t>(live, ctx.max_connections) + 1);
     const size_t hint = std::min<size_t>(ctx.connections_hint, size_t{ctx.max_connections} + 1);
-    reserve_large(s.connections, std::max(s.connections.size() + more, hint));
+    size_t want = std::max(s.connections.size() + more, hint);
+    // Without a hint (a stream decoded section by section as it arrives over the network) the
+    // room doubles: reserved one section at a time, it would move what was decoded each time.
+    if (want > s.connections.capacity() && hint == 0)
+        want = std::max(want, 2 * s.connections.capacity());
+    reserve_large(s.connections, want);
     ctx.gone.reserve(std::max(ctx.gone.size() + more, hint));
     ctx.slot_of_number.reserve(std::max(ctx.slot_of_number.size() + more, hint));
     ctx.slot_of_tuple.reserve(std::max(live + more, hint));
