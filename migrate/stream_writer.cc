@@ -21,7 +21,7 @@ constexpr size_t kDpiSectionFixedBytes = 12;
 constexpr size_t kDpiEntryFixedBytes = 4 + 2 * 13;
 // What write_stream reserves beyond the connections: the header, ports, MACs and trailer of a
 // usual stream (more only grows the buffer).
-constexpr size_t kStreamReserveFixed = 64 * 1024;
+constexpr size_t kStreamReserveFixed = size_t{64} << 10;
 
 size_t dpi_entry_bytes(const MigratedDpi& d) {
     return kDpiEntryFixedBytes + d.state.streams[0].size() + d.state.streams[1].size();
