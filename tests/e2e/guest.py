@@ -14,6 +14,7 @@ import glob
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,13 +136,22 @@ class Guest:
         except FileNotFoundError:
             return ""
 
+    EXIT_LINE = re.compile(r"^FERRY-GUEST-EXIT (-?\d+)\r?\n", re.MULTILINE)
+
+    def exit_status(self):
+        """The status the guest's command reported on a whole console line, or None. The
+        console is read while the guest writes it: the marker alone, its status not yet
+        written, is not an answer."""
+        m = self.EXIT_LINE.search(self.output())
+        return int(m.group(1)) if m else None
+
     def wait_exit(self, timeout):
         """Waits for the guest's command to finish. @return its exit status"""
-        fh.wait_for(lambda: "FERRY-GUEST-EXIT" in self.output() or self.proc.poll() is not None,
+        fh.wait_for(lambda: self.exit_status() is not None or self.proc.poll() is not None,
                     timeout, interval=0.2, what=f"the guest ({self.console}) to finish")
-        for line in self.output().splitlines():
-            if line.startswith("FERRY-GUEST-EXIT"):
-                return int(line.split()[1])
+        status = self.exit_status()
+        if status is not None:
+            return status
         raise RuntimeError(f"the guest died: {self.proc.stderr.read().decode()[-400:]}"
                            f"\n{self.output()[-2000:]}")
 
