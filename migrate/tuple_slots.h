@@ -34,19 +34,16 @@ public:
         if (!table_.empty()) __builtin_prefetch(&table_[hash & (table_.size() - 1)], 1, 3);
     }
 
-    /// @return t's slot in conns, or kNone. hash: ct_tuple_hash(t)
-    uint32_t find(const CtTuple& t, uint32_t hash,
-                  const std::vector<MigratedConnection>& conns) const {
+    /// @return t's slot in conns, or kNone
+    uint32_t find(const CtTuple& t, const std::vector<MigratedConnection>& conns) const {
         if (table_.empty()) return kNone;
+        const uint32_t hash = ct_tuple_hash(t);
         const size_t mask = table_.size() - 1;
         for (size_t i = hash & mask;; i = (i + 1) & mask) {
             const uint64_t v = table_[i];
             if (v == kEmpty) return kNone;
             if (v != kErased && (v >> 32) == hash && conns[slot_of(v)].orig == t) return slot_of(v);
         }
-    }
-    uint32_t find(const CtTuple& t, const std::vector<MigratedConnection>& conns) const {
-        return find(t, ct_tuple_hash(t), conns);
     }
 
     /// Adds t at slot unless t is there. conns holds every slot added before (not slot itself).

@@ -81,7 +81,6 @@ public:
         std::memcpy(dst, p_, n);
         p_ += n;
     }
-    void skip(size_t n) { p_ += n; }
 
 private:
     template <class T>
