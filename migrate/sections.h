@@ -30,7 +30,8 @@ using SectionRead = std::string (*)(const uint8_t* payload, size_t n, DecodeCont
 struct SectionCodec {
     SectionType section;
     std::string_view name;  // as the reader's messages name it
-    SectionWrite write;     // null: never written from a state (COUNTERS, PRECOPY_END)
+    SectionWrite write;     // null: not written from a state (COUNTERS, PRECOPY_END) or by
+                            // another row (CONNECTIONS_IPV4)
     SectionRead read;
 };
 
@@ -41,10 +42,12 @@ void write_connections_gone(StreamWriter& w, const MigrationState& s, bool delta
 void write_dpi_streams(StreamWriter& w, const MigrationState& s, bool delta);
 void write_rules(StreamWriter& w, const MigrationState& s, bool delta);
 
-inline constexpr std::array<SectionCodec, 8> kSectionCodecs = {{
+inline constexpr std::array<SectionCodec, 9> kSectionCodecs = {{
     {SectionType::kPort, "PORT", write_ports, decode_port},
     {SectionType::kMacs, "MACS", write_macs, decode_macs},
     {SectionType::kConnections, "CONNECTIONS", write_connections, decode_connections},
+    // Written by CONNECTIONS' row: each connection in the form that fits it.
+    {SectionType::kConnectionsIpv4, "CONNECTIONS_IPV4", nullptr, decode_connections_ipv4},
     {SectionType::kConnectionsGone, "CONNECTIONS_GONE", write_connections_gone,
      decode_connections_gone},
     {SectionType::kDpiStreams, "DPI_STREAMS", write_dpi_streams, decode_dpi_streams},

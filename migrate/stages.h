@@ -125,6 +125,8 @@ inline constexpr std::array<Stage, kSectionCodecs.size()> kStages = {{
     {section_codec(SectionType::kPort), capture_ports, install_ports, true},
     {section_codec(SectionType::kMacs), capture_macs, install_macs, false},
     {section_codec(SectionType::kConnections), capture_connections, install_connections, true},
+    // The same connections in their compact form: captured and installed with the row above.
+    {section_codec(SectionType::kConnectionsIpv4), nullptr, nullptr, false},
     // Nothing to install: the reader drops the connections they name, a commit removes them.
     {section_codec(SectionType::kConnectionsGone), capture_gone, nullptr, false},
     {section_codec(SectionType::kDpiStreams), capture_dpi, install_dpi, false},

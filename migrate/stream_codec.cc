@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "dataplane/ip_proto.h"
 #include "migrate/large_buffer.h"
@@ -81,6 +82,50 @@ constexpr std::array<uint8_t, 256> kTcpStateOfWire = [] {
     return a;
 }();
 
+// ---- Connection entries ------------------------------------------------------------------------
+
+/// Bytes of the fields that follow the tuples in both kinds of connection entry.
+constexpr size_t kConnectionFieldsWireBytes = 92;
+static_assert(kConnectionIpv4WireBytes == 4 + 2 * 12 + kConnectionFieldsWireBytes);
+
+/// An IPv4 tuple's addresses and ports: its version, protocol and zone are the entry's.
+void put_tuple_ipv4(RawWriter& w, const CtTuple& t) {
+    w.bytes(t.src, 4);
+    w.bytes(t.dst, 4);
+    w.u16(t.sport);
+    w.u16(t.dport);
+}
+
+/// The fields after the tuples, from the state to the counters.
+void put_connection_fields(RawWriter& w, const MigratedConnection& e) {
+    w.u8(e.orig.proto == kProtoTcp               ? kTcpStateWire[static_cast<size_t>(e.tcp_state)]
+         : e.other_state == CtOtherState::kFirst ? kOtherFirstWire
+                                                 : kOtherMultipleWire);
+    w.u8(0);
+    uint32_t flags = 0;
+    map_flags(kConnFlagWire, e.flags, true, &flags);
+    w.u16(static_cast<uint16_t>(flags));
+    w.u32(e.mark);
+    w.u32(e.remaining_ms);
+    w.u16(e.port[0]);
+    w.u16(e.port[1]);
+    w.u32(static_cast<uint32_t>(e.seq_offset[0]));
+    w.u32(static_cast<uint32_t>(e.seq_offset[1]));
+    for (const TcpPeer& p : e.peer) {
+        w.u32(p.end);
+        w.u32(p.maxend);
+        w.u32(p.maxwin);
+        w.u8(p.scale);
+        uint32_t pf = 0;
+        map_flags(kTcpPeerFlagWire, p.flags, true, &pf);
+        w.u8(static_cast<uint8_t>(pf));
+        w.u16(0);
+    }
+    w.u32(e.tcp_retrans);
+    for (int d = 0; d < 2; ++d) w.u64(e.packets[d]);
+    for (int d = 0; d < 2; ++d) w.u64(e.bytes[d]);
+}
+
 bool valid_port_name(const std::string& s) {
     if (s.empty() || s.size() > kMaxPortName) return false;
     return std::all_of(s.begin(), s.end(), [](char c) {
@@ -93,6 +138,176 @@ std::string port_ref(uint16_t port, const DecodeContext& ctx) {
     if (port == kNoStreamPort || port < ctx.state->ports.size()) return "";
     return "port " + std::to_string(port) + " (the stream has " +
            std::to_string(ctx.state->ports.size()) + " ports)";
+}
+
+/// Reads the fields after the tuples, from the state to the counters, and checks them.
+/// @return "" or what is wrong
+std::string read_connection_fields(RawReader& e, MigratedConnection& c, const DecodeContext& ctx) {
+    const uint8_t state = e.u8();
+    e.u8();
+    if (c.orig.proto == kProtoTcp) {
+        const uint8_t tcp = kTcpStateOfWire[state];
+        if (tcp == static_cast<uint8_t>(TcpState::kCount))
+            return "TCP state " + std::to_string(state) + " is not a TCP state";
+        c.tcp_state = static_cast<TcpState>(tcp);
+    } else if (state == kOtherFirstWire || state == kOtherMultipleWire) {
+        c.other_state = state == kOtherFirstWire ? CtOtherState::kFirst : CtOtherState::kMultiple;
+    } else {
+        return "state " + std::to_string(state) + " is not a state of protocol " +
+               std::to_string(c.orig.proto);
+    }
+    uint32_t flags = 0;
+    if (!map_flags(kConnFlagWire, e.u16(), false, &flags)) return "unknown connection flags";
+    c.flags = static_cast<uint8_t>(flags);
+    if (!(c.flags & (kCtfSrcNat | kCtfDstNat)) && !(c.reply == ct_tuple_reverse(c.orig)))
+        return "reply tuple is not the reverse of orig, without NAT";
+    c.mark = e.u32();
+    c.remaining_ms = e.u32();
+    if (c.remaining_ms > kMaxRemainingMs) return "remaining_ms beyond 30 days";
+    for (uint16_t& port : c.port) {
+        port = e.u16();
+        if (port != kNoStreamPort && port >= ctx.state->ports.size()) return port_ref(port, ctx);
+    }
+    for (int32_t& off : c.seq_offset) off = e.i32();
+    for (TcpPeer& peer : c.peer) {
+        peer.end = e.u32();
+        peer.maxend = e.u32();
+        peer.maxwin = e.u32();
+        peer.scale = e.u8();
+        uint32_t pf = 0;
+        if (!map_flags(kTcpPeerFlagWire, e.u8(), false, &pf)) return "unknown TCP peer flags";
+        peer.flags = static_cast<uint8_t>(pf);
+        e.u16();
+        if (peer.scale > kMaxWindowScale) return "window scale above 14";
+    }
+    c.tcp_retrans = e.u32();
+    for (uint64_t& v : c.packets) v = e.u64();
+    for (uint64_t& v : c.bytes) v = e.u64();
+    return "";  // a CONNECTIONS entry ends in reserved bytes, not read
+}
+
+/// A CONNECTIONS entry: two whole tuples, which must agree in IP version, protocol and zone.
+struct FullEntry {
+    static constexpr size_t kBytes = kConnectionWireBytes;
+    static constexpr std::string_view kName = "CONNECTIONS";
+    static void read_orig(RawReader& e, CtTuple* orig) { read_tuple(e, orig); }
+    static void read_tuples(RawReader& e, CtTuple* orig, CtTuple* reply) {
+        read_tuple(e, orig);
+        read_tuple(e, reply);
+    }
+    static bool tuples_ok(const MigratedConnection& c) {
+        return tuple_ok(c.orig) && tuple_ok(c.reply) && c.orig.ip_version == c.reply.ip_version &&
+               c.orig.proto == c.reply.proto && c.orig.zone == c.reply.zone;
+    }
+    static std::string tuples_error(const MigratedConnection& c) {
+        if (!tuple_ok(c.orig)) return tuple_error(c.orig);
+        if (!tuple_ok(c.reply)) return tuple_error(c.reply);
+        return "orig and reply differ in IP version, protocol or zone";
+    }
+};
+
+/// A CONNECTIONS_IPV4 entry: protocol and zone once, then each tuple's addresses and ports.
+/// Every such pair of tuples is well formed.
+struct Ipv4Entry {
+    static constexpr size_t kBytes = kConnectionIpv4WireBytes;
+    static constexpr std::string_view kName = "CONNECTIONS_IPV4";
+    static void read_orig(RawReader& e, CtTuple* orig) {
+        *orig = CtTuple{};
+        orig->ip_version = 4;
+        orig->proto = e.u8();
+        e.u8();
+        orig->zone = e.u16();
+        read_addresses(e, orig);
+    }
+    static void read_tuples(RawReader& e, CtTuple* orig, CtTuple* reply) {
+        read_orig(e, orig);
+        *reply = CtTuple{};
+        reply->ip_version = 4;
+        reply->proto = orig->proto;
+        reply->zone = orig->zone;
+        read_addresses(e, reply);
+    }
+    static bool tuples_ok(const MigratedConnection& /*c*/) { return true; }
+    static std::string tuples_error(const MigratedConnection& /*c*/) { return ""; }
+
+private:
+    static void read_addresses(RawReader& e, CtTuple* t) {
+        e.bytes(t->src, 4);
+        e.bytes(t->dst, 4);
+        t->sport = e.u16();
+        t->dport = e.u16();
+    }
+};
+
+/// Decodes a payload of connection entries of one layout (FullEntry, Ipv4Entry) into ctx.
+template <class Entry>
+std::string decode_entries(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    WireReader r(p, n);
+    const uint32_t count = r.u32();
+    if (count > kMaxConnectionsPerSection)
+        return std::to_string(count) + " connections in one section (at most " +
+               std::to_string(kMaxConnectionsPerSection) + ")";
+    if (n != 4 + size_t{count} * Entry::kBytes)
+        return std::string(Entry::kName) + " payload length does not match its count";
+    MigrationState& s = *ctx.state;
+    // No more than the target has room for, even when the count claims more.
+    const size_t live = ctx.slot_of_tuple.size();
+    const size_t more = std::min<size_t>(
+        count, ctx.max_connections - std::min<size_t>(live, ctx.max_connections) + 1);
+    const size_t hint = std::min<size_t>(ctx.connections_hint, size_t{ctx.max_connections} + 1);
+    size_t want = std::max(s.connections.size() + more, hint);
+    // Without a hint (a stream decoded section by section as it arrives over the network) the
+    // room doubles: reserved one section at a time, it would move what was decoded each time.
+    if (want > s.connections.capacity() && hint == 0)
+        want = std::max(want, 2 * s.connections.capacity());
+    reserve_large(s.connections, want);
+    ctx.gone.reserve(std::max(ctx.gone.size() + more, hint));
+    ctx.slot_of_number.reserve(std::max(ctx.slot_of_number.size() + more, hint));
+    ctx.slot_of_tuple.reserve(std::max(live + more, hint));
+    // The length is checked above: each entry is read without bounds checks, straight into
+    // the state (an entry that repeats a connection then replaces that one's slot). The index
+    // is probed for the entry kHashAhead further on while this one is read: at 100,000
+    // connections nearly every probe misses the cache.
+    auto hash_of_entry = [p](uint32_t k) {
+        RawReader a(p + 4 + size_t{k} * Entry::kBytes);
+        CtTuple t;
+        Entry::read_orig(a, &t);
+        return ct_tuple_hash(t);
+    };
+    uint32_t hashes[kHashAhead];
+    for (uint32_t k = 0; k < kHashAhead && k < count; ++k) {
+        hashes[k] = hash_of_entry(k);
+        ctx.slot_of_tuple.prefetch(hashes[k]);
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+        const uint32_t hash = hashes[i % kHashAhead];
+        if (i + kHashAhead < count) {
+            hashes[i % kHashAhead] = hash_of_entry(i + kHashAhead);
+            ctx.slot_of_tuple.prefetch(hashes[i % kHashAhead]);
+        }
+        // Built only for an error message.
+        auto where = [&ctx] { return "connection " + std::to_string(ctx.entries) + ": "; };
+        RawReader e(p + 4 + size_t{i} * Entry::kBytes);
+        const auto slot_new = static_cast<uint32_t>(s.connections.size());
+        MigratedConnection& c = s.connections.emplace_back();
+        Entry::read_tuples(e, &c.orig, &c.reply);
+        if (!Entry::tuples_ok(c)) return where() + Entry::tuples_error(c);
+        if (std::string err = read_connection_fields(e, c, ctx); !err.empty()) return where() + err;
+        const auto [slot, fresh] =
+            ctx.slot_of_tuple.try_emplace(c.orig, hash, slot_new, s.connections);
+        if (ctx.slot_of_tuple.size() > ctx.max_connections)
+            return where() + "more than " + std::to_string(ctx.max_connections) +
+                   " connections, which is all this ferryd has room for";
+        if (fresh) {
+            ctx.gone.push_back(false);
+        } else {
+            s.connections[slot] = c;
+            s.connections.pop_back();
+        }
+        ctx.slot_of_number.push_back(slot);
+        ++ctx.entries;
+    }
+    return "";
 }
 
 }  // namespace
@@ -123,43 +338,36 @@ void encode_macs(const std::vector<MigratedMac>& macs, std::vector<uint8_t>& out
     }
 }
 
+bool fits_ipv4_entry(const MigratedConnection& c) {
+    return c.orig.ip_version == 4 && c.reply.ip_version == 4 && c.orig.proto == c.reply.proto &&
+           c.orig.zone == c.reply.zone;
+}
+
 void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
     const size_t base = out.size();
     out.resize(base + 4 + n * kConnectionWireBytes);  // then written without bounds checks
     RawWriter w(out.data() + base);
     w.u32(static_cast<uint32_t>(n));
     for (size_t i = 0; i < n; ++i) {
-        const MigratedConnection& e = c[i];
-        const uint8_t* start = w.at();
-        put_tuple(w, e.orig);
-        put_tuple(w, e.reply);
-        w.u8(e.orig.proto == kProtoTcp ? kTcpStateWire[static_cast<size_t>(e.tcp_state)]
-             : e.other_state == CtOtherState::kFirst ? kOtherFirstWire
-                                                     : kOtherMultipleWire);
+        put_tuple(w, c[i].orig);
+        put_tuple(w, c[i].reply);
+        put_connection_fields(w, c[i]);
+        w.zeros(kConnectionWireBytes - 2 * kTupleWireBytes - kConnectionFieldsWireBytes);
+    }
+}
+
+void encode_connections_ipv4(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
+    const size_t base = out.size();
+    out.resize(base + 4 + n * kConnectionIpv4WireBytes);  // then written without bounds checks
+    RawWriter w(out.data() + base);
+    w.u32(static_cast<uint32_t>(n));
+    for (size_t i = 0; i < n; ++i) {
+        w.u8(c[i].orig.proto);
         w.u8(0);
-        uint32_t flags = 0;
-        map_flags(kConnFlagWire, e.flags, true, &flags);
-        w.u16(static_cast<uint16_t>(flags));
-        w.u32(e.mark);
-        w.u32(e.remaining_ms);
-        w.u16(e.port[0]);
-        w.u16(e.port[1]);
-        w.u32(static_cast<uint32_t>(e.seq_offset[0]));
-        w.u32(static_cast<uint32_t>(e.seq_offset[1]));
-        for (const TcpPeer& p : e.peer) {
-            w.u32(p.end);
-            w.u32(p.maxend);
-            w.u32(p.maxwin);
-            w.u8(p.scale);
-            uint32_t pf = 0;
-            map_flags(kTcpPeerFlagWire, p.flags, true, &pf);
-            w.u8(static_cast<uint8_t>(pf));
-            w.u16(0);
-        }
-        w.u32(e.tcp_retrans);
-        for (int d = 0; d < 2; ++d) w.u64(e.packets[d]);
-        for (int d = 0; d < 2; ++d) w.u64(e.bytes[d]);
-        w.zeros(kConnectionWireBytes - static_cast<size_t>(w.at() - start));
+        w.u16(c[i].orig.zone);
+        put_tuple_ipv4(w, c[i].orig);
+        put_tuple_ipv4(w, c[i].reply);
+        put_connection_fields(w, c[i]);
     }
 }
 
@@ -255,121 +463,11 @@ std::string decode_macs(const uint8_t* p, size_t n, DecodeContext& ctx) {
 }
 
 std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx) {
-    WireReader r(p, n);
-    const uint32_t count = r.u32();
-    if (count > kMaxConnectionsPerSection)
-        return std::to_string(count) + " connections in one section (at most " +
-               std::to_string(kMaxConnectionsPerSection) + ")";
-    if (n != 4 + size_t{count} * kConnectionWireBytes)
-        return "CONNECTIONS payload length does not match its count";
-    MigrationState& s = *ctx.state;
-    // No more than the target has room for, even when the count claims more.
-    const size_t live = ctx.slot_of_tuple.size();
-    const size_t more = std::min<size_t>(
-        count, ctx.max_connections - std::min<size_t>(live, ctx.max_connections) + 1);
-    const size_t hint = std::min<size_t>(ctx.connections_hint, size_t{ctx.max_connections} + 1);
-    size_t want = std::max(s.connections.size() + more, hint);
-    // Without a hint (a stream decoded section by section as it arrives over the network) the
-    // room doubles: reserved one section at a time, it would move what was decoded each time.
-    if (want > s.connections.capacity() && hint == 0)
-        want = std::max(want, 2 * s.connections.capacity());
-    reserve_large(s.connections, want);
-    ctx.gone.reserve(std::max(ctx.gone.size() + more, hint));
-    ctx.slot_of_number.reserve(std::max(ctx.slot_of_number.size() + more, hint));
-    ctx.slot_of_tuple.reserve(std::max(live + more, hint));
-    // The length is checked above: each entry is read without bounds checks, straight into
-    // the state (an entry that repeats a connection then replaces that one's slot). The index
-    // is probed for the entry kHashAhead further on while this one is read: at 100,000
-    // connections nearly every probe misses the cache.
-    auto hash_of_entry = [p](uint32_t k) {
-        RawReader a(p + 4 + size_t{k} * kConnectionWireBytes);
-        CtTuple t;
-        read_tuple(a, &t);
-        return ct_tuple_hash(t);
-    };
-    uint32_t hashes[kHashAhead];
-    for (uint32_t k = 0; k < kHashAhead && k < count; ++k) {
-        hashes[k] = hash_of_entry(k);
-        ctx.slot_of_tuple.prefetch(hashes[k]);
-    }
-    for (uint32_t i = 0; i < count; ++i) {
-        const uint32_t hash = hashes[i % kHashAhead];
-        if (i + kHashAhead < count) {
-            hashes[i % kHashAhead] = hash_of_entry(i + kHashAhead);
-            ctx.slot_of_tuple.prefetch(hashes[i % kHashAhead]);
-        }
-        // Built only for an error message.
-        auto where = [&ctx] { return "connection " + std::to_string(ctx.entries) + ": "; };
-        RawReader e(p + 4 + size_t{i} * kConnectionWireBytes);
-        const auto slot_new = static_cast<uint32_t>(s.connections.size());
-        MigratedConnection& c = s.connections.emplace_back();
-        read_tuple(e, &c.orig);
-        read_tuple(e, &c.reply);
-        if (!tuple_ok(c.orig)) return where() + tuple_error(c.orig);
-        if (!tuple_ok(c.reply)) return where() + tuple_error(c.reply);
-        if (c.orig.ip_version != c.reply.ip_version || c.orig.proto != c.reply.proto ||
-            c.orig.zone != c.reply.zone)
-            return where() + "orig and reply differ in IP version, protocol or zone";
-        const uint8_t state = e.u8();
-        e.u8();
-        if (c.orig.proto == kProtoTcp) {
-            const uint8_t tcp = kTcpStateOfWire[state];
-            if (tcp == static_cast<uint8_t>(TcpState::kCount))
-                return where() + "TCP state " + std::to_string(state) + " is not a TCP state";
-            c.tcp_state = static_cast<TcpState>(tcp);
-        } else if (state == kOtherFirstWire || state == kOtherMultipleWire) {
-            c.other_state =
-                state == kOtherFirstWire ? CtOtherState::kFirst : CtOtherState::kMultiple;
-        } else {
-            return where() + "state " + std::to_string(state) + " is not a state of protocol " +
-                   std::to_string(c.orig.proto);
-        }
-        uint32_t flags = 0;
-        if (!map_flags(kConnFlagWire, e.u16(), false, &flags))
-            return where() + "unknown connection flags";
-        c.flags = static_cast<uint8_t>(flags);
-        if (!(c.flags & (kCtfSrcNat | kCtfDstNat)) && !(c.reply == ct_tuple_reverse(c.orig)))
-            return where() + "reply tuple is not the reverse of orig, without NAT";
-        c.mark = e.u32();
-        c.remaining_ms = e.u32();
-        if (c.remaining_ms > kMaxRemainingMs) return where() + "remaining_ms beyond 30 days";
-        for (uint16_t& port : c.port) {
-            port = e.u16();
-            if (port != kNoStreamPort && port >= s.ports.size())
-                return where() + port_ref(port, ctx);
-        }
-        for (int32_t& off : c.seq_offset) off = e.i32();
-        for (TcpPeer& peer : c.peer) {
-            peer.end = e.u32();
-            peer.maxend = e.u32();
-            peer.maxwin = e.u32();
-            peer.scale = e.u8();
-            uint32_t pf = 0;
-            if (!map_flags(kTcpPeerFlagWire, e.u8(), false, &pf))
-                return where() + "unknown TCP peer flags";
-            peer.flags = static_cast<uint8_t>(pf);
-            e.u16();
-            if (peer.scale > kMaxWindowScale) return where() + "window scale above 14";
-        }
-        c.tcp_retrans = e.u32();
-        for (uint64_t& v : c.packets) v = e.u64();
-        for (uint64_t& v : c.bytes) v = e.u64();
-        // kConnectionWireBytes - 172 reserved bytes end the entry.
-        const auto [slot, fresh] =
-            ctx.slot_of_tuple.try_emplace(c.orig, hash, slot_new, s.connections);
-        if (ctx.slot_of_tuple.size() > ctx.max_connections)
-            return where() + "more than " + std::to_string(ctx.max_connections) +
-                   " connections, which is all this ferryd has room for";
-        if (fresh) {
-            ctx.gone.push_back(false);
-        } else {
-            s.connections[slot] = c;
-            s.connections.pop_back();
-        }
-        ctx.slot_of_number.push_back(slot);
-        ++ctx.entries;
-    }
-    return "";
+    return decode_entries<FullEntry>(p, n, ctx);
+}
+
+std::string decode_connections_ipv4(const uint8_t* p, size_t n, DecodeContext& ctx) {
+    return decode_entries<Ipv4Entry>(p, n, ctx);
 }
 
 std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& ctx) {

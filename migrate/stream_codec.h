@@ -15,7 +15,12 @@ namespace ferry {
 
 void encode_port(const MigratedPort& p, std::vector<uint8_t>& out);
 void encode_macs(const std::vector<MigratedMac>& macs, std::vector<uint8_t>& out);
+/// Whether a connection fits a CONNECTIONS_IPV4 entry: both tuples IPv4, of one protocol and
+/// zone. The others go in CONNECTIONS entries.
+bool fits_ipv4_entry(const MigratedConnection& c);
 void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out);
+/// Every one of c[0..n) must fit (fits_ipv4_entry).
+void encode_connections_ipv4(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out);
 void encode_connections_gone(const std::vector<CtTuple>& gone, std::vector<uint8_t>& out);
 void encode_dpi_streams(uint64_t hash, const std::vector<MigratedDpi>& dpi,
                         std::vector<uint8_t>& out);
@@ -33,7 +38,7 @@ struct DecodeContext {
     std::vector<uint32_t> slot_of_number;  // connection number -> index in state->connections
     std::vector<bool> gone;                // by index in state->connections
     TupleSlots slot_of_tuple;              // live ones, by orig (keys: state->connections)
-    uint32_t entries = 0;                  // CONNECTIONS entries read
+    uint32_t entries = 0;                  // CONNECTIONS and CONNECTIONS_IPV4 entries read
     uint32_t gone_count = 0;               // CONNECTIONS_GONE tuples read
     uint32_t dpi_count = 0;
     uint32_t mac_count = 0;
@@ -50,6 +55,7 @@ struct DecodeContext {
 std::string decode_port(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_macs(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_connections(const uint8_t* p, size_t n, DecodeContext& ctx);
+std::string decode_connections_ipv4(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_connections_gone(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_dpi_streams(const uint8_t* p, size_t n, DecodeContext& ctx);
 std::string decode_rules(const uint8_t* p, size_t n, DecodeContext& ctx);

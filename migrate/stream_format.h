@@ -1,4 +1,4 @@
-// The constants of the migration stream, version 1 (docs/migration-stream.md): magic, versions,
+// The constants of the migration stream, version 2 (docs/migration-stream.md): magic, versions,
 // section types, limits, and the tables that map ferryd's internal enums and flags to their
 // stable wire values. Context: any.
 #pragma once
@@ -18,8 +18,8 @@ inline constexpr std::array<uint8_t, 8> kAnswerCommit = {0x89, 'F', 'E', 'R', 'R
 inline constexpr std::array<uint8_t, 8> kAnswerRefuse = {0x89, 'F', 'E', 'R', 'R', 'Y', 'N', 'O'};
 inline constexpr std::array<uint8_t, 8> kAnswerReady = {0x89, 'F', 'E', 'R', 'R', 'Y', 'G', 'O'};
 
-inline constexpr uint16_t kStreamVersion = 1;          // what this ferryd writes and reads up to
-inline constexpr uint16_t kStreamCompatibleSince = 1;  // the oldest reader of what it writes
+inline constexpr uint16_t kStreamVersion = 2;          // what this ferryd writes and reads up to
+inline constexpr uint16_t kStreamCompatibleSince = 2;  // the oldest reader of what it writes
 
 enum class StreamScope : uint16_t { kSwitch = 0, kPort = 1 };
 
@@ -32,6 +32,7 @@ enum class SectionType : uint16_t {
     kRules = 0x0006,
     kCounters = 0x0007,
     kPrecopyEnd = 0x0008,
+    kConnectionsIpv4 = 0x0009,  // version 2
     kTrailer = 0x00ff,
 };
 inline constexpr uint16_t kSectionCritical = 0x0001;
@@ -48,7 +49,8 @@ inline constexpr uint32_t kMaxDpiStreamBytes = 64u << 10;
 inline constexpr size_t kMaxVersionText = 64;
 inline constexpr size_t kMaxPortName = 31;
 inline constexpr uint16_t kNoStreamPort = 0xffff;
-inline constexpr size_t kConnectionWireBytes = 208;
+inline constexpr size_t kConnectionWireBytes = 208;      // a CONNECTIONS entry
+inline constexpr size_t kConnectionIpv4WireBytes = 120;  // a CONNECTIONS_IPV4 entry
 inline constexpr size_t kTupleWireBytes = 40;
 /// A connection's share of a target's stream bound (stream_limits_for_room): a CONNECTIONS
 /// entry and a DPI_STREAMS entry of 1 KiB per direction, twice (pre-copy and delta), and a gone

@@ -64,7 +64,7 @@ public:
     const DecodeContext& context() const { return ctx_; }
     /// The whole stream is n bytes: its connections are reserved for at once (a hint; the
     /// limits still apply).
-    void expect_bytes(size_t n) { ctx_.connections_hint = n / kConnectionWireBytes; }
+    void expect_bytes(size_t n) { ctx_.connections_hint = n / kConnectionIpv4WireBytes; }
     /// The checks finish() makes besides compacting, once done(). @return Ok or the error
     Status check_complete() const;
 

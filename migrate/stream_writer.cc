@@ -96,14 +96,25 @@ void StreamWriter::macs(const std::vector<MigratedMac>& macs) {
 }
 
 void StreamWriter::connections(const MigratedConnection* c, size_t n) {
-    for (size_t at = 0; at < n; at += kConnectionsPerSection) {
-        const size_t k = std::min(kConnectionsPerSection, n - at);
+    // A section per run of connections that fit the IPv4 entry, or that do not, so that the
+    // stream keeps their order (connection numbers follow it).
+    for (size_t at = 0; at < n;) {
+        const bool ipv4 = fits_ipv4_entry(c[at]);
+        const size_t limit = std::min(n, at + kConnectionsPerSection);
+        size_t end = at + 1;
+        while (end < limit && fits_ipv4_entry(c[end]) == ipv4) ++end;
         // Encoded in place, behind a header filled in after it: a large capture is not
         // copied a second time.
         const size_t section = begin_section();
-        encode_connections(c + at, k, out_);
-        end_section(section, static_cast<uint16_t>(SectionType::kConnections), true);
-        connections_ += static_cast<uint32_t>(k);
+        if (ipv4) {
+            encode_connections_ipv4(c + at, end - at, out_);
+            end_section(section, static_cast<uint16_t>(SectionType::kConnectionsIpv4), true);
+        } else {
+            encode_connections(c + at, end - at, out_);
+            end_section(section, static_cast<uint16_t>(SectionType::kConnections), true);
+        }
+        connections_ += static_cast<uint32_t>(end - at);
+        at = end;
     }
 }
 

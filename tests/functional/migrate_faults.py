@@ -29,7 +29,8 @@ import time
 
 SECTION_TYPES = {"PORT": 0x0001, "MACS": 0x0002, "CONNECTIONS": 0x0003,
                  "CONNECTIONS_GONE": 0x0004, "DPI_STREAMS": 0x0005, "RULES": 0x0006,
-                 "COUNTERS": 0x0007, "PRECOPY_END": 0x0008, "TRAILER": 0x00ff}
+                 "COUNTERS": 0x0007, "PRECOPY_END": 0x0008, "CONNECTIONS_IPV4": 0x0009,
+                 "TRAILER": 0x00ff}
 NAMES = {v: k for k, v in SECTION_TYPES.items()}
 ANSWER_HEADER = 18
 

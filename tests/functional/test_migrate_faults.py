@@ -59,8 +59,8 @@ CASES = [
     ("connect", False, "A"),
     ("handshake", False, "A"),
     ("section:PORT", False, "A"),
-    ("section:CONNECTIONS", False, "A"),
-    ("section:CONNECTIONS", True, "A"),  # the pre-copy's: B had placed nothing yet
+    ("section:CONNECTIONS_IPV4", False, "A"),  # the connection is IPv4
+    ("section:CONNECTIONS_IPV4", True, "A"),  # the pre-copy's: B had placed nothing yet
     ("section:TRAILER", False, "A"),
     ("precopy_end", True, "A"),
     ("ready", True, "A"),

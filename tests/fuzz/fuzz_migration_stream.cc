@@ -76,6 +76,7 @@ std::vector<uint8_t> repaired(const uint8_t* data, size_t n) {
                 if (length >= 4) counts[2] += get32(s, payload);
                 break;
             case ferry::SectionType::kConnections:
+            case ferry::SectionType::kConnectionsIpv4:
                 if (length >= 4) counts[3] += get32(s, payload);
                 break;
             case ferry::SectionType::kConnectionsGone:

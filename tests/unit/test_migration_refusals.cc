@@ -31,22 +31,22 @@ TEST(Header, ByteSwappedMagic) {
 
 TEST(Header, NewerVersionNeedingANewerReader) {
     Bytes s = small_stream();
-    put16(s, 8, 3);
-    put16(s, 10, 2);
+    put16(s, 8, 4);
+    put16(s, 10, 3);
     fix_header_crc(s);
     EXPECT_TRUE(refused(
-        s, "stream version 3 needs a reader of version 2 or later; this ferryd reads up to 1", 8));
+        s, "stream version 4 needs a reader of version 3 or later; this ferryd reads up to 2", 8));
 }
 
 TEST(Header, NewerCompatibleVersionIsRead) {
-    // Version 2, readable by 1: its header is longer (bytes this reader skips) and it has a
+    // Version 3, readable by 2: its header is longer (bytes this reader skips) and it has a
     // section this reader does not know, which is not critical.
     Bytes s = build([](StreamWriter& w) {
         w.port(make_port("p0"));
         w.section(0x0100, false, {1, 2, 3, 4, 5});
         w.macs({make_mac(1, 5, 0, 1)});
     });
-    put16(s, 8, 2);
+    put16(s, 8, 3);
     const size_t hl = get16(s, 12);
     s.insert(s.begin() + static_cast<ptrdiff_t>(hl) - 4, {0xaa, 0xbb, 0xcc, 0xdd, 0xee});
     put16(s, 12, static_cast<uint16_t>(hl + 5));
@@ -54,7 +54,7 @@ TEST(Header, NewerCompatibleVersionIsRead) {
     fix_trailer(s);
     StreamReadInfo info;
     const MigrationState got = read_ok(s, &info);
-    EXPECT_EQ(info.version, 2);
+    EXPECT_EQ(info.version, 3);
     EXPECT_EQ(info.skipped, 1u);
     EXPECT_EQ(info.sections, 3u);
     EXPECT_EQ(got.ferryd_version, "0.2.0");
@@ -301,33 +301,60 @@ TEST(Limits, SixtyFivePorts) {
 }
 
 TEST(Limits, ConnectionCounts) {
-    const auto conns = static_cast<uint16_t>(SectionType::kConnections);
     const MigratedConnection c[2] = {
         make_connection(ct_tuple(4, kProtoTcp, ip4(1, 1, 1, 1), 1, ip4(2, 2, 2, 2), 2), 1, 1),
         make_connection(ct_tuple(4, kProtoTcp, ip4(1, 1, 1, 1), 3, ip4(2, 2, 2, 2), 2), 2, 1)};
-    for (uint32_t count : {0u, 1u, 3u}) {
+    struct Layout {
+        SectionType type;
+        void (*encode)(const MigratedConnection*, size_t, std::vector<uint8_t>&);
+        std::string name;
+    };
+    for (const Layout& l :
+         {Layout{SectionType::kConnections, encode_connections, "CONNECTIONS"},
+          Layout{SectionType::kConnectionsIpv4, encode_connections_ipv4, "CONNECTIONS_IPV4"}}) {
+        SCOPED_TRACE(l.name);
+        const auto conns = static_cast<uint16_t>(l.type);
+        const std::string mismatch = l.name + " payload length does not match its count";
+        for (uint32_t count : {0u, 1u, 3u}) {
+            Bytes p;
+            l.encode(c, 2, p);
+            put32(p, 0, count);
+            EXPECT_TRUE(refused(build([&](StreamWriter& w) {
+                                    w.port(make_port("p0"));
+                                    w.section(conns, true, p);
+                                }),
+                                mismatch))
+                << count;
+        }
         Bytes p;
-        encode_connections(c, 2, p);
-        put32(p, 0, count);
+        l.encode(c, 2, p);
+        p.pop_back();
         EXPECT_TRUE(refused(build([&](StreamWriter& w) {
                                 w.port(make_port("p0"));
                                 w.section(conns, true, p);
                             }),
-                            "CONNECTIONS payload length does not match its count"))
-            << count;
+                            mismatch));
+        EXPECT_TRUE(refused(build([&](StreamWriter& w) {
+                                w.section(conns, true, count_only(kMaxConnectionsPerSection + 1));
+                            }),
+                            "16777217 connections in one section (at most 16777216)"));
     }
+}
+
+TEST(ConnectionValues, Ipv4EntryReplyIsTheReverseWithoutNat) {
+    // The compact entry carries both tuples' addresses and ports, and is checked as a whole one.
+    MigratedConnection c =
+        make_connection(ct_tuple(4, kProtoTcp, ip4(1, 1, 1, 1), 1, ip4(2, 2, 2, 2), 2), 1, 1);
+    c.reply.sport = 9;
     Bytes p;
-    encode_connections(c, 2, p);
-    p.pop_back();
+    encode_connections_ipv4(&c, 1, p);
     EXPECT_TRUE(refused(build([&](StreamWriter& w) {
                             w.port(make_port("p0"));
-                            w.section(conns, true, p);
+                            w.section(static_cast<uint16_t>(SectionType::kConnectionsIpv4), true,
+                                      p);
                         }),
-                        "CONNECTIONS payload length does not match its count"));
-    EXPECT_TRUE(refused(build([&](StreamWriter& w) {
-                            w.section(conns, true, count_only(kMaxConnectionsPerSection + 1));
-                        }),
-                        "16777217 connections in one section (at most 16777216)"));
+                        "CONNECTIONS_IPV4: connection 0: reply tuple is not the reverse of orig, "
+                        "without NAT"));
 }
 
 TEST(Limits, GoneCountMismatch) {
@@ -512,8 +539,8 @@ TEST(ConnectionValues, TheNumberOfTheBadEntryIsNamed) {
         const MigratedConnection two[] = {tcp_entry(), bad};
         w.connections(two, 2);
     });
-    EXPECT_TRUE(refused(s, "CONNECTIONS: connection 2: window scale above 14",
-                        section_of(s, SectionType::kConnections, 1).at));
+    EXPECT_TRUE(refused(s, "CONNECTIONS_IPV4: connection 2: window scale above 14",
+                        section_of(s, SectionType::kConnectionsIpv4, 1).at));
 }
 
 // ---- Refusals: ports and MACs ------------------------------------------------------------------

@@ -37,16 +37,26 @@ TEST(RoundTrip, EverySection) {
     const MigrationState back = read_ok(stream, &info);
     EXPECT_TRUE(states_equal(back, s));
     EXPECT_EQ(info.version, kStreamVersion);
-    EXPECT_EQ(info.sections, 3u + 4u);  // ports, MACS, CONNECTIONS, DPI_STREAMS, RULES
+    // The connections in runs of IPv4 (CONNECTIONS_IPV4) and the others (CONNECTIONS), in
+    // their order.
+    size_t runs = 0;
+    for (size_t i = 0; i < s.connections.size(); ++i)
+        if (i == 0 || fits_ipv4_entry(s.connections[i]) != fits_ipv4_entry(s.connections[i - 1]))
+            ++runs;
+    ASSERT_GE(runs, 3u);
+    EXPECT_EQ(count_sections(stream, SectionType::kConnections) +
+                  count_sections(stream, SectionType::kConnectionsIpv4),
+              runs);
+    EXPECT_EQ(info.sections, 3u + 3u + runs);  // ports, MACS, connections, DPI_STREAMS, RULES
     EXPECT_EQ(info.skipped, 0u);
     EXPECT_EQ(count_sections(stream, SectionType::kPort), 3u);
-    for (SectionType t : {SectionType::kMacs, SectionType::kConnections, SectionType::kDpiStreams,
-                          SectionType::kRules, SectionType::kTrailer})
+    for (SectionType t :
+         {SectionType::kMacs, SectionType::kDpiStreams, SectionType::kRules, SectionType::kTrailer})
         EXPECT_EQ(count_sections(stream, t), 1u) << static_cast<int>(t);
     // The header as the specification lays it out.
     EXPECT_TRUE(std::equal(kStreamMagic.begin(), kStreamMagic.end(), stream.begin()));
-    EXPECT_EQ(get16(stream, 8), 1);
-    EXPECT_EQ(get16(stream, 10), 1);
+    EXPECT_EQ(get16(stream, 8), 2);
+    EXPECT_EQ(get16(stream, 10), 2);
     EXPECT_EQ(get16(stream, 14), 0);
     EXPECT_EQ(get16(stream, 12), 26u + 5 + 16 + 4);
     EXPECT_EQ(sections_of(stream).back().payload() + 32, stream.size());
@@ -93,8 +103,14 @@ TEST(RoundTrip, ManyConnectionsSpanSections) {
     }
     s.dpi.push_back(make_dpi(static_cast<uint32_t>(n - 1), 0, 1, 1, {7}, {8}));
     const Bytes stream = write_stream(s);
-    EXPECT_EQ(count_sections(stream, SectionType::kConnections), 3u);
-    for (const SectionAt& sec : sections_of(stream)) EXPECT_LE(sec.length, kMaxSectionBytes);
+    EXPECT_EQ(count_sections(stream, SectionType::kConnectionsIpv4), 3u);
+    EXPECT_EQ(count_sections(stream, SectionType::kConnections), 0u);
+    for (const SectionAt& sec : sections_of(stream)) {
+        EXPECT_LE(sec.length, kMaxSectionBytes);
+        if (sec.type == static_cast<uint16_t>(SectionType::kConnectionsIpv4)) {
+            EXPECT_EQ(sec.length, 4 + get32(stream, sec.payload()) * kConnectionIpv4WireBytes);
+        }
+    }
     StreamReadInfo info;
     EXPECT_TRUE(states_equal(read_ok(stream, &info), s));
     EXPECT_EQ(info.sections, 5u);
@@ -494,15 +510,35 @@ MigrationState golden_port_state_v1() {
     return s;
 }
 
-/// The stream of v1-deltas.bin (NEVER CHANGE, as above): what a live migration's final pass
-/// looks like. golden_state_v1's ports and MACs, its 20 connections as a pre-copy (numbers
-/// 0..19), a delta that sends connections 4 and 11 again changed (20, 21), CONNECTIONS_GONE
-/// ending 0, 12 and 17, DPI streams (one of a gone connection, one by a delta's number), a
-/// COUNTERS section, the rules.
-Bytes golden_deltas_stream_v1() {
-    const MigrationState g = golden_state_v1();
+// ---- Version 2 (CONNECTIONS_IPV4)
+// ----------------------------------------------------------------
+
+/// The state of v2-switch.bin (NEVER CHANGE once released): golden_state_v1's, from a newer
+/// ferryd.
+MigrationState golden_state_v2() {
+    MigrationState s = golden_state_v1();
+    s.stream_id = 0x5eed000000000011ull;
+    s.ferryd_version = "0.3.0";
+    return s;
+}
+
+/// The state of v2-port.bin (NEVER CHANGE once released).
+MigrationState golden_port_state_v2() {
+    MigrationState s = golden_port_state_v1();
+    s.stream_id = 0x5eed000000000012ull;
+    s.ferryd_version = "0.3.0";
+    return s;
+}
+
+/// The stream of v2-deltas.bin (NEVER CHANGE once released), as v1-deltas.bin was written:
+/// what a live migration's final pass looks like. golden_state_v2's ports and MACs, its 20
+/// connections as a pre-copy (numbers 0..19), a delta that sends connections 4 and 11 again
+/// changed (20, 21), CONNECTIONS_GONE ending 0, 12 and 17, DPI streams (one of a gone
+/// connection, one by a delta's number), a COUNTERS section, the rules.
+Bytes golden_deltas_stream_v2() {
+    const MigrationState g = golden_state_v2();
     MigrationState header = g;
-    header.stream_id = 0x5eed000000000003ull;
+    header.stream_id = 0x5eed000000000013ull;
     Bytes out;
     StreamWriter w(out, header);
     for (const MigratedPort& p : g.ports) w.port(p);
@@ -536,7 +572,9 @@ Bytes golden_deltas_stream_v1() {
     return out;
 }
 
-/// What v1-deltas.bin reads as, worked out by hand from the description above.
+/// What v1-deltas.bin reads as, worked out by hand from the description of
+/// golden_deltas_stream_v2, which wrote it in version 1 with golden_state_v1 and stream_id
+/// 0x5eed000000000003.
 MigrationState golden_deltas_state_v1() {
     const MigrationState g = golden_state_v1();
     MigrationState s = g;
@@ -570,8 +608,30 @@ bool write_golden() {
     return v != nullptr && std::string(v) == "1";
 }
 
-/// Checks (or, with FERRY_WRITE_GOLDEN=1, first writes) a golden stream: the file reads as
-/// `state`, and this writer writes `written` byte for byte the same.
+/// What v2-deltas.bin reads as.
+MigrationState golden_deltas_state_v2() {
+    MigrationState s = golden_deltas_state_v1();
+    s.stream_id = 0x5eed000000000013ull;
+    s.ferryd_version = "0.3.0";
+    return s;
+}
+
+/// Checks a golden stream of an older version: the file still reads as `state`.
+void check_old_golden(const std::string& name, uint16_t version, const MigrationState& state,
+                      uint32_t sections) {
+    const Bytes golden = read_file(golden_dir() / name);
+    ASSERT_FALSE(golden.empty()) << "cannot read " << name;
+    StreamReadInfo info;
+    const Result<MigrationState> r = read_stream(golden.data(), golden.size(), &info);
+    ASSERT_TRUE(r.ok()) << name << ": " << r.error().message;
+    EXPECT_EQ(info.version, version);
+    EXPECT_EQ(info.skipped, 0u);
+    EXPECT_EQ(info.sections, sections);
+    EXPECT_TRUE(states_equal(r.value(), state)) << name;
+}
+
+/// Checks (or, with FERRY_WRITE_GOLDEN=1, first writes) a golden stream of this version: the
+/// file reads as `state`, and this writer writes `written` byte for byte the same.
 void check_golden(const std::string& name, const Bytes& written, const MigrationState& state,
                   uint32_t sections) {
     const std::filesystem::path file = golden_dir() / name;
@@ -587,7 +647,7 @@ void check_golden(const std::string& name, const Bytes& written, const Migration
     StreamReadInfo info;
     const Result<MigrationState> r = read_stream(golden.data(), golden.size(), &info);
     ASSERT_TRUE(r.ok()) << name << ": " << r.error().message;
-    EXPECT_EQ(info.version, 1);
+    EXPECT_EQ(info.version, kStreamVersion);
     EXPECT_EQ(info.skipped, 0u);
     EXPECT_EQ(info.sections, sections);
     EXPECT_TRUE(states_equal(r.value(), state)) << name;
@@ -599,18 +659,44 @@ void check_golden(const std::string& name, const Bytes& written, const Migration
 TEST(Golden, SwitchStreamV1) {
     const MigrationState s = golden_state_v1();
     ASSERT_EQ(s.connections.size(), 20u);
-    check_golden("v1-switch.bin", write_stream(s), s, 7);
+    check_old_golden("v1-switch.bin", 1, s, 7);
 }
 
 TEST(Golden, PortStreamV1) {
     const MigrationState s = golden_port_state_v1();
     ASSERT_EQ(s.ports.size(), 1u);
     ASSERT_FALSE(s.connections.empty());
-    check_golden("v1-port.bin", write_stream(s), s, 4);
+    check_old_golden("v1-port.bin", 1, s, 4);
 }
 
 TEST(Golden, DeltasStreamV1) {
-    check_golden("v1-deltas.bin", golden_deltas_stream_v1(), golden_deltas_state_v1(), 10);
+    check_old_golden("v1-deltas.bin", 1, golden_deltas_state_v1(), 10);
+}
+
+TEST(Golden, SwitchStreamV2) {
+    const MigrationState s = golden_state_v2();
+    const Bytes written = write_stream(s);
+    check_golden("v2-switch.bin", written, s,
+                 6 + count_sections(written, SectionType::kConnections) +
+                     count_sections(written, SectionType::kConnectionsIpv4));
+    // The 20 connections, IPv4 and IPv6 mixed, in runs that keep their order.
+    EXPECT_GE(count_sections(written, SectionType::kConnections), 1u);
+    EXPECT_GE(count_sections(written, SectionType::kConnectionsIpv4), 1u);
+}
+
+TEST(Golden, PortStreamV2) {
+    const MigrationState s = golden_port_state_v2();
+    const Bytes written = write_stream(s);
+    check_golden("v2-port.bin", written, s,
+                 3 + count_sections(written, SectionType::kConnections) +
+                     count_sections(written, SectionType::kConnectionsIpv4));
+}
+
+TEST(Golden, DeltasStreamV2) {
+    const Bytes written = golden_deltas_stream_v2();
+    check_golden("v2-deltas.bin", written, golden_deltas_state_v2(),
+                 8 + count_sections(written, SectionType::kConnections) +
+                     count_sections(written, SectionType::kConnectionsIpv4));
 }
 
 }  // namespace
