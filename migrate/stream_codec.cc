@@ -97,7 +97,8 @@ void put_tuple_ipv4(RawWriter& w, const CtTuple& t) {
 }
 
 /// The fields after the tuples, from the state to the counters.
-void put_connection_fields(RawWriter& w, const MigratedConnection& e) {
+[[gnu::always_inline]] inline void put_connection_fields(RawWriter& w,
+                                                         const MigratedConnection& e) {
     w.u8(e.orig.proto == kProtoTcp               ? kTcpStateWire[static_cast<size_t>(e.tcp_state)]
          : e.other_state == CtOtherState::kFirst ? kOtherFirstWire
                                                  : kOtherMultipleWire);
@@ -142,7 +143,9 @@ std::string port_ref(uint16_t port, const DecodeContext& ctx) {
 
 /// Reads the fields after the tuples, from the state to the counters, and checks them.
 /// @return "" or what is wrong
-std::string read_connection_fields(RawReader& e, MigratedConnection& c, const DecodeContext& ctx) {
+[[gnu::always_inline]] inline std::string read_connection_fields(RawReader& e,
+                                                                 MigratedConnection& c,
+                                                                 const DecodeContext& ctx) {
     const uint8_t state = e.u8();
     e.u8();
     if (c.orig.proto == kProtoTcp) {

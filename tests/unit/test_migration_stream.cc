@@ -28,6 +28,31 @@ TEST(Crc32c, KnownAnswers) {
     EXPECT_EQ(crc_of(ascending), 0x46dd794eu);
 }
 
+/// CRC32C one bit at a time, from its definition (reflected polynomial 0x82F63B78).
+uint32_t crc_by_bits(const Bytes& b) {
+    uint32_t c = 0xffffffffu;
+    for (uint8_t byte : b) {
+        c ^= byte;
+        for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+TEST(Crc32c, LongInputsAsByTheDefinition) {
+    // Long inputs are computed in interleaved lanes of 2 KiB, joined afterwards: every length
+    // around the lanes' boundaries, at every alignment, gives the CRC of the definition.
+    Bytes data(3 * 6144 + 64);
+    uint32_t x = 12345;
+    for (uint8_t& b : data) b = static_cast<uint8_t>((x = x * 1103515245u + 12345u) >> 24);
+    for (size_t n : {6143u, 6144u, 6145u, 6151u, 12288u, 12300u, 18431u, 18432u, 18433u}) {
+        for (size_t off : {0u, 1u, 7u}) {
+            const Bytes part(data.begin() + static_cast<ptrdiff_t>(off),
+                             data.begin() + static_cast<ptrdiff_t>(off + n));
+            EXPECT_EQ(crc_of(part), crc_by_bits(part)) << n << " at " << off;
+        }
+    }
+}
+
 // ---- Round trips -------------------------------------------------------------------------------
 
 TEST(RoundTrip, EverySection) {
