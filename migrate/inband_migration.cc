@@ -317,7 +317,7 @@ rte_vhost_msg_result pre_msg_handle(int vid, void* msg) {
     return RTE_VHOST_MSG_RESULT_REPLY;
 }
 
-const rte_vhost_user_extern_ops kExternOps = {pre_msg_handle, nullptr};
+constexpr rte_vhost_user_extern_ops kExternOps = {pre_msg_handle, nullptr};
 
 }  // namespace
 
