@@ -8,11 +8,21 @@
 // store their own word and load the other's, with release/acquire pairs: no store-then-load
 // race (Dekker) decides anything, unlike a 0/1 "paused" flag, where the control thread could
 // read the previous pause's 1 while the worker had already read "no pause" and run a burst.
-// Context: request/parked/release on the control thread; requested/hold on the worker lcore.
+//
+// A worker that sleeps (idle, or parked for a long pause) waits on the request word with a
+// futex, so that request() and release() wake it at once instead of at the end of its sleep:
+// a pause of an idle worker takes microseconds, not the rest of its back-off slice.
+// Context: request/parked/release on the control thread; requested/hold/sleeps on the worker
+// lcore.
 #pragma once
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <ctime>
 
 namespace ferry {
 
@@ -24,6 +34,7 @@ public:
         // Release: what the control thread wrote before asking is visible to the worker that
         // acquires the epoch.
         request_.store(next_epoch_, std::memory_order_release);
+        wake();  // a worker asleep in sleep_unless_requested()
         return next_epoch_;
     }
 
@@ -39,6 +50,7 @@ public:
         // Release: whatever the control thread changed while the worker was parked is ordered
         // before the worker's next iteration (its acquire of 0 in hold()).
         request_.store(0, std::memory_order_release);
+        wake();  // a worker asleep in sleep_while_held()
     }
 
     /// @return true when a pause is requested. Context: worker, once per iteration.
@@ -67,10 +79,38 @@ public:
         }
     }
 
+    /// Sleeps up to us microseconds, or until a pause is requested (request() wakes it).
+    /// Context: worker, idle: not the packet path (a system call).
+    void sleep_unless_requested(uint32_t us) const { wait_while(0, us); }
+
+    /// Sleeps up to us microseconds while the pause it holds goes on: until release() or a new
+    /// request changes the request word. Context: worker, inside hold()'s wait.
+    void sleep_while_held(uint32_t us) const {
+        const uint32_t epoch = request_.load(std::memory_order_acquire);
+        if (epoch != 0) wait_while(epoch, us);
+    }
+
 private:
-    alignas(64) std::atomic<uint32_t> request_{0};  // written by the control thread only
-    uint32_t next_epoch_ = 0;                       // the control thread's counter
-    alignas(64) std::atomic<uint32_t> ack_{0};      // written by the worker only
+    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
+                      std::atomic<uint32_t>::is_always_lock_free,
+                  "a futex waits on the request word itself");
+
+    uint32_t* word() const { return reinterpret_cast<uint32_t*>(&request_); }
+
+    /// Blocks while the request word holds `value`, at most us microseconds. It returns at
+    /// once when the word already differs, and early on a wake or a signal: callers re-check.
+    void wait_while(uint32_t value, uint32_t us) const {
+        const timespec t{static_cast<time_t>(us / 1000000), static_cast<long>(us % 1000000) * 1000};
+        syscall(SYS_futex, word(), FUTEX_WAIT_PRIVATE, value, &t, nullptr, 0);
+    }
+
+    void wake() { syscall(SYS_futex, word(), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0); }
+
+    // Mutable: the worker's sleeps take the word's address for the kernel; only request() and
+    // release() write it.
+    alignas(64) mutable std::atomic<uint32_t> request_{0};  // written by the control thread only
+    uint32_t next_epoch_ = 0;                               // the control thread's counter
+    alignas(64) std::atomic<uint32_t> ack_{0};              // written by the worker only
 };
 
 }  // namespace ferry

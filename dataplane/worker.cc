@@ -23,23 +23,23 @@ void park(WorkerState& w) {
     const PortTable* t = w.table->load(std::memory_order_acquire);
     worker_flush_tx(w, *t);
     rte_rcu_qsbr_thread_offline(w.qsbr, w.index);
-    w.pause.hold(w.stop, [](uint64_t spins) {
+    w.pause.hold(w.stop, [&w](uint64_t spins) {
         if (spins < 4096)
             rte_pause();  // short pauses resume fastest by spinning
         else
-            rte_delay_us_sleep(20);  // long ones must not burn a core the VMs need
+            w.pause.sleep_while_held(1000);  // long ones must not burn a core the VMs need
     });
     rte_rcu_qsbr_thread_online(w.qsbr, w.index);
 }
 
-/// Sleeps about us microseconds while idle, in slices short enough that a pause request or a
-/// stop is seen within about kIdleSliceUs: a long back-off (max_us up to a second) must not
-/// make the control thread's pause time out. Context: worker lcore, not the packet path.
+/// Sleeps about us microseconds while idle. A pause request wakes it at once (PauseGate); a
+/// stop is seen within about kIdleSliceUs, so that a long back-off (max_us up to a second)
+/// does not hold up a shutdown. Context: worker lcore, not the packet path.
 void idle_sleep(const WorkerState& w, uint32_t us) {
     constexpr uint32_t kIdleSliceUs = 1000;
     while (us > 0 && !w.pause.requested() && !w.stop.load(std::memory_order_acquire)) {
         const uint32_t slice = us < kIdleSliceUs ? us : kIdleSliceUs;
-        rte_delay_us_sleep(slice);
+        w.pause.sleep_unless_requested(slice);
         us -= slice;
     }
 }

@@ -68,6 +68,57 @@ TEST(PauseGate, EarlierAcknowledgementIsNotANewPause) {
     EXPECT_TRUE(second_parked);
 }
 
+// A sleeping worker is woken by the control thread instead of sleeping its time out: each
+// sleep below asks for 20 s, and the test fails (it would also take 20 s) if the wake is lost.
+TEST(PauseGate, RequestWakesAnIdleSleeper) {
+    PauseGate g;
+    std::atomic<bool> asleep{false};
+    std::chrono::steady_clock::duration slept{};
+    std::thread worker([&] {
+        asleep.store(true);
+        const auto t0 = std::chrono::steady_clock::now();
+        while (!g.requested()) g.sleep_unless_requested(20 * 1000 * 1000);
+        slept = std::chrono::steady_clock::now() - t0;
+    });
+    while (!asleep.load()) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // into the futex, most likely
+    g.request();
+    worker.join();
+    EXPECT_LT(slept, std::chrono::seconds(10));
+    g.release();
+}
+
+TEST(PauseGate, ReleaseWakesAParkedSleeper) {
+    PauseGate g;
+    std::atomic<bool> stop{false};
+    const uint32_t e = g.request();
+    std::chrono::steady_clock::duration held{};
+    std::thread worker([&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        g.hold(stop, [&](uint64_t) { g.sleep_while_held(20 * 1000 * 1000); });
+        held = std::chrono::steady_clock::now() - t0;
+    });
+    while (!g.parked(e)) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    g.release();
+    worker.join();
+    EXPECT_LT(held, std::chrono::seconds(10));
+}
+
+// Sleeps return at once when the word already says otherwise: a request that came before the
+// sleep is not slept through.
+TEST(PauseGate, NoSleepWhenAlreadyRequested) {
+    PauseGate g;
+    g.request();
+    const auto t0 = std::chrono::steady_clock::now();
+    g.sleep_unless_requested(20 * 1000 * 1000);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+    g.release();
+    const auto t1 = std::chrono::steady_clock::now();
+    g.sleep_while_held(20 * 1000 * 1000);  // nothing held
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(10));
+}
+
 TEST(PauseGate, StopEndsTheHold) {
     PauseGate g;
     std::atomic<bool> stop{false};
