@@ -113,7 +113,18 @@ void deliver_notices(MigrationHost& host) {
 }
 
 /// Places one connection in its owner's shard. @return (worker, index) or the clash / no room
+/// Each tuple's ct_tuple_hash (the same in every worker's table).
+struct TupleHashes {
+    uint32_t orig;
+    uint32_t reply;
+};
+
+TupleHashes hashes_of(const MigratedConnection& c) {
+    return {ct_tuple_hash(c.orig), ct_tuple_hash(c.reply)};
+}
+
 Result<std::pair<uint16_t, uint32_t>> place(MigrationHost& host, const MigratedConnection& c,
+                                            const TupleHashes& h,
                                             const std::vector<uint16_t>& local_port,
                                             uint64_t now_ms, bool dormant) {
     const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
@@ -131,8 +142,8 @@ Result<std::pair<uint16_t, uint32_t>> place(MigrationHost& host, const MigratedC
     // (a NAT binding) is looked up first, and the tables are asked why only when it refused.
     if (ct_owner(c.reply, n_workers) != w)
         if (auto e = clash(c.reply)) return *e;
-    const uint32_t idx = host.ct_shard(w).install(connection_from_stream(c, local_port), now_ms,
-                                                  c.remaining_ms, dormant);
+    const uint32_t idx = host.ct_shard(w).install(connection_from_stream(c, local_port), h.orig,
+                                                  h.reply, now_ms, c.remaining_ms, dormant);
     if (idx == kCtNone) {
         for (const CtTuple* t : {&c.orig, &c.reply})
             if (auto e = clash(*t)) return *e;
@@ -311,16 +322,22 @@ Status install_connections(InstallWalk& walk) {
         if (Status room = check_room(host, s.connections); !room) return room.error();
         walk.placed.reserve(s.connections.size());
         const auto n_workers = static_cast<uint16_t>(host.ct_shard_count());
-        for (size_t k = 0; k < s.connections.size(); ++k) {
-            // The index buckets of a connection a few ahead start loading while this one is
-            // placed: a large table misses the cache on nearly every bucket.
-            if (k + kInstallPrefetch < s.connections.size()) {
-                const MigratedConnection& ahead = s.connections[k + kInstallPrefetch];
-                for (const CtTuple* t : {&ahead.orig, &ahead.reply})
-                    host.ct_shard(ct_owner(*t, n_workers)).table().prefetch(*t);
-            }
+        // The index buckets of a connection a few ahead start loading while this one is
+        // placed (a large table misses the cache on nearly every bucket); the hashes computed
+        // for that are the insert's.
+        TupleHashes ahead[kInstallPrefetch];
+        auto prefetch = [&](size_t k) {
             const MigratedConnection& c = s.connections[k];
-            auto where = place(host, c, walk.local_port, now_ms, false);
+            TupleHashes& h = ahead[k % kInstallPrefetch];
+            h.orig = host.ct_shard(ct_owner(c.orig, n_workers)).table().prefetch(c.orig);
+            h.reply = host.ct_shard(ct_owner(c.reply, n_workers)).table().prefetch(c.reply);
+        };
+        for (size_t k = 0; k < kInstallPrefetch && k < s.connections.size(); ++k) prefetch(k);
+        for (size_t k = 0; k < s.connections.size(); ++k) {
+            const TupleHashes h = ahead[k % kInstallPrefetch];
+            if (k + kInstallPrefetch < s.connections.size()) prefetch(k + kInstallPrefetch);
+            const MigratedConnection& c = s.connections[k];
+            auto where = place(host, c, h, walk.local_port, now_ms, false);
             if (!where) {
                 for (const auto& [w, idx] : walk.placed) host.ct_shard(w).remove(idx);
                 deliver_notices(host);
@@ -354,7 +371,8 @@ Status install_connections(InstallWalk& walk) {
             if (idx != kCtNone) host.ct_shard(w).remove(idx);
             idx = kCtNone;
             if (ctx.gone[k]) continue;
-            auto where = place(host, s.connections[k], walk.local_port, now_ms, false);
+            auto where = place(host, s.connections[k], hashes_of(s.connections[k]), walk.local_port,
+                               now_ms, false);
             if (!where) return fail(where.error());
             st.placed[k] = *where;
         } else if (idx != kCtNone) {
@@ -514,7 +532,8 @@ Result<Staged> MigrationControl::stage(const MigrationState& partial, uint32_t s
         const uint64_t now_ms = host.ct_now_ms();
         const size_t to = std::min<size_t>(st.slots, from + slice);
         for (size_t k = from; k < to; ++k) {
-            auto where = place(host, partial.connections[k], st.local_port, now_ms, true);
+            auto where = place(host, partial.connections[k], hashes_of(partial.connections[k]),
+                               st.local_port, now_ms, true);
             if (!where) {
                 paused.release();
                 if (!unstage(st, slice))

@@ -553,9 +553,9 @@ void ConntrackShard::translate(const CtEntry& e, unsigned dir, bool related, uin
         std::memcpy(key->ip_dst, pre.src, 16);
 }
 
-uint32_t ConntrackShard::install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms,
-                                 bool dormant) {
-    const uint32_t idx = table_->insert(from.tuple[0], from.tuple[1]);
+uint32_t ConntrackShard::install(const CtEntry& from, uint32_t orig_hash, uint32_t reply_hash,
+                                 uint64_t now_ms, uint64_t remaining_ms, bool dormant) {
+    const uint32_t idx = table_->insert(from.tuple[0], from.tuple[1], orig_hash, reply_hash);
     if (idx == kCtNone) return kCtNone;
     CtEntry& e = table_->entry(idx);
     e.packets[0] = from.packets[0];

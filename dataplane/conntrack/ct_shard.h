@@ -187,7 +187,13 @@ public:
     /// @return the entry index, or kCtNone when either tuple is already tracked here or the
     ///         table has no room (nothing changed)
     uint32_t install(const CtEntry& from, uint64_t now_ms, uint64_t remaining_ms,
-                     bool dormant = false);
+                     bool dormant = false) {
+        return install(from, ct_tuple_hash(from.tuple[0]), ct_tuple_hash(from.tuple[1]), now_ms,
+                       remaining_ms, dormant);
+    }
+    /// install() with each tuple's ct_tuple_hash given (a caller that computed them to prefetch).
+    uint32_t install(const CtEntry& from, uint32_t orig_hash, uint32_t reply_hash, uint64_t now_ms,
+                     uint64_t remaining_ms, bool dormant = false);
     /// Makes a dormant connection (install(..., dormant)) a live one, expiring remaining_ms
     /// from now. Context: owner, or control while the owner is paused.
     void activate(uint32_t index, uint64_t now_ms, uint64_t remaining_ms);

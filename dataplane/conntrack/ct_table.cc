@@ -304,10 +304,11 @@ void CtTable::unlink(uint32_t hash, uint32_t ref) {
     assert(false && "a live entry's tuple is indexed");
 }
 
-uint32_t CtTable::insert(const CtTuple& orig, const CtTuple& reply) {
+uint32_t CtTable::insert(const CtTuple& orig, const CtTuple& reply, uint32_t orig_hash,
+                         uint32_t reply_hash) {
     if (free_top_ == 0) return kCtNone;
-    const uint32_t h0 = ct_tuple_hash(orig);
-    const uint32_t h1 = ct_tuple_hash(reply);
+    const uint32_t h0 = orig_hash;
+    const uint32_t h1 = reply_hash;
     // The four buckets are read below one after the other; start all their misses at once.
     prefetch_buckets(h0);
     prefetch_buckets(h1);

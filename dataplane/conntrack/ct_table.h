@@ -36,7 +36,12 @@ public:
     CtRef lookup(const CtTuple& key) const;
     /// Starts loading the buckets a lookup or insert of key reads, for a caller that walks many
     /// keys one at a time (a migration's install). Context: owner, or any while it is paused.
-    void prefetch(const CtTuple& key) const { prefetch_buckets(ct_tuple_hash(key)); }
+    /// @return key's ct_tuple_hash, for the insert that follows
+    uint32_t prefetch(const CtTuple& key) const {
+        const uint32_t hash = ct_tuple_hash(key);
+        prefetch_buckets(hash);
+        return hash;
+    }
     /// lookup() for n keys (n <= 64), prefetching buckets ahead. Context: fast path, owner.
     void lookup_bulk(const CtTuple* keys, unsigned n, CtRef* out) const;
 
@@ -45,7 +50,12 @@ public:
     /// fill. Context: fast path, owner.
     /// @return the entry index, or kCtNone when the pool is full, either tuple is already
     ///         indexed, or both candidate buckets of a tuple are full (nothing is changed then).
-    uint32_t insert(const CtTuple& orig, const CtTuple& reply);
+    uint32_t insert(const CtTuple& orig, const CtTuple& reply) {
+        return insert(orig, reply, ct_tuple_hash(orig), ct_tuple_hash(reply));
+    }
+    /// insert() with each tuple's ct_tuple_hash given (a caller that computed them to prefetch).
+    uint32_t insert(const CtTuple& orig, const CtTuple& reply, uint32_t orig_hash,
+                    uint32_t reply_hash);
 
     /// Removes a live entry and its two index slots; the entry returns to the pool. An index that
     /// is not live is ignored. Context: fast path, owner.
