@@ -2,6 +2,7 @@
 
 #include <rte_hash_crc.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
