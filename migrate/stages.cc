@@ -112,7 +112,6 @@ void deliver_notices(MigrationHost& host) {
     }
 }
 
-/// Places one connection in its owner's shard. @return (worker, index) or the clash / no room
 /// Each tuple's ct_tuple_hash (the same in every worker's table).
 struct TupleHashes {
     uint32_t orig;
@@ -123,6 +122,8 @@ TupleHashes hashes_of(const MigratedConnection& c) {
     return {ct_tuple_hash(c.orig), ct_tuple_hash(c.reply)};
 }
 
+/// Places one connection in its owner's shard; h are its tuples' hashes. @return (worker,
+/// index) or the clash / no room
 Result<std::pair<uint16_t, uint32_t>> place(MigrationHost& host, const MigratedConnection& c,
                                             const TupleHashes& h,
                                             const std::vector<uint16_t>& local_port,
