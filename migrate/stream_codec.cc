@@ -88,14 +88,6 @@ constexpr std::array<uint8_t, 256> kTcpStateOfWire = [] {
 constexpr size_t kConnectionFieldsWireBytes = 92;
 static_assert(kConnectionIpv4WireBytes == 4 + 2 * 12 + kConnectionFieldsWireBytes);
 
-/// An IPv4 tuple's addresses and ports: its version, protocol and zone are the entry's.
-void put_tuple_ipv4(RawWriter& w, const CtTuple& t) {
-    w.bytes(t.src, 4);
-    w.bytes(t.dst, 4);
-    w.u16(t.sport);
-    w.u16(t.dport);
-}
-
 /// The fields after the tuples, from the state to the counters.
 [[gnu::always_inline]] inline void put_connection_fields(RawWriter& w,
                                                          const MigratedConnection& e) {
@@ -189,10 +181,15 @@ std::string port_ref(uint16_t port, const DecodeContext& ctx) {
     return "";  // a CONNECTIONS entry ends in reserved bytes, not read
 }
 
-/// A CONNECTIONS entry: two whole tuples, which must agree in IP version, protocol and zone.
+/// A CONNECTIONS entry: two whole tuples, which must agree in IP version, protocol and zone,
+/// the fields, and reserved bytes.
 struct FullEntry {
     static constexpr size_t kBytes = kConnectionWireBytes;
     static constexpr std::string_view kName = "CONNECTIONS";
+    static void put_tuples(RawWriter& w, const MigratedConnection& c) {
+        put_tuple(w, c.orig);
+        put_tuple(w, c.reply);
+    }
     static void read_orig(RawReader& e, CtTuple* orig) { read_tuple(e, orig); }
     static void read_tuples(RawReader& e, CtTuple* orig, CtTuple* reply) {
         read_tuple(e, orig);
@@ -214,6 +211,14 @@ struct FullEntry {
 struct Ipv4Entry {
     static constexpr size_t kBytes = kConnectionIpv4WireBytes;
     static constexpr std::string_view kName = "CONNECTIONS_IPV4";
+    /// c must fit (fits_ipv4_entry).
+    static void put_tuples(RawWriter& w, const MigratedConnection& c) {
+        w.u8(c.orig.proto);
+        w.u8(0);
+        w.u16(c.orig.zone);
+        put_addresses(w, c.orig);
+        put_addresses(w, c.reply);
+    }
     static void read_orig(RawReader& e, CtTuple* orig) {
         *orig = CtTuple{};
         orig->ip_version = 4;
@@ -234,6 +239,12 @@ struct Ipv4Entry {
     static std::string tuples_error(const MigratedConnection& /*c*/) { return ""; }
 
 private:
+    static void put_addresses(RawWriter& w, const CtTuple& t) {
+        w.bytes(t.src, 4);
+        w.bytes(t.dst, 4);
+        w.u16(t.sport);
+        w.u16(t.dport);
+    }
     static void read_addresses(RawReader& e, CtTuple* t) {
         e.bytes(t->src, 4);
         e.bytes(t->dst, 4);
@@ -241,6 +252,21 @@ private:
         t->dport = e.u16();
     }
 };
+
+/// Appends a payload of n connection entries of one layout (FullEntry, Ipv4Entry).
+template <class Entry>
+void encode_entries(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
+    const size_t base = out.size();
+    out.resize(base + 4 + n * Entry::kBytes);  // then written without bounds checks
+    RawWriter w(out.data() + base);
+    w.u32(static_cast<uint32_t>(n));
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t* start = w.at();
+        Entry::put_tuples(w, c[i]);
+        put_connection_fields(w, c[i]);
+        w.zeros(Entry::kBytes - static_cast<size_t>(w.at() - start));  // reserved bytes
+    }
+}
 
 /// Decodes a payload of connection entries of one layout (FullEntry, Ipv4Entry) into ctx.
 template <class Entry>
@@ -347,31 +373,11 @@ bool fits_ipv4_entry(const MigratedConnection& c) {
 }
 
 void encode_connections(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
-    const size_t base = out.size();
-    out.resize(base + 4 + n * kConnectionWireBytes);  // then written without bounds checks
-    RawWriter w(out.data() + base);
-    w.u32(static_cast<uint32_t>(n));
-    for (size_t i = 0; i < n; ++i) {
-        put_tuple(w, c[i].orig);
-        put_tuple(w, c[i].reply);
-        put_connection_fields(w, c[i]);
-        w.zeros(kConnectionWireBytes - 2 * kTupleWireBytes - kConnectionFieldsWireBytes);
-    }
+    encode_entries<FullEntry>(c, n, out);
 }
 
 void encode_connections_ipv4(const MigratedConnection* c, size_t n, std::vector<uint8_t>& out) {
-    const size_t base = out.size();
-    out.resize(base + 4 + n * kConnectionIpv4WireBytes);  // then written without bounds checks
-    RawWriter w(out.data() + base);
-    w.u32(static_cast<uint32_t>(n));
-    for (size_t i = 0; i < n; ++i) {
-        w.u8(c[i].orig.proto);
-        w.u8(0);
-        w.u16(c[i].orig.zone);
-        put_tuple_ipv4(w, c[i].orig);
-        put_tuple_ipv4(w, c[i].reply);
-        put_connection_fields(w, c[i]);
-    }
+    encode_entries<Ipv4Entry>(c, n, out);
 }
 
 void encode_connections_gone(const std::vector<CtTuple>& gone, std::vector<uint8_t>& out) {
