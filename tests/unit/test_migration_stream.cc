@@ -641,9 +641,9 @@ MigrationState golden_deltas_state_v2() {
     return s;
 }
 
-/// Checks a golden stream of an older version: the file still reads as `state`.
-void check_old_golden(const std::string& name, uint16_t version, const MigrationState& state,
-                      uint32_t sections) {
+/// Checks that a golden stream (of this version or an older one) reads as `state`.
+void check_golden_reads(const std::string& name, uint16_t version, const MigrationState& state,
+                        uint32_t sections) {
     const Bytes golden = read_file(golden_dir() / name);
     ASSERT_FALSE(golden.empty()) << "cannot read " << name;
     StreamReadInfo info;
@@ -667,15 +667,8 @@ void check_golden(const std::string& name, const Bytes& written, const Migration
                   static_cast<std::streamsize>(written.size()));
         ASSERT_TRUE(out.good()) << "cannot write " << file;
     }
+    check_golden_reads(name, kStreamVersion, state, sections);
     const Bytes golden = read_file(file);
-    ASSERT_FALSE(golden.empty()) << "cannot read " << file;
-    StreamReadInfo info;
-    const Result<MigrationState> r = read_stream(golden.data(), golden.size(), &info);
-    ASSERT_TRUE(r.ok()) << name << ": " << r.error().message;
-    EXPECT_EQ(info.version, kStreamVersion);
-    EXPECT_EQ(info.skipped, 0u);
-    EXPECT_EQ(info.sections, sections);
-    EXPECT_TRUE(states_equal(r.value(), state)) << name;
     EXPECT_TRUE(written == golden)
         << name << ": this writer no longer writes the golden stream byte for byte ("
         << written.size() << " vs " << golden.size() << " bytes); the stream format changed";
@@ -684,18 +677,18 @@ void check_golden(const std::string& name, const Bytes& written, const Migration
 TEST(Golden, SwitchStreamV1) {
     const MigrationState s = golden_state_v1();
     ASSERT_EQ(s.connections.size(), 20u);
-    check_old_golden("v1-switch.bin", 1, s, 7);
+    check_golden_reads("v1-switch.bin", 1, s, 7);
 }
 
 TEST(Golden, PortStreamV1) {
     const MigrationState s = golden_port_state_v1();
     ASSERT_EQ(s.ports.size(), 1u);
     ASSERT_FALSE(s.connections.empty());
-    check_old_golden("v1-port.bin", 1, s, 4);
+    check_golden_reads("v1-port.bin", 1, s, 4);
 }
 
 TEST(Golden, DeltasStreamV1) {
-    check_old_golden("v1-deltas.bin", 1, golden_deltas_state_v1(), 10);
+    check_golden_reads("v1-deltas.bin", 1, golden_deltas_state_v1(), 10);
 }
 
 TEST(Golden, SwitchStreamV2) {
