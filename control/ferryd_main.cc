@@ -31,6 +31,7 @@
 #include "control/sd_notify.h"
 #include "control/switch.h"
 #include "control/telemetry.h"
+#include "control/vhost_handover.h"
 #include "ferry_version.h"
 #include "migrate/file_transport.h"
 #include "migrate/stages.h"
@@ -200,6 +201,11 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
             return t.error().code == ferry::ErrorCode::kInvalidParams ? kExitConfig : kExitRuntime;
         }
         handover = std::move(*t);
+        if (!handover.connections_error.empty())
+            FERRY_LOG_WARN_IN(kMigrate, "--takeover: %s; those ports' peers reconnect",
+                              handover.connections_error.c_str());
+        // The predecessor's vhost-user connections: the ports adopt them as they open.
+        ferry::vhost_handover_offer(std::move(handover.connections));
         // Test only: a successor that dies right after the release (the predecessor must go
         // on by itself). Unset: nothing.
         if (const char* die = std::getenv("FERRY_TEST_TAKEOVER_DIE_AFTER_RELEASE"); die && *die)
@@ -215,6 +221,7 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
     if (!sw) return fail(sw.error().message, kExitConfig);
     ferry::Switch& s = *sw.value();
     ferry::SwitchMigrationHost host(s);  // what the migration drivers see of it
+    ferry::vhost_handover_discard();  // those of ports this configuration lacks
     if (!takeover.empty()) {
         auto r = ferry::takeover_install(handover, host);
         if (!r) return fail("--takeover: " + r.error().message, kExitRuntime);

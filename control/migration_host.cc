@@ -118,8 +118,8 @@ void SwitchTakeoverHost::control_socket_handed_over() {
     server_.hand_over();
 }
 
-void SwitchTakeoverHost::release_ports() {
-    sw_.release_ports();
+void SwitchTakeoverHost::release_ports(std::vector<HandedConnection>* handed) {
+    sw_.release_ports(handed);
 }
 
 Status SwitchTakeoverHost::reclaim_ports() {

@@ -52,7 +52,7 @@ public:
     void hold_control_requests(bool hold) override;
     int control_socket_fd() const override;
     void control_socket_handed_over() override;
-    void release_ports() override;
+    void release_ports(std::vector<HandedConnection>* handed) override;
     Status reclaim_ports() override;
     void request_shutdown() override;
     void notify_service_manager(const std::string& state) override;

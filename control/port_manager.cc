@@ -19,6 +19,7 @@
 
 #include "control/log.h"
 #include "control/offload/offload_manager.h"
+#include "control/vhost_handover.h"
 #include "control/vhost_wake.h"
 #include "migrate/inband_migration.h"
 
@@ -216,6 +217,19 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
         return fail(dpdk_error("cannot start " + dev.dev_name, rc));
     }
     rte_eth_promiscuous_enable(pid);  // a bridge port sees every address; not all devices can
+    if (cfg.type == PortType::kVhostUser && cfg.mode == VhostMode::kClient) {
+        // A live upgrade's predecessor may have handed this port's connection over: its
+        // front-end then never sees the port go away.
+        auto adopted = vhost_handover_adopt(cfg.path);
+        if (!adopted)
+            FERRY_LOG_WARN_IN(kPort,
+                              "port %s: the handed-over connection was not adopted (%s); "
+                              "its front-end reconnects",
+                              cfg.name.c_str(), adopted.error().message.c_str());
+        else if (*adopted)
+            FERRY_LOG_INFO_IN(kPort, "port %s: adopted the predecessor's vhost-user connection",
+                              cfg.name.c_str());
+    }
     FERRY_LOG_DEBUG_IN(
         kPort, "port %s: device %s is DPDK port %u, %u rx and %u tx queues, mtu %u%s%s",
         cfg.name.c_str(), dev.devargs.c_str(), pid, cfg.queues, n_workers, cfg.mtu,

@@ -35,6 +35,8 @@ struct rte_rcu_qsbr;
 
 namespace ferry {
 
+struct HandedConnection;  // migrate/takeover.h
+
 class MacTable;
 class FlowCache;
 class ConntrackControl;
@@ -121,8 +123,10 @@ public:
     std::string port_name(uint16_t slot) const;
 
     /// Stops the workers and closes every port (a successor ferryd opens them next): the
-    /// switch keeps its tables but moves no packet any more. Context: control.
-    void release_ports();
+    /// switch keeps its tables but moves no packet any more. handed (or null): gets the
+    /// connections of the vhost-user client ports that can be handed to the successor
+    /// (control/vhost_handover.h), whose peers then never see them close. Context: control.
+    void release_ports(std::vector<HandedConnection>* handed);
     /// Reopens the ports release_ports() closed, each in its slot, and starts the workers:
     /// the successor is gone. Context: control. @return kFailed / kConflict naming the port
     Status reclaim_ports();

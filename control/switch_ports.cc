@@ -10,6 +10,7 @@
 
 #include "control/log.h"
 #include "control/migration_host.h"
+#include "control/vhost_handover.h"
 #include "dataplane/mac_table.h"
 #include "migrate/inband_migration.h"
 
@@ -80,10 +81,26 @@ void Switch::close_ports() {
     ports_.clear();
 }
 
-void Switch::release_ports() {
+void Switch::release_ports(std::vector<HandedConnection>* handed) {
     released_.clear();
     for (const auto& [name, rec] : ports_) released_.emplace_back(rec.slot, rec.cfg);
     stop_workers();
+    // The rings' indexes are final now that no worker runs.
+    for (const auto& [name, rec] : ports_) {
+        if (handed == nullptr || rec.cfg.type != PortType::kVhostUser ||
+            rec.cfg.mode != VhostMode::kClient)
+            continue;
+        const std::vector<int> vids = vhost_connections(rec.cfg.path);
+        if (vids.size() != 1) continue;  // no front-end connected
+        auto h = vhost_handover_capture(rec.cfg.path, vids[0]);
+        if (h) {
+            handed->push_back(std::move(*h));
+            FERRY_LOG_INFO_IN(kPort, "port %s: vhost-user connection handed to the successor",
+                              name.c_str());
+        } else {
+            FERRY_LOG_WARN_IN(kPort, "port %s: %s", name.c_str(), h.error().message.c_str());
+        }
+    }
     close_ports();
     publish();
 }

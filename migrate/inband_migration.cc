@@ -384,15 +384,11 @@ void inband_device_resumed(const std::string& path) {
                          it->second.name.c_str());
 }
 
-void inband_attach(const std::string& path) {
-    {
-        std::lock_guard lock(registry().mutex);
-        if (registry().ports.find(path) == registry().ports.end()) return;
-    }
-    // Finding the vids: rte_vhost_get_ifname on a free vid logs an error, so the vhost
-    // library's log is quietened for the scan. On the vhost-user message thread, the only one
-    // that frees devices, no device goes away under the scan; from the control thread one
-    // may (its memory stays mapped: rte_malloc), which docs/migration.md names.
+std::vector<int> vhost_connections(const std::string& path) {
+    // rte_vhost_get_ifname on a free vid logs an error, so the vhost library's log is
+    // quietened for the scan. On the vhost-user message thread, the only one that frees
+    // devices, no device goes away under the scan; from the control thread one may (its memory
+    // stays mapped: rte_malloc), which docs/migration.md names.
     const int logtype = rte_log_register("lib.vhost.config");
     const int level = logtype >= 0 ? rte_log_get_level(logtype) : -1;
     if (level >= 0) rte_log_set_level(logtype, RTE_LOG_EMERG);
@@ -400,6 +396,15 @@ void inband_attach(const std::string& path) {
     for (int vid = 0; vid < RTE_MAX_VHOST_DEVICE; ++vid)
         if (ifname_of(vid) == path) vids.push_back(vid);
     if (level >= 0) rte_log_set_level(logtype, static_cast<uint32_t>(level));
+    return vids;
+}
+
+void inband_attach(const std::string& path) {
+    {
+        std::lock_guard lock(registry().mutex);
+        if (registry().ports.find(path) == registry().ports.end()) return;
+    }
+    const std::vector<int> vids = vhost_connections(path);
 
     std::map<int, std::shared_ptr<DeviceStateTransfer>> live;  // after the swap: the old ones
     std::lock_guard lock(registry().mutex);

@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -45,6 +46,10 @@ nlohmann::json inband_status();
 /// The port's device runs again: a migration that saved its state failed or was cancelled, so
 /// the connections stay here. Context: control (link up).
 void inband_device_resumed(const std::string& path);
+
+/// The vhost library's connections (vids) on the socket at path. Context: control, or the
+/// vhost-user message thread.
+std::vector<int> vhost_connections(const std::string& path);
 
 /// Attaches the device-state handler to the connections on path that lack it. Context: the
 /// vhost-user message thread (net_vhost's LSC and queue-state events), or control. When the

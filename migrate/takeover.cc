@@ -25,7 +25,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+/// A successor's hello: "FERRY-TAKEOVER 1\n" (it takes the state), "... 2\n" (and adopts its
+/// ports' connections; a predecessor that only knows 1 closes the connection on it).
 constexpr const char* kHello = "FERRY-TAKEOVER 1\n";
+constexpr size_t kHelloVersionAt = 15;  // where the version digit is
+std::string hello(char version) {
+    std::string h = kHello;
+    h[kHelloVersionAt] = version;
+    return h;
+}
 
 Deadline in_seconds(double s) {
     return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(s * 1e6));
@@ -89,6 +97,110 @@ Status send_fd(int conn, int fd) {
         return make_error(ErrorCode::kFailed, std::string("takeover: sendmsg: ") + strerror(err));
     }
     return Ok{};
+}
+
+// A handed connection's message: u32 path length, u32 meta length, u32 descriptor count, the
+// path, the meta; its descriptors in the control data.
+constexpr size_t kMaxHandedFds = 250;  // below SCM_MAX_FD (253)
+constexpr size_t kMaxHandedMeta = 16384;
+constexpr size_t kMaxHandedConnections = 256;
+
+int poll_left(Deadline deadline) {
+    return static_cast<int>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+}
+
+/// Sends one handed connection (a blocking wait on a full connection, up to the deadline).
+Status send_handed(int conn, const HandedConnection& h, Deadline deadline) {
+    if (h.fds.empty() || h.fds.size() > kMaxHandedFds || h.meta.size() > kMaxHandedMeta ||
+        h.path.size() > 4096)
+        return make_error(ErrorCode::kFailed, "takeover: a connection too large to hand over");
+    std::vector<uint8_t> data(12);
+    const uint32_t head[3] = {static_cast<uint32_t>(h.path.size()),
+                              static_cast<uint32_t>(h.meta.size()),
+                              static_cast<uint32_t>(h.fds.size())};
+    std::memcpy(data.data(), head, sizeof(head));
+    data.insert(data.end(), h.path.begin(), h.path.end());
+    data.insert(data.end(), h.meta.begin(), h.meta.end());
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * h.fds.size()));
+    iovec iov{data.data(), data.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * h.fds.size());
+    std::memcpy(CMSG_DATA(c), h.fds.data(), sizeof(int) * h.fds.size());
+    for (;;) {
+        const ssize_t w = ::sendmsg(conn, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w >= 0) {
+            // The descriptors went with the first byte; the rest is plain data.
+            const size_t sent = static_cast<size_t>(w);
+            if (sent == data.size()) return Ok{};
+            return transport_send(conn, data.data() + sent, data.size() - sent, deadline);
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return make_error(ErrorCode::kFailed,
+                              std::string("takeover: sendmsg: ") + strerror(errno));
+        pollfd p{conn, POLLOUT, 0};
+        if (::poll(&p, 1, poll_left(deadline)) <= 0)
+            return make_error(ErrorCode::kFailed, "takeover: the successor takes nothing");
+    }
+}
+
+/// Reads exactly n bytes. @return kFailed on EOF or at the deadline
+Status read_exact(int conn, uint8_t* dst, size_t n, Deadline deadline) {
+    auto ch = plain_channel(conn);
+    for (size_t got = 0; got < n;) {
+        auto r = ch->read_some(dst + got, n - got, deadline);
+        if (!r) return r.error();
+        if (*r == 0) return make_error(ErrorCode::kFailed, "takeover: the predecessor went away");
+        got += *r;
+    }
+    return Ok{};
+}
+
+/// Receives one handed connection, checking its sizes and descriptors.
+Result<HandedConnection> recv_handed(int conn, Deadline deadline) {
+    HandedConnection h;
+    uint32_t head[3] = {};
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxHandedFds));
+    iovec iov{head, sizeof(head)};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    pollfd p{conn, POLLIN, 0};
+    if (::poll(&p, 1, poll_left(deadline)) <= 0)
+        return make_error(ErrorCode::kFailed, "takeover: no connection in time");
+    // The descriptors come with the first bytes: read just the head, nothing after it.
+    const ssize_t r = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const size_t at = h.fds.size();
+        h.fds.resize(at + n);
+        std::memcpy(h.fds.data() + at, CMSG_DATA(c), n * sizeof(int));
+    }
+    auto fail = [&](const char* why) -> Result<HandedConnection> {
+        for (int fd : h.fds) ::close(fd);
+        return make_error(ErrorCode::kFailed, std::string("takeover: a handed connection: ") + why);
+    };
+    if (r != static_cast<ssize_t>(sizeof(head))) return fail("cut short");
+    if ((msg.msg_flags & MSG_CTRUNC) != 0) return fail("too many descriptors");
+    if (head[0] == 0 || head[0] > 4096 || head[1] > kMaxHandedMeta || head[2] != h.fds.size() ||
+        h.fds.empty())
+        return fail("bad sizes");
+    std::vector<uint8_t> rest(head[0] + size_t{head[1]});
+    if (Status s = read_exact(conn, rest.data(), rest.size(), deadline); !s)
+        return fail("cut short");
+    h.path.assign(rest.begin(), rest.begin() + head[0]);
+    h.meta.assign(rest.begin() + head[0], rest.end());
+    return h;
 }
 
 Result<int> recv_fd(int conn, Deadline deadline) {
@@ -264,20 +376,26 @@ void TakeoverListener::on_hello(int fd) {
     const ssize_t r = ::recv(fd, buf, hello_len - w.said, 0);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (r <= 0) return drop_waiting(i, "it went away before its hello");
-    if (std::memcmp(buf, kHello + w.said, static_cast<size_t>(r)) != 0)
-        return drop_waiting(i, "not a ferryd asking to take over");
-    w.said += static_cast<size_t>(r);
+    for (ssize_t k = 0; k < r; ++k, ++w.said) {
+        const char c = buf[k];
+        if (w.said == kHelloVersionAt && (c == '1' || c == '2')) {
+            w.version = c;
+            continue;
+        }
+        if (c != kHello[w.said]) return drop_waiting(i, "not a ferryd asking to take over");
+    }
     if (w.said < hello_len) return;
-    const Waiting hello = w;
+    const Waiting said = w;
     waiting_.erase(waiting_.begin() + static_cast<ptrdiff_t>(i));
     ferryd_.unwatch(fd);
-    begin(hello.fd, hello.pid);
+    begin(said.fd, said.pid, said.version);
 }
 
-void TakeoverListener::begin(int conn, pid_t pid) {
+void TakeoverListener::begin(int conn, pid_t pid, char version) {
     host_.log(MigrateLog::kInfo, "takeover: ferryd pid %d asks to take over",
               static_cast<int>(pid));
     successor_pid_ = pid;
+    adopts_ = version == '2';
     while (!waiting_.empty()) drop_waiting(0, "a hand-over begins");
     conn_ = conn;
     // No request may change the switch after the capture, and none is answered from a
@@ -399,8 +517,20 @@ void TakeoverListener::release() {
         host_.log(MigrateLog::kWarn, "takeover: %s", w.error().message.c_str());
     std::vector<uint8_t>().swap(stream_);
     paused_.reset();  // release_ports() stops the workers, which must not be parked then
-    ferryd_.release_ports();
-    send_text(conn_, "RELEASED\n", Clock::now() + std::chrono::seconds(1));
+    std::vector<HandedConnection> handed;
+    ferryd_.release_ports(adopts_ ? &handed : nullptr);
+    const Deadline deadline = Clock::now() + std::chrono::seconds(1);
+    send_text(conn_, "RELEASED\n", deadline);
+    if (adopts_) {
+        // A connection not sent closes here: its peer reconnects to the successor's port.
+        send_text(conn_, "CONNECTIONS " + std::to_string(handed.size()) + "\n", deadline);
+        for (HandedConnection& h : handed) {
+            if (Status s = send_handed(conn_, h, deadline); !s)
+                host_.log(MigrateLog::kWarn, "takeover: %s: %s", h.path.c_str(),
+                          s.error().message.c_str());
+            for (int fd : h.fds) ::close(fd);
+        }
+    }
     // The guest-visible part of an upgrade starts at the pause: how much of it was here.
     host_.log(MigrateLog::kInfo, "takeover: ports released, %.1f ms after the workers paused",
               ms_since(paused_at_));
@@ -503,7 +633,8 @@ namespace {
 /// Connects to path and receives the stream and the control socket. @return the hand-over,
 /// its stream, or why not (the predecessor then goes on)
 Result<Takeover> takeover_begin(const std::string& path, double timeout_s,
-                                std::vector<uint8_t>* stream_out) {
+                                std::vector<uint8_t>* stream_out, char version,
+                                bool* hello_refused) {
     const Deadline deadline = in_seconds(timeout_s);
     auto conn = transport_connect("unix:" + path, deadline);
     if (!conn) return conn.error();
@@ -519,7 +650,18 @@ Result<Takeover> takeover_begin(const std::string& path, double timeout_s,
         if (t.control_fd >= 0) ::close(t.control_fd);
         return e;
     };
-    if (Status s = send_text(t.conn, kHello, deadline); !s) return fail(s.error());
+    if (Status s = send_text(t.conn, hello(version), deadline); !s) return fail(s.error());
+    // A predecessor that does not know this hello's version closes before sending anything.
+    pollfd p{t.conn, POLLIN, 0};
+    uint8_t first = 0;
+    ssize_t peeked = 1;
+    if (::poll(&p, 1, poll_left(deadline)) > 0) peeked = ::recv(t.conn, &first, 1, MSG_PEEK);
+    if (peeked == 0 || (peeked < 0 && errno == ECONNRESET)) {
+        *hello_refused = true;
+        ::close(t.conn);
+        return make_error(ErrorCode::kFailed, "takeover: the predecessor closed on the hello");
+    }
+    t.adopts = version == '2';
     auto stream = transport_read_stream(t.conn, deadline, kMaxStreamBytes);
     if (!stream) return fail(stream.error());
     *stream_out = std::move(*stream);
@@ -538,6 +680,24 @@ Status takeover_release(Takeover& t) {
         return make_error(ErrorCode::kFailed,
                           "takeover: the predecessor did not release its "
                           "ports");
+    if (!t.adopts) return Ok{};
+    // Past the point of no return: connections that do not arrive whole are closed, and their
+    // peers reconnect to the new ports.
+    auto count = read_line(t.conn, deadline);
+    unsigned long n = 0;
+    if (!count || std::sscanf(count->c_str(), "CONNECTIONS %lu", &n) != 1 ||
+        n > kMaxHandedConnections) {
+        t.connections_error = "no count of connections";
+        return Ok{};
+    }
+    for (unsigned long i = 0; i < n; ++i) {
+        auto h = recv_handed(t.conn, in_seconds(5));
+        if (!h) {
+            t.connections_error = h.error().message;
+            break;
+        }
+        t.connections.push_back(std::move(*h));
+    }
     return Ok{};
 }
 
@@ -556,7 +716,9 @@ void takeover_abort(Takeover& t, const std::string& why) {
 Result<Takeover> take_over(const std::string& path, const std::vector<std::string>& ports,
                            double timeout_s, const std::function<void(pid_t)>& connected) {
     std::vector<uint8_t> stream;
-    auto t = takeover_begin(path, timeout_s, &stream);
+    bool refused = false;
+    auto t = takeover_begin(path, timeout_s, &stream, '2', &refused);
+    if (!t && refused) t = takeover_begin(path, timeout_s, &stream, '1', &refused);
     if (!t) return t.error();
     if (connected) connected(t->predecessor_pid);
     // Before the point of no return: the stream must read and its ports exist here.

@@ -1,11 +1,15 @@
 // Live upgrade: a new ferryd (`ferryd --takeover PATH`) takes over from the running one.
-//   new -> old  "FERRY-TAKEOVER 1\n"
+//   new -> old  "FERRY-TAKEOVER 2\n" (a successor that adopts connections; "1": one that does
+//               not, and what a successor says again to a predecessor that closed on "2")
 //   old         pauses its workers; sends the whole switch's migration stream, then its control
 //               socket's listening fd (SCM_RIGHTS), so clients never find the path missing
 //   new -> old  "RELEASE\n" once it has both (or "ABORT ...\n": the old one resumes as it was)
 //   old         writes the stream to PATH.checkpoint, stops its workers, closes its ports
-//               (vhost-user sockets, devices) -> "RELEASED\n"
-//   new         creates its switch (its ports at the same paths: vhost-user peers reconnect),
+//               (vhost-user sockets, devices) -> "RELEASED\n"; after hello 2 also
+//               "CONNECTIONS n\n" and n connections of its ports, each one message with its
+//               descriptors (SCM_RIGHTS): their peers never see them close
+//   new         creates its switch (its ports at the same paths, adopting the connections
+//               handed over; other vhost-user peers reconnect),
 //               installs the state, serves the control socket, starts its workers
 //   new -> old  "DONE\n" -> the old one exits; or "FAILED ...\n", or the connection closes
 //               (the new one died): once the new process is gone the old one reopens its
@@ -37,6 +41,14 @@
 
 namespace ferry {
 
+/// A connection of a port, handed from the running ferryd to its successor with its
+/// descriptors (vhost-user: control/vhost_handover.h). Owns fds until they are sent or closed.
+struct HandedConnection {
+    std::string path;           // the port's socket
+    std::vector<uint8_t> meta;  // what the port needs to adopt it, in its own layout
+    std::vector<int> fds;
+};
+
 /// What the running ferryd's side of a hand-over needs besides its switch's state: the control
 /// loop, the control socket, the ports, the exit, the service manager. control/ implements it.
 /// Context: control.
@@ -55,8 +67,10 @@ public:
     /// The control socket is the successor's now: stop serving it, leave its path alone.
     virtual void control_socket_handed_over() = 0;
     /// Stops the workers and closes every port (the successor opens them next); the tables
-    /// stay.
-    virtual void release_ports() = 0;
+    /// stay. handed: null when the successor adopts no connection; otherwise the ports'
+    /// connections that can be handed over are added to it (the caller sends or closes them),
+    /// and their ports close without their peers noticing.
+    virtual void release_ports(std::vector<HandedConnection>* handed) = 0;
     /// Reopens the released ports, each in its slot, and starts the workers.
     /// @return kFailed / kConflict naming the port
     virtual Status reclaim_ports() = 0;
@@ -130,7 +144,8 @@ private:
         int fd = -1;
         pid_t pid = 0;
         Clock::time_point deadline;
-        size_t said = 0;  // bytes of the hello received so far
+        size_t said = 0;   // bytes of the hello received so far
+        char version = 0;  // the hello's version digit, once received
     };
 
     TakeoverListener(std::string path, MigrationHost& host, TakeoverHost& ferryd)
@@ -141,7 +156,7 @@ private:
     void drop_waiting(size_t i, const char* why);
     /// Pauses the workers, captures the switch and starts sending it to the successor on
     /// conn (process id pid).
-    void begin(int conn, pid_t pid);
+    void begin(int conn, pid_t pid, char version);
     /// The successor's connection is ready: sends, or reads its word, as the step says.
     void on_connection();
     /// Sends what the connection takes of the stream, then the control socket. @return
@@ -182,6 +197,7 @@ private:
     bool fd_sent_ = false;
     std::string word_;  // the successor's current line
     size_t connections_ = 0;
+    bool adopts_ = false;     // the successor said hello 2: it adopts its ports' connections
     std::string failed_why_;  // kAwaitExit: how the successor failed
     Outcome outcome_ = Outcome::kNone;
     pid_t successor_pid_ = 0;
@@ -193,6 +209,9 @@ struct Takeover {
     int control_fd = -1;        // the predecessor's listening control socket
     MigrationState state;       // its whole switch, read and checked
     pid_t predecessor_pid = 0;  // from SO_PEERCRED: whom this process replaces
+    bool adopts = false;        // it took hello 2: it hands its ports' connections over
+    std::vector<HandedConnection> connections;  // those connections, for the new ports
+    std::string connections_error;              // why some did not arrive (they close)
 };
 
 /// The successor's side up to the point of no return, before its switch exists: connects to

@@ -1,0 +1,66 @@
+"""Live upgrade with vhost-user client ports: the running ferryd hands each port's connection to
+its successor (control/vhost_handover.h), so the front-end (here a testpmd virtio-user port in
+server mode, as QEMU with `server=on`) never sees its back-end go away.
+"""
+import copy
+import os
+import time
+
+from ferry_harness import Ferryd, wait_for
+from vhost_util import aim_unicast, links, start_ferryd, start_peer, wait_links
+
+PAIRS = [("vm1", 0), ("vm2", 1)]
+
+
+def sockets(d, names=("vm1", "vm2")):
+    return [d.path(f"{n}.sock") for n in names]
+
+
+def successor(procs, d):
+    """A ferryd with d's configuration and control socket, taking over from d."""
+    s = Ferryd()
+    s.config = copy.deepcopy(d.config)
+    s.socket = d.socket
+    s.args = ["--takeover", d.socket + ".takeover"]
+    procs.add(s)
+    return s
+
+
+def forwarded(d):
+    return sum(d.port_stats(n)["tx_packets"] for n, _ in PAIRS)
+
+
+def test_live_upgrade_keeps_client_connections_up(procs):
+    """Sends: unicast both ways between the peer's two ports, without pause, while a successor
+    ferryd takes over. Expects: the old ferryd hands both connections over and exits 0; the
+    successor adopts both; the peer's ports never go down (virtio-user logs "is down" when its
+    back-end closes) and it never negotiates again; the traffic the peer started before the
+    upgrade goes on through the successor, which forwards it and drops nothing."""
+    d = start_ferryd(procs, mode="client")
+    pmd = start_peer(procs, sockets(d), server=True)
+    wait_links(d, "up")
+    aim_unicast(pmd)
+    pmd.cmd("start tx_first 8")
+    wait_for(lambda: forwarded(d) > 10000, 10, what="traffic through the first ferryd")
+    pmd_log_before = len(pmd.output)
+
+    new = successor(procs, d).start()
+    wait_for(lambda: d.proc.poll() is not None, 30, what="the old ferryd to exit")
+    assert d.proc.returncode == 0, d.read_log()[-3000:]
+    old_log, new_log = d.read_log(), new.read_log()
+    for name, _ in PAIRS:
+        assert f"port {name}: vhost-user connection handed to the successor" in old_log, old_log
+        assert f"port {name}: adopted the predecessor's vhost-user connection" in new_log, new_log
+    assert links(new) == {"vm1": "up", "vm2": "up"}
+
+    # The traffic started before the upgrade goes on through the successor, untouched.
+    first = forwarded(new)
+    wait_for(lambda: forwarded(new) > first + 10000, 10, what="traffic through the successor")
+    pmd.cmd("stop")
+    out = pmd.output[pmd_log_before:].decode(errors="replace")
+    assert "is down" not in out and "link state change" not in out.lower(), out[-3000:]
+    assert pmd.link_up(0) and pmd.link_up(1)
+    for name, _ in PAIRS:
+        stats = new.port_stats(name)
+        assert stats["rx_packets"] > 0 and stats["tx_packets"] > 0, stats
+        assert not any(stats["drops"].values()), stats
