@@ -185,7 +185,15 @@ void report_running(int* fd) {
 int serve(const ferry::Config& cfg, const std::string& restore, const std::string& takeover,
           int ready_fd) {
     // A live upgrade: the running ferryd hands over its state and control socket and releases
-    // its ports before this one creates them.
+    // its ports before this one creates them. Its workers pause from this one's hello on, so
+    // everything but the ports is built before the hello.
+    auto sw = ferry::Switch::create(cfg, takeover.empty());
+    if (!sw) {
+        FERRY_LOG_ERROR("%s", sw.error().message.c_str());
+        ferry::notify_service_manager("STATUS=failed: " + sw.error().message);
+        return kExitConfig;
+    }
+    ferry::Switch& s = *sw.value();
     ferry::Takeover handover;
     if (!takeover.empty()) {
         std::vector<std::string> ports;
@@ -217,11 +225,12 @@ int serve(const ferry::Config& cfg, const std::string& restore, const std::strin
         ferry::takeover_end(handover, false, why);
         return rc;
     };
-    auto sw = ferry::Switch::create(cfg);
-    if (!sw) return fail(sw.error().message, kExitConfig);
-    ferry::Switch& s = *sw.value();
+    if (!takeover.empty()) {
+        if (ferry::Status opened = s.open_configured_ports(); !opened)
+            return fail(opened.error().message, kExitConfig);
+    }
     ferry::SwitchMigrationHost host(s);  // what the migration drivers see of it
-    ferry::vhost_handover_discard();  // those of ports this configuration lacks
+    ferry::vhost_handover_discard();     // those of ports this configuration lacks
     if (!takeover.empty()) {
         auto r = ferry::takeover_install(handover, host);
         if (!r) return fail("--takeover: " + r.error().message, kExitRuntime);

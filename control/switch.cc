@@ -36,19 +36,26 @@ constexpr uint32_t kLearnRingSize = 4096;
 
 Switch::Switch(const Config& cfg) : cfg_(cfg) {}
 
-Result<std::unique_ptr<Switch>> Switch::create(const Config& cfg) {
+Result<std::unique_ptr<Switch>> Switch::create(const Config& cfg, bool with_ports) {
     std::unique_ptr<Switch> sw(new Switch(cfg));
     Status st = sw->init();
     if (!st) return st.error();
-    for (const PortConfig& p : cfg.ports) {
-        auto added = sw->add_port(p);
-        if (!added) return added.error();
-    }
-    if (!cfg.rules.empty()) {
-        auto added = sw->rules_->add(cfg.rules, sw->rule_context(), "rules");
-        if (!added) return added.error();
+    if (with_ports) {
+        if (Status opened = sw->open_configured_ports(); !opened) return opened.error();
     }
     return sw;
+}
+
+Status Switch::open_configured_ports() {
+    for (const PortConfig& p : cfg_.ports) {
+        auto added = add_port(p);
+        if (!added) return added.error();
+    }
+    if (!cfg_.rules.empty()) {
+        auto added = rules_->add(cfg_.rules, rule_context(), "rules");
+        if (!added) return added.error();
+    }
+    return Ok{};
 }
 
 Status Switch::init() {

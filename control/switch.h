@@ -45,9 +45,14 @@ struct MeterSet;
 
 class Switch : public Pauser {
 public:
-    /// Builds the switch after rte_eal_init: mbuf pool, RCU, MAC table, worker states, then the
-    /// configured ports. Workers are not started. Context: control (main lcore).
-    static Result<std::unique_ptr<Switch>> create(const Config& cfg);
+    /// Builds the switch after rte_eal_init: mbuf pool, RCU, MAC table, worker states, then
+    /// (with_ports) the configured ports and rules. Workers are not started. Context: control
+    /// (main lcore).
+    static Result<std::unique_ptr<Switch>> create(const Config& cfg, bool with_ports = true);
+    /// The configured ports, then the configured rules (which name them): what create() left
+    /// out without with_ports. A live upgrade's successor builds its switch before the hand-over
+    /// and opens the ports once its predecessor released them. Context: control.
+    Status open_configured_ports();
     ~Switch() override;
     Switch(const Switch&) = delete;
     Switch& operator=(const Switch&) = delete;
