@@ -4,10 +4,10 @@ server mode, as QEMU with `server=on`) never sees its back-end go away.
 """
 import copy
 import os
-import time
 
 from ferry_harness import Ferryd, wait_for
-from vhost_util import aim_unicast, links, start_ferryd, start_peer, wait_links
+from vhost_util import (aim_unicast, assert_counters_match, links, run_traffic, snapshot,
+                        start_ferryd, start_peer, wait_links)
 
 PAIRS = [("vm1", 0), ("vm2", 1)]
 
@@ -64,3 +64,30 @@ def test_live_upgrade_keeps_client_connections_up(procs):
         stats = new.port_stats(name)
         assert stats["rx_packets"] > 0 and stats["tx_packets"] > 0, stats
         assert not any(stats["drops"].values()), stats
+
+
+def test_successor_dying_with_the_connections_lets_the_old_one_reconnect(procs):
+    """The successor dies right after RELEASE (FERRY_TEST_TAKEOVER_DIE_AFTER_RELEASE, test
+    only), the handed connections with it. Expects: the peer sees its back-end go away once,
+    the old ferryd reopens its ports, the peer reconnects to it, and traffic started anew
+    flows through the old ferryd with exact counters: one owner of every port, forwarding."""
+    d = start_ferryd(procs, mode="client")
+    pmd = start_peer(procs, sockets(d), server=True)
+    wait_links(d, "up")
+    aim_unicast(pmd)
+    run_traffic(pmd, 0.3)
+
+    s = successor(procs, d)
+    s.env = dict(os.environ, FERRY_TEST_TAKEOVER_DIE_AFTER_RELEASE="1")
+    try:
+        s.start(timeout=15)
+    except RuntimeError:
+        pass  # it died, as asked
+    wait_for(lambda: "ports reopened, going on" in d.read_log(), 30,
+             what="the old ferryd to reopen its ports")
+    assert "vhost-user connection handed to the successor" in d.read_log()
+    assert d.proc.poll() is None
+    wait_links(d, "up")  # the peer's server took the old ferryd's new connection
+    before = snapshot(d, pmd, PAIRS)
+    run_traffic(pmd, 1.0)
+    assert_counters_match(before, snapshot(d, pmd, PAIRS))
