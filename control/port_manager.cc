@@ -217,10 +217,10 @@ Result<PortDevice> port_device_open(const PortConfig& cfg, uint16_t n_workers, r
         return fail(dpdk_error("cannot start " + dev.dev_name, rc));
     }
     rte_eth_promiscuous_enable(pid);  // a bridge port sees every address; not all devices can
-    if (cfg.type == PortType::kVhostUser && cfg.mode == VhostMode::kClient) {
+    if (cfg.type == PortType::kVhostUser) {
         // A live upgrade's predecessor may have handed this port's connection over: its
         // front-end then never sees the port go away.
-        auto adopted = vhost_handover_adopt(cfg.path);
+        auto adopted = vhost_handover_adopt(cfg.path, cfg.mode == VhostMode::kServer);
         if (!adopted)
             FERRY_LOG_WARN_IN(kPort,
                               "port %s: the handed-over connection was not adopted (%s); "

@@ -129,7 +129,7 @@ public:
 
     /// Stops the workers and closes every port (a successor ferryd opens them next): the
     /// switch keeps its tables but moves no packet any more. handed (or null): gets the
-    /// connections of the vhost-user client ports that can be handed to the successor
+    /// connections of the vhost-user ports that can be handed to the successor
     /// (control/vhost_handover.h), whose peers then never see them close. Context: control.
     void release_ports(std::vector<HandedConnection>* handed);
     /// Reopens the ports release_ports() closed, each in its slot, and starts the workers:

@@ -87,12 +87,10 @@ void Switch::release_ports(std::vector<HandedConnection>* handed) {
     stop_workers();
     // The rings' indexes are final now that no worker runs.
     for (const auto& [name, rec] : ports_) {
-        if (handed == nullptr || rec.cfg.type != PortType::kVhostUser ||
-            rec.cfg.mode != VhostMode::kClient)
-            continue;
+        if (handed == nullptr || rec.cfg.type != PortType::kVhostUser) continue;
         const std::vector<int> vids = vhost_connections(rec.cfg.path);
         if (vids.size() != 1) continue;  // no front-end connected
-        auto h = vhost_handover_capture(rec.cfg.path, vids[0]);
+        auto h = vhost_handover_capture(rec.cfg.path, vids[0], rec.cfg.mode == VhostMode::kServer);
         if (h) {
             handed->push_back(std::move(*h));
             FERRY_LOG_INFO_IN(kPort, "port %s: vhost-user connection handed to the successor",

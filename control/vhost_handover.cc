@@ -173,10 +173,10 @@ Result<Meta> decode(const HandedConnection& h) {
     return m;
 }
 
-/// The descriptor of a connected unix stream socket in this process whose peer is bound to
-/// path (a vhost-user client's connection to its front-end's socket), other than those in
-/// skip; -1 when there is none.
-int find_connection(const std::string& path, const std::vector<int>& skip) {
+/// The descriptor of a connected unix stream socket in this process on path, other than those
+/// in skip; -1 when there is none. server false: its peer is bound to path (a vhost-user
+/// client's connection to its front-end's socket); true: it was accepted on path (a server's).
+int find_connection(const std::string& path, const std::vector<int>& skip, bool server) {
     DIR* dir = opendir("/proc/self/fd");
     if (dir == nullptr) return -1;
     int found = -1;
@@ -188,8 +188,14 @@ int find_connection(const std::string& path, const std::vector<int>& skip) {
         if (std::find(skip.begin(), skip.end(), fd) != skip.end()) continue;
         sockaddr_un peer{};
         socklen_t len = sizeof(peer);
-        if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0 ||
-            peer.sun_family != AF_UNIX || len <= offsetof(sockaddr_un, sun_path))
+        const int named = server ? getsockname(fd, reinterpret_cast<sockaddr*>(&peer), &len)
+                                 : getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
+        if (named != 0 || peer.sun_family != AF_UNIX || len <= offsetof(sockaddr_un, sun_path))
+            continue;
+        int listening = 0;
+        socklen_t one = sizeof(listening);
+        if (server &&
+            (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &one) != 0 || listening != 0))
             continue;
         const size_t name_len = strnlen(peer.sun_path, len - offsetof(sockaddr_un, sun_path));
         if (std::string(peer.sun_path, name_len) == path) {
@@ -339,7 +345,7 @@ std::map<std::string, HandedConnection>& offered() {
 
 }  // namespace
 
-Result<HandedConnection> vhost_handover_capture(const std::string& path, int vid) {
+Result<HandedConnection> vhost_handover_capture(const std::string& path, int vid, bool server) {
     auto unsupported = [&](const std::string& why) -> Result<HandedConnection> {
         return make_error(ErrorCode::kFailed, "its connection is not handed over: " + why);
     };
@@ -363,7 +369,7 @@ Result<HandedConnection> vhost_handover_capture(const std::string& path, int vid
         close_all(h.fds);
         return unsupported(why);
     };
-    const int conn = find_connection(path, {});
+    const int conn = find_connection(path, {}, server);
     if (conn < 0) return unsupported("its socket was not found");
     h.fds.push_back(fcntl(conn, F_DUPFD_CLOEXEC, 0));
     for (uint32_t i = 0; i < mem->nregions; ++i) {
@@ -409,7 +415,33 @@ void vhost_handover_offer(std::vector<HandedConnection> connections) {
     }
 }
 
-Result<bool> vhost_handover_adopt(const std::string& path) {
+/// A server-mode port's side of the replay: a connection to its own socket, once the library
+/// accepted it (*lib: the library's end). @return the front-end's end, or -1
+int connect_to_self(const std::string& path, const std::vector<int>& skip, int* lib) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (fd < 0 || path.size() >= sizeof(sa.sun_path)) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    std::memcpy(sa.sun_path, path.c_str(), path.size());
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    // The library's thread accepts it when it next polls the listening socket.
+    vhost_events_wake();
+    const auto deadline = Clock::now() + kReplayWait;
+    while ((*lib = find_connection(path, skip, true)) < 0 && Clock::now() < deadline) usleep(1000);
+    if (*lib < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+Result<bool> vhost_handover_adopt(const std::string& path, bool server) {
     auto it = offered().find(path);
     if (it == offered().end()) return false;
     HandedConnection h = std::move(it->second);
@@ -420,27 +452,39 @@ Result<bool> vhost_handover_adopt(const std::string& path) {
         return e;
     };
     if (!meta) return fail(meta.error());
-    // The library's own connection, made as the port opened: it waits in QEMU's queue (QEMU
-    // serves one connection at a time) and is swapped for a socketpair to replay into.
-    const int lib = find_connection(path, h.fds);
-    if (lib < 0)
-        return fail(make_error(ErrorCode::kFailed, "the port's vhost library has no connection"));
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
-        return fail(make_error(ErrorCode::kFailed, std::string("socketpair: ") + strerror(errno)));
-    const int front = pair[0];
-    if (dup3(pair[1], lib, O_CLOEXEC) < 0) {
-        close(pair[0]);
+    int lib = -1;
+    int front = -1;
+    if (server) {
+        // The library gets a connection to replay into by accepting one on its own socket.
+        front = connect_to_self(path, h.fds, &lib);
+        if (front < 0)
+            return fail(make_error(ErrorCode::kFailed, "the port's socket took no connection"));
+    } else {
+        // The library's own connection, made as the port opened: it waits in QEMU's queue
+        // (QEMU serves one connection at a time) and is swapped for a socketpair to replay
+        // into.
+        lib = find_connection(path, h.fds, false);
+        if (lib < 0)
+            return fail(
+                make_error(ErrorCode::kFailed, "the port's vhost library has no connection"));
+        int pair[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+            return fail(
+                make_error(ErrorCode::kFailed, std::string("socketpair: ") + strerror(errno)));
+        front = pair[0];
+        if (dup3(pair[1], lib, O_CLOEXEC) < 0) {
+            close(pair[0]);
+            close(pair[1]);
+            return fail(make_error(ErrorCode::kFailed, std::string("dup3: ") + strerror(errno)));
+        }
         close(pair[1]);
-        return fail(make_error(ErrorCode::kFailed, std::string("dup3: ") + strerror(errno)));
+        // The library's thread polls its descriptors by number but sleeps on the old socket
+        // until woken: wake it after each swap.
+        vhost_events_wake();
     }
-    close(pair[1]);
-    // The library's thread polls its descriptors by number but sleeps on the old socket until
-    // woken: wake it after each swap.
-    vhost_events_wake();
     Status replayed = replay(front, *meta, h.fds);
     if (!replayed) {
-        close(front);  // the library closes its end and connects to the front-end anew
+        close(front);  // the library closes its end (a client connects to the front-end anew)
         return fail(replayed.error());
     }
     const int kept = dup3(h.fds[0], lib, O_CLOEXEC);

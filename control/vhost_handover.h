@@ -14,8 +14,8 @@
 //
 // DPDK 22.11's vhost library has no way to adopt a connection; what this uses is public API
 // (rte_vhost_get_mem_table, rte_vhost_get_vhost_vring, rte_vhost_get_vring_base, the negotiated
-// features) and dup2() onto the descriptor the library polls. Client-mode ports only (the mode
-// recommended for hosts that upgrade ferryd): a server-mode port's QEMU reconnects as before.
+// features) and dup3() onto the descriptor the library polls. A server-mode port replays over
+// a connection to its own socket instead of a socketpair.
 #pragma once
 
 #include <string>
@@ -26,24 +26,25 @@
 
 namespace ferry {
 
-/// The connection of vhost-user client port `path` (its device vid), for the successor: what
-/// its front-end negotiated and duplicates of its descriptors. The caller's workers must have
+/// The connection of the vhost-user port on socket `path` (its device vid; server: the port
+/// is in server mode), for the successor: what its front-end negotiated and duplicates of its
+/// descriptors. The caller's workers must have
 /// stopped (the rings' indexes are final). Context: control.
 /// @return kUnsupported when the connection cannot be handed over (a migration is logging
 ///         dirty pages, packed rings, an IOMMU, descriptors still in flight): the port closes
 ///         as before and its front-end reconnects
-Result<HandedConnection> vhost_handover_capture(const std::string& path, int vid);
+Result<HandedConnection> vhost_handover_capture(const std::string& path, int vid, bool server);
 
 /// Successor: the predecessor's connections, adopted by the ports opened next
 /// (vhost_handover_adopt); the rest are closed by vhost_handover_discard. Context: control.
 void vhost_handover_offer(std::vector<HandedConnection> connections);
 
-/// Successor, port `path` (client mode) just started: when a connection for it was offered,
-/// replays it into the port's vhost library and swaps the library's socket for it. On
-/// failure the inherited connection is closed (its front-end then accepts the connection the
-/// library made as the port opened, and negotiates anew). Context: control.
-/// @return whether a connection was adopted; an error says why one offered was not
-Result<bool> vhost_handover_adopt(const std::string& path);
+/// Successor, port `path` just started (server: in server mode): when a connection for it was
+/// offered, replays it into the port's vhost library and swaps the library's socket for it.
+/// On failure the inherited connection is closed (its front-end then reconnects, or accepts
+/// the connection a client-mode port made as it opened, and negotiates anew). Context:
+/// control. @return whether a connection was adopted; an error says why one offered was not
+Result<bool> vhost_handover_adopt(const std::string& path, bool server);
 
 /// Successor: closes the offered connections no port adopted. Context: control.
 void vhost_handover_discard();

@@ -1,16 +1,17 @@
 """Live upgrade of ferryd under a real guest (see migration_scene.py): one host, its ferryd with
 the stateful firewall of config/migration-host.json, a guest streaming numbered lines over TCP
 to a peer outside the firewall. While it streams, a new ferryd with the same configuration
-takes over (`ferryd --takeover <control socket>.takeover`, as the systemd unit's reload does):
-the guest's vhost-user connection closes and reopens. Expects the old ferryd to exit cleanly,
-the new one to track the guest's connection, and the stream to go on byte for byte. Prints the
-stream's pause around the upgrade, the guest's TCP retransmissions and the new ferryd's drops:
-figures, not assertions (the README reports them).
+takes over (`ferryd --takeover <control socket>.takeover`, as the systemd unit's reload does).
+Expects the old ferryd to exit cleanly, the new one to track the guest's connection, and the
+stream to go on byte for byte. Prints the stream's pause around the upgrade, the guest's TCP
+retransmissions and the new ferryd's drops: figures, not assertions (the README reports them).
 
 Two variants of the guest's port:
-- client: ferryd is the vhost-user client and QEMU the server (`server=on,wait=off`): QEMU
-  keeps the socket while ferryd is replaced, and the new ferryd connects as its port opens.
-- server: ferryd makes the socket; QEMU reconnects to it (`reconnect-ms=`) once it is back.
+- client: ferryd is the vhost-user client and QEMU the server (`server=on,wait=off`).
+- server: ferryd makes the socket; QEMU would reconnect to it (`reconnect-ms=`) if it closed.
+In both the old ferryd hands the connection itself to the new one, which adopts it (asserted):
+QEMU never sees it close, and the guest's link stays up (docs/migration.md, "What a guest
+sees").
 
 The uplink is an af_packet port on a veth pair whose other end is on the peer's bridge: like a
 NIC, it stays while ferryd is replaced (a net_tap uplink is deleted with the ferryd that made it).
@@ -66,6 +67,8 @@ def upgrade_under_stream(scene, mode, capsys):
     assert old.proc.returncode == 0, old.read_log()[-2000:]
     assert "the successor runs; " in old.read_log(), old.read_log()[-2000:]
     assert re.search(r"took over [1-9]\d* connections", new.read_log()), new.read_log()[-2000:]
+    assert "port vm1: adopted the predecessor's vhost-user connection" in new.read_log(), \
+        new.read_log()[-2000:]
     # The new ferryd tracks the guest's connection: the same one, its counters going on.
     kept = ms.stream_connection(new)
     assert kept is not None and kept["state"] == "ESTABLISHED", kept
@@ -87,7 +90,8 @@ def upgrade_under_stream(scene, mode, capsys):
         "old: exiting": "the successor runs"}),
         **log_times(new.read_log(), t_start_wall, {"new: took over": "took over ",
                                                    "new: ready": "ready: ",
-                                                   "new: vm1 up": "port vm1: link up"})}
+                                                   "new: vm1 up": "port vm1: link up",
+                                                   "new: vm1 adopted": "port vm1: adopted"})}
     with capsys.disabled():
         print(f"\n  live upgrade, vhost-user port in {mode} mode"
               f"{f' (QEMU reconnect-ms={RECONNECT_MS})' if mode == 'server' else ''}: "

@@ -1,9 +1,11 @@
-"""Live upgrade with vhost-user client ports: the running ferryd hands each port's connection to
-its successor (control/vhost_handover.h), so the front-end (here a testpmd virtio-user port in
-server mode, as QEMU with `server=on`) never sees its back-end go away.
+"""Live upgrade with vhost-user ports: the running ferryd hands each port's connection to its
+successor (control/vhost_handover.h), so the front-end (here testpmd's virtio-user ports,
+standing for QEMU) never sees its back-end go away, whichever side made the socket.
 """
 import copy
 import os
+
+import pytest
 
 from ferry_harness import Ferryd, wait_for
 from vhost_util import (aim_unicast, assert_counters_match, links, run_traffic, snapshot,
@@ -30,14 +32,18 @@ def forwarded(d):
     return sum(d.port_stats(n)["tx_packets"] for n, _ in PAIRS)
 
 
-def test_live_upgrade_keeps_client_connections_up(procs):
-    """Sends: unicast both ways between the peer's two ports, without pause, while a successor
+@pytest.mark.parametrize("mode", ["client", "server"])
+def test_live_upgrade_keeps_vhost_connections_up(procs, mode):
+    """ferryd's ports in client mode (the peer's virtio-user ports are servers, as QEMU with
+    `server=on`) or in server mode (the peer connects, and a virtio-user client never
+    reconnects by itself). Sends: unicast both ways between the peer's two ports, without pause,
+    while a successor
     ferryd takes over. Expects: the old ferryd hands both connections over and exits 0; the
     successor adopts both; the peer's ports never go down (virtio-user logs "is down" when its
     back-end closes) and it never negotiates again; the traffic the peer started before the
     upgrade goes on through the successor, which forwards it and drops nothing."""
-    d = start_ferryd(procs, mode="client")
-    pmd = start_peer(procs, sockets(d), server=True)
+    d = start_ferryd(procs, mode=mode)
+    pmd = start_peer(procs, sockets(d), server=mode == "client")
     wait_links(d, "up")
     aim_unicast(pmd)
     pmd.cmd("start tx_first 8")
