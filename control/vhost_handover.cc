@@ -410,8 +410,12 @@ Result<HandedConnection> vhost_handover_capture(const std::string& path, int vid
 
 void vhost_handover_offer(std::vector<HandedConnection> connections) {
     for (HandedConnection& h : connections) {
-        auto [it, fresh] = offered().emplace(h.path, std::move(h));
-        if (!fresh) close_all(h.fds);  // one connection per socket
+        if (offered().count(h.path) != 0) {
+            close_all(h.fds);  // one connection per socket
+            continue;
+        }
+        std::string path = h.path;
+        offered().emplace(std::move(path), std::move(h));
     }
 }
 

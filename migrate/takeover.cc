@@ -565,7 +565,7 @@ void TakeoverListener::successor_failed(const std::string& why) {
     if (process_gone(successor_pid_)) reclaim(Ok{});
 }
 
-void TakeoverListener::reclaim(Status gone) {
+void TakeoverListener::reclaim(const Status& gone) {
     const std::string checkpoint = path_ + ".checkpoint";
     Status back = gone ? ferryd_.reclaim_ports() : gone;
     step_ = Step::kIdle;

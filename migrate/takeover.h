@@ -175,7 +175,7 @@ private:
     /// After RELEASE: the successor failed; the ports come back once its process is gone.
     void successor_failed(const std::string& why);
     /// Reopens the ports (or, when that cannot be, exits naming the checkpoint).
-    void reclaim(Status gone);
+    void reclaim(const Status& gone);
     /// Closes the successor's connection and lets control requests through again.
     void close_connection();
 
