@@ -92,6 +92,14 @@ def upgrade_under_stream(scene, mode, capsys):
                                                    "new: ready": "ready: ",
                                                    "new: vm1 up": "port vm1: link up",
                                                    "new: vm1 adopted": "port vm1: adopted"})}
+    # The gap the hand-over itself made: from the last arrival before the old ferryd paused its
+    # workers to the first one after the new ferryd ran.
+    across = None
+    if steps["old: asked"] is not None and steps["new: ready"] is not None:
+        last = [t for t, _ in points if t <= t_start + steps["old: asked"]]
+        first = [t for t, _ in points if t >= t_start + steps["new: ready"]]
+        if last and first:
+            across = first[0] - last[-1]
     with capsys.disabled():
         print(f"\n  live upgrade, vhost-user port in {mode} mode"
               f"{f' (QEMU reconnect-ms={RECONNECT_MS})' if mode == 'server' else ''}: "
@@ -99,6 +107,9 @@ def upgrade_under_stream(scene, mode, capsys):
               f"\n  stream pause {gap * 1000:.0f} ms (starting {gap_at - t_start:.2f} s into the "
               f"upgrade; median gap between arrivals {normal * 1000:.0f} ms); "
               f"{len(data.splitlines())} lines, byte-exact; connection kept"
+              f"\n  gap across the hand-over (last arrival before the old ferryd paused to the first "
+              f"after the new one ran) "
+              f"{'unknown' if across is None else f'{across * 1000:.0f} ms'}"
               f"\n  guest TCP segments retransmitted {tcp.get('RetransSegs')}; drops: old ferryd "
               f"before the upgrade {dropped_before}, new ferryd {lost}"
               f"\n  log, s after the new ferryd started: {steps}")
