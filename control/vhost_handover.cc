@@ -21,13 +21,16 @@
 
 #include "control/log.h"
 #include "control/vhost_wake.h"
+#include "migrate/fd_message.h"
+#include "migrate/transport.h"
+#include "migrate/wire.h"
 
 namespace ferry {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// What travels in HandedConnection::meta (little-endian, as this host):
+// What travels in HandedConnection::meta (big-endian, migrate/wire.h):
 //   u32 magic, u64 features, u64 protocol features,
 //   u32 regions, each {u64 guest physical, u64 QEMU's address, u64 size, u64 mmap offset},
 //   u32 rings, each {u32 index, u32 size, u32 next index, u32 fd flags (1 kick, 2 call),
@@ -86,89 +89,46 @@ struct Meta {
     }
 };
 
-template <class T>
-void put(std::vector<uint8_t>& out, T v) {
-    const size_t at = out.size();
-    out.resize(at + sizeof(T));
-    std::memcpy(out.data() + at, &v, sizeof(T));
-}
-
 std::vector<uint8_t> encode(const Meta& m) {
     std::vector<uint8_t> out;
-    put(out, kMagic);
-    put(out, m.features);
-    put(out, m.protocol);
-    put(out, static_cast<uint32_t>(m.regions.size()));
-    for (const Region& r : m.regions) {
-        put(out, r.gpa);
-        put(out, r.uva);
-        put(out, r.size);
-        put(out, r.offset);
-    }
-    put(out, static_cast<uint32_t>(m.rings.size()));
+    WireWriter w(out);
+    w.u32(kMagic);
+    w.u64(m.features);
+    w.u64(m.protocol);
+    w.u32(static_cast<uint32_t>(m.regions.size()));
+    for (const Region& r : m.regions)
+        for (const uint64_t v : {r.gpa, r.uva, r.size, r.offset}) w.u64(v);
+    w.u32(static_cast<uint32_t>(m.rings.size()));
     for (const Ring& r : m.rings) {
-        put(out, r.index);
-        put(out, r.size);
-        put(out, r.next);
-        put(out, r.fd_flags);
-        put(out, r.desc);
-        put(out, r.avail);
-        put(out, r.used);
-        put(out, r.log);
+        for (const uint32_t v : {r.index, r.size, r.next, r.fd_flags}) w.u32(v);
+        for (const uint64_t v : {r.desc, r.avail, r.used, r.log}) w.u64(v);
     }
     return out;
 }
 
-/// Reads fixed-size values off a byte string, failing once past its end.
-struct Reader {
-    const std::vector<uint8_t>& in;
-    size_t at = 0;
-    bool ok = true;
-    template <class T>
-    T get() {
-        T v{};
-        if (!ok || in.size() - at < sizeof(T)) {
-            ok = false;
-            return v;
-        }
-        std::memcpy(&v, in.data() + at, sizeof(T));
-        at += sizeof(T);
-        return v;
-    }
-};
-
 Result<Meta> decode(const HandedConnection& h) {
-    Reader r{h.meta};
+    WireReader r(h.meta.data(), h.meta.size());
     Meta m;
     auto bad = [&](const char* why) -> Result<Meta> {
         return make_error(ErrorCode::kFailed, std::string("handed vhost-user connection: ") + why);
     };
-    if (r.get<uint32_t>() != kMagic) return bad("unknown layout");
-    m.features = r.get<uint64_t>();
-    m.protocol = r.get<uint64_t>();
-    const uint32_t regions = r.get<uint32_t>();
-    if (!r.ok || regions == 0 || regions > kMaxRegions) return bad("bad region count");
+    if (r.u32() != kMagic) return bad("unknown layout");
+    m.features = r.u64();
+    m.protocol = r.u64();
+    const uint32_t regions = r.u32();
+    if (!r.ok() || regions == 0 || regions > kMaxRegions) return bad("bad region count");
     for (uint32_t i = 0; i < regions; ++i)
-        m.regions.push_back(
-            Region{r.get<uint64_t>(), r.get<uint64_t>(), r.get<uint64_t>(), r.get<uint64_t>()});
-    const uint32_t rings = r.get<uint32_t>();
-    if (!r.ok || rings == 0 || rings > kMaxRings) return bad("bad ring count");
+        m.regions.push_back(Region{r.u64(), r.u64(), r.u64(), r.u64()});
+    const uint32_t rings = r.u32();
+    if (!r.ok() || rings == 0 || rings > kMaxRings) return bad("bad ring count");
     for (uint32_t i = 0; i < rings; ++i) {
-        Ring g{};
-        g.index = r.get<uint32_t>();
-        g.size = r.get<uint32_t>();
-        g.next = r.get<uint32_t>();
-        g.fd_flags = r.get<uint32_t>();
-        g.desc = r.get<uint64_t>();
-        g.avail = r.get<uint64_t>();
-        g.used = r.get<uint64_t>();
-        g.log = r.get<uint64_t>();
+        Ring g{r.u32(), r.u32(), r.u32(), r.u32(), r.u64(), r.u64(), r.u64(), r.u64()};
         if (g.index >= kMaxRings || g.size == 0 || g.size > 32768 || g.next > 0xffff ||
             (g.fd_flags & ~(kHasKick | kHasCall)) != 0)
             return bad("bad ring");
         m.rings.push_back(g);
     }
-    if (!r.ok || r.at != h.meta.size()) return bad("bad length");
+    if (!r.done()) return bad("bad length");
     if (m.fd_count() != h.fds.size()) return bad("descriptors missing");
     return m;
 }
@@ -232,21 +192,8 @@ Status send_message(int fd, uint32_t request, const void* payload, uint32_t size
     const uint32_t header[3] = {request, kFlagVersion, size};
     std::memcpy(buf, header, sizeof(header));
     std::memcpy(buf + sizeof(header), payload, size);
-    iovec iov{buf, sizeof(header) + size};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    std::vector<char> control(n_fds > 0 ? CMSG_SPACE(sizeof(int) * n_fds) : 0);
-    if (n_fds > 0) {
-        msg.msg_control = control.data();
-        msg.msg_controllen = control.size();
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-        std::memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-    }
-    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(iov.iov_len))
+    const size_t n = sizeof(header) + size;
+    if (send_with_fds(fd, buf, n, fds, n_fds, MSG_NOSIGNAL) != static_cast<ssize_t>(n))
         return make_error(ErrorCode::kFailed,
                           std::string("replaying the connection: ") + strerror(errno));
     return Ok{};
@@ -258,8 +205,8 @@ Status send_value(int fd, uint32_t request, const T& v, const int* fds = nullptr
     return send_message(fd, request, &v, sizeof(T), fds, n_fds);
 }
 
-/// Reads GET_FEATURES' answer: the vhost library has handled every message before it.
-Result<uint64_t> read_features_reply(int fd, Clock::time_point deadline) {
+/// Awaits GET_FEATURES' answer: the vhost library has handled every message before it.
+Status await_features_reply(int fd, Clock::time_point deadline) {
     uint8_t buf[20];
     size_t got = 0;
     while (got < sizeof(buf)) {
@@ -278,9 +225,7 @@ Result<uint64_t> read_features_reply(int fd, Clock::time_point deadline) {
     std::memcpy(header, buf, sizeof(header));
     if (header[0] != kGetFeatures || (header[1] & kFlagReply) == 0 || header[2] != 8)
         return make_error(ErrorCode::kFailed, "the vhost library answered something else");
-    uint64_t features = 0;
-    std::memcpy(&features, buf + 12, sizeof(features));
-    return features;
+    return Ok{};
 }
 
 /// Plays the front-end's part on fd: the messages that set up a running device, in QEMU's
@@ -332,9 +277,7 @@ Status replay(int fd, const Meta& m, const std::vector<int>& fds) {
     }
     const uint64_t none = 0;
     if (Status s = send_message(fd, kGetFeatures, &none, 0); !s) return s;
-    auto features = read_features_reply(fd, Clock::now() + kReplayWait);
-    if (!features) return features.error();
-    return Ok{};
+    return await_features_reply(fd, Clock::now() + kReplayWait);
 }
 
 /// The connections offered to this successor, by socket path.
@@ -422,21 +365,12 @@ void vhost_handover_offer(std::vector<HandedConnection> connections) {
 /// A server-mode port's side of the replay: a connection to its own socket, once the library
 /// accepted it (*lib: the library's end). @return the front-end's end, or -1
 int connect_to_self(const std::string& path, const std::vector<int>& skip, int* lib) {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    if (fd < 0 || path.size() >= sizeof(sa.sun_path)) {
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    std::memcpy(sa.sun_path, path.c_str(), path.size());
-    if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
+    const auto deadline = Clock::now() + kReplayWait;
+    auto conn = transport_connect("unix:" + path, deadline);
+    if (!conn) return -1;
+    const int fd = *conn;
     // The library's thread accepts it when it next polls the listening socket.
     vhost_events_wake();
-    const auto deadline = Clock::now() + kReplayWait;
     while ((*lib = find_connection(path, skip, true)) < 0 && Clock::now() < deadline) usleep(1000);
     if (*lib < 0) {
         close(fd);

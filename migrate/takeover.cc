@@ -14,11 +14,13 @@
 #include <cstring>
 #include <fstream>
 
+#include "migrate/fd_message.h"
 #include "migrate/file_transport.h"
 #include "migrate/stages.h"
 #include "migrate/stream_reader.h"
 #include "migrate/stream_writer.h"
 #include "migrate/transport.h"
+#include "migrate/wire.h"
 
 namespace ferry {
 namespace {
@@ -39,6 +41,12 @@ Deadline in_seconds(double s) {
     return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(s * 1e6));
 }
 
+/// Milliseconds until the deadline, for poll(2): 0 once it passed.
+int poll_left(Deadline deadline) {
+    return static_cast<int>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+}
+
 /// Reads one line (without its newline), at most 512 bytes. @return kFailed on EOF/timeout
 Result<std::string> read_line(int fd, Deadline deadline) {
     std::string line;
@@ -47,10 +55,7 @@ Result<std::string> read_line(int fd, Deadline deadline) {
         // One byte at a time: the protocol's lines are few and short, and nothing after a
         // line may be consumed (a stream or an fd may follow).
         pollfd p{fd, POLLIN, 0};
-        const int left = static_cast<int>(std::max<int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
-                   .count()));
-        if (::poll(&p, 1, left) <= 0)
+        if (::poll(&p, 1, poll_left(deadline)) <= 0)
             return make_error(ErrorCode::kFailed, "takeover: no answer in time");
         const ssize_t r = ::recv(fd, &c, 1, 0);
         if (r <= 0) return make_error(ErrorCode::kFailed, "takeover: the peer went away");
@@ -64,33 +69,11 @@ Status send_text(int fd, const std::string& text, Deadline deadline) {
     return transport_send(fd, reinterpret_cast<const uint8_t*>(text.data()), text.size(), deadline);
 }
 
-/// A one-byte message ('F') with room for one descriptor in its control data.
-struct FdMessage {
-    char byte = 'F';
-    iovec iov{};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    FdMessage() {
-        iov = iovec{&byte, 1};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof(control);
-    }
-    FdMessage(const FdMessage&) = delete;
-    FdMessage& operator=(const FdMessage&) = delete;
-};
-
-/// Sends fd over conn without waiting. @return kBusy when conn is full (try again once it is
-/// writable), kFailed when it broke
+/// Sends fd over conn without waiting, as a one-byte message ('F'). @return kBusy when conn is
+/// full (try again once it is writable), kFailed when it broke
 Status send_fd(int conn, int fd) {
-    FdMessage m;
-    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    if (::sendmsg(conn, &m.msg, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+    const char byte = 'F';
+    if (send_with_fds(conn, &byte, 1, &fd, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
         const int err = errno;
         if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
             return make_error(ErrorCode::kBusy, "takeover: the connection is full");
@@ -99,48 +82,49 @@ Status send_fd(int conn, int fd) {
     return Ok{};
 }
 
-// A handed connection's message: u32 path length, u32 meta length, u32 descriptor count, the
-// path, the meta; its descriptors in the control data.
+Result<int> recv_fd(int conn, Deadline deadline) {
+    pollfd p{conn, POLLIN, 0};
+    if (::poll(&p, 1, poll_left(deadline)) <= 0)
+        return make_error(ErrorCode::kFailed, "takeover: no control socket in time");
+    char byte = 0;
+    std::vector<int> fds;
+    bool truncated = false;
+    const ssize_t r = recv_with_fds(conn, &byte, 1, &fds, 1, 0, &truncated);
+    if (r != 1 || byte != 'F' || fds.size() != 1 || truncated) {
+        for (int fd : fds) ::close(fd);
+        return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
+    }
+    return fds[0];
+}
+
+// A handed connection's message: u32 path length, u32 meta length, u32 descriptor count (big
+// endian), the path, the meta; its descriptors in the control data.
+constexpr size_t kHandedHead = 12;
 constexpr size_t kMaxHandedFds = 250;  // below SCM_MAX_FD (253)
 constexpr size_t kMaxHandedMeta = 16384;
+constexpr size_t kMaxHandedPath = 4096;
 constexpr size_t kMaxHandedConnections = 256;
-
-int poll_left(Deadline deadline) {
-    return static_cast<int>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
-}
 
 /// Sends one handed connection (a blocking wait on a full connection, up to the deadline).
 Status send_handed(int conn, const HandedConnection& h, Deadline deadline) {
     if (h.fds.empty() || h.fds.size() > kMaxHandedFds || h.meta.size() > kMaxHandedMeta ||
-        h.path.size() > 4096)
+        h.path.size() > kMaxHandedPath)
         return make_error(ErrorCode::kFailed, "takeover: a connection too large to hand over");
-    std::vector<uint8_t> data(12);
-    const uint32_t head[3] = {static_cast<uint32_t>(h.path.size()),
-                              static_cast<uint32_t>(h.meta.size()),
-                              static_cast<uint32_t>(h.fds.size())};
-    std::memcpy(data.data(), head, sizeof(head));
-    data.insert(data.end(), h.path.begin(), h.path.end());
-    data.insert(data.end(), h.meta.begin(), h.meta.end());
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * h.fds.size()));
-    iovec iov{data.data(), data.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * h.fds.size());
-    std::memcpy(CMSG_DATA(c), h.fds.data(), sizeof(int) * h.fds.size());
+    std::vector<uint8_t> data;
+    WireWriter w(data);
+    w.u32(static_cast<uint32_t>(h.path.size()));
+    w.u32(static_cast<uint32_t>(h.meta.size()));
+    w.u32(static_cast<uint32_t>(h.fds.size()));
+    w.bytes(reinterpret_cast<const uint8_t*>(h.path.data()), h.path.size());
+    w.bytes(h.meta.data(), h.meta.size());
     for (;;) {
-        const ssize_t w = ::sendmsg(conn, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w >= 0) {
+        const ssize_t sent = send_with_fds(conn, data.data(), data.size(), h.fds.data(),
+                                           h.fds.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent >= 0) {
             // The descriptors went with the first byte; the rest is plain data.
-            const size_t sent = static_cast<size_t>(w);
-            if (sent == data.size()) return Ok{};
-            return transport_send(conn, data.data() + sent, data.size() - sent, deadline);
+            const size_t n = static_cast<size_t>(sent);
+            if (n == data.size()) return Ok{};
+            return transport_send(conn, data.data() + n, data.size() - n, deadline);
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return make_error(ErrorCode::kFailed,
@@ -166,59 +150,33 @@ Status read_exact(int conn, uint8_t* dst, size_t n, Deadline deadline) {
 /// Receives one handed connection, checking its sizes and descriptors.
 Result<HandedConnection> recv_handed(int conn, Deadline deadline) {
     HandedConnection h;
-    uint32_t head[3] = {};
-    std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxHandedFds));
-    iovec iov{head, sizeof(head)};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
+    uint8_t head[kHandedHead] = {};
     pollfd p{conn, POLLIN, 0};
     if (::poll(&p, 1, poll_left(deadline)) <= 0)
         return make_error(ErrorCode::kFailed, "takeover: no connection in time");
     // The descriptors come with the first bytes: read just the head, nothing after it.
-    const ssize_t r = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        const size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const size_t at = h.fds.size();
-        h.fds.resize(at + n);
-        std::memcpy(h.fds.data() + at, CMSG_DATA(c), n * sizeof(int));
-    }
+    bool truncated = false;
+    const ssize_t r =
+        recv_with_fds(conn, head, sizeof(head), &h.fds, kMaxHandedFds, MSG_WAITALL, &truncated);
     auto fail = [&](const char* why) -> Result<HandedConnection> {
         for (int fd : h.fds) ::close(fd);
         return make_error(ErrorCode::kFailed, std::string("takeover: a handed connection: ") + why);
     };
     if (r != static_cast<ssize_t>(sizeof(head))) return fail("cut short");
-    if ((msg.msg_flags & MSG_CTRUNC) != 0) return fail("too many descriptors");
-    if (head[0] == 0 || head[0] > 4096 || head[1] > kMaxHandedMeta || head[2] != h.fds.size() ||
-        h.fds.empty())
+    if (truncated) return fail("too many descriptors");
+    WireReader in(head, sizeof(head));
+    const uint32_t path_len = in.u32();
+    const uint32_t meta_len = in.u32();
+    const uint32_t n_fds = in.u32();
+    if (path_len == 0 || path_len > kMaxHandedPath || meta_len > kMaxHandedMeta ||
+        n_fds != h.fds.size() || h.fds.empty())
         return fail("bad sizes");
-    std::vector<uint8_t> rest(head[0] + size_t{head[1]});
+    std::vector<uint8_t> rest(size_t{path_len} + meta_len);
     if (Status s = read_exact(conn, rest.data(), rest.size(), deadline); !s)
         return fail("cut short");
-    h.path.assign(rest.begin(), rest.begin() + head[0]);
-    h.meta.assign(rest.begin() + head[0], rest.end());
+    h.path.assign(rest.begin(), rest.begin() + path_len);
+    h.meta.assign(rest.begin() + path_len, rest.end());
     return h;
-}
-
-Result<int> recv_fd(int conn, Deadline deadline) {
-    pollfd p{conn, POLLIN, 0};
-    const int left = static_cast<int>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
-    if (::poll(&p, 1, left) <= 0)
-        return make_error(ErrorCode::kFailed, "takeover: no control socket in time");
-    FdMessage m;
-    m.byte = 0;
-    if (::recvmsg(conn, &m.msg, MSG_CMSG_CLOEXEC) != 1 || m.byte != 'F')
-        return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
-    cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
-    if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-        return make_error(ErrorCode::kFailed, "takeover: no control socket from the predecessor");
-    int fd = -1;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-    return fd;
 }
 
 /// Whether process pid is gone (exited; a zombie holds nothing). Context: any.
